@@ -1,0 +1,41 @@
+# The two commands of the README: `make demo` and `make test`.
+# Both install what is missing first (scripts/setup.sh is idempotent).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -I/usr/include/x86_64-linux-gnu -Ibpf/include
+
+BPF_SRC := $(wildcard bpf/*.bpf.c)
+BPF_OBJ := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SRC))
+BPF_HDR := $(wildcard bpf/include/*.h)
+
+.PHONY: setup bpf demo test lint unit integration e2e bench clean
+
+setup:
+	@./scripts/setup.sh
+
+build/bpf/%.bpf.o: bpf/%.bpf.c $(BPF_HDR)
+	@mkdir -p build/bpf
+	@clang $(BPF_CFLAGS) -c $< -o $@
+
+bpf: $(BPF_OBJ)
+
+demo: setup bpf
+	@$(VENV)/bin/glia lab demo
+
+lint: setup
+	@$(VENV)/bin/ruff check src tests bench
+	@$(VENV)/bin/ruff format --check src tests bench
+	@$(VENV)/bin/mypy
+
+test: setup bpf lint
+	@$(VENV)/bin/pytest -q -p no:cacheprovider tests
+
+unit: setup
+	@$(VENV)/bin/pytest -q tests/unit
+
+bench: setup bpf
+	@$(PY) bench/pods.py
+
+clean:
+	rm -rf build

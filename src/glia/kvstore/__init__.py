@@ -1,0 +1,1 @@
+"""etcd v3 kvstore access: client, key layout, list-watch reflectors."""

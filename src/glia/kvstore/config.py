@@ -1,0 +1,20 @@
+"""How to reach one cluster's etcd."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdConfig:
+    """Client settings for one etcd cluster.
+
+    Authentication is by client certificate only: etcd maps the certificate's CN
+    to the etcd user, which survives etcd restarts (password tokens do not).
+    """
+
+    endpoints: list[str] = field(default_factory=lambda: ["https://127.0.0.1:2379"])
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    dial_timeout: float = 5.0
