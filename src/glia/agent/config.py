@@ -1,0 +1,39 @@
+"""Agent configuration: one YAML (or JSON) file per node, ``glia agent --config FILE``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from glia.kvstore.config import EtcdConfig
+from glia.model import codec
+
+DEFAULT_SOCKET = "/run/glia/agent.sock"
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    cluster: str  # this node's cluster name
+    cluster_id: int  # 1..255
+    node: str  # this node's name
+    node_ip: str  # underlay address, VXLAN tunnel endpoint
+    etcd: EtcdConfig = field(default_factory=EtcdConfig)
+    socket: str = DEFAULT_SOCKET  # REST API (root-only unix socket)
+    state_dir: str = "/var/lib/glia"  # endpoint records and IPAM, survive restarts
+    bpf_pin_dir: str = "/sys/fs/bpf/glia/node"  # per-node: pins outlive the agent
+    bpf_obj_dir: str = ""  # compiled BPF objects; "" = build/bpf of the source tree
+    mtu: int = 1450  # pod MTU (underlay 1500 minus VXLAN overhead)
+    vxlan_port: int = 8472
+    lease_ttl: int = 15  # seconds: a dead agent's keys vanish after this
+    # Environment for ``podman inspect`` when resolving workload labels
+    # (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF of this node's podman).
+    runtime: str = "podman"  # "podman" or "none" (labels only from CNI args)
+    runtime_env: dict[str, str] = field(default_factory=dict)
+    log_level: str = "info"
+
+
+def load(path: str | Path) -> AgentConfig:
+    data = yaml.safe_load(Path(path).read_text())
+    return codec.from_dict(AgentConfig, data)
