@@ -1,9 +1,46 @@
-"""CLI commands (placeholder until written)."""
+"""``glia agent`` and ``glia operator``: run the long-lived processes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
+
+from glia.model.codec import InvalidValue
+
+
+def _fail(msg: str) -> None:
+    typer.echo(msg, err=True)
+    raise typer.Exit(2)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the top-level app."""
+    @app.command("agent")
+    def agent(
+        config: Path = typer.Option(..., "--config", "-c", help="Agent configuration file (YAML)."),
+    ) -> None:
+        """Run the node agent (datapath, endpoints, kvstore sync, API socket)."""
+        from glia.agent import config as agent_config
+        from glia.agent.daemon import run
+
+        try:
+            cfg = agent_config.load(config)
+        except (OSError, InvalidValue) as e:
+            _fail(f"glia agent: invalid configuration {config}: {e}")
+            return
+        run(cfg)
+
+    @app.command("operator")
+    def operator(
+        config: Path = typer.Option(..., "--config", "-c", help="Operator configuration file (YAML)."),
+    ) -> None:
+        """Run the cluster operator (pod CIDRs, identity GC, heartbeat; leader-elected)."""
+        from glia.operator import config as operator_config
+        from glia.operator.daemon import run
+
+        try:
+            cfg = operator_config.load(config)
+        except (OSError, InvalidValue) as e:
+            _fail(f"glia operator: invalid configuration {config}: {e}")
+            return
+        run(cfg)

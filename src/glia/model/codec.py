@@ -24,7 +24,7 @@ class InvalidValue(ValueError):
 
 @functools.cache
 def _adapter(cls: type[Any]) -> pydantic.TypeAdapter[Any]:
-    return pydantic.TypeAdapter(cls, config=pydantic.ConfigDict(strict=False))
+    return pydantic.TypeAdapter(cls)
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

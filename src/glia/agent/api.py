@@ -1,0 +1,203 @@
+"""The agent's REST API on a root-only unix socket (docs/agent-api.md).
+
+Called by glia-cni and the CLI. Handlers translate HTTP to calls on the
+:class:`~glia.agent.daemon.Agent`'s subsystems; errors come back as
+``{"error": {"code", "msg", "details"}}``, with CNI error codes on ``/v1/cni/*``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from glia.endpoint.manager import CNI_NOT_READY, CNI_TRY_AGAIN, CniError
+from glia.identity.allocator import list_identities
+from glia.kvstore import keys
+from glia.kvstore.errors import KVStoreError
+from glia.model import codec
+from glia.model.node import Node
+
+if TYPE_CHECKING:
+    from glia.agent.daemon import Agent
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, code: int, msg: str, details: str = "") -> web.Response:
+    return web.json_response({"error": {"code": code, "msg": msg, "details": details}}, status=status)
+
+
+class ApiServer:
+    def __init__(self, agent: Agent, socket_path: str) -> None:
+        self._agent = agent
+        self._path = socket_path
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application(middlewares=[self._errors])
+        r = app.router
+        r.add_post("/v1/cni/add", self._cni_add)
+        r.add_post("/v1/cni/del", self._cni_del)
+        r.add_post("/v1/cni/check", self._cni_check)
+        r.add_post("/v1/cni/gc", self._cni_gc)
+        r.add_get("/v1/cni/status", self._cni_status)
+        r.add_get("/v1/status", self._status)
+        r.add_get("/v1/nodes", self._nodes)
+        r.add_get("/v1/endpoints", self._endpoints)
+        r.add_get("/v1/identities", self._identities)
+        r.add_get("/v1/bpf/ipcache", self._bpf_ipcache)
+        r.add_get("/v1/bpf/endpoints", self._bpf_endpoints)
+        r.add_get("/v1/bpf/metrics", self._bpf_metrics)
+        Path(self._path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if os.path.exists(self._path):
+            os.unlink(self._path)  # a socket left by a killed agent
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.UnixSite(self._runner, self._path)
+        await site.start()
+        os.chmod(self._path, 0o600)
+
+    async def stop(self) -> None:
+        if self._runner:
+            await self._runner.cleanup()
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except CniError as e:
+            return _error(400 if e.code < 100 else 500, e.code, e.msg, e.details)
+        except KVStoreError as e:
+            return _error(503, CNI_TRY_AGAIN, f"kvstore: {e}")
+        except json.JSONDecodeError as e:
+            return _error(400, 7, f"request body is not valid JSON: {e}")
+        except Exception as e:
+            log.exception("API %s %s failed", request.method, request.path)
+            return _error(500, 999, f"{type(e).__name__}: {e}")
+
+    def _ready_endpoints(self) -> Any:
+        if not self._agent.ready.is_set() or self._agent.endpoints is None:
+            msgs = [f"{n}: {s.msg}" for n, s in self._agent.status.items() if not s.ok]
+            raise CniError(CNI_TRY_AGAIN, "glia agent is not ready yet", "; ".join(msgs))
+        return self._agent.endpoints
+
+    async def _body(self, request: web.Request) -> dict[str, Any]:
+        body = await request.json()
+        if not isinstance(body, dict):
+            raise CniError(7, "request body must be a JSON object")
+        return body
+
+    async def _cni_add(self, request: web.Request) -> web.Response:
+        result = await self._ready_endpoints().add(await self._body(request))
+        return web.json_response(result)
+
+    async def _cni_del(self, request: web.Request) -> web.Response:
+        await self._ready_endpoints().delete(await self._body(request))
+        return web.json_response({})
+
+    async def _cni_check(self, request: web.Request) -> web.Response:
+        await self._ready_endpoints().check(await self._body(request))
+        return web.json_response({})
+
+    async def _cni_gc(self, request: web.Request) -> web.Response:
+        body = await self._body(request)
+        valid = []
+        for a in body.get("valid_attachments") or []:
+            if not isinstance(a, dict) or not isinstance(a.get("containerID"), str):
+                raise CniError(7, "valid_attachments entries need a containerID string")
+            valid.append((a["containerID"], str(a.get("ifname") or "eth0")))
+        removed = await self._ready_endpoints().gc(valid)
+        return web.json_response({"removed": removed})
+
+    async def _cni_status(self, request: web.Request) -> web.Response:
+        if not self._agent.ready.is_set():
+            msgs = [f"{n}: {s.msg}" for n, s in self._agent.status.items() if not s.ok]
+            return _error(503, CNI_NOT_READY, "glia agent is not ready", "; ".join(msgs))
+        return web.json_response({})
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.json_response(self._agent.status_dict())
+
+    async def _nodes(self, request: web.Request) -> web.Response:
+        kv = self._agent.kv
+        if kv is None:
+            return web.json_response([])
+        items, _ = await kv.list(keys.nodes(self._agent.cfg.cluster))
+        out = []
+        for item in items:
+            try:
+                out.append(codec.to_dict(codec.decode(Node, item.value)))
+            except codec.InvalidValue as e:
+                log.warning("skipping invalid node %s: %s", item.key, e)
+        return web.json_response(out)
+
+    async def _endpoints(self, request: web.Request) -> web.Response:
+        eps = self._agent.endpoints.list() if self._agent.endpoints else []
+        return web.json_response([codec.to_dict(e) for e in eps])
+
+    async def _identities(self, request: web.Request) -> web.Response:
+        kv = self._agent.kv
+        if kv is None:
+            return web.json_response([])
+        idents = await list_identities(kv, self._agent.cfg.cluster)
+        return web.json_response([{"id": i.id, "labels": i.labels} for i in idents])
+
+    def _dp(self) -> Any:
+        if self._agent.datapath is None:
+            raise CniError(CNI_NOT_READY, "datapath not loaded yet")
+        return self._agent.datapath
+
+    async def _bpf_ipcache(self, request: web.Request) -> web.Response:
+        dp = self._dp()
+        rows = await self._agent.run_dp(dp.ipcache.items)
+        out = [
+            {
+                "prefix": prefix,
+                "identity": info.identity,
+                "tunnel_endpoint": info.tunnel_endpoint,
+                "cluster_id": info.cluster_id,
+                "flags": getattr(info, "flags", 0),
+            }
+            for prefix, info in rows
+        ]
+        return web.json_response(sorted(out, key=lambda r: str(r["prefix"])))
+
+    async def _bpf_endpoints(self, request: web.Request) -> web.Response:
+        dp = self._dp()
+        rows = await self._agent.run_dp(dp.endpoints.items)
+        out = [
+            {
+                "ip": ip,
+                "ifindex": info.ifindex,
+                "identity": info.identity,
+                "mac": info.mac,
+                "node_mac": info.node_mac,
+                "flags": getattr(info, "flags", 0),
+            }
+            for ip, info in rows
+        ]
+        return web.json_response(sorted(out, key=lambda r: str(r["ip"])))
+
+    async def _bpf_metrics(self, request: web.Request) -> web.Response:
+        dp = self._dp()
+        rows = await self._agent.run_dp(dp.metrics.read)
+        out = [
+            {
+                "reason": r.reason.name,
+                "code": int(r.reason),
+                "direction": r.direction,
+                "packets": r.packets,
+                "bytes": r.bytes,
+            }
+            for r in rows
+        ]
+        return web.json_response(out)

@@ -1,0 +1,252 @@
+"""The agent process: composes the node's subsystems and runs them.
+
+``glia agent --config FILE`` calls :func:`run`. Start order (stop is the
+reverse): kvstore client and lease publisher, datapath (maps reused from the
+pins, programs loaded, VXLAN device), node registration and pod CIDR, IPAM and
+identity allocator, endpoint restore, ipcache reflectors, then ready. The API
+socket is up from the start so ``glia status`` can tell what the agent waits
+for.
+
+Blocking kernel work (libbpf, netlink) runs on one worker thread: the event
+loop stays responsive and datapath changes are serialised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+from glia.agent.config import AgentConfig
+from glia.agent.ipcache import IPCacheSync
+from glia.agent.labels import NoRuntimeLabels, PodmanLabels
+from glia.datapath import netlink
+from glia.datapath.loader import Datapath
+from glia.endpoint.manager import EndpointManager
+from glia.endpoint.store import EndpointStore
+from glia.identity.allocator import IdentityAllocator
+from glia.ipam.local import LocalIPAM
+from glia.kvstore import keys
+from glia.kvstore.client import KVClient
+from glia.kvstore.errors import KVStoreError
+from glia.kvstore.publisher import LeasedPublisher
+from glia.kvstore.reflector import Reflector
+from glia.model import codec
+from glia.model.node import Node, PodCIDRAllocation
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+VXLAN_DEVICE = "glia_vxlan"
+
+
+class Subsystem:
+    """Health of one part of the agent, as ``glia status`` shows it."""
+
+    def __init__(self) -> None:
+        self.ok = False
+        self.msg = "starting"
+
+    def set(self, ok: bool, msg: str) -> None:
+        self.ok, self.msg = ok, msg
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig, repo_root: Path | None = None) -> None:
+        self.cfg = cfg
+        self.started_at = time.time()
+        self.boot_id = uuid.uuid4().hex[:12]
+        self.status: dict[str, Subsystem] = {
+            n: Subsystem() for n in ("kvstore", "datapath", "node", "endpoints", "ipcache")
+        }
+        self.ready = asyncio.Event()
+        self.kv: KVClient | None = None
+        self.publisher: LeasedPublisher | None = None
+        self.datapath: Datapath | None = None
+        self.endpoints: EndpointManager | None = None
+        self.ipcache: IPCacheSync | None = None
+        self.node: Node | None = None
+        self._reflectors: list[Reflector] = []
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="datapath")
+        self._obj_dir = Path(cfg.bpf_obj_dir) if cfg.bpf_obj_dir else _default_obj_dir(repo_root)
+
+    async def run_dp(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    # ---- lifecycle -----------------------------------------------------
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        self.kv = await KVClient.connect(
+            cfg.etcd, check_read=[keys.STATE], check_write=[keys.STATE]
+        )
+        self.status["kvstore"].set(True, f"connected to {', '.join(cfg.etcd.endpoints)}")
+        self.publisher = LeasedPublisher(self.kv, cfg.lease_ttl)
+        await self.publisher.start()
+
+        self.datapath = Datapath(Path(cfg.bpf_pin_dir), self._obj_dir)
+        await self.run_dp(self.datapath.load)
+        vxlan = await self.run_dp(lambda: netlink.ensure_vxlan(VXLAN_DEVICE, port=cfg.vxlan_port))
+        dp = self.datapath
+        await self.run_dp(
+            lambda: dp.configure(node_ip=cfg.node_ip, vxlan_ifindex=vxlan, cluster_id=cfg.cluster_id)
+        )
+        await self.run_dp(lambda: dp.attach_overlay(vxlan))
+        self.status["datapath"].set(True, f"programs loaded, maps pinned at {cfg.bpf_pin_dir}")
+
+        cidr = await self._register_node()
+        state_dir = Path(cfg.state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        ipam = LocalIPAM(state_dir / "ipam.json", cidr)
+        identities = IdentityAllocator(
+            self.kv, self.publisher, cfg.cluster, cfg.cluster_id, cfg.node
+        )
+        labels = PodmanLabels(cfg.runtime_env) if cfg.runtime == "podman" else NoRuntimeLabels()
+        self.endpoints = EndpointManager(
+            cluster=cfg.cluster,
+            cluster_id=cfg.cluster_id,
+            node=cfg.node,
+            node_ip=cfg.node_ip,
+            mtu=cfg.mtu,
+            store=EndpointStore(state_dir),
+            ipam=ipam,
+            identities=identities,
+            publisher=self.publisher,
+            datapath=self.datapath,
+            run_dp=self.run_dp,
+            labels=labels,
+        )
+        stats = await self.endpoints.restore()
+        self.status["endpoints"].set(True, f"restored: {stats}")
+
+        self.ipcache = IPCacheSync(self.datapath, self.run_dp, cfg.node)
+        for part, prefix in (("nodes", keys.nodes(cfg.cluster)), ("ip", keys.ipcaches(cfg.cluster))):
+            r = Reflector(self.kv, prefix, self.ipcache.handler(part))
+            await r.start()
+            self._reflectors.append(r)
+        self.status["ipcache"].set(True, "in sync with the kvstore")
+        self.ready.set()
+        log.info("agent %s/%s ready (pod CIDR %s)", cfg.cluster, cfg.node, cidr)
+
+    async def _register_node(self) -> str:
+        cfg = self.cfg
+        assert self.kv and self.publisher
+        node = Node(
+            name=cfg.node,
+            cluster=cfg.cluster,
+            cluster_id=cfg.cluster_id,
+            node_ip=cfg.node_ip,
+            boot_id=self.boot_id,
+        )
+        key = keys.node(cfg.cluster, cfg.node)
+        await self.publisher.publish(key, codec.encode(node))
+        self.status["node"].set(False, "waiting for the operator to allocate a pod CIDR")
+        delay = 0.1
+        while True:
+            kv = await self.kv.get(keys.podcidr_node(cfg.cluster, cfg.node))
+            if kv is not None:
+                alloc = codec.decode(PodCIDRAllocation, kv.value)
+                break
+            await asyncio.sleep(delay)
+            delay = min(delay * 1.5, 2.0)
+        node = replace(node, pod_cidr=alloc.cidr)
+        await self.publisher.publish(key, codec.encode(node))
+        self.node = node
+        self.status["node"].set(True, f"registered, pod CIDR {alloc.cidr}")
+        return alloc.cidr
+
+    async def stop(self) -> None:
+        """Stop without tearing down: pinned maps and attached programs keep
+        carrying traffic, and keys live until the lease's TTL so a restart
+        within it is invisible to the rest of the cluster."""
+        for r in reversed(self._reflectors):
+            with contextlib.suppress(Exception):
+                await r.stop()
+        if self.endpoints:
+            await self.endpoints.stop()
+        if self.publisher:
+            with contextlib.suppress(Exception):
+                await self.publisher.stop(revoke=False)
+        if self.kv:
+            with contextlib.suppress(Exception):
+                await self.kv.close()
+        if self.datapath:
+            dp = self.datapath
+            await self.run_dp(dp.close)
+        self._executor.shutdown(wait=False)
+
+    def healthy(self) -> bool:
+        return self.ready.is_set() and all(s.ok for s in self.status.values())
+
+    def status_dict(self) -> dict[str, Any]:
+        eps = self.endpoints.list() if self.endpoints else []
+        return {
+            "node": codec.to_dict(self.node) if self.node else None,
+            "cluster": self.cfg.cluster,
+            "cluster_id": self.cfg.cluster_id,
+            "kvstore": {"endpoints": self.cfg.etcd.endpoints, "ok": self.status["kvstore"].ok},
+            "datapath": {"pin_dir": self.cfg.bpf_pin_dir, "ok": self.status["datapath"].ok},
+            "endpoints": len(eps),
+            "identities": len({e.identity for e in eps}),
+            "uptime": round(time.time() - self.started_at, 1),
+            "healthy": self.healthy(),
+            "subsystems": {n: {"ok": s.ok, "msg": s.msg} for n, s in self.status.items()},
+        }
+
+
+def _default_obj_dir(repo_root: Path | None) -> Path:
+    root = repo_root or Path(__file__).resolve().parents[3]
+    return root / "build" / "bpf"
+
+
+async def serve(cfg: AgentConfig) -> None:
+    from glia.agent.api import ApiServer
+
+    agent = Agent(cfg)
+    api = ApiServer(agent, cfg.socket)
+    await api.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    starter = asyncio.create_task(agent.start(), name="agent-start")
+    done, _ = await asyncio.wait(
+        {starter, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
+    )
+    if starter in done and starter.exception() is not None:
+        exc = starter.exception()
+        log.error("agent failed to start: %s", exc)
+        await api.stop()
+        await agent.stop()
+        raise SystemExit(_start_error(exc))
+    await stop.wait()
+    log.info("agent stopping (state is kept: maps, programs and endpoints stay)")
+    starter.cancel()
+    with contextlib.suppress(BaseException):
+        await starter
+    await api.stop()
+    await agent.stop()
+
+
+def _start_error(exc: BaseException | None) -> str:
+    if isinstance(exc, KVStoreError):
+        return f"glia agent: kvstore: {exc}"
+    return f"glia agent: {type(exc).__name__}: {exc}"
+
+
+def run(cfg: AgentConfig) -> None:
+    logging.basicConfig(
+        level=getattr(logging, cfg.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    os.umask(0o077)
+    asyncio.run(serve(cfg))

@@ -1,0 +1,373 @@
+"""Endpoint lifecycle on one node: CNI ADD/DEL/CHECK/GC, restore after restart.
+
+Owned by the agent; the only code that creates or removes endpoint veths, IPs,
+endpoint map entries and the endpoint/ipcache keys of this node.
+
+ADD: IP from the node's IPAM, veth into the container, program attached,
+endpoint map entry, keys published on the agent's lease; the identity starts as
+``init`` and becomes the one for the container's labels once the runtime has
+told them (asynchronously, see :mod:`glia.agent.labels`). Any failure rolls back
+what ADD did. DEL is idempotent. On start, :meth:`EndpointManager.restore`
+adopts the endpoints recorded on disk whose veth still exists and removes
+leftovers (veths, map entries, IPs) that no record claims.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any, Protocol, TypeVar
+
+from glia.datapath import netlink
+from glia.datapath.loader import Datapath
+from glia.datapath.maps import EndpointInfo
+from glia.endpoint.cni_result import add_result
+from glia.endpoint.store import EndpointStore, endpoint_key
+from glia.identity.allocator import IdentityAllocator
+from glia.ipam.local import LocalIPAM
+from glia.ipam.pool import PoolExhausted, gateway_ip
+from glia.kvstore import keys
+from glia.kvstore.publisher import LeasedPublisher
+from glia.model import codec
+from glia.model.endpoint import Endpoint, EndpointState
+from glia.model.identity import CLUSTER_LABEL, NAMESPACE_LABEL, ReservedIdentity
+from glia.model.ipcache import IPCacheEntry
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# CNI spec error codes (https://www.cni.dev/docs/spec/#error).
+CNI_INCOMPATIBLE_VERSION = 1
+CNI_UNKNOWN_CONTAINER = 3
+CNI_INVALID_ENV = 4
+CNI_IO_ERROR = 5
+CNI_INVALID_CONFIG = 7
+CNI_TRY_AGAIN = 11
+CNI_NOT_READY = 50
+
+
+class CniError(Exception):
+    def __init__(self, code: int, msg: str, details: str = "") -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+        self.details = details
+
+
+class LabelSource(Protocol):
+    async def labels(self, container_id: str) -> dict[str, str]: ...
+
+
+class EndpointManager:
+    def __init__(
+        self,
+        *,
+        cluster: str,
+        cluster_id: int,
+        node: str,
+        node_ip: str,
+        mtu: int,
+        store: EndpointStore,
+        ipam: LocalIPAM,
+        identities: IdentityAllocator,
+        publisher: LeasedPublisher,
+        datapath: Datapath,
+        run_dp: Callable[[Callable[[], T]], Awaitable[T]],
+        labels: LabelSource,
+    ) -> None:
+        self._cluster = cluster
+        self._cluster_id = cluster_id
+        self._node = node
+        self._node_ip = node_ip
+        self._mtu = mtu
+        self._store = store
+        self._ipam = ipam
+        self._ids = identities
+        self._pub = publisher
+        self._dp = datapath
+        self._run_dp = run_dp
+        self._labels = labels
+        self._eps: dict[str, Endpoint] = {}  # endpoint_key -> endpoint
+        self._lock = asyncio.Lock()  # ADD/DEL/GC/label updates are serialised
+        self._label_tasks: dict[str, asyncio.Task[None]] = {}
+
+    # ---- queries -------------------------------------------------------
+
+    def list(self) -> list[Endpoint]:
+        return sorted(self._eps.values(), key=lambda e: (e.namespace, e.name, e.ifname))
+
+    @property
+    def gateway(self) -> str:
+        return gateway_ip(self._ipam.cidr)
+
+    # ---- CNI -----------------------------------------------------------
+
+    async def add(self, req: dict[str, Any]) -> dict[str, Any]:
+        cid, netns, ifname = _req_fields(req)
+        args = req.get("args") or {}
+        name = str(args.get("K8S_POD_NAME") or cid[:12])
+        namespace = str(args.get("K8S_POD_NAMESPACE") or "default")
+        cni_version = str((req.get("config") or {}).get("cniVersion", "1.0.0"))
+        if not os.path.exists(netns):
+            raise CniError(CNI_INVALID_ENV, f"network namespace {netns} does not exist")
+        key = endpoint_key(cid, ifname)
+        async with self._lock:
+            existing = self._eps.get(key)
+            if existing is not None:
+                # A runtime retrying ADD: same answer, nothing allocated twice.
+                return add_result(existing, self.gateway, cni_version)
+            for other in self._eps.values():
+                if (other.namespace, other.name) == (namespace, name):
+                    raise CniError(
+                        CNI_INVALID_CONFIG,
+                        f"an endpoint named {namespace}/{name} already exists on this node "
+                        f"(container {other.container_id[:12]})",
+                    )
+            ep = await self._add_locked(cid, netns, ifname, name, namespace)
+        self._resolve_labels_later(ep)
+        return add_result(ep, self.gateway, cni_version)
+
+    async def _add_locked(
+        self, cid: str, netns: str, ifname: str, name: str, namespace: str
+    ) -> Endpoint:
+        undo: list[Callable[[], Awaitable[Any]]] = []
+        try:
+            try:
+                ip = self._ipam.allocate(endpoint_key(cid, ifname))
+            except PoolExhausted as e:
+                raise CniError(CNI_TRY_AGAIN, str(e)) from None
+            undo.append(lambda: _aw(self._ipam.release(ip)))
+            host_ifname = netlink.host_ifname_for(cid, ifname)
+            veth = await self._run_dp(
+                lambda: netlink.create_endpoint_veth(
+                    netns_path=netns,
+                    ifname=ifname,
+                    host_ifname=host_ifname,
+                    ip=ip,
+                    gateway=self.gateway,
+                    mtu=self._mtu,
+                )
+            )
+            undo.append(lambda: self._run_dp(lambda: netlink.delete_endpoint_veth(host_ifname)))
+            await self._run_dp(lambda: self._dp.attach_endpoint(veth.host_ifindex))
+            ep = Endpoint(
+                container_id=cid,
+                namespace=namespace,
+                name=name,
+                cluster=self._cluster,
+                node=self._node,
+                ip=ip,
+                identity=int(ReservedIdentity.INIT),
+                labels=self._base_labels(namespace),
+                state=EndpointState.WAITING_FOR_IDENTITY,
+                ifname=ifname,
+                host_ifname=host_ifname,
+                netns=netns,
+                mac=veth.container_mac,
+                host_mac=veth.host_mac,
+            )
+            await self._program(ep, veth.host_ifindex)
+            undo.append(lambda: self._unprogram(ep))
+            self._store.save(ep)
+            await self._publish(ep)
+            self._eps[endpoint_key(cid, ifname)] = ep
+            log.info("endpoint %s/%s added: %s on %s", namespace, name, ip, host_ifname)
+            return ep
+        except BaseException as e:
+            for step in reversed(undo):
+                with contextlib.suppress(Exception):
+                    await step()
+            self._store.remove(cid, ifname)
+            if isinstance(e, CniError):
+                raise
+            if isinstance(e, Exception):
+                raise CniError(CNI_IO_ERROR, f"setting up {namespace}/{name} failed: {e}") from e
+            raise
+
+    async def delete(self, req: dict[str, Any]) -> None:
+        cid = str(req.get("container_id") or "")
+        ifname = str(req.get("ifname") or "eth0")
+        if not cid:
+            raise CniError(CNI_INVALID_ENV, "container_id is required")
+        async with self._lock:
+            ep = self._eps.pop(endpoint_key(cid, ifname), None)
+            task = self._label_tasks.pop(endpoint_key(cid, ifname), None)
+            if task:
+                task.cancel()
+            if ep is None:
+                # Nothing known: still free an IP a crashed ADD may have left.
+                self._ipam.release_owner(endpoint_key(cid, ifname))
+                host = netlink.host_ifname_for(cid, ifname)
+                await self._run_dp(lambda: netlink.delete_endpoint_veth(host))
+                return
+            await self._remove(ep)
+
+    async def _remove(self, ep: Endpoint) -> None:
+        await self._withdraw(ep)
+        await self._unprogram(ep)
+        await self._run_dp(lambda: netlink.delete_endpoint_veth(ep.host_ifname))
+        self._ipam.release(ep.ip)
+        await self._ids.release(ep.identity)
+        self._store.remove(ep.container_id, ep.ifname)
+        log.info("endpoint %s/%s removed (%s)", ep.namespace, ep.name, ep.ip)
+
+    async def check(self, req: dict[str, Any]) -> None:
+        cid, _, ifname = _req_fields(req)
+        ep = self._eps.get(endpoint_key(cid, ifname))
+        if ep is None:
+            raise CniError(CNI_UNKNOWN_CONTAINER, f"no endpoint for container {cid[:12]}/{ifname}")
+        links = dict(await self._run_dp(lambda: netlink.list_links(netlink.HOST_PREFIX)))
+        if ep.host_ifname not in links:
+            raise CniError(CNI_IO_ERROR, f"host interface {ep.host_ifname} is missing")
+        if await self._run_dp(lambda: self._dp.endpoints.get(ep.ip)) is None:
+            raise CniError(CNI_IO_ERROR, f"endpoint map has no entry for {ep.ip}")
+
+    async def gc(self, valid: list[tuple[str, str]]) -> int:
+        """Remove every endpoint whose (container id, ifname) is not in ``valid``."""
+        keep = {endpoint_key(c, i) for c, i in valid}
+        removed = 0
+        async with self._lock:
+            for key, ep in list(self._eps.items()):
+                if key not in keep:
+                    del self._eps[key]
+                    await self._remove(ep)
+                    removed += 1
+        return removed
+
+    # ---- restore -------------------------------------------------------
+
+    async def restore(self) -> dict[str, int]:
+        """Adopt recorded endpoints whose veth exists; clean up everything else."""
+        stats = {"adopted": 0, "stale_records": 0, "stray_links": 0, "stray_map": 0, "stray_ips": 0}
+        links = dict(await self._run_dp(lambda: netlink.list_links(netlink.HOST_PREFIX)))
+        async with self._lock:
+            for ep in self._store.load_all():
+                ifindex = links.get(ep.host_ifname)
+                if ifindex is None or ep.ip not in self._ipam.allocations():
+                    stats["stale_records"] += 1
+                    self._store.remove(ep.container_id, ep.ifname)
+                    self._ipam.release(ep.ip)
+                    continue
+                await self._run_dp(lambda i=ifindex: self._dp.attach_endpoint(i))
+                if ep.state == EndpointState.READY and ep.identity >= 256:
+                    ident = await self._ids.allocate(ep.labels)
+                    ep = replace(ep, identity=ident.id)
+                else:
+                    ep = replace(ep, identity=int(ReservedIdentity.INIT))
+                await self._program(ep, ifindex)
+                await self._publish(ep)
+                self._eps[endpoint_key(ep.container_id, ep.ifname)] = ep
+                self._store.save(ep)
+                stats["adopted"] += 1
+            known_links = {ep.host_ifname for ep in self._eps.values()}
+            for name in links:
+                if name not in known_links:
+                    await self._run_dp(lambda n=name: netlink.delete_endpoint_veth(n))
+                    stats["stray_links"] += 1
+            known_ips = {ep.ip for ep in self._eps.values()}
+            for ip, _info in await self._run_dp(self._dp.endpoints.items):
+                if ip not in known_ips:
+                    await self._run_dp(lambda i=ip: self._dp.endpoints.delete(i))
+                    stats["stray_map"] += 1
+            for ip in self._ipam.allocations():
+                if ip not in known_ips:
+                    self._ipam.release(ip)
+                    stats["stray_ips"] += 1
+        for ep in self._eps.values():
+            if ep.state != EndpointState.READY:
+                self._resolve_labels_later(ep)
+        log.info("endpoint restore: %s", stats)
+        return stats
+
+    # ---- labels -> identity ---------------------------------------------
+
+    def _resolve_labels_later(self, ep: Endpoint) -> None:
+        key = endpoint_key(ep.container_id, ep.ifname)
+        self._label_tasks[key] = asyncio.create_task(self._resolve_labels(key), name=f"labels-{key}")
+
+    async def _resolve_labels(self, key: str) -> None:
+        ep = self._eps.get(key)
+        if ep is None:
+            return
+        try:
+            runtime_labels = await self._labels.labels(ep.container_id)
+        except Exception as e:
+            log.warning("labels of %s/%s unavailable (%s): using base labels", ep.namespace, ep.name, e)
+            runtime_labels = {}
+        labels = {**runtime_labels, **self._base_labels(ep.namespace)}
+        async with self._lock:
+            ep = self._eps.get(key)
+            if ep is None:  # deleted meanwhile
+                return
+            ident = await self._ids.allocate(labels)
+            old = ep.identity
+            ep = replace(ep, labels=labels, identity=ident.id, state=EndpointState.READY)
+            links = dict(await self._run_dp(lambda: netlink.list_links(netlink.HOST_PREFIX)))
+            ifindex = links.get(ep.host_ifname)
+            if ifindex is None:
+                log.warning("endpoint %s/%s lost its interface", ep.namespace, ep.name)
+                await self._ids.release(ident.id)
+                return
+            await self._program(ep, ifindex)
+            self._store.save(ep)
+            await self._publish(ep)
+            self._eps[key] = ep
+            await self._ids.release(old)
+            log.info("endpoint %s/%s has identity %d %s", ep.namespace, ep.name, ident.id, labels)
+        self._label_tasks.pop(key, None)
+
+    def _base_labels(self, namespace: str) -> dict[str, str]:
+        return {NAMESPACE_LABEL: namespace, CLUSTER_LABEL: self._cluster}
+
+    # ---- datapath and kvstore -------------------------------------------
+
+    async def _program(self, ep: Endpoint, ifindex: int) -> None:
+        info = EndpointInfo(ifindex=ifindex, identity=ep.identity, mac=ep.mac, node_mac=ep.host_mac)
+        await self._run_dp(lambda: self._dp.endpoints.upsert(ep.ip, info))
+
+    async def _unprogram(self, ep: Endpoint) -> None:
+        await self._run_dp(lambda: self._dp.endpoints.delete(ep.ip))
+
+    async def _publish(self, ep: Endpoint) -> None:
+        entry = IPCacheEntry(
+            ip=ep.ip,
+            identity=ep.identity,
+            tunnel_endpoint=self._node_ip,
+            cluster_id=self._cluster_id,
+            node=self._node,
+        )
+        await self._pub.publish(keys.ipcache(self._cluster, ep.ip), codec.encode(entry))
+        await self._pub.publish(keys.endpoint(self._cluster, ep.namespace, ep.name), codec.encode(ep))
+
+    async def _withdraw(self, ep: Endpoint) -> None:
+        await self._pub.withdraw(keys.ipcache(self._cluster, ep.ip))
+        await self._pub.withdraw(keys.endpoint(self._cluster, ep.namespace, ep.name))
+
+    async def stop(self) -> None:
+        for task in self._label_tasks.values():
+            task.cancel()
+        for task in list(self._label_tasks.values()):
+            with contextlib.suppress(BaseException):
+                await task
+        self._label_tasks.clear()
+
+
+def _req_fields(req: dict[str, Any]) -> tuple[str, str, str]:
+    cid = req.get("container_id")
+    netns = req.get("netns")
+    ifname = req.get("ifname") or "eth0"
+    if not isinstance(cid, str) or not cid:
+        raise CniError(CNI_INVALID_ENV, "container_id (CNI_CONTAINERID) is required")
+    if not isinstance(netns, str) or not netns:
+        raise CniError(CNI_INVALID_ENV, "netns (CNI_NETNS) is required")
+    if not isinstance(ifname, str) or len(ifname) > 15 or "/" in ifname:
+        raise CniError(CNI_INVALID_ENV, f"ifname {ifname!r} is not a valid interface name")
+    return cid, netns, ifname
+
+
+async def _aw(value: object) -> None:
+    return None

@@ -1,0 +1,59 @@
+"""Pure address allocation: which IP or CIDR block to hand out next.
+
+No I/O here. :mod:`glia.ipam.local` persists a node's endpoint IPs;
+the operator uses :func:`next_block` to carve node pod CIDRs out of the
+cluster pool.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+
+class PoolExhausted(Exception):
+    """Every address (or block) of the pool is taken."""
+
+
+def gateway_ip(cidr: str) -> str:
+    """The node's router address inside its pod CIDR: the first host address."""
+    net = ipaddress.ip_network(cidr)
+    return str(net.network_address + 1)
+
+
+def next_ip(cidr: str, used: Iterable[str], after: str | None = None) -> str:
+    """Next free endpoint IP of ``cidr``, scanning round-robin from ``after``.
+
+    Skips the network address, the gateway (first host) and broadcast. Starting
+    after the last allocation delays reuse of a just-released IP, so a stale
+    ipcache entry elsewhere in the mesh is unlikely to point at a new pod.
+    """
+    net = ipaddress.ip_network(cidr)
+    first = int(net.network_address) + 2
+    last = int(net.broadcast_address) - 1
+    if last < first:
+        raise PoolExhausted(f"{cidr} has no assignable endpoint addresses")
+    taken = {int(ipaddress.ip_address(ip)) for ip in used}
+    size = last - first + 1
+    start = first
+    if after is not None:
+        a = int(ipaddress.ip_address(after))
+        if first <= a <= last:
+            start = a + 1 if a < last else first
+    for i in range(size):
+        cand = first + (start - first + i) % size
+        if cand not in taken:
+            return str(ipaddress.ip_address(cand))
+    raise PoolExhausted(f"all {size} endpoint addresses of {cidr} are in use")
+
+
+def next_block(pool: str, mask: int, used: Iterable[str]) -> str:
+    """Lowest free ``/mask`` block of ``pool`` not overlapping any ``used`` CIDR."""
+    net = ipaddress.ip_network(pool)
+    if not net.prefixlen <= mask <= net.max_prefixlen:
+        raise ValueError(f"node mask /{mask} must be between /{net.prefixlen} and /{net.max_prefixlen}")
+    taken = [ipaddress.ip_network(c) for c in used]
+    for block in net.subnets(new_prefix=mask):
+        if not any(block.overlaps(t) for t in taken):
+            return str(block)
+    raise PoolExhausted(f"no free /{mask} left in {pool}")
