@@ -16,8 +16,12 @@ def _node(name: str, ip: str) -> Node:
 def test_desired_ipcache_local_vs_remote() -> None:
     nodes = {"k1": _node("n1", "198.18.1.1"), "k2": _node("n2", "198.18.1.2")}
     entries = {
-        "a": IPCacheEntry(ip="10.1.0.5", identity=65792, tunnel_endpoint="198.18.1.1", cluster_id=1, node="n1"),
-        "b": IPCacheEntry(ip="10.1.1.5", identity=65793, tunnel_endpoint="198.18.1.2", cluster_id=1, node="n2"),
+        "a": IPCacheEntry(
+            ip="10.1.0.5", identity=65792, tunnel_endpoint="198.18.1.1", cluster_id=1, node="n1"
+        ),
+        "b": IPCacheEntry(
+            ip="10.1.1.5", identity=65793, tunnel_endpoint="198.18.1.2", cluster_id=1, node="n2"
+        ),
     }
     want = desired_ipcache(entries, nodes, "n1")
     assert want["198.18.1.1/32"] == Desired(int(ReservedIdentity.HOST), "", 1)

@@ -60,5 +60,9 @@ def test_cni_result_shape() -> None:
     )
     r = add_result(ep, "10.1.0.1")
     assert r["ips"] == [{"address": "10.1.0.5/32", "gateway": "10.1.0.1", "interface": 1}]
-    assert r["interfaces"][1] == {"name": "eth0", "mac": "aa:bb:cc:dd:ee:ff", "sandbox": "/run/netns/x"}
+    assert r["interfaces"][1] == {
+        "name": "eth0",
+        "mac": "aa:bb:cc:dd:ee:ff",
+        "sandbox": "/run/netns/x",
+    }
     assert r["routes"] == [{"dst": "0.0.0.0/0", "gw": "10.1.0.1"}]

@@ -31,7 +31,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _error(status: int, code: int, msg: str, details: str = "") -> web.Response:
-    return web.json_response({"error": {"code": code, "msg": msg, "details": details}}, status=status)
+    return web.json_response(
+        {"error": {"code": code, "msg": msg, "details": details}}, status=status
+    )
 
 
 class ApiServer:
@@ -141,7 +143,7 @@ class ApiServer:
         return web.json_response(out)
 
     async def _endpoints(self, request: web.Request) -> web.Response:
-        eps = self._agent.endpoints.list() if self._agent.endpoints else []
+        eps = self._agent.endpoints.all() if self._agent.endpoints else []
         return web.json_response([codec.to_dict(e) for e in eps])
 
     async def _identities(self, request: web.Request) -> web.Response:

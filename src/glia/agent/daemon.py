@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from glia.agent.config import AgentConfig
 from glia.agent.ipcache import IPCacheSync
 from glia.agent.labels import NoRuntimeLabels, PodmanLabels
+from glia.cni.deletion_queue import DeletionQueue
 from glia.datapath import netlink
 from glia.datapath.loader import Datapath
 from glia.endpoint.manager import EndpointManager
@@ -98,7 +99,9 @@ class Agent:
         vxlan = await self.run_dp(lambda: netlink.ensure_vxlan(VXLAN_DEVICE, port=cfg.vxlan_port))
         dp = self.datapath
         await self.run_dp(
-            lambda: dp.configure(node_ip=cfg.node_ip, vxlan_ifindex=vxlan, cluster_id=cfg.cluster_id)
+            lambda: dp.configure(
+                node_ip=cfg.node_ip, vxlan_ifindex=vxlan, cluster_id=cfg.cluster_id
+            )
         )
         await self.run_dp(lambda: dp.attach_overlay(vxlan))
         self.status["datapath"].set(True, f"programs loaded, maps pinned at {cfg.bpf_pin_dir}")
@@ -129,7 +132,10 @@ class Agent:
         self.status["endpoints"].set(True, f"restored: {stats}")
 
         self.ipcache = IPCacheSync(self.datapath, self.run_dp, cfg.node)
-        for part, prefix in (("nodes", keys.nodes(cfg.cluster)), ("ip", keys.ipcaches(cfg.cluster))):
+        for part, prefix in (
+            ("nodes", keys.nodes(cfg.cluster)),
+            ("ip", keys.ipcaches(cfg.cluster)),
+        ):
             r = Reflector(self.kv, prefix, self.ipcache.handler(part))
             await r.start()
             self._reflectors.append(r)
@@ -184,11 +190,26 @@ class Agent:
             await self.run_dp(dp.close)
         self._executor.shutdown(wait=False)
 
+    async def replay_queued_deletes(self, queue: DeletionQueue) -> int:
+        assert self.endpoints is not None
+        done = 0
+        for entry in queue.pending():
+            if entry.request is not None:
+                try:
+                    await self.endpoints.delete(entry.request)
+                    done += 1
+                except Exception as e:
+                    log.warning("queued CNI DEL %s failed: %s", entry.path, e)
+            queue.remove(entry)
+        if done:
+            log.info("replayed %d CNI DELs queued while the agent was down", done)
+        return done
+
     def healthy(self) -> bool:
         return self.ready.is_set() and all(s.ok for s in self.status.values())
 
     def status_dict(self) -> dict[str, Any]:
-        eps = self.endpoints.list() if self.endpoints else []
+        eps = self.endpoints.all() if self.endpoints else []
         return {
             "node": codec.to_dict(self.node) if self.node else None,
             "cluster": self.cfg.cluster,
@@ -213,7 +234,12 @@ async def serve(cfg: AgentConfig) -> None:
 
     agent = Agent(cfg)
     api = ApiServer(agent, cfg.socket)
-    await api.start()
+    # DELs the CNI plugin queued while no agent answered (see
+    # glia.cni.deletion_queue): holding the queue lock while the socket appears
+    # means a plugin either finds the socket or has queued before it existed.
+    queue = DeletionQueue(str(Path(cfg.socket).parent / "cni-delete-queue"))
+    with queue.lock(exclusive=True, timeout=10):
+        await api.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -228,6 +254,7 @@ async def serve(cfg: AgentConfig) -> None:
         await api.stop()
         await agent.stop()
         raise SystemExit(_start_error(exc))
+    await agent.replay_queued_deletes(queue)
     await stop.wait()
     log.info("agent stopping (state is kept: maps, programs and endpoints stay)")
     starter.cancel()

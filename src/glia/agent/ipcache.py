@@ -10,13 +10,14 @@ no longer exist are removed, and entries that still exist are never dropped
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from glia.datapath.loader import Datapath
 from glia.datapath.maps import IPCacheInfo
+from glia.datapath.runner import RunDatapath
 from glia.kvstore.client import KeyValue
 from glia.model import codec
 from glia.model.identity import ReservedIdentity
@@ -24,7 +25,6 @@ from glia.model.ipcache import IPCacheEntry
 from glia.model.node import Node
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +54,7 @@ class IPCacheSync:
     def __init__(
         self,
         datapath: Datapath,
-        run_dp: Callable[[Callable[[], T]], Awaitable[T]],
+        run_dp: RunDatapath,
         self_node: str,
     ) -> None:
         self._dp = datapath
@@ -115,19 +115,23 @@ class IPCacheSync:
         deletes = [p for p in self._applied if p not in want]
         if upserts:
             infos = {
-                p: IPCacheInfo(identity=d.identity, tunnel_endpoint=d.tunnel_endpoint, cluster_id=d.cluster_id)
+                p: IPCacheInfo(
+                    identity=d.identity,
+                    tunnel_endpoint=d.tunnel_endpoint or None,
+                    cluster_id=d.cluster_id,
+                )
                 for p, d in upserts.items()
             }
             await self._run_dp(lambda: self._dp.ipcache.upsert_many(infos))
         for p in deletes:
-            await self._run_dp(lambda p=p: self._dp.ipcache.delete(p))
+            await self._run_dp(functools.partial(self._dp.ipcache.delete, p))
         self._applied = want
 
     async def _initial_diff(self, want: dict[str, Desired]) -> None:
         current = await self._run_dp(self._dp.ipcache.items)
         for prefix, info in current:
-            d = Desired(info.identity, info.tunnel_endpoint, info.cluster_id)
+            d = Desired(info.identity, info.tunnel_endpoint or "", info.cluster_id)
             if prefix not in want:
-                await self._run_dp(lambda p=prefix: self._dp.ipcache.delete(p))
+                await self._run_dp(functools.partial(self._dp.ipcache.delete, prefix))
             else:
                 self._applied[prefix] = d

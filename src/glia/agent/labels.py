@@ -32,7 +32,11 @@ class PodmanLabels:
         last_err = ""
         while asyncio.get_running_loop().time() < deadline:
             proc = await asyncio.create_subprocess_exec(
-                self._podman, "container", "inspect", "--format", "{{json .Config.Labels}}",
+                self._podman,
+                "container",
+                "inspect",
+                "--format",
+                "{{json .Config.Labels}}",
                 container_id,
                 env=self._env,
                 stdout=asyncio.subprocess.PIPE,

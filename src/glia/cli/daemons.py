@@ -32,7 +32,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("operator")
     def operator(
-        config: Path = typer.Option(..., "--config", "-c", help="Operator configuration file (YAML)."),
+        config: Path = typer.Option(
+            ..., "--config", "-c", help="Operator configuration file (YAML)."
+        ),
     ) -> None:
         """Run the cluster operator (pod CIDRs, identity GC, heartbeat; leader-elected)."""
         from glia.operator import config as operator_config

@@ -1,1 +1,15 @@
-"""glia.datapath."""
+"""glia.datapath: the node's eBPF datapath, seen from Python.
+
+- ``loader.Datapath``: load bpf/from_endpoint and bpf/from_overlay with their
+  maps pinned per node, configure, attach (tc clsact ingress), close; ``unpin``.
+- ``maps``: typed handles on the pinned maps (endpoints, ipcache, metrics, config).
+- ``structs``: ctypes mirrors of the C structs and the map specs (checked against BTF).
+- ``drop``: verdict reasons and directions shared with C.
+- ``events``: the ring-buffer reader behind ``glia monitor``.
+- ``netlink``: endpoint veths and the VXLAN device (pyroute2).
+- ``netns``: run a function in another network namespace (per thread).
+- ``tc``, ``libbpf``, ``testrun``: the layers underneath.
+
+Everything here is I/O at the edge of the agent; the control plane decides what
+goes into the maps and calls these from the node's network namespace.
+"""

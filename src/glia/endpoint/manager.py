@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from glia.datapath import netlink
 from glia.datapath.loader import Datapath
 from glia.datapath.maps import EndpointInfo
+from glia.datapath.runner import RunDatapath
 from glia.endpoint.cni_result import add_result
 from glia.endpoint.store import EndpointStore, endpoint_key
 from glia.identity.allocator import IdentityAllocator
@@ -38,7 +40,6 @@ from glia.model.identity import CLUSTER_LABEL, NAMESPACE_LABEL, ReservedIdentity
 from glia.model.ipcache import IPCacheEntry
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # CNI spec error codes (https://www.cni.dev/docs/spec/#error).
 CNI_INCOMPATIBLE_VERSION = 1
@@ -76,7 +77,7 @@ class EndpointManager:
         identities: IdentityAllocator,
         publisher: LeasedPublisher,
         datapath: Datapath,
-        run_dp: Callable[[Callable[[], T]], Awaitable[T]],
+        run_dp: RunDatapath,
         labels: LabelSource,
     ) -> None:
         self._cluster = cluster
@@ -97,7 +98,7 @@ class EndpointManager:
 
     # ---- queries -------------------------------------------------------
 
-    def list(self) -> list[Endpoint]:
+    def all(self) -> list[Endpoint]:
         return sorted(self._eps.values(), key=lambda e: (e.namespace, e.name, e.ifname))
 
     @property
@@ -252,7 +253,7 @@ class EndpointManager:
                     self._store.remove(ep.container_id, ep.ifname)
                     self._ipam.release(ep.ip)
                     continue
-                await self._run_dp(lambda i=ifindex: self._dp.attach_endpoint(i))
+                await self._run_dp(functools.partial(self._dp.attach_endpoint, ifindex))
                 if ep.state == EndpointState.READY and ep.identity >= 256:
                     ident = await self._ids.allocate(ep.labels)
                     ep = replace(ep, identity=ident.id)
@@ -266,12 +267,12 @@ class EndpointManager:
             known_links = {ep.host_ifname for ep in self._eps.values()}
             for name in links:
                 if name not in known_links:
-                    await self._run_dp(lambda n=name: netlink.delete_endpoint_veth(n))
+                    await self._run_dp(functools.partial(netlink.delete_endpoint_veth, name))
                     stats["stray_links"] += 1
             known_ips = {ep.ip for ep in self._eps.values()}
             for ip, _info in await self._run_dp(self._dp.endpoints.items):
                 if ip not in known_ips:
-                    await self._run_dp(lambda i=ip: self._dp.endpoints.delete(i))
+                    await self._run_dp(functools.partial(self._dp.endpoints.delete, ip))
                     stats["stray_map"] += 1
             for ip in self._ipam.allocations():
                 if ip not in known_ips:
@@ -287,7 +288,9 @@ class EndpointManager:
 
     def _resolve_labels_later(self, ep: Endpoint) -> None:
         key = endpoint_key(ep.container_id, ep.ifname)
-        self._label_tasks[key] = asyncio.create_task(self._resolve_labels(key), name=f"labels-{key}")
+        self._label_tasks[key] = asyncio.create_task(
+            self._resolve_labels(key), name=f"labels-{key}"
+        )
 
     async def _resolve_labels(self, key: str) -> None:
         ep = self._eps.get(key)
@@ -296,7 +299,9 @@ class EndpointManager:
         try:
             runtime_labels = await self._labels.labels(ep.container_id)
         except Exception as e:
-            log.warning("labels of %s/%s unavailable (%s): using base labels", ep.namespace, ep.name, e)
+            log.warning(
+                "labels of %s/%s unavailable (%s): using base labels", ep.namespace, ep.name, e
+            )
             runtime_labels = {}
         labels = {**runtime_labels, **self._base_labels(ep.namespace)}
         async with self._lock:
@@ -341,7 +346,9 @@ class EndpointManager:
             node=self._node,
         )
         await self._pub.publish(keys.ipcache(self._cluster, ep.ip), codec.encode(entry))
-        await self._pub.publish(keys.endpoint(self._cluster, ep.namespace, ep.name), codec.encode(ep))
+        await self._pub.publish(
+            keys.endpoint(self._cluster, ep.namespace, ep.name), codec.encode(ep)
+        )
 
     async def _withdraw(self, ep: Endpoint) -> None:
         await self._pub.withdraw(keys.ipcache(self._cluster, ep.ip))

@@ -51,7 +51,9 @@ def next_block(pool: str, mask: int, used: Iterable[str]) -> str:
     """Lowest free ``/mask`` block of ``pool`` not overlapping any ``used`` CIDR."""
     net = ipaddress.ip_network(pool)
     if not net.prefixlen <= mask <= net.max_prefixlen:
-        raise ValueError(f"node mask /{mask} must be between /{net.prefixlen} and /{net.max_prefixlen}")
+        raise ValueError(
+            f"node mask /{mask} must be between /{net.prefixlen} and /{net.max_prefixlen}"
+        )
     taken = [ipaddress.ip_network(c) for c in used]
     for block in net.subnets(new_prefix=mask):
         if not any(block.overlaps(t) for t in taken):

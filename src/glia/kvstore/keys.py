@@ -7,6 +7,8 @@ reinterpretation. Helpers build keys; :func:`parse` takes them apart again.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 ROOT = "glia/"
 STATE = "glia/state/"
 CONFIG = "glia/config/v1/"
@@ -103,7 +105,10 @@ def operator_leader(cluster: str) -> str:
 
 
 def service(cluster: str, namespace: str, name: str) -> str:
-    return f"{SERVICES}{_check(cluster, 'cluster')}/{_check(namespace, 'namespace')}/{name}"
+    return (
+        f"{SERVICES}{_check(cluster, 'cluster')}/"
+        f"{_check(namespace, 'namespace')}/{_check(name, 'name')}"
+    )
 
 
 def config(kind: str, namespace: str, name: str) -> str:
@@ -111,15 +116,43 @@ def config(kind: str, namespace: str, name: str) -> str:
 
 
 def prefix_end(prefix: str) -> str:
-    """Smallest key greater than every key starting with ``prefix`` (etcd range end)."""
-    b = bytearray(prefix.encode())
+    """Smallest key greater than every key starting with ``prefix`` (etcd range end).
+
+    Works on the UTF-8 bytes, as etcd does; a result that is not valid UTF-8
+    comes back with surrogate escapes, which the kvstore client encodes back
+    to the exact bytes (``encode("utf-8", "surrogateescape")``).
+    """
+    b = bytearray(prefix.encode("utf-8", "surrogateescape"))
     for i in range(len(b) - 1, -1, -1):
         if b[i] < 0xFF:
             b[i] += 1
-            return bytes(b[: i + 1]).decode("latin-1")
+            return bytes(b[: i + 1]).decode("utf-8", "surrogateescape")
     return "\0"
 
 
 def last(key: str) -> str:
     """Last component of a key."""
     return key.rsplit("/", 1)[-1]
+
+
+# Longest first, so a prefix that extends another would win (none does today).
+_KNOWN = tuple(
+    sorted((NODES, IPCACHE, ENDPOINTS, IDENTITIES, SERVICES, PODCIDRS, OPERATOR, CONFIG), key=len)
+)[::-1]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyParts:
+    prefix: str  # one of the prefix constants above, e.g. NODES
+    parts: tuple[str, ...]  # the components after it; parts[0] is the cluster under STATE
+
+
+def parse(key: str) -> KeyParts:
+    """Split a key into its prefix and components; ValueError if it is not a glia key."""
+    for prefix in _KNOWN:
+        if key.startswith(prefix):
+            parts = tuple(key[len(prefix) :].split("/"))
+            if not all(parts):
+                raise ValueError(f"key {key!r} has an empty component")
+            return KeyParts(prefix, parts)
+    raise ValueError(f"key {key!r} is not under a known glia prefix")

@@ -48,7 +48,7 @@ class LeasedPublisher:
                 with contextlib.suppress(KVStoreError):
                     await self._lease.revoke()
             else:
-                await self._lease.stop()
+                await self._lease.stop_keepalive()
 
     async def publish(self, key: str, value: bytes) -> None:
         async with self._lock:
@@ -68,8 +68,11 @@ class LeasedPublisher:
         while True:
             assert self._lease is not None
             await self._lease.lost.wait()
-            log.warning("kvstore lease %x lost: re-granting and re-publishing %d keys",
-                        self._lease.id, len(self._desired))
+            log.warning(
+                "kvstore lease %x lost: re-granting and re-publishing %d keys",
+                self._lease.id,
+                len(self._desired),
+            )
             await self._regrant()
 
     async def _regrant(self) -> None:

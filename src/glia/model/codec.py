@@ -39,7 +39,7 @@ def encode(obj: Any) -> bytes:
 
 def from_dict(cls: type[T], data: Any) -> T:
     try:
-        return _adapter(cls).validate_python(data)  # type: ignore[no-any-return]
+        return _adapter(cls).validate_python(data)  # type: ignore[no-any-return,arg-type]
     except pydantic.ValidationError as e:
         raise InvalidValue(_describe(cls, e)) from None
     except ValueError as e:  # __post_init__ checks

@@ -40,7 +40,9 @@ class Operator:
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
-        self.kv = await KVClient.connect(cfg.etcd, check_read=[keys.STATE], check_write=[keys.STATE])
+        self.kv = await KVClient.connect(
+            cfg.etcd, check_read=[keys.STATE], check_write=[keys.STATE]
+        )
         self.election = LeaderElection(
             self.kv, keys.operator_leader(cfg.cluster), self.identity, cfg.lease_ttl
         )
@@ -57,8 +59,12 @@ class Operator:
         await self._reflector.start()
         gc = IdentityGC(self.kv, cfg.cluster, cfg.identity_gc_grace)
         self._tasks = [
-            asyncio.create_task(self._every(cfg.identity_gc_interval, gc.run_once), name="identity-gc"),
-            asyncio.create_task(self._every(cfg.heartbeat_interval, self._heartbeat), name="heartbeat"),
+            asyncio.create_task(
+                self._every(cfg.identity_gc_interval, gc.run_once), name="identity-gc"
+            ),
+            asyncio.create_task(
+                self._every(cfg.heartbeat_interval, self._heartbeat), name="heartbeat"
+            ),
         ]
         lost = asyncio.create_task(lease.lost.wait())
         await asyncio.wait({lost, stopper}, return_when=asyncio.FIRST_COMPLETED)

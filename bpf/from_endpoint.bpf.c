@@ -1,0 +1,69 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* from_endpoint: tc ingress of the host side of every endpoint veth, i.e.
+ * every packet a pod sends. Attached by glia.datapath.loader.Datapath.
+ *
+ * Order: L3 check -> anti-spoofing -> [service LB] -> [egress policy] ->
+ * local endpoint (redirect_peer) | remote node (VXLAN) | node stack.
+ */
+#include "common.h"
+#include "config.h"
+#include "endpoints.h"
+#include "forward.h"
+#include "ipcache.h"
+#include "verdict.h"
+
+SEC("tc")
+int from_endpoint(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	const struct glia_ipcache_entry *remote;
+	const struct glia_endpoint *src, *dst;
+	const struct glia_config *cfg;
+	struct ethhdr *eth = data;
+	struct iphdr *ip4;
+	__u32 src_identity;
+
+	if ((void *)(eth + 1) > data_end)
+		return glia_drop_flow(skb, GLIA_DROP_INVALID_PACKET, GLIA_DIR_EGRESS, 0, 0);
+	if (eth->h_proto == bpf_htons(ETH_P_ARP))
+		return glia_to_stack(skb, GLIA_DIR_EGRESS);
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return glia_drop_flow(skb, GLIA_DROP_UNKNOWN_L3, GLIA_DIR_EGRESS, 0, 0);
+	ip4 = (void *)(eth + 1);
+	if ((void *)(ip4 + 1) > data_end || ip4->version != 4 || ip4->ihl < 5)
+		return glia_drop_flow(skb, GLIA_DROP_INVALID_PACKET, GLIA_DIR_EGRESS, 0, 0);
+
+	/* Anti-spoofing: the source must be an endpoint, and the one behind the
+	 * veth the packet came from. */
+	src = glia_lookup_endpoint(ip4->saddr);
+	if (!src || src->ifindex != skb->ingress_ifindex)
+		return glia_drop_flow(skb, GLIA_DROP_INVALID_SOURCE, GLIA_DIR_EGRESS, 0, 0);
+	src_identity = src->identity;
+
+	/* GLIA-HOOK(services): service load-balancing goes here: VIP:port ->
+	 * backend rewrite with a conntrack entry, before the destination lookup so
+	 * the backend decides where the packet goes. */
+
+	/* GLIA-HOOK(policy): egress policy of the source endpoint goes here,
+	 * keyed on the destination identity (from dst or the ipcache). */
+
+	dst = glia_lookup_endpoint(ip4->daddr);
+	if (dst)
+		return glia_deliver_local(skb, eth, ip4, dst, src_identity, GLIA_DIR_EGRESS);
+
+	cfg = glia_get_config();
+	remote = glia_lookup_ipcache(ip4->daddr);
+	if (cfg && remote && remote->tunnel_endpoint) {
+		if (remote->tunnel_endpoint == cfg->node_ip)
+			return glia_drop_flow(skb, GLIA_DROP_NO_ENDPOINT, GLIA_DIR_EGRESS,
+					      src_identity, remote->identity);
+		if (cfg->vxlan_ifindex)
+			return glia_to_tunnel(skb, ip4, remote->tunnel_endpoint,
+					      cfg->vxlan_ifindex, src_identity, remote->identity);
+	}
+	/* The node itself (health probes, its IP) or outside the mesh. */
+	return glia_to_stack(skb, GLIA_DIR_EGRESS);
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,32 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* glia_config_v1: the node's settings, one entry written by the agent
+ * (Datapath.configure), so a restarted agent reconfigures without reloading
+ * programs. A zeroed entry (not configured yet) disables tunnelling. */
+#ifndef GLIA_CONFIG_H
+#define GLIA_CONFIG_H
+
+#include "common.h"
+
+struct glia_config {
+	__be32 node_ip;       /* this node's underlay IP, network order: the tunnel endpoint */
+	__u32 vxlan_ifindex;  /* ifindex of glia_vxlan in the node namespace; 0 = no tunnel */
+	__u32 cluster_id;     /* this node's cluster id (1..255) */
+	__u32 flags;          /* reserved, 0 */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct glia_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} glia_config_v1 SEC(".maps");
+
+static __always_inline const struct glia_config *glia_get_config(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&glia_config_v1, &zero);
+}
+
+#endif /* GLIA_CONFIG_H */

@@ -1,0 +1,233 @@
+"""Synchronous client of the agent's REST API (docs/agent-api.md) over its unix socket.
+
+Called by the CNI plugin (:mod:`glia.cni`), which must start fast, and by the
+``glia`` CLI. It therefore uses only the standard library (``http.client`` with
+a unix-socket connection class) and must not import pydantic, aiohttp, typer or
+rich. Each call opens its own connection: the plugin makes one or two calls per
+run and the CLI one, so a connection pool would buy nothing.
+"""
+
+from __future__ import annotations
+
+import errno
+import http.client
+import json
+import socket
+from typing import Any
+
+DEFAULT_SOCKET = "/run/glia/agent.sock"
+
+# Connect errors that mean "the agent is not (yet) there": worth waiting for.
+TRANSIENT_ERRNOS = frozenset({errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN})
+
+_MAX_ERROR_TEXT = 300
+
+
+class AgentClientError(Exception):
+    """Base of everything this client raises."""
+
+
+class AgentUnreachable(AgentClientError):
+    """Connecting to the socket failed: it is missing, refused, or not accessible."""
+
+    def __init__(self, socket_path: str, error: OSError) -> None:
+        self.socket_path = socket_path
+        self.error = error
+        reason = error.strerror or str(error) or type(error).__name__
+        super().__init__(f"cannot connect to the glia agent at {socket_path}: {reason}")
+
+    @property
+    def transient(self) -> bool:
+        """True when the agent may simply not be up yet (no socket, or nobody listening)."""
+        return self.error.errno in TRANSIENT_ERRNOS
+
+
+class AgentError(AgentClientError):
+    """The agent answered with an error body ``{"error": {"code", "msg", "details"}}``.
+
+    For the ``/v1/cni/*`` routes ``code`` is a CNI error code that the plugin
+    prints unchanged.
+    """
+
+    def __init__(self, code: int, msg: str, details: str, http_status: int) -> None:
+        self.code = code
+        self.msg = msg
+        self.details = details
+        self.http_status = http_status
+        text = f"{msg} ({details})" if details else msg
+        super().__init__(f"agent error {code} (HTTP {http_status}): {text}")
+
+
+class AgentProtocolError(AgentClientError):
+    """The connection was made but the call failed: timeout, reset, or a malformed answer."""
+
+    def __init__(self, socket_path: str, reason: str, *, timeout: bool = False) -> None:
+        self.socket_path = socket_path
+        self.reason = reason
+        self.timeout = timeout
+        super().__init__(f"glia agent at {socket_path}: {reason}")
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """``HTTPConnection`` whose transport is a unix stream socket instead of TCP."""
+
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        # The host only fills the Host header; the agent ignores it.
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except BaseException:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class AgentClient:
+    """One agent, addressed by its API socket. Methods block for at most ``timeout`` s per I/O."""
+
+    def __init__(self, socket_path: str, timeout: float = 30.0) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    # -- generic calls -------------------------------------------------------------
+
+    def get(self, path: str) -> Any:
+        return self._call("GET", path, None)
+
+    def post(self, path: str, body: Any) -> Any:
+        return self._call("POST", path, json.dumps(body).encode())
+
+    def _call(self, method: str, path: str, payload: bytes | None) -> Any:
+        conn = _UnixHTTPConnection(self.socket_path, self.timeout)
+        try:
+            try:
+                conn.connect()
+            except TimeoutError as e:
+                raise AgentProtocolError(
+                    self.socket_path, f"timed out connecting after {self.timeout:g}s", timeout=True
+                ) from e
+            except OSError as e:
+                raise AgentUnreachable(self.socket_path, e) from e
+            headers = {"Accept": "application/json"}
+            if payload is not None:
+                headers["Content-Type"] = "application/json"
+            try:
+                conn.request(method, path, body=payload, headers=headers)
+                resp = conn.getresponse()
+                status = resp.status
+                raw = resp.read()
+            except TimeoutError as e:
+                raise AgentProtocolError(
+                    self.socket_path,
+                    f"{method} {path}: no answer within {self.timeout:g}s",
+                    timeout=True,
+                ) from e
+            except (OSError, http.client.HTTPException) as e:
+                raise AgentProtocolError(
+                    self.socket_path, f"{method} {path}: {_describe(e)}"
+                ) from e
+        finally:
+            conn.close()
+        return self._decode(method, path, status, raw)
+
+    def _decode(self, method: str, path: str, status: int, raw: bytes) -> Any:
+        try:
+            data = json.loads(raw) if raw.strip() else None
+        except (ValueError, UnicodeDecodeError):
+            if status >= 400:
+                text = raw.decode(errors="replace").strip()[:_MAX_ERROR_TEXT]
+                raise AgentError(999, f"HTTP {status} from the agent", text, status) from None
+            raise AgentProtocolError(
+                self.socket_path, f"{method} {path}: the answer is not JSON (HTTP {status})"
+            ) from None
+        if status >= 400:
+            raise _error_from_body(status, data)
+        return data
+
+    # -- routes (docs/agent-api.md) -------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return self._dict(self.get("/v1/status"), "/v1/status")
+
+    def nodes(self) -> list[dict[str, Any]]:
+        return self._list(self.get("/v1/nodes"), "/v1/nodes")
+
+    def endpoints(self) -> list[dict[str, Any]]:
+        return self._list(self.get("/v1/endpoints"), "/v1/endpoints")
+
+    def identities(self) -> list[dict[str, Any]]:
+        return self._list(self.get("/v1/identities"), "/v1/identities")
+
+    def bpf_ipcache(self) -> list[dict[str, Any]]:
+        return self._list(self.get("/v1/bpf/ipcache"), "/v1/bpf/ipcache")
+
+    def bpf_endpoints(self) -> list[dict[str, Any]]:
+        return self._list(self.get("/v1/bpf/endpoints"), "/v1/bpf/endpoints")
+
+    def bpf_metrics(self) -> list[dict[str, Any]]:
+        return self._list(self.get("/v1/bpf/metrics"), "/v1/bpf/metrics")
+
+    def cni_add(self, req: dict[str, Any]) -> dict[str, Any]:
+        return self._dict(self.post("/v1/cni/add", req), "/v1/cni/add")
+
+    def cni_del(self, req: dict[str, Any]) -> dict[str, Any]:
+        return self._dict(self.post("/v1/cni/del", req), "/v1/cni/del")
+
+    def cni_check(self, req: dict[str, Any]) -> dict[str, Any]:
+        return self._dict(self.post("/v1/cni/check", req), "/v1/cni/check")
+
+    def cni_gc(self, req: dict[str, Any]) -> dict[str, Any]:
+        return self._dict(self.post("/v1/cni/gc", req), "/v1/cni/gc")
+
+    def cni_status(self) -> dict[str, Any]:
+        return self._dict(self.get("/v1/cni/status"), "/v1/cni/status")
+
+    def _dict(self, data: Any, path: str) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise AgentProtocolError(
+                self.socket_path, f"{path}: expected a JSON object, got {_kind(data)}"
+            )
+        return data
+
+    def _list(self, data: Any, path: str) -> list[dict[str, Any]]:
+        if not isinstance(data, list) or not all(isinstance(x, dict) for x in data):
+            raise AgentProtocolError(
+                self.socket_path, f"{path}: expected a JSON list of objects, got {_kind(data)}"
+            )
+        return data
+
+
+def _error_from_body(status: int, data: Any) -> AgentError:
+    err = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(err, dict):
+        text = json.dumps(data)[:_MAX_ERROR_TEXT]
+        return AgentError(999, f"HTTP {status} from the agent", text, status)
+    code = err.get("code")
+    if not isinstance(code, int) or isinstance(code, bool):
+        code = 999
+    msg = err.get("msg")
+    details = err.get("details")
+    return AgentError(
+        code,
+        msg if isinstance(msg, str) and msg else f"HTTP {status} from the agent",
+        details if isinstance(details, str) else "" if details is None else json.dumps(details),
+        status,
+    )
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e)
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _kind(data: Any) -> str:
+    if data is None:
+        return "an empty answer"
+    if isinstance(data, list):
+        return "a list with non-object items"
+    return type(data).__name__

@@ -1,0 +1,36 @@
+"""The network configuration list that makes a runtime use glia-cni.
+
+Called by the lab (and an installer on a real host) to write, e.g.,
+``/etc/cni/net.d/10-glia.conflist``. Everything about the pod network (address,
+routes, MTU) is decided by the agent; the plugin only needs to know which
+agent to ask.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from glia.cni.spec import DEFAULT_AGENT_SOCKET, valid_name
+
+
+def conflist(
+    agent_socket: str = DEFAULT_AGENT_SOCKET, name: str = "glia", mtu: int = 1450
+) -> dict[str, Any]:
+    """A CNI 1.0 configuration list with glia-cni as its only plugin.
+
+    ``cniVersions`` (spec 1.1) lets a runtime that knows GC and STATUS use them;
+    older runtimes read ``cniVersion``. ``mtu`` reaches the agent inside every
+    request's ``config``; the agent decides the pod MTU.
+    """
+    if not valid_name(name):
+        raise ValueError(f"network name {name!r}: letters, digits, '_', '.', '-' only")
+    if not agent_socket.startswith("/"):
+        raise ValueError(f"agent socket {agent_socket!r} must be an absolute path")
+    if not 576 <= mtu <= 65535:
+        raise ValueError(f"mtu {mtu} must be in 576..65535")
+    return {
+        "cniVersion": "1.0.0",
+        "cniVersions": ["1.0.0", "1.1.0"],
+        "name": name,
+        "plugins": [{"type": "glia-cni", "agentSocket": agent_socket, "mtu": mtu}],
+    }

@@ -1,0 +1,60 @@
+"""Verdict reasons and directions: the Python side of bpf/include/drop.h.
+
+STABLE API shared with the BPF programs: the numbers index the metrics map and
+appear in ring-buffer events. A test compares these enums with the compiled
+objects' BTF. Used by glia.datapath.maps (metrics), glia.datapath.events and
+the CLI (`glia monitor`, `glia bpf metrics`).
+"""
+
+from __future__ import annotations
+
+import enum
+
+# Metrics map rows reserved per direction (GLIA_REASON_MAX in drop.h).
+REASON_MAX = 64
+
+
+class Reason(enum.IntEnum):
+    """enum glia_reason; C names are GLIA_REASON_<name> or GLIA_<name>."""
+
+    FORWARDED = 0
+    TO_STACK = 1
+    DROP_INVALID_SOURCE = 2
+    DROP_UNKNOWN_L3 = 3
+    DROP_INVALID_PACKET = 4
+    DROP_NO_ENDPOINT = 5
+    DROP_REDIRECT_FAILED = 6
+    DROP_TTL_EXCEEDED = 7
+    DROP_POLICY = 8
+    DROP_NO_SERVICE = 9
+
+    @property
+    def is_drop(self) -> bool:
+        return self.name.startswith("DROP_")
+
+    @property
+    def label(self) -> str:
+        """Short name for people: 'invalid-source', 'forwarded'."""
+        return self.name.removeprefix("DROP_").lower().replace("_", "-")
+
+
+class Direction(enum.IntEnum):
+    """enum glia_direction, from the endpoint's point of view."""
+
+    INGRESS = 0  # towards an endpoint (from_overlay)
+    EGRESS = 1  # leaving an endpoint (from_endpoint)
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+def reason_c_name(reason: Reason) -> str:
+    """The enumerator's name in drop.h."""
+    if reason.is_drop:
+        return f"GLIA_{reason.name}"
+    return f"GLIA_REASON_{reason.name}"
+
+
+def direction_c_name(direction: Direction) -> str:
+    return f"GLIA_DIR_{direction.name}"

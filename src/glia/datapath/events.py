@@ -1,0 +1,150 @@
+"""Read datapath events (drops so far) from the pinned ring buffer.
+
+Used by `glia monitor` and the tests. The ring buffer is shared by every
+program of a node; an :class:`EventReader` opens it by its pin, so it works
+next to a running agent. Events are best effort (a full buffer loses them);
+the metrics map is the exact count.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from glia.datapath import libbpf
+from glia.datapath.drop import Direction, Reason
+from glia.datapath.errors import DatapathError
+from glia.datapath.maps import check_spec
+from glia.datapath.structs import (
+    EVENTS,
+    GLIA_EVENT_DROP,
+    be16_to_int,
+    be32_to_ip,
+    glia_drop_event,
+)
+
+_IPPROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp"}
+_EINTR = 4
+_TYPE_OFFSET: int = glia_drop_event.type.offset  # every event kind starts alike
+
+
+@dataclass(frozen=True, slots=True)
+class DropEvent:
+    """One dropped packet, decoded from struct glia_drop_event."""
+
+    ts_ns: int
+    reason: Reason
+    direction: str
+    ifindex: int
+    proto: int
+    saddr: str
+    daddr: str
+    sport: int
+    dport: int
+    l3_proto: int  # ethertype
+    src_identity: int
+    dst_identity: int
+    length: int
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> DropEvent:
+        if len(raw) < ctypes.sizeof(glia_drop_event):
+            raise DatapathError(f"drop event of {len(raw)} bytes is truncated")
+        ev = glia_drop_event.from_buffer_copy(raw)
+        try:
+            reason = Reason(ev.reason)
+        except ValueError:
+            raise DatapathError(f"drop event with unknown reason {ev.reason}") from None
+        return cls(
+            ts_ns=ev.ts_ns,
+            reason=reason,
+            direction=Direction(ev.direction & 1).label,
+            ifindex=ev.ifindex,
+            proto=ev.proto,
+            saddr=be32_to_ip(ev.saddr),
+            daddr=be32_to_ip(ev.daddr),
+            sport=be16_to_int(ev.sport),
+            dport=be16_to_int(ev.dport),
+            l3_proto=be16_to_int(ev.l3_proto),
+            src_identity=ev.src_identity,
+            dst_identity=ev.dst_identity,
+            length=ev.len,
+        )
+
+    def summary(self) -> str:
+        proto = _IPPROTO_NAMES.get(self.proto, str(self.proto))
+        src, dst = self.saddr, self.daddr
+        if self.proto in (6, 17):
+            src, dst = f"{src}:{self.sport}", f"{dst}:{self.dport}"
+        if self.l3_proto != 0x0800:
+            return (
+                f"drop {self.reason.label} {self.direction} ifindex {self.ifindex} "
+                f"ethertype 0x{self.l3_proto:04x} len {self.length}"
+            )
+        return (
+            f"drop {self.reason.label} {self.direction} ifindex {self.ifindex} {proto} "
+            f"{src} -> {dst} identity {self.src_identity} -> {self.dst_identity} "
+            f"len {self.length}"
+        )
+
+
+class EventReader:
+    """Consumer of glia_events_v1 under ``pin_dir``."""
+
+    def __init__(self, pin_dir: Path) -> None:
+        lib = libbpf.lib()
+        self._fd = libbpf.obj_get(str(Path(pin_dir) / EVENTS.name))
+        try:
+            check_spec(self._fd, EVENTS)
+        except DatapathError:
+            os.close(self._fd)
+            raise
+        self._raw: list[bytes] = []
+        self.unknown = 0  # events of kinds this reader does not decode
+        # Only copy in the callback: an exception there would be swallowed by ctypes.
+        self._cb = libbpf.RingBufferSampleFn(self._on_sample)
+        opts = libbpf.new_opts(libbpf.ring_buffer_opts)
+        rb = lib.ring_buffer__new(self._fd, self._cb, None, ctypes.byref(opts))
+        if not rb:
+            err = ctypes.get_errno() or 22
+            os.close(self._fd)
+            raise DatapathError(f"opening ring buffer {EVENTS.name}: {os.strerror(err)}")
+        self._rb: int | None = rb
+
+    def _on_sample(self, _ctx: int | None, data: int | None, size: int) -> int:
+        if data:
+            self._raw.append(ctypes.string_at(data, size))
+        return 0
+
+    def poll(self, timeout: float = 0.0) -> list[DropEvent]:
+        """Events available now, waiting up to ``timeout`` seconds for the first."""
+        if self._rb is None:
+            raise DatapathError("event reader is closed")
+        ret = libbpf.lib().ring_buffer__poll(self._rb, int(timeout * 1000))
+        if ret < 0 and ret != -_EINTR:
+            libbpf.check(ret, f"polling {EVENTS.name}")
+        raw, self._raw = self._raw, []
+        events = []
+        for item in raw:
+            if len(item) <= _TYPE_OFFSET or item[_TYPE_OFFSET] != GLIA_EVENT_DROP:
+                self.unknown += 1
+                continue
+            events.append(DropEvent.from_bytes(item))
+        return events
+
+    def close(self) -> None:
+        if self._rb is not None:
+            libbpf.lib().ring_buffer__free(self._rb)
+            self._rb = None
+            os.close(self._fd)
+
+    def __enter__(self) -> EventReader:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

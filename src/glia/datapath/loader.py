@@ -1,0 +1,271 @@
+"""Load glia's BPF objects for one node, pin their maps, attach the programs.
+
+Used by the agent (one Datapath per node, in the node's network namespace) and
+the tests. Lifecycle: ``Datapath(pin_dir, obj_dir)`` -> ``load()`` (opens both
+objects with ``pin_root_path=pin_dir``: maps already pinned there are reused
+with their entries, missing ones are created and pinned) -> ``configure()`` ->
+``attach_*()`` -> ``close()``. Closing releases only this process's handles:
+attached programs and pinned maps keep the datapath running, so an agent
+restart does not interrupt traffic. :func:`unpin` removes a node's pins.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import threading
+from ctypes import c_uint32
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+
+from glia.datapath import libbpf, tc
+from glia.datapath.errors import BPFError, DatapathError
+from glia.datapath.maps import (
+    BPFMap,
+    ConfigMap,
+    EndpointMap,
+    IPCacheMap,
+    MetricsMap,
+    NodeConfig,
+)
+from glia.datapath.structs import (
+    CONFIG,
+    ENDPOINTS,
+    IPCACHE,
+    METRICS,
+    glia_config,
+    glia_endpoint,
+    glia_endpoint_key,
+    glia_ipcache_entry,
+    glia_ipcache_key,
+    glia_metrics,
+)
+
+_H = TypeVar("_H")
+
+BPFFS_ROOT = Path("/sys/fs/bpf")
+PROGS_SUBDIR = "progs"
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramSpec:
+    """One attach point: the object file and the program in it."""
+
+    object_file: str
+    program: str
+
+
+FROM_ENDPOINT = ProgramSpec("from_endpoint.bpf.o", "from_endpoint")
+FROM_OVERLAY = ProgramSpec("from_overlay.bpf.o", "from_overlay")
+PROGRAMS = (FROM_ENDPOINT, FROM_OVERLAY)
+
+# libbpf's log capture is process-wide; one load at a time keeps it readable.
+_load_lock = threading.Lock()
+
+
+def default_obj_dir() -> Path:
+    """$GLIA_BPF_DIR, else build/bpf of the source tree (where `make bpf` puts them)."""
+    env = os.environ.get("GLIA_BPF_DIR")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "build" / "bpf"
+
+
+def _fs_type(path: Path) -> str | None:
+    """Filesystem type of the mount holding ``path`` (or its nearest existing parent)."""
+    path = path.resolve()
+    best, fstype = "", None
+    with open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            fields = line.split()
+            mountpoint = fields[1].replace("\\040", " ")
+            inside = path == Path(mountpoint) or Path(mountpoint) in path.parents
+            if inside and len(mountpoint) >= len(best):
+                best, fstype = mountpoint, fields[2]
+    return fstype
+
+
+def ensure_bpffs(pin_dir: Path) -> None:
+    if _fs_type(pin_dir) != "bpf":
+        raise DatapathError(
+            f"{pin_dir} is not on a bpf filesystem: mount it with "
+            f"`mount -t bpf bpf {BPFFS_ROOT}` (scripts/setup.sh does)"
+        )
+
+
+def _check_pin_dir(pin_dir: Path) -> None:
+    """glia only ever touches pins under a directory whose name starts with 'glia'."""
+    if not any(part.startswith("glia") for part in pin_dir.parts):
+        raise DatapathError(f"refusing pin directory {pin_dir}: no 'glia' component in it")
+
+
+class Datapath:
+    """The BPF side of one node: programs, pinned maps, tc attachments."""
+
+    def __init__(self, pin_dir: Path, obj_dir: Path) -> None:
+        self.pin_dir = Path(pin_dir)
+        self.obj_dir = Path(obj_dir)
+        self._objects: list[int] = []  # struct bpf_object *
+        self._prog_fds: dict[str, int] = {}
+        self._endpoints: EndpointMap | None = None
+        self._ipcache: IPCacheMap | None = None
+        self._metrics: MetricsMap | None = None
+        self._config: ConfigMap | None = None
+
+    def __enter__(self) -> Datapath:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- load ---------------------------------------------------------------
+
+    def load(self) -> None:
+        if self._objects:
+            raise DatapathError(f"datapath for {self.pin_dir} is already loaded")
+        _check_pin_dir(self.pin_dir)
+        ensure_bpffs(self.pin_dir)
+        (self.pin_dir / PROGS_SUBDIR).mkdir(parents=True, exist_ok=True)
+        try:
+            with _load_lock:
+                for spec in PROGRAMS:
+                    obj = self._open_and_load(spec)
+                    self._prog_fds[spec.program] = self._pin_program(obj, spec)
+            first = self._objects[0]
+            self._endpoints = EndpointMap(
+                BPFMap(
+                    self._map_fd(first, ENDPOINTS.name), ENDPOINTS, glia_endpoint_key, glia_endpoint
+                )
+            )
+            self._ipcache = IPCacheMap(
+                BPFMap(
+                    self._map_fd(first, IPCACHE.name), IPCACHE, glia_ipcache_key, glia_ipcache_entry
+                )
+            )
+            self._metrics = MetricsMap(
+                BPFMap(self._map_fd(first, METRICS.name), METRICS, c_uint32, glia_metrics)
+            )
+            self._config = ConfigMap(
+                BPFMap(self._map_fd(first, CONFIG.name), CONFIG, c_uint32, glia_config)
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_and_load(self, spec: ProgramSpec) -> int:
+        lib = libbpf.lib()
+        path = self.obj_dir / spec.object_file
+        if not path.is_file():
+            raise DatapathError(f"{path} not found: build the BPF objects with `make bpf`")
+        libbpf.recent_log(clear=True)
+        pin_root = str(self.pin_dir).encode()
+        opts = libbpf.new_opts(libbpf.bpf_object_open_opts, pin_root_path=pin_root)
+        obj = lib.bpf_object__open_file(str(path).encode(), ctypes.byref(opts))
+        if not obj:
+            raise BPFError(f"opening {path}", ctypes.get_errno() or 22, _log_tail())
+        self._objects.append(obj)
+        ret = lib.bpf_object__load(obj)
+        if ret < 0:
+            detail = _log_tail()
+            if "couldn't reuse pinned map" in detail:
+                detail += (
+                    f"\n  hint: the pins in {self.pin_dir} come from another glia version; "
+                    "remove them (glia lab down) to start over"
+                )
+            raise BPFError(f"loading {path} (pins in {self.pin_dir})", -ret, detail)
+        return int(obj)
+
+    def _pin_program(self, obj: int, spec: ProgramSpec) -> int:
+        lib = libbpf.lib()
+        prog = libbpf.check_ptr(
+            lib.bpf_object__find_program_by_name(obj, spec.program.encode()),
+            f"finding program {spec.program} in {spec.object_file}",
+        )
+        fd = libbpf.check(lib.bpf_program__fd(prog), f"fd of {spec.program}")
+        # Replace the previous load's pin so the path names the current program.
+        pin = self.pin_dir / PROGS_SUBDIR / spec.program
+        pin.unlink(missing_ok=True)
+        libbpf.check(lib.bpf_program__pin(prog, str(pin).encode()), f"pinning {pin}")
+        return fd
+
+    @staticmethod
+    def _map_fd(obj: int, name: str) -> int:
+        lib = libbpf.lib()
+        m = libbpf.check_ptr(lib.bpf_object__find_map_by_name(obj, name.encode()), f"map {name}")
+        # Our own fd, so map handles outlive the object if a caller keeps one.
+        return os.dup(libbpf.check(lib.bpf_map__fd(m), f"fd of map {name}"))
+
+    # --- maps ---------------------------------------------------------------
+
+    def _loaded(self, handle: _H | None) -> _H:
+        if handle is None:
+            raise DatapathError(f"datapath for {self.pin_dir} is not loaded")
+        return handle
+
+    @property
+    def endpoints(self) -> EndpointMap:
+        return self._loaded(self._endpoints)
+
+    @property
+    def ipcache(self) -> IPCacheMap:
+        return self._loaded(self._ipcache)
+
+    @property
+    def metrics(self) -> MetricsMap:
+        return self._loaded(self._metrics)
+
+    @property
+    def config(self) -> ConfigMap:
+        return self._loaded(self._config)
+
+    def configure(self, *, node_ip: str, vxlan_ifindex: int, cluster_id: int) -> None:
+        self.config.set(NodeConfig(node_ip, vxlan_ifindex, cluster_id))
+
+    # --- programs -----------------------------------------------------------
+
+    def prog_fd(self, program: str) -> int:
+        """fd of a loaded program ("from_endpoint", "from_overlay"), e.g. for test runs."""
+        try:
+            return self._prog_fds[program]
+        except KeyError:
+            raise DatapathError(f"program {program} is not loaded ({self.pin_dir})") from None
+
+    def attach_endpoint(self, ifindex: int) -> None:
+        """from_endpoint on the host-side veth ``ifindex`` of the calling thread's netns."""
+        tc.attach_ingress(ifindex, self.prog_fd(FROM_ENDPOINT.program))
+
+    def attach_overlay(self, ifindex: int) -> None:
+        """from_overlay on the VXLAN device ``ifindex`` of the calling thread's netns."""
+        tc.attach_ingress(ifindex, self.prog_fd(FROM_OVERLAY.program))
+
+    def detach(self, ifindex: int) -> bool:
+        return tc.detach_ingress(ifindex)
+
+    def close(self) -> None:
+        for handle in (self._endpoints, self._ipcache, self._metrics, self._config):
+            if handle is not None:
+                handle.close()
+        self._endpoints = self._ipcache = self._metrics = self._config = None
+        for obj in self._objects:
+            libbpf.lib().bpf_object__close(obj)
+        self._objects.clear()
+        self._prog_fds.clear()
+
+
+def _log_tail(lines: int = 40) -> str:
+    return "\n".join(f"  {line}" for line in libbpf.recent_log()[-lines:])
+
+
+def unpin(pin_dir: Path) -> None:
+    """Remove a node's pins (maps and programs); attached programs keep running."""
+    pin_dir = Path(pin_dir)
+    _check_pin_dir(pin_dir)
+    if not pin_dir.exists():
+        return
+    ensure_bpffs(pin_dir)
+    shutil.rmtree(pin_dir)

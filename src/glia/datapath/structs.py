@@ -1,0 +1,237 @@
+"""Python mirrors of the BPF maps' structs (bpf/include/*.h) and the map specs.
+
+Each class mirrors one C struct, named and laid out as in C (fields commented
+there); a test compares sizes and field offsets with the compiled objects' BTF.
+Each :class:`MapSpec` is the frozen description of one pinned map (name with
+its layout version, type, key and value); handles in glia.datapath.maps check
+a loaded or pinned map against its spec before using it.
+
+``__be32`` fields are held as ``c_uint32`` whose memory is in network order:
+convert with :func:`ip_to_be32` / :func:`be32_to_ip`.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from ctypes import Structure, c_uint8, c_uint16, c_uint32, c_uint64, sizeof
+from dataclasses import dataclass
+
+from glia.datapath.drop import REASON_MAX, Direction
+
+ETH_ALEN = 6
+MacBytes = c_uint8 * ETH_ALEN
+
+# enum bpf_map_type values used by glia
+BPF_MAP_TYPE_HASH = 1
+BPF_MAP_TYPE_ARRAY = 2
+BPF_MAP_TYPE_PERCPU_ARRAY = 6
+BPF_MAP_TYPE_LPM_TRIE = 11
+BPF_MAP_TYPE_RINGBUF = 27
+
+GLIA_EVENT_DROP = 1
+
+
+class glia_endpoint_key(Structure):
+    _fields_ = [("ip", c_uint32)]
+
+
+class glia_endpoint(Structure):
+    _fields_ = [
+        ("ifindex", c_uint32),
+        ("identity", c_uint32),
+        ("mac", MacBytes),
+        ("node_mac", MacBytes),
+        ("flags", c_uint32),
+    ]
+
+
+class glia_ipcache_key(Structure):
+    _fields_ = [("prefixlen", c_uint32), ("ip", c_uint32)]
+
+
+class glia_ipcache_entry(Structure):
+    _fields_ = [
+        ("identity", c_uint32),
+        ("tunnel_endpoint", c_uint32),
+        ("cluster_id", c_uint8),
+        ("flags", c_uint8),
+        ("pad", c_uint16),
+    ]
+
+
+class glia_metrics(Structure):
+    _fields_ = [("packets", c_uint64), ("bytes", c_uint64)]
+
+
+class glia_config(Structure):
+    _fields_ = [
+        ("node_ip", c_uint32),
+        ("vxlan_ifindex", c_uint32),
+        ("cluster_id", c_uint32),
+        ("flags", c_uint32),
+    ]
+
+
+class glia_drop_event(Structure):
+    _fields_ = [
+        ("ts_ns", c_uint64),
+        ("type", c_uint8),
+        ("reason", c_uint8),
+        ("direction", c_uint8),
+        ("proto", c_uint8),
+        ("ifindex", c_uint32),
+        ("saddr", c_uint32),
+        ("daddr", c_uint32),
+        ("sport", c_uint16),
+        ("dport", c_uint16),
+        ("l3_proto", c_uint16),
+        ("pad", c_uint16),
+        ("src_identity", c_uint32),
+        ("dst_identity", c_uint32),
+        ("len", c_uint32),
+        ("pad2", c_uint32),
+    ]
+
+
+class sk_buff(Structure):
+    """``struct __sk_buff``: the context passed to BPF_PROG_TEST_RUN."""
+
+    _fields_ = [
+        ("len", c_uint32),
+        ("pkt_type", c_uint32),
+        ("mark", c_uint32),
+        ("queue_mapping", c_uint32),
+        ("protocol", c_uint32),
+        ("vlan_present", c_uint32),
+        ("vlan_tci", c_uint32),
+        ("vlan_proto", c_uint32),
+        ("priority", c_uint32),
+        ("ingress_ifindex", c_uint32),
+        ("ifindex", c_uint32),
+        ("tc_index", c_uint32),
+        ("cb", c_uint32 * 5),
+        ("hash", c_uint32),
+        ("tc_classid", c_uint32),
+        ("data", c_uint32),
+        ("data_end", c_uint32),
+        ("napi_id", c_uint32),
+        ("family", c_uint32),
+        ("remote_ip4", c_uint32),
+        ("local_ip4", c_uint32),
+        ("remote_ip6", c_uint32 * 4),
+        ("local_ip6", c_uint32 * 4),
+        ("remote_port", c_uint32),
+        ("local_port", c_uint32),
+        ("data_meta", c_uint32),
+        ("flow_keys", c_uint64),
+        ("tstamp", c_uint64),
+        ("wire_len", c_uint32),
+        ("gso_segs", c_uint32),
+        ("sk", c_uint64),
+        ("gso_size", c_uint32),
+        ("tstamp_type", c_uint8),
+        ("_pad_tstamp_type", c_uint8 * 3),
+        ("hwtstamp", c_uint64),
+    ]
+
+
+# Every mirror and its C struct name, for the BTF comparison test.
+MIRRORS: dict[type[Structure], str] = {
+    glia_endpoint_key: "glia_endpoint_key",
+    glia_endpoint: "glia_endpoint",
+    glia_ipcache_key: "glia_ipcache_key",
+    glia_ipcache_entry: "glia_ipcache_entry",
+    glia_metrics: "glia_metrics",
+    glia_config: "glia_config",
+    glia_drop_event: "glia_drop_event",
+    sk_buff: "__sk_buff",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MapSpec:
+    """One pinned map as declared in bpf/include/<map>.h."""
+
+    name: str  # pin and kernel name, <= 15 characters, versioned
+    map_type: int
+    key: type[Structure] | type[c_uint32] | None  # None for the ring buffer
+    value: type[Structure] | None
+    max_entries: int
+    percpu: bool = False
+
+    @property
+    def key_size(self) -> int:
+        return 0 if self.key is None else sizeof(self.key)
+
+    @property
+    def value_size(self) -> int:
+        return 0 if self.value is None else sizeof(self.value)
+
+
+ENDPOINTS = MapSpec("glia_endpts_v1", BPF_MAP_TYPE_HASH, glia_endpoint_key, glia_endpoint, 16384)
+IPCACHE = MapSpec(
+    "glia_ipcache_v1", BPF_MAP_TYPE_LPM_TRIE, glia_ipcache_key, glia_ipcache_entry, 524288
+)
+METRICS = MapSpec(
+    "glia_metrics_v1",
+    BPF_MAP_TYPE_PERCPU_ARRAY,
+    c_uint32,
+    glia_metrics,
+    REASON_MAX * len(Direction),
+    percpu=True,
+)
+CONFIG = MapSpec("glia_config_v1", BPF_MAP_TYPE_ARRAY, c_uint32, glia_config, 1)
+EVENTS = MapSpec("glia_events_v1", BPF_MAP_TYPE_RINGBUF, None, None, 256 * 1024)
+ALL_MAPS = (ENDPOINTS, IPCACHE, METRICS, CONFIG, EVENTS)
+
+
+def ip_to_be32(ip: str) -> int:
+    """An IPv4 address as the c_uint32 whose memory holds it in network order."""
+    try:
+        packed = socket.inet_pton(socket.AF_INET, ip)  # strict dotted quad, and fast
+    except (OSError, TypeError):
+        raise ValueError(f"{ip!r} is not an IPv4 address") from None
+    return int(struct.unpack("=I", packed)[0])
+
+
+def prefix_to_key(prefix: str) -> tuple[int, int]:
+    """("10.2.0.0/16" or "10.2.3.4") -> (prefix length, network as be32); host bits refused."""
+    ip, slash, length = prefix.partition("/")
+    try:
+        if slash and not length.isdigit():
+            raise ValueError(length)
+        prefixlen = int(length) if slash else 32
+        packed = socket.inet_pton(socket.AF_INET, ip)
+    except (OSError, ValueError):
+        raise ValueError(f"{prefix!r} is not an IPv4 prefix") from None
+    if not 0 <= prefixlen <= 32:
+        raise ValueError(f"{prefix!r} is not an IPv4 prefix: length must be 0..32")
+    host_bits = int.from_bytes(packed, "big") & ((1 << (32 - prefixlen)) - 1)
+    if host_bits:
+        raise ValueError(f"{prefix!r} is not an IPv4 prefix: it has host bits set")
+    return prefixlen, int(struct.unpack("=I", packed)[0])
+
+
+def be32_to_ip(value: int) -> str:
+    return socket.inet_ntoa(struct.pack("=I", value))
+
+
+def be16_to_int(value: int) -> int:
+    """A ``__be16`` read as a native c_uint16, back to its numeric value."""
+    return int(struct.unpack("!H", struct.pack("=H", value))[0])
+
+
+def mac_to_bytes(mac: str) -> bytes:
+    parts = mac.split(":")
+    try:
+        raw = bytes(int(p, 16) for p in parts)
+    except ValueError:
+        raw = b""
+    if len(parts) != ETH_ALEN or len(raw) != ETH_ALEN or any(len(p) != 2 for p in parts):
+        raise ValueError(f"{mac!r} is not a MAC address (aa:bb:cc:dd:ee:ff)")
+    return raw
+
+
+def mac_to_str(raw: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in raw)

@@ -1,0 +1,261 @@
+"""Podman for one lab node: its configuration files, image, and containers.
+
+Called by :mod:`glia.lab.lab`. Each node behaves like a separate host: its own
+``containers.conf`` (CNI backend with the glia network, cgroupfs, runc, the
+ulimits this machine allows, file locks and events in the node's own tmp dir)
+and ``storage.conf`` (graphroot and runroot under the node's directory). Every
+podman command runs as ``nsenter --net=<node netns> podman ...`` with
+``CONTAINERS_CONF`` and ``CONTAINERS_STORAGE_CONF`` set (``ip netns exec``
+breaks podman's cgroup mounts, see FIELD-NOTES.md).
+
+The ``render_*`` functions are pure; :class:`NodePodman` does the I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from glia.lab import netns
+from glia.lab.topology import IMAGE, NodeSpec
+
+NETWORK = "glia"
+SYSTEM_CNI_DIR = Path("/usr/lib/cni")
+BUSYBOX = Path("/bin/busybox")
+PODMAN_TIMEOUT = 60.0
+
+
+class PodmanError(RuntimeError):
+    """A podman command on a lab node failed."""
+
+
+def _toml_str(value: str) -> str:
+    # JSON string escapes are valid TOML basic-string escapes.
+    return json.dumps(value)
+
+
+def _toml_list(values: Sequence[str]) -> str:
+    return "[" + ", ".join(_toml_str(v) for v in values) + "]"
+
+
+def render_containers_conf(node: NodeSpec, plugin_dirs: Sequence[Path]) -> str:
+    tmp = node.podman_dir / "tmp"
+    return "\n".join(
+        [
+            f"# glia lab node {node.ref}: written by `glia lab up`",
+            "[containers]",
+            'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]',
+            'log_driver = "k8s-file"',
+            "",
+            "[engine]",
+            'cgroup_manager = "cgroupfs"',
+            'events_logger = "file"',
+            'runtime = "runc"',
+            # File locks and the "alive" marker in the node's own tmp dir: podman's
+            # default shared-memory locks are one table for the whole machine, and
+            # a node's first podman run would free the other nodes' locks.
+            'lock_type = "file"',
+            f"tmp_dir = {_toml_str(str(tmp))}",
+            f"volume_path = {_toml_str(str(node.podman_dir / 'volumes'))}",
+            "",
+            "[network]",
+            'network_backend = "cni"',
+            f"network_config_dir = {_toml_str(str(node.cni_config_dir))}",
+            f"cni_plugin_dirs = {_toml_list([str(d) for d in plugin_dirs])}",
+            f"default_network = {_toml_str(NETWORK)}",
+            "",
+        ]
+    )
+
+
+def render_storage_conf(node: NodeSpec) -> str:
+    return "\n".join(
+        [
+            f"# glia lab node {node.ref}: written by `glia lab up`",
+            "[storage]",
+            'driver = "overlay"',
+            f"graphroot = {_toml_str(str(node.podman_dir / 'storage'))}",
+            f"runroot = {_toml_str(str(node.podman_dir / 'run'))}",
+            "",
+        ]
+    )
+
+
+def podman_env(node: NodeSpec) -> dict[str, str]:
+    """What makes ``podman`` act on this node's storage and network configuration."""
+    return {
+        "CONTAINERS_CONF": str(node.containers_conf),
+        "CONTAINERS_STORAGE_CONF": str(node.storage_conf),
+    }
+
+
+def default_command(name: str) -> list[str]:
+    """busybox httpd on port 80 whose index page is the container's name."""
+    script = f"mkdir -p /www && echo {name} > /www/index.html && exec httpd -f -p 80 -h /www"
+    return ["sh", "-c", script]
+
+
+def build_rootfs(rootfs: Path) -> None:
+    """A busybox-static root filesystem: /bin/busybox and a symlink per applet."""
+    if (rootfs / "bin" / "busybox").exists():
+        return
+    if not BUSYBOX.exists():
+        raise PodmanError(f"{BUSYBOX} is missing: install busybox-static (scripts/setup.sh)")
+    staging = rootfs.with_name(rootfs.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "bin").mkdir(parents=True)
+    for d in ("tmp", "www", "etc", "proc", "sys", "dev", "root"):
+        (staging / d).mkdir()
+    shutil.copy2(BUSYBOX, staging / "bin" / "busybox")
+    applets = subprocess.run(
+        [str(BUSYBOX), "--list"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    for applet in applets:
+        if applet != "busybox":
+            (staging / "bin" / applet).symlink_to("busybox")
+    (staging / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (staging / "etc" / "group").write_text("root:x:0:\n")
+    staging.rename(rootfs)
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    name: str
+    id: str
+    node: str  # "c1/n1"
+    ip: str | None  # on the glia network; None when it has none (e.g. --network none)
+    state: str  # podman's: running, exited, created...
+    labels: dict[str, str]
+    netns_path: str | None  # podman's /run/netns/netns-<uuid>, for cleanup
+
+
+class NodePodman:
+    """Podman as seen from one lab node."""
+
+    def __init__(self, node: NodeSpec) -> None:
+        self.node = node
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, **podman_env(self.node)}
+
+    def configured(self) -> bool:
+        return self.node.containers_conf.exists() and self.node.storage_conf.exists()
+
+    def argv(self, args: Sequence[str]) -> list[str]:
+        """``podman ARGS`` in the node's namespace (or outside, once that is gone)."""
+        podman = ["podman", *args]
+        if netns.exists(self.node.netns):
+            return netns.nsenter_argv(self.node.netns, podman)
+        return podman
+
+    def write_config(self, plugin_dirs: Sequence[Path], conflist: Mapping[str, Any]) -> None:
+        for d in ("storage", "run", "tmp", "volumes"):
+            (self.node.podman_dir / d).mkdir(parents=True, exist_ok=True)
+        self.node.cni_config_dir.mkdir(parents=True, exist_ok=True)
+        self.node.containers_conf.write_text(render_containers_conf(self.node, plugin_dirs))
+        self.node.storage_conf.write_text(render_storage_conf(self.node))
+        (self.node.cni_config_dir / f"{NETWORK}.conflist").write_text(
+            json.dumps(conflist, indent=2) + "\n"
+        )
+
+    def run(self, args: Sequence[str], *, stdin: bytes | None = None, check: bool = True) -> str:
+        try:
+            proc = subprocess.run(
+                self.argv(args),
+                input=stdin,
+                env=self.env,
+                capture_output=True,
+                timeout=PODMAN_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise PodmanError(
+                f"{self.node.ref}: podman {' '.join(args)}: no answer in {PODMAN_TIMEOUT} s"
+            ) from None
+        if check and proc.returncode != 0:
+            err = proc.stderr.decode(errors="replace").strip()
+            raise PodmanError(f"{self.node.ref}: podman {' '.join(args)} failed: {err}")
+        return proc.stdout.decode(errors="replace")
+
+    def import_image(self, rootfs: Path, image: str = IMAGE) -> None:
+        """Import the busybox rootfs as ``image`` unless this node already has it."""
+        probe = subprocess.run(
+            self.argv(["image", "exists", image]), env=self.env, capture_output=True, check=False
+        )
+        if probe.returncode == 0:
+            return
+        tar = subprocess.run(
+            ["tar", "-C", str(rootfs), "-c", "."], capture_output=True, check=True
+        ).stdout
+        self.run(["import", "-", image], stdin=tar)
+
+    def run_container(
+        self,
+        name: str,
+        *,
+        image: str = IMAGE,
+        labels: Mapping[str, str] | None = None,
+        command: Sequence[str] | None = None,
+        network: str = NETWORK,
+        extra_args: Sequence[str] = (),
+    ) -> Container:
+        args = ["run", "-d", "--name", name, "--network", network]
+        for k, v in (labels or {}).items():
+            args += ["--label", f"{k}={v}"]
+        args += [*extra_args, image, *(command if command else default_command(name))]
+        try:
+            self.run(args)
+        except PodmanError:
+            # A failed start (e.g. CNI ADD refused) leaves a "created" container
+            # holding the name; remove it so the same name can be used again.
+            self.run(["rm", "-f", "-t", "0", "--ignore", name], check=False)
+            raise
+        return self.inspect(name)
+
+    def inspect(self, name: str) -> Container:
+        out = self.run(["container", "inspect", name])
+        return self._container(json.loads(out)[0])
+
+    def containers(self) -> list[Container]:
+        """Every container in this node's storage, running or not."""
+        if not self.configured():
+            return []
+        ids = self.run(["ps", "-aq", "--no-trunc"]).split()
+        if not ids:
+            return []
+        out = self.run(["container", "inspect", *ids])
+        return [self._container(c) for c in json.loads(out)]
+
+    def remove(self, name: str) -> None:
+        self.run(["rm", "-f", "-t", "0", name])
+
+    def remove_all(self) -> list[Container]:
+        """Remove every container of the node; returns what was there."""
+        found = self.containers()
+        if found:
+            self.run(["rm", "-af", "-t", "0"])
+        return found
+
+    def exec_argv(self, container: str, command: Sequence[str], tty: bool = False) -> list[str]:
+        return self.argv(["exec", *(["-it"] if tty else ["-i"]), container, *command])
+
+    def _container(self, data: Mapping[str, Any]) -> Container:
+        settings = data.get("NetworkSettings") or {}
+        networks = settings.get("Networks") or {}
+        ip = (networks.get(NETWORK) or {}).get("IPAddress") or None
+        return Container(
+            name=str(data.get("Name", "")).lstrip("/"),
+            id=str(data.get("Id", "")),
+            node=self.node.ref,
+            ip=ip,
+            state=str((data.get("State") or {}).get("Status", "unknown")),
+            labels=dict((data.get("Config") or {}).get("Labels") or {}),
+            netns_path=settings.get("SandboxKey") or None,
+        )

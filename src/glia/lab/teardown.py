@@ -1,0 +1,181 @@
+"""``glia lab down``: remove everything a lab made, whatever state it is in.
+
+Called by :meth:`glia.lab.lab.Lab.down` and before ``up`` rebuilds over
+leftovers. Works when the lab is up, half built, crashed (``state.json``
+missing or stale: the lab's names tell what is its) or absent. It touches only
+what carries the lab's prefix, plus the podman namespaces of containers found
+in the lab's own podman storage. Order matters:
+
+1. containers (``podman rm -af`` per node, so podman and the CNI plugin remove
+   their namespaces while the agents still answer);
+2. processes: recorded PIDs whose cmdline still holds their token, then any
+   process left inside one of the lab's namespaces (never this process or its
+   ancestors);
+3. namespaces with the lab's prefix (nodes, etcd, underlay);
+4. the lab's bpffs pins (``/sys/fs/bpf/glia/lab-<lab>``);
+5. mounts under the lab directory, then the directory itself (only if it holds
+   the lab's marker file), and podman's CNI result cache of the lab's containers.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from glia.lab import netns, processes, state, topology, underlay
+from glia.lab.podman import NodePodman, PodmanError
+from glia.lab.topology import Topology
+
+CNI_RESULTS = Path("/var/lib/cni/results")
+
+
+@dataclass
+class DownReport:
+    containers: list[str] = field(default_factory=list)  # "c1/n1/web"
+    processes: list[str] = field(default_factory=list)  # names or "pid N"
+    namespaces: list[str] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)  # pins and directories removed
+    problems: list[str] = field(default_factory=list)  # what could not be removed, and why
+
+    @property
+    def empty(self) -> bool:
+        return not (self.containers or self.processes or self.namespaces or self.paths)
+
+
+def lab_topology(name: str, lab_dir: Path) -> Topology:
+    """The lab as large as its state file says or its names on this machine show."""
+    try:
+        st = state.load(lab_dir / "state.json")
+    except state.StateError:
+        st = None
+    nodes_dir = lab_dir / "nodes"
+    dirs = [p.name for p in nodes_dir.iterdir()] if nodes_dir.is_dir() else []
+    clusters, nodes = topology.discover_shape(name, netns.list_names(), dirs)
+    if st is not None:
+        clusters, nodes = max(clusters, st.clusters), max(nodes, st.nodes)
+    return topology.build(name, max(clusters, 1), max(nodes, 1), lab_dir)
+
+
+def down(topo: Topology, note: Callable[[str], None] = lambda _: None) -> DownReport:
+    report = DownReport()
+    try:
+        recorded = state.load(topo.state_file)
+    except state.StateError as e:
+        report.problems.append(str(e))
+        recorded = None
+
+    sandboxes, container_ids = _remove_containers(topo, report, note)
+
+    note("stopping processes")
+    records = list(recorded.processes.values()) if recorded else []
+    # Daemons first, etcd last: an agent or operator that cleans up on SIGTERM
+    # still reaches its kvstore.
+    daemons = [r for r in records if not r.name.endswith("-etcd")]
+    report.processes += processes.stop(daemons)
+    report.processes += processes.stop([r for r in records if r not in daemons])
+    stray = _stray_pids(topo)
+    if stray:
+        try:
+            processes.kill_pids(dict.fromkeys(stray))
+        except processes.ProcessError as e:
+            report.problems.append(str(e))
+        report.processes += [f"pid {p}" for p in sorted(stray)]
+
+    note("removing namespaces")
+    report.namespaces += underlay.remove(topo)
+    for path in sandboxes:
+        # A container's namespace that podman failed to remove (e.g. a CNI DEL error).
+        if Path(path).exists() and Path(path).parent == netns.NETNS_DIR:
+            try:
+                netns.delete(Path(path).name)
+                report.namespaces.append(Path(path).name)
+            except netns.NetnsError as e:
+                report.problems.append(str(e))
+
+    if topo.bpf_dir.exists():
+        note(f"removing pins {topo.bpf_dir}")
+        shutil.rmtree(topo.bpf_dir, ignore_errors=True)
+        _record_removal(topo.bpf_dir, report)
+
+    _remove_dir(topo, report, note)
+    for cid in container_ids:
+        for f in CNI_RESULTS.glob(f"*-{cid}-*"):
+            f.unlink(missing_ok=True)
+    return report
+
+
+def _remove_containers(
+    topo: Topology, report: DownReport, note: Callable[[str], None]
+) -> tuple[list[str], list[str]]:
+    sandboxes: list[str] = []
+    ids: list[str] = []
+    for node in topo.nodes:
+        pm = NodePodman(node)
+        if not pm.configured():
+            continue
+        try:
+            gone = pm.remove_all()
+        except PodmanError as e:
+            report.problems.append(str(e))
+            continue
+        if gone:
+            note(f"{node.ref}: removed containers {', '.join(c.name for c in gone)}")
+        report.containers += [f"{node.ref}/{c.name}" for c in gone]
+        sandboxes += [c.netns_path for c in gone if c.netns_path]
+        ids += [c.id for c in gone if c.id]
+    return sandboxes, ids
+
+
+def _stray_pids(topo: Topology) -> set[int]:
+    """Processes still inside one of the lab's namespaces."""
+    mine = processes.own_lineage()
+    found: set[int] = set()
+    for name in netns.list_names():
+        if topo.is_own_netns(name):
+            try:
+                found.update(netns.pids(name))
+            except netns.NetnsError:
+                continue
+    return found - mine
+
+
+def _mounts_under(root: Path) -> list[str]:
+    prefix = str(root).rstrip("/") + "/"
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].encode().decode("unicode_escape")
+        if point.startswith(prefix) or point == str(root):
+            points.append(point)
+    return sorted(set(points), key=len, reverse=True)
+
+
+def _remove_dir(topo: Topology, report: DownReport, note: Callable[[str], None]) -> None:
+    root = topo.dir
+    if not root.exists():
+        return
+    marker = topo.marker_file
+    if not marker.exists() or marker.read_text().strip() != topo.name:
+        report.problems.append(
+            f"left {root} in place: it has no {marker.name} marker naming lab {topo.name!r}"
+        )
+        return
+    for point in _mounts_under(root):
+        proc = subprocess.run(["umount", point], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            subprocess.run(["umount", "-l", point], capture_output=True, check=False)
+    if _mounts_under(root):
+        report.problems.append(f"left {root} in place: mounts remain under it")
+        return
+    note(f"removing {root}")
+    shutil.rmtree(root, ignore_errors=True)
+    _record_removal(root, report)
+
+
+def _record_removal(path: Path, report: DownReport) -> None:
+    if path.exists():
+        report.problems.append(f"could not remove all of {path}")
+    else:
+        report.paths.append(str(path))

@@ -1,0 +1,240 @@
+"""Namespaces, pins and processes for the datapath integration tests.
+
+Everything is named ``glia-t<pid>-*`` (namespaces) or ``glia-test-<pid>*``
+(bpffs pins), so leftovers of a crashed run are recognised by their dead pid
+and removed, and nothing else on the machine is touched. Node namespaces are
+entered with setns (glia.datapath.netns) or ``nsenter --net``, never
+``ip netns exec``, which would hide /sys/fs/bpf; pods, which need no bpffs,
+may use ``ip netns exec``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from glia.datapath.events import DropEvent, EventReader
+from glia.datapath.loader import default_obj_dir, unpin
+from glia.datapath.netns import current_netns_id, netns_id, run_in_netns
+
+T = TypeVar("T")
+
+NETNS_DIR = Path("/run/netns")
+BPFFS = Path("/sys/fs/bpf")
+REPO = Path(__file__).resolve().parents[2]
+_NETNS_RE = re.compile(r"^glia-t(\d+)-")
+_PIN_RE = re.compile(r"^glia-test-(\d+)")
+
+
+def prefix() -> str:
+    return f"glia-t{os.getpid()}"
+
+
+def require_bpffs() -> None:
+    mounted = any(
+        line.split()[1] == str(BPFFS) and line.split()[2] == "bpf"
+        for line in Path("/proc/self/mounts").read_text().splitlines()
+    )
+    if not mounted:
+        pytest.fail(
+            f"bpffs is not mounted at {BPFFS}: run scripts/setup.sh "
+            f"(or `mount -t bpf bpf {BPFFS}`)",
+            pytrace=False,
+        )
+
+
+def bpf_objects() -> Path:
+    """Build the BPF objects if needed (make tracks the headers) and return their dir."""
+    done = subprocess.run(["make", "-s", "bpf"], cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"`make bpf` failed:\n{done.stdout}{done.stderr}", pytrace=False)
+    return default_obj_dir()
+
+
+def run(
+    cmd: list[str], *, check: bool = True, timeout: float = 20
+) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({done.returncode}): {done.stderr.strip()}")
+    return done
+
+
+def ns_path(name: str) -> str:
+    return str(NETNS_DIR / name)
+
+
+def in_node(name: str, *cmd: str) -> list[str]:
+    """A command line running in namespace ``name`` with the host's bpffs in view."""
+    return ["nsenter", f"--net={ns_path(name)}", *cmd]
+
+
+def in_pod(name: str, *cmd: str) -> list[str]:
+    return ["ip", "netns", "exec", name, *cmd]
+
+
+def add_netns(name: str) -> str:
+    assert name.startswith("glia-"), name
+    run(["ip", "netns", "add", name])
+    run(["ip", "-n", name, "link", "set", "lo", "up"])
+    return ns_path(name)
+
+
+def del_netns(name: str) -> None:
+    assert name.startswith("glia-"), name
+    if (NETNS_DIR / name).exists():
+        run(["ip", "netns", "del", name], check=False)
+
+
+def _pid_alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists()
+
+
+def cleanup_stale() -> None:
+    """Remove namespaces and pins left by earlier test runs whose process is gone."""
+    if NETNS_DIR.is_dir():
+        for entry in NETNS_DIR.iterdir():
+            m = _NETNS_RE.match(entry.name)
+            if m and not _pid_alive(int(m.group(1))):
+                del_netns(entry.name)
+    if BPFFS.is_dir():
+        for entry in BPFFS.iterdir():
+            m = _PIN_RE.match(entry.name)
+            if m and not _pid_alive(int(m.group(1))):
+                unpin(entry)
+
+
+def pin_dir(tag: str) -> Path:
+    return BPFFS / f"glia-test-{os.getpid()}-{tag}"
+
+
+# The namespace this test process started in: the host's. Helpers refuse to act there.
+_HOST_NETNS = netns_id("/proc/self/ns/net")
+
+
+def call_in(name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``fn`` in namespace ``name`` (a fresh thread; the caller's stays put)."""
+
+    def guarded() -> T:
+        # The safety net for every test helper: never act on the root namespace.
+        assert current_netns_id() != _HOST_NETNS, "refusing the host's network namespace"
+        return fn(*args, **kwargs)
+
+    return run_in_netns(ns_path(name), guarded)
+
+
+def collect_events(
+    reader: EventReader, until: Callable[[list[DropEvent]], bool], timeout: float = 5
+) -> list[DropEvent]:
+    """Poll ``reader`` until ``until(events so far)`` holds; all events seen."""
+    deadline = time.monotonic() + timeout
+    seen: list[DropEvent] = []
+    while not until(seen):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"timed out waiting for drop events; saw {seen}")
+        seen += reader.poll(timeout=min(left, 0.2))
+    return seen
+
+
+def ping(pod: str, dst: str, *, src: str | None = None, count: int = 1) -> bool:
+    """True when all ``count`` echo requests from ``pod`` were answered (1 s grace).
+
+    busybox's ping (busybox-static is in scripts/setup.sh; iputils may be absent).
+    """
+    cmd = ["busybox", "ping", "-q", "-A", "-c", str(count), "-W", "1", "-w", str(count + 1)]
+    if src:
+        cmd += ["-I", src]
+    done = run(in_pod(pod, *cmd, dst), check=False)
+    m = re.search(r"(\d+) packets transmitted, (\d+) packets received", done.stdout)
+    if m is None:
+        raise AssertionError(f"ping in {pod} gave no summary: {done.stdout} {done.stderr}")
+    return int(m.group(2)) == count
+
+
+_ECHO_SERVER = """
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(1)
+s.settimeout(10)
+print("ready", flush=True)
+c, _ = s.accept()
+data = b""
+while not data.endswith(b"\\n"):
+    chunk = c.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+c.sendall(data.upper())
+c.close()
+"""
+
+_ECHO_CLIENT = """
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5)
+c.sendall(sys.argv[3].encode() + b"\\n")
+data = b""
+while not data.endswith(b"\\n"):
+    chunk = c.recv(65536)
+    if not chunk:
+        break
+    data += chunk
+sys.stdout.write(data.decode())
+"""
+
+
+@contextmanager
+def echo_server(pod: str, ip: str, port: int) -> Iterator[subprocess.Popen[str]]:
+    """A one-shot TCP upper-casing echo server in ``pod``, ready when yielded."""
+    proc = subprocess.Popen(
+        in_pod(pod, sys.executable, "-c", _ECHO_SERVER, ip, str(port)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline()
+        if line.strip() != "ready":
+            raise AssertionError(f"echo server in {pod} did not start: {proc.stderr.read()}")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=5)
+
+
+def tcp_exchange(pod: str, ip: str, port: int, message: str) -> str:
+    done = run(in_pod(pod, sys.executable, "-c", _ECHO_CLIENT, ip, str(port), message), check=False)
+    if done.returncode != 0:
+        raise AssertionError(f"TCP client in {pod} -> {ip}:{port} failed: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def netstat_counter(node: str, section: str, field: str) -> int:
+    """A counter of /proc/net/snmp (e.g. Ip ForwDatagrams) inside namespace ``node``."""
+    text = run(in_node(node, "cat", "/proc/net/snmp")).stdout.splitlines()
+    for header, values in zip(text[::2], text[1::2], strict=False):
+        if header.startswith(f"{section}:"):
+            names = header.split()[1:]
+            return int(values.split()[1:][names.index(field)])
+    raise AssertionError(f"{section} {field} not in /proc/net/snmp")
+
+
+def link_stats(node: str, ifname: str) -> dict[str, dict[str, int]]:
+    """``ip -s -j link`` statistics of ``ifname`` in ``node`` ({"rx": {...}, "tx": {...}})."""
+    out = run(in_node(node, "ip", "-s", "-j", "link", "show", ifname)).stdout
+    stats: dict[str, dict[str, int]] = json.loads(out)[0]["stats64"]
+    return stats

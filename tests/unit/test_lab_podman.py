@@ -1,0 +1,61 @@
+"""Podman configuration of a lab node (glia.lab.podman renderers): pure, no podman."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from glia.lab import podman, topology
+
+
+def _node() -> topology.NodeSpec:
+    return topology.build("gliat", 1, 2, Path("/run/glia/lab-gliat")).node("c1", "n2")
+
+
+def test_containers_conf() -> None:
+    node = _node()
+    plugin_dirs = [Path("/run/glia/lab-gliat/cni-bin"), Path("/usr/lib/cni")]
+    conf = tomllib.loads(podman.render_containers_conf(node, plugin_dirs))
+    assert conf["containers"]["default_ulimits"] == ["nofile=20000:20000", "nproc=32768:32768"]
+    engine = conf["engine"]
+    assert engine["cgroup_manager"] == "cgroupfs"
+    assert engine["runtime"] == "runc"
+    assert engine["events_logger"] == "file"
+    # Per-node locks: the default SHM lock table is shared machine-wide.
+    assert engine["lock_type"] == "file"
+    assert Path(engine["tmp_dir"]).is_relative_to(node.dir)
+    net = conf["network"]
+    assert net["network_backend"] == "cni"
+    assert net["network_config_dir"] == str(node.cni_config_dir)
+    assert net["cni_plugin_dirs"] == [str(d) for d in plugin_dirs]
+    assert net["default_network"] == "glia"
+
+
+def test_storage_conf_is_under_the_node_dir() -> None:
+    node = _node()
+    conf = tomllib.loads(podman.render_storage_conf(node))["storage"]
+    assert conf["driver"] == "overlay"
+    assert Path(conf["graphroot"]).is_relative_to(node.dir)
+    assert Path(conf["runroot"]).is_relative_to(node.dir)
+    assert conf["graphroot"] != conf["runroot"]
+
+
+def test_nodes_share_nothing() -> None:
+    topo = topology.build("gliat", 1, 2, Path("/run/glia/lab-gliat"))
+    a, b = topo.nodes
+    confs = [(podman.render_containers_conf(n, []), podman.render_storage_conf(n)) for n in (a, b)]
+    assert confs[0] != confs[1]
+    assert str(a.dir) not in "".join(confs[1])
+
+
+def test_quotes_in_paths_stay_valid_toml() -> None:
+    topo = topology.build("gliat", 1, 1, Path('/tmp/glia "odd" dir'))
+    conf = tomllib.loads(podman.render_storage_conf(topo.nodes[0]))
+    assert conf["storage"]["graphroot"].startswith('/tmp/glia "odd" dir/')
+
+
+def test_default_command_serves_the_name() -> None:
+    argv = podman.default_command("glia-web1")
+    assert argv[:2] == ["sh", "-c"]
+    assert "echo glia-web1 > /www/index.html" in argv[2]
+    assert "httpd -f -p 80" in argv[2]
