@@ -23,6 +23,10 @@ SERVICES = "glia/state/services/v1/"
 # that restarts must get its CIDR back, its endpoints still hold IPs from it).
 PODCIDRS = "glia/state/podcidrs/v1/"
 OPERATOR = "glia/state/operator/v1/"
+# Probe results of the backends an agent hosts, on that agent's lease.
+HEALTH = "glia/state/health/v1/"
+# ClusterIP reservations, created in the same transaction as the Service config.
+CLUSTERIPS = "glia/config/v1/clusterips/"
 
 
 def _check(part: str, what: str) -> str:
@@ -109,6 +113,26 @@ def service(cluster: str, namespace: str, name: str) -> str:
         f"{SERVICES}{_check(cluster, 'cluster')}/"
         f"{_check(namespace, 'namespace')}/{_check(name, 'name')}"
     )
+
+
+def services(cluster: str) -> str:
+    return f"{SERVICES}{_check(cluster, 'cluster')}/"
+
+
+def health(cluster: str, node_name: str) -> str:
+    return f"{HEALTH}{_check(cluster, 'cluster')}/{_check(node_name, 'node')}"
+
+
+def healths(cluster: str) -> str:
+    return f"{HEALTH}{_check(cluster, 'cluster')}/"
+
+
+def cluster_ip(ip: str) -> str:
+    return f"{CLUSTERIPS}{_check(ip, 'ip')}"
+
+
+def configs(kind: str) -> str:
+    return f"{CONFIG}{_check(kind, 'kind')}/"
 
 
 def config(kind: str, namespace: str, name: str) -> str:
