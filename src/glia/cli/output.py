@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -77,7 +78,12 @@ def build_table(rows: Sequence[Row], columns: Sequence[Column], title: str | Non
 
 def console() -> Console:
     # Made per call, not at import: tests (and pipes) swap sys.stdout per command.
-    return Console(highlight=False, soft_wrap=False)
+    c = Console(highlight=False, soft_wrap=False)
+    if not c.is_terminal and "COLUMNS" not in os.environ:
+        # Piped output (logs, `make demo`): rich would assume 80 columns and
+        # fold every label; a wide table reads better in a file.
+        c = Console(highlight=False, soft_wrap=False, width=160)
+    return c
 
 
 def print_json(data: Any) -> None:
