@@ -84,9 +84,8 @@ async def probe_http(ip: str, port: int, path: str, timeout: float) -> tuple[boo
     async def _get() -> tuple[bool, str]:
         reader, writer = await asyncio.open_connection(ip, port)
         try:
-            writer.write(
-                f"GET {path} HTTP/1.0\r\nHost: {ip}:{port}\r\nUser-Agent: glia-health\r\n\r\n".encode()
-            )
+            request = f"GET {path} HTTP/1.0\r\nHost: {ip}:{port}\r\nUser-Agent: glia-health\r\n\r\n"
+            writer.write(request.encode())
             await writer.drain()
             line = await reader.readline()
         finally:
