@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from glia.agent import api_config
 from glia.endpoint.manager import CNI_NOT_READY, CNI_TRY_AGAIN, CniError
 from glia.identity.allocator import list_identities
 from glia.kvstore import keys
@@ -57,6 +58,7 @@ class ApiServer:
         r.add_get("/v1/bpf/ipcache", self._bpf_ipcache)
         r.add_get("/v1/bpf/endpoints", self._bpf_endpoints)
         r.add_get("/v1/bpf/metrics", self._bpf_metrics)
+        api_config.add_routes(app, self._agent)
         Path(self._path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if os.path.exists(self._path):
             os.unlink(self._path)  # a socket left by a killed agent

@@ -13,6 +13,7 @@ import errno
 import http.client
 import json
 import socket
+import urllib.parse
 from typing import Any
 
 DEFAULT_SOCKET = "/run/glia/agent.sock"
@@ -186,6 +187,31 @@ class AgentClient:
 
     def cni_status(self) -> dict[str, Any]:
         return self._dict(self.get("/v1/cni/status"), "/v1/cni/status")
+
+    # -- declared resources and Services (docs/services.md) -----------------------------
+
+    def config_apply(self, documents: list[Any], source: str) -> dict[str, Any]:
+        """Store the manifests' Services: ``{"results": [{namespace, name, action, ...}]}``."""
+        body = {"documents": documents, "source": source}
+        return self._dict(self.post("/v1/config/apply", body), "/v1/config/apply")
+
+    def config_delete(self, documents: list[Any], source: str) -> dict[str, Any]:
+        """Delete the Services the manifests name: ``{"results": [{..., "action"}]}``."""
+        body = {"documents": documents, "source": source}
+        return self._dict(self.post("/v1/config/delete", body), "/v1/config/delete")
+
+    def config_services(
+        self, namespace: str | None = None, name: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Declared Services as Kubernetes ``v1 Service`` objects."""
+        query = {k: v for k, v in (("namespace", namespace), ("name", name)) if v}
+        path = "/v1/config/services"
+        full = f"{path}?{urllib.parse.urlencode(query)}" if query else path
+        return self._list(self.get(full), path)
+
+    def services(self) -> list[dict[str, Any]]:
+        """The cluster's ClusterService records (frontends, backends with readiness)."""
+        return self._list(self.get("/v1/services"), "/v1/services")
 
     def _dict(self, data: Any, path: str) -> dict[str, Any]:
         if not isinstance(data, dict):

@@ -27,6 +27,7 @@ class AgentConfig:
     mtu: int = 1450  # pod MTU (underlay 1500 minus VXLAN overhead)
     vxlan_port: int = 8472
     lease_ttl: int = 15  # seconds: a dead agent's keys vanish after this
+    service_cidr: str = ""  # the cluster's ClusterIP range; `glia apply` allocates from it
     # Environment for ``podman inspect`` when resolving workload labels
     # (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF of this node's podman).
     runtime: str = "podman"  # "podman" or "none" (labels only from CNI args)

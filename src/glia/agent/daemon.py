@@ -34,7 +34,7 @@ from glia.datapath import netlink
 from glia.datapath.loader import Datapath
 from glia.endpoint.manager import EndpointManager
 from glia.endpoint.store import EndpointStore
-from glia.identity.allocator import IdentityAllocator
+from glia.identity.allocator import IdentityAllocator, MasterKeyKeeper
 from glia.ipam.local import LocalIPAM
 from glia.kvstore import keys
 from glia.kvstore.client import KVClient
@@ -124,6 +124,7 @@ class Agent:
             ipam=ipam,
             identities=identities,
             publisher=self.publisher,
+            kv=self.kv,
             datapath=self.datapath,
             run_dp=self.run_dp,
             labels=labels,
@@ -139,6 +140,10 @@ class Agent:
             r = Reflector(self.kv, prefix, self.ipcache.handler(part))
             await r.start()
             self._reflectors.append(r)
+        # Identities this node uses whose master keys vanish are re-created.
+        keeper = Reflector(self.kv, keys.identity_ids(cfg.cluster), MasterKeyKeeper(identities))
+        await keeper.start()
+        self._reflectors.append(keeper)
         self.status["ipcache"].set(True, "in sync with the kvstore")
         self.ready.set()
         log.info("agent %s/%s ready (pod CIDR %s)", cfg.cluster, cfg.node, cidr)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from glia.cli import daemons, inspect, lab
+from glia.cli import config, daemons, inspect, lab, services
 
 app = typer.Typer(
     name="glia",
@@ -21,6 +21,8 @@ app = typer.Typer(
 daemons.register(app)
 inspect.register(app)
 lab.register(app)
+config.register(app)
+services.register(app)
 
 
 def main() -> None:

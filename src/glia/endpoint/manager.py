@@ -9,7 +9,8 @@ endpoint map entry, keys published on the agent's lease; the identity starts as
 told them (asynchronously, see :mod:`glia.agent.labels`). Any failure rolls back
 what ADD did. DEL is idempotent. On start, :meth:`EndpointManager.restore`
 adopts the endpoints recorded on disk whose veth still exists and removes
-leftovers (veths, map entries, IPs) that no record claims.
+leftovers (veths, map entries, IPs, this node's keys and identity references
+in the kvstore) that no record claims.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from glia.identity.allocator import IdentityAllocator
 from glia.ipam.local import LocalIPAM
 from glia.ipam.pool import PoolExhausted, gateway_ip
 from glia.kvstore import keys
+from glia.kvstore.client import KVClient
 from glia.kvstore.publisher import LeasedPublisher
 from glia.model import codec
 from glia.model.endpoint import Endpoint, EndpointState
@@ -76,6 +78,7 @@ class EndpointManager:
         ipam: LocalIPAM,
         identities: IdentityAllocator,
         publisher: LeasedPublisher,
+        kv: KVClient,
         datapath: Datapath,
         run_dp: RunDatapath,
         labels: LabelSource,
@@ -89,6 +92,7 @@ class EndpointManager:
         self._ipam = ipam
         self._ids = identities
         self._pub = publisher
+        self._kv = kv
         self._dp = datapath
         self._run_dp = run_dp
         self._labels = labels
@@ -278,6 +282,11 @@ class EndpointManager:
                 if ip not in known_ips:
                     self._ipam.release(ip)
                     stats["stray_ips"] += 1
+            # Keys of endpoints that went while no agent ran (a DEL queued by the
+            # plugin, a veth gone with its pod) still sit on the dead agent's
+            # lease: other nodes would route to them until it expires.
+            stats["stray_keys"] = await self._withdraw_strays()
+            stats["stray_refs"] = await self._ids.prune_refs()
         for ep in self._eps.values():
             if ep.state != EndpointState.READY:
                 self._resolve_labels_later(ep)
@@ -354,6 +363,29 @@ class EndpointManager:
         await self._pub.withdraw(keys.ipcache(self._cluster, ep.ip))
         await self._pub.withdraw(keys.endpoint(self._cluster, ep.namespace, ep.name))
 
+    async def _withdraw_strays(self) -> int:
+        """Delete this node's endpoint and ipcache keys that no adopted endpoint claims."""
+        mine = self._pub.published()
+        removed = 0
+        for prefix, owner in (
+            (keys.endpoints(self._cluster), _endpoint_node),
+            (keys.ipcaches(self._cluster), _ipcache_node),
+        ):
+            items, _ = await self._kv.list(prefix)
+            for kv in items:
+                if kv.key in mine:
+                    continue
+                try:
+                    node = owner(kv.value)
+                except codec.InvalidValue:
+                    continue  # not provably this node's: leave it to its writer
+                if node == self._node and await self._kv.delete_if(
+                    kv.key, mod_revision=kv.mod_revision
+                ):
+                    log.info("withdrew stray key %s", kv.key)
+                    removed += 1
+        return removed
+
     async def stop(self) -> None:
         for task in self._label_tasks.values():
             task.cancel()
@@ -374,6 +406,14 @@ def _req_fields(req: dict[str, Any]) -> tuple[str, str, str]:
     if not isinstance(ifname, str) or len(ifname) > 15 or "/" in ifname:
         raise CniError(CNI_INVALID_ENV, f"ifname {ifname!r} is not a valid interface name")
     return cid, netns, ifname
+
+
+def _endpoint_node(raw: bytes) -> str:
+    return codec.decode(Endpoint, raw).node
+
+
+def _ipcache_node(raw: bytes) -> str:
+    return codec.decode(IPCacheEntry, raw).node
 
 
 async def _aw(value: object) -> None:

@@ -20,7 +20,7 @@ import logging
 import random
 
 from glia.kvstore import keys
-from glia.kvstore.client import Compare, KVClient, Put
+from glia.kvstore.client import Compare, KeyValue, KVClient, Put
 from glia.kvstore.publisher import LeasedPublisher
 from glia.model import codec
 from glia.model.identity import MAX_LOCAL, MIN_LOCAL, Identity, labels_key, make_cluster_identity
@@ -66,23 +66,47 @@ class IdentityAllocator:
     def in_use(self) -> dict[int, int]:
         return dict(self._users)
 
+    async def prune_refs(self) -> int:
+        """Delete this node's references to ids it no longer uses; returns how many.
+
+        A restarted agent references only what its adopted endpoints use; the
+        references of the previous run would otherwise keep unused ids alive
+        until that run's lease expires.
+        """
+        items, _ = await self._kv.list(keys.identity_refs(self._cluster))
+        pruned = 0
+        for kv in items:
+            parts = kv.key.rsplit("/", 2)
+            if len(parts) != 3 or parts[2] != self._node or not parts[1].isdigit():
+                continue
+            if int(parts[1]) not in self._users and await self._kv.delete_if(
+                kv.key, mod_revision=kv.mod_revision
+            ):
+                pruned += 1
+        return pruned
+
     async def ensure_master_keys(self) -> int:
         """Re-create master keys of ids still used here that GC removed; returns how many."""
         fixed = 0
         for numeric, ident in list(self._by_id.items()):
-            if await self._kv.get(keys.identity_id(self._cluster, numeric)) is None:
-                lkey = keys.identity_labels(self._cluster, labels_key(ident.labels))
-                ok = await self._kv.txn(
-                    [
-                        Compare(keys.identity_id(self._cluster, numeric), "create", "==", 0),
-                        Compare(lkey, "create", "==", 0),
-                    ],
-                    [
-                        Put(keys.identity_id(self._cluster, numeric), codec.encode(ident)),
-                        Put(lkey, str(numeric).encode()),
-                    ],
-                )
-                fixed += int(ok)
+            idkey = keys.identity_id(self._cluster, numeric)
+            if await self._kv.get(idkey) is not None:
+                continue
+            lkey = keys.identity_labels(self._cluster, labels_key(ident.labels))
+            value = codec.encode(ident)
+            # Both gone (the GC's transaction), or only the id while the label
+            # index still names it: either way the labels keep their number.
+            ok = await self._kv.txn(
+                [Compare(idkey, "create", "==", 0), Compare(lkey, "create", "==", 0)],
+                [Put(idkey, value), Put(lkey, str(numeric).encode())],
+            ) or await self._kv.txn(
+                [
+                    Compare(idkey, "create", "==", 0),
+                    Compare(lkey, "value", "==", str(numeric).encode()),
+                ],
+                [Put(idkey, value)],
+            )
+            fixed += int(ok)
         return fixed
 
     async def _lookup_or_create(self, labels: dict[str, str]) -> Identity:
@@ -125,6 +149,34 @@ class IdentityAllocator:
             if numeric not in used:
                 return numeric
         raise IdentityExhausted(f"all identities of cluster {self._cluster} are allocated")
+
+
+class MasterKeyKeeper:
+    """Reflector handler on the cluster's identity ids (``identity_ids``).
+
+    The operator's GC may delete an id in the instant a node starts using it
+    (it saw no reference, then the node looked the labels up and published its
+    reference). Without its master key other nodes would give the same labels
+    another id, so the node re-creates the keys as soon as it sees them go.
+    """
+
+    def __init__(self, allocator: IdentityAllocator) -> None:
+        self._alloc = allocator
+
+    async def on_upsert(self, key: str, kv: KeyValue) -> None:
+        return None
+
+    async def on_delete(self, key: str, old: KeyValue | None) -> None:
+        try:
+            numeric = int(keys.last(key))
+        except ValueError:
+            return
+        if numeric in self._alloc.in_use():
+            fixed = await self._alloc.ensure_master_keys()
+            log.warning("identity %d was deleted while in use: re-created %d", numeric, fixed)
+
+    async def on_synced(self) -> None:
+        await self._alloc.ensure_master_keys()
 
 
 def _parse_id(raw: bytes, key: str) -> int:

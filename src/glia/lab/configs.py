@@ -16,7 +16,7 @@ import yaml
 from glia.agent.config import AgentConfig
 from glia.kvstore.config import EtcdConfig
 from glia.lab.podman import podman_env
-from glia.lab.topology import NODE_MASK_SIZE, ClusterSpec, NodeSpec
+from glia.lab.topology import NODE_MASK_SIZE, ClusterSpec, NodeSpec, service_cidr
 from glia.model import codec
 from glia.operator.config import OperatorConfig
 
@@ -34,6 +34,7 @@ def agent_config(node: NodeSpec, etcd: EtcdConfig, bpf_obj_dir: Path) -> AgentCo
         bpf_obj_dir=str(bpf_obj_dir),
         runtime="podman",
         runtime_env=podman_env(node),
+        service_cidr=str(service_cidr(node.cluster_id)),
     )
 
 

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from glia.agent.client import AgentClient
 from glia.agent.config import AgentConfig
+from glia.agent.config import load as agent_config_load
 from glia.cni.config import conflist
 from glia.kvstore.config import EtcdConfig
 from glia.lab import configs, health, netns, processes, state, status, teardown, topology, underlay
@@ -42,6 +43,7 @@ from glia.lab.topology import (
     TopologyError,
 )
 from glia.operator.config import OperatorConfig
+from glia.operator.config import load as operator_config_load
 
 DEFAULT_CLUSTERS = 1
 DEFAULT_NODES = 2
@@ -388,15 +390,48 @@ class Lab:
             self.wait_agents([n.ref])
         return rec
 
-    def stop_agent(self, node: str) -> None:
-        """SIGTERM (then SIGKILL) the node's agent; its datapath stays (pins outlive it)."""
+    def stop_agent(self, node: str, *, kill: bool = False) -> None:
+        """SIGTERM (then SIGKILL) the node's agent, or SIGKILL at once as a crash
+        (``kill``); its datapath stays (pins outlive it)."""
         rec = self._record(self.node(node).agent_process)
-        if rec is not None:
-            processes.stop([rec])
+        if rec is None:
+            return
+        try:
+            if kill:
+                processes.kill(rec)
+            else:
+                processes.stop([rec])
+        except processes.ProcessError as e:
+            raise LabError(str(e)) from None
 
     def restart_agent(self, node: str) -> processes.ProcessRecord:
         self.stop_agent(node)
         return self.start_agent(node, wait=True)
+
+    def reconfigure_agent(self, node: str, **changes: Any) -> processes.ProcessRecord:
+        """Change settings of the node's agent (``lease_ttl=5``) and restart it."""
+        n = self.node(node)
+        cfg = agent_config_load(n.agent_config) if n.agent_config.exists() else None
+        try:
+            new = dataclasses.replace(cfg or self.agent_config(n.ref), **changes)
+        except TypeError as e:
+            raise LabError(f"{n.ref}: invalid agent setting: {e}") from None
+        configs.write_yaml(n.agent_config, new)
+        self.stop_agent(n.ref)
+        return self.start_agent(n.ref, wait=True)
+
+    def reconfigure_operator(self, cluster: str, **changes: Any) -> processes.ProcessRecord:
+        """Change settings of ``cluster``'s operator (``identity_gc_grace=1.0``) and restart it."""
+        c = self.topo.cluster(cluster)
+        path = c.operator_config
+        cfg = operator_config_load(path) if path.exists() else None
+        try:
+            new = dataclasses.replace(cfg or self.operator_config(c.name), **changes)
+        except TypeError as e:
+            raise LabError(f"{c.name}: invalid operator setting: {e}") from None
+        configs.write_yaml(path, new)
+        self.stop_operator(c.name)
+        return self.start_operator(c.name)
 
     def agent(self, node: str, timeout: float = 30.0) -> AgentClient:
         """A client of the node's agent API (its unix socket, reachable from anywhere)."""
@@ -489,14 +524,19 @@ class Lab:
         image: str = IMAGE,
         command: Sequence[str] | None = None,
         network: str = "glia",
+        cap_add: Sequence[str] = (),
     ) -> Container:
-        """Start a container on ``node`` (default: busybox httpd answering its name)."""
+        """Start a container on ``node`` (default: busybox httpd answering its name).
+
+        ``cap_add``: extra capabilities, e.g. ``["NET_ADMIN"]`` to change its addresses.
+        """
         n = self.node(node)
         if not netns.exists(n.netns):
             raise LabError(f"{n.ref}: lab {self.name!r} is not up (no namespace {n.netns})")
+        extra = [arg for cap in cap_add for arg in ("--cap-add", cap)]
         try:
             return NodePodman(n).run_container(
-                name, image=image, labels=labels, command=command, network=network
+                name, image=image, labels=labels, command=command, network=network, extra_args=extra
             )
         except PodmanError as e:
             raise LabError(str(e)) from None

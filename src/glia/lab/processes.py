@@ -109,6 +109,20 @@ def stop(records: Iterable[ProcessRecord], timeout: float = STOP_TIMEOUT) -> lis
     return [r.name for r in live]
 
 
+def kill(rec: ProcessRecord, timeout: float = STOP_TIMEOUT) -> bool:
+    """SIGKILL ``rec`` at once, as a crash would (no clean-up runs); False if not alive."""
+    if not alive(rec):
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(rec.pid, signal.SIGKILL)
+    deadline = time.monotonic() + timeout
+    while alive(rec):
+        if time.monotonic() >= deadline:
+            raise ProcessError(f"{rec.name} (pid {rec.pid}) survived SIGKILL for {timeout} s")
+        time.sleep(_POLL)
+    return True
+
+
 def kill_pids(pids: Mapping[int, str | None], timeout: float = STOP_TIMEOUT) -> None:
     """Terminate PIDs, each only while its cmdline still holds its token (None: no check)."""
 

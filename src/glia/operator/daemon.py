@@ -1,7 +1,8 @@
 """The operator process: cluster-wide duties under leader election.
 
 ``glia operator --config FILE`` calls :func:`run`. Once leader: pod CIDR
-allocation (reflector on the cluster's nodes), identity garbage collection and
+allocation (reflector on the cluster's nodes), Service resolution
+(:class:`~glia.operator.services.ServiceResolver`), identity garbage collection and
 the cluster heartbeat (``glia/.heartbeat``), which remote clusters read to
 tell a live cluster from a stale one. Losing the leader lease stops the duties
 and the process exits, so a supervisor restarts it as a candidate.
@@ -25,6 +26,7 @@ from glia.operator.config import OperatorConfig
 from glia.operator.identity_gc import IdentityGC
 from glia.operator.leader import LeaderElection
 from glia.operator.podcidr import PodCIDRAllocator
+from glia.operator.services import ServiceResolver
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +37,14 @@ class Operator:
         self.identity = cfg.identity or f"{socket.gethostname()}-{os.getpid()}"
         self._tasks: list[asyncio.Task[None]] = []
         self._reflector: Reflector | None = None
+        self._services: ServiceResolver | None = None
         self.kv: KVClient | None = None
         self.election: LeaderElection | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
         self.kv = await KVClient.connect(
-            cfg.etcd, check_read=[keys.STATE], check_write=[keys.STATE]
+            cfg.etcd, check_read=[keys.STATE, keys.CONFIG], check_write=[keys.STATE]
         )
         self.election = LeaderElection(
             self.kv, keys.operator_leader(cfg.cluster), self.identity, cfg.lease_ttl
@@ -57,6 +60,8 @@ class Operator:
         allocator = PodCIDRAllocator(self.kv, cfg.cluster, cfg.pod_pool, cfg.node_mask_size)
         self._reflector = Reflector(self.kv, keys.nodes(cfg.cluster), allocator)
         await self._reflector.start()
+        self._services = ServiceResolver(self.kv, cfg.cluster, cfg.cluster_id)
+        await self._services.start()
         gc = IdentityGC(self.kv, cfg.cluster, cfg.identity_gc_grace)
         self._tasks = [
             asyncio.create_task(
@@ -94,6 +99,9 @@ class Operator:
         for t in self._tasks:
             with contextlib.suppress(BaseException):
                 await t
+        if self._services:
+            with contextlib.suppress(Exception):
+                await self._services.stop()
         if self._reflector:
             with contextlib.suppress(Exception):
                 await self._reflector.stop()

@@ -1,0 +1,156 @@
+"""Agent API routes for declared resources and Services (docs/services.md).
+
+Mounted by :class:`glia.agent.api.ApiServer` through :func:`add_routes`; called
+by ``glia apply/delete -f``, ``glia get services`` and ``glia service list``
+(:class:`glia.agent.client.AgentClient`). The documents a client sends are
+validated again here (:mod:`glia.service.manifest`): a client is never
+trusted. Errors are ``{"error": {"code", "msg", "details"}}``: HTTP 400 with
+code 7 for invalid input (``msg`` has one line per problem, each naming the
+field), 503 with code 11 when the kvstore is unavailable or the agent not yet
+connected, 409 with code 11 after too many conflicting concurrent writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aiohttp import web
+
+from glia.kvstore import keys
+from glia.kvstore.client import KVClient
+from glia.kvstore.errors import KVStoreError
+from glia.model import codec
+from glia.model.service import ClusterService
+from glia.service import clusterip, manifest, store
+from glia.service.manifest import ManifestError
+
+if TYPE_CHECKING:
+    from glia.agent.config import AgentConfig
+
+log = logging.getLogger(__name__)
+
+CODE_INVALID = 7  # as CNI's "invalid network config": the input is wrong
+CODE_TRY_AGAIN = 11  # as CNI's "try again later"
+MAX_DOCUMENTS = 1000
+
+
+class ConfigAgent(Protocol):
+    """What these routes need of the agent (:class:`glia.agent.daemon.Agent` has it)."""
+
+    @property
+    def kv(self) -> KVClient | None: ...
+
+    @property
+    def cfg(self) -> AgentConfig: ...
+
+
+class _Fail(Exception):
+    def __init__(self, status: int, code: int, msg: str, details: str = "") -> None:
+        super().__init__(msg)
+        self.status, self.code, self.msg, self.details = status, code, msg, details
+
+
+def _error(status: int, code: int, msg: str, details: str = "") -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "msg": msg, "details": details}}, status=status
+    )
+
+
+Route = Callable[[web.Request], Awaitable[Any]]
+
+
+def _route(fn: Route) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """Turns a handler's result into JSON and every expected failure into the error body."""
+
+    async def handler(request: web.Request) -> web.Response:
+        try:
+            return web.json_response(await fn(request))
+        except _Fail as e:
+            return _error(e.status, e.code, e.msg, e.details)
+        except ManifestError as e:
+            return _error(400, CODE_INVALID, str(e))
+        except clusterip.ClusterIPExhausted as e:
+            return _error(400, CODE_INVALID, str(e))
+        except store.StoreConflict as e:
+            return _error(409, CODE_TRY_AGAIN, str(e))
+        except KVStoreError as e:
+            return _error(503, CODE_TRY_AGAIN, f"kvstore: {e}")
+
+    return handler
+
+
+def add_routes(app: web.Application, agent: ConfigAgent) -> None:
+    """Mount ``/v1/config/*`` and ``/v1/services`` on the agent's API application."""
+
+    def kv() -> KVClient:
+        if agent.kv is None:
+            raise _Fail(503, CODE_TRY_AGAIN, "glia agent is not connected to the kvstore yet")
+        return agent.kv
+
+    def service_cidr() -> str:
+        cidr = agent.cfg.service_cidr
+        if not cidr:
+            raise _Fail(
+                503, CODE_TRY_AGAIN, "this agent has no service_cidr configured: cannot apply"
+            )
+        return cidr
+
+    async def body(request: web.Request) -> tuple[list[Any], str]:
+        try:
+            data = await request.json()
+        except (ValueError, RecursionError) as e:
+            raise _Fail(400, CODE_INVALID, f"request body is not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise _Fail(400, CODE_INVALID, "request body must be a JSON object")
+        docs = data.get("documents")
+        if not isinstance(docs, list) or not docs:
+            raise _Fail(400, CODE_INVALID, '"documents" must be a non-empty list of objects')
+        if len(docs) > MAX_DOCUMENTS:
+            raise _Fail(400, CODE_INVALID, f"at most {MAX_DOCUMENTS} documents per request")
+        source = data.get("source")
+        return docs, source if isinstance(source, str) and source else "request"
+
+    async def apply(request: web.Request) -> Any:
+        docs, source = await body(request)
+        cidr = service_cidr()
+        parsed = manifest.parse_services(docs, source, service_cidr=cidr)
+        results = await store.apply(kv(), parsed, cidr)
+        return {"results": [asdict(r) for r in results]}
+
+    async def delete(request: web.Request) -> Any:
+        docs, source = await body(request)
+        refs = manifest.parse_refs(docs, source)
+        results = await store.delete(kv(), refs)
+        return {"results": [asdict(r) for r in results]}
+
+    async def config_services(request: web.Request) -> Any:
+        ns = request.query.get("namespace") or None
+        name = request.query.get("name") or None
+        for what, value in (("namespace", ns), ("name", name)):
+            if value is not None and ("/" in value or not value.strip()):
+                raise _Fail(400, CODE_INVALID, f"invalid {what} {value!r}")
+        if name is not None:
+            spec = await store.get_spec(kv(), ns or manifest.DEFAULT_NAMESPACE, name)
+            specs = [spec] if spec is not None else []
+        else:
+            specs = await store.list_specs(kv(), ns)
+        return [manifest.to_manifest(s) for s in specs]
+
+    async def services(request: web.Request) -> Any:
+        items, _ = await kv().list(keys.services(agent.cfg.cluster))
+        out = []
+        for item in items:
+            try:
+                out.append(codec.to_dict(codec.decode(ClusterService, item.value)))
+            except codec.InvalidValue as e:
+                log.warning("skipping invalid ClusterService %s: %s", item.key, e)
+        return out
+
+    r = app.router
+    r.add_post("/v1/config/apply", _route(apply))
+    r.add_post("/v1/config/delete", _route(delete))
+    r.add_get("/v1/config/services", _route(config_services))
+    r.add_get("/v1/services", _route(services))

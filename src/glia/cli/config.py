@@ -1,0 +1,253 @@
+"""``glia apply -f``, ``glia delete -f``, ``glia get services``: declared Services, kubectl-style.
+
+Registered on the top-level app by :mod:`glia.cli.main` through :func:`register`.
+Files (``-f -`` is stdin) are parsed and validated here first
+(:mod:`glia.service.manifest`), so mistakes show before any agent is asked;
+the agent validates again and stores (docs/services.md). Every command takes
+``--node CLUSTER/NODE`` / ``--socket PATH`` like the other agent commands.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+
+from glia.agent.client import AgentError
+from glia.cli import output
+from glia.cli.common import NodeOption, SocketOption, agent_errors, client_for, fail
+from glia.cli.output import Column
+from glia.service import manifest
+from glia.service.manifest import ManifestError
+
+get_app = typer.Typer(help="Show declared resources (as Kubernetes objects).", no_args_is_help=True)
+
+
+class GetFormat(enum.StrEnum):
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
+
+FileOption = Annotated[
+    str,
+    typer.Option(
+        "--filename",
+        "-f",
+        metavar="FILE",
+        help="YAML file of Kubernetes v1 Service objects ('---' between them); '-' reads stdin.",
+        show_default=False,
+    ),
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to the top-level app."""
+    app.command("apply")(apply)
+    app.command("delete")(delete)
+    app.add_typer(get_app, name="get")
+
+
+# -- helpers ----------------------------------------------------------------------
+
+
+def _load(filename: str) -> tuple[list[Any], str]:
+    """The file's YAML documents and its name for messages; exits with the reason on failure."""
+    if filename == "-":
+        source = "<stdin>"
+        try:
+            text = sys.stdin.read()
+        except (OSError, UnicodeDecodeError) as e:
+            fail(f"cannot read stdin: {e}")
+    else:
+        source = filename
+        try:
+            text = Path(filename).read_text(encoding="utf-8")
+        except OSError as e:
+            fail(f"cannot read {filename}: {e.strerror or e}")
+        except UnicodeDecodeError as e:
+            fail(f"cannot read {filename}: not UTF-8 text ({e.reason} at byte {e.start})")
+    try:
+        return manifest.load_yaml(text, source), source
+    except ManifestError as e:
+        fail(str(e))
+
+
+def _jsonable(docs: list[Any]) -> list[Any]:
+    # Validated documents are plain JSON except in fields glia ignores (a
+    # `status` may hold anything YAML can say); those are sent as text.
+    result: list[Any] = json.loads(json.dumps(docs, default=str))
+    return result
+
+
+@contextmanager
+def _agent_call() -> Iterator[None]:
+    """Agent failures as one message; invalid input (HTTP 400) as the agent's problem list."""
+    with agent_errors():
+        try:
+            yield
+        except AgentError as e:
+            if e.http_status == 400:
+                fail(e.msg + (f"\n{e.details}" if e.details else ""))
+            raise
+
+
+def _results(answer: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    results = answer.get("results")
+    if not isinstance(results, list) or not all(isinstance(r, Mapping) for r in results):
+        fail(f"the glia agent answered without a list of results: {output.to_json(answer)}")
+    return results
+
+
+# -- apply / delete ---------------------------------------------------------------
+
+
+def apply(
+    filename: FileOption,
+    node: NodeOption = None,
+    socket: SocketOption = None,
+) -> None:
+    """Create or update the Services of a file, all of them or (on any error) none.
+
+    A Service without spec.clusterIP gets one from the cluster's service CIDR;
+    an existing Service keeps its ClusterIP.
+    """
+    docs, source = _load(filename)
+    try:
+        manifest.parse_services(docs, source)
+    except ManifestError as e:
+        fail(str(e))
+    client = client_for(node, socket)
+    with _agent_call():
+        answer = client.config_apply(_jsonable(docs), source)
+    for r in _results(answer):
+        typer.echo(f"service/{r.get('name')} {r.get('action')}")
+
+
+def delete(
+    filename: FileOption,
+    ignore_not_found: Annotated[
+        bool,
+        typer.Option("--ignore-not-found", help="A Service that does not exist is no error."),
+    ] = False,
+    node: NodeOption = None,
+    socket: SocketOption = None,
+) -> None:
+    """Delete the Services a file names (and release their ClusterIPs)."""
+    docs, source = _load(filename)
+    try:
+        manifest.parse_refs(docs, source)
+    except ManifestError as e:
+        fail(str(e))
+    client = client_for(node, socket)
+    with _agent_call():
+        answer = client.config_delete(_jsonable(docs), source)
+    missing = 0
+    for r in _results(answer):
+        if r.get("action") == "deleted":
+            typer.echo(f'service "{r.get("name")}" deleted')
+        elif not ignore_not_found:
+            missing += 1
+            typer.echo(
+                f'service "{r.get("name")}" not found in namespace "{r.get("namespace")}"',
+                err=True,
+            )
+    if missing:
+        raise typer.Exit(1)
+
+
+# -- get --------------------------------------------------------------------------
+
+
+def _ports(svc: Mapping[str, Any]) -> str:
+    spec = svc.get("spec")
+    ports = spec.get("ports") if isinstance(spec, Mapping) else None
+    if not isinstance(ports, list):
+        return "-"
+    return ",".join(
+        f"{p.get('port')}/{p.get('protocol', 'TCP')}" for p in ports if isinstance(p, Mapping)
+    )
+
+
+def _spec_field(key: str) -> Any:
+    def get(svc: Mapping[str, Any]) -> Any:
+        spec = svc.get("spec")
+        return spec.get(key) if isinstance(spec, Mapping) else None
+
+    return get
+
+
+def _meta_field(key: str) -> Any:
+    def get(svc: Mapping[str, Any]) -> Any:
+        meta = svc.get("metadata")
+        return meta.get(key) if isinstance(meta, Mapping) else None
+
+    return get
+
+
+COLUMNS: Sequence[Column] = (
+    Column("NAME", _meta_field("name")),
+    Column("TYPE", _spec_field("type")),
+    Column("CLUSTER-IP", _spec_field("clusterIP")),
+    Column("PORT(S)", _ports),
+    Column("SELECTOR", _spec_field("selector")),
+)
+
+
+def _print(data: Any, fmt: GetFormat) -> None:
+    if fmt is GetFormat.json:
+        output.print_json(data)
+    else:
+        typer.echo(yaml.safe_dump(data, sort_keys=False).rstrip("\n"))
+
+
+@get_app.command("services")
+def get_services(
+    name: Annotated[str | None, typer.Argument(metavar="NAME", help="Only this Service.")] = None,
+    namespace: Annotated[
+        str, typer.Option("--namespace", "-n", help="The Services' namespace.")
+    ] = manifest.DEFAULT_NAMESPACE,
+    all_namespaces: Annotated[
+        bool, typer.Option("--all-namespaces", "-A", help="Services of every namespace.")
+    ] = False,
+    out: Annotated[
+        GetFormat, typer.Option("--output", "-o", help="Output format.", case_sensitive=False)
+    ] = GetFormat.table,
+    node: NodeOption = None,
+    socket: SocketOption = None,
+) -> None:
+    """List declared Services, or show one, as Kubernetes v1 Service objects."""
+    if name is not None and all_namespaces:
+        raise typer.BadParameter("a NAME is looked up in one namespace: drop -A", param_hint="-A")
+    client = client_for(node, socket)
+    ns = None if all_namespaces else namespace
+    with _agent_call():
+        items = client.config_services(namespace=ns, name=name)
+    if name is not None:
+        if not items:
+            fail(f'service "{name}" not found in namespace "{namespace}"')
+        if out is not GetFormat.table:
+            _print(items[0], out)
+            return
+    elif out is not GetFormat.table:
+        _print({"apiVersion": "v1", "kind": "List", "items": items}, out)
+        return
+    if not items:
+        where = "any namespace" if all_namespaces else f"the {namespace} namespace"
+        typer.echo(f"No Services found in {where}.")
+        return
+    columns = list(COLUMNS)
+    if all_namespaces:
+        columns.insert(0, Column("NAMESPACE", _meta_field("namespace")))
+    output.console().print(output.build_table(items, columns))
+
+
+get_app.command("service", hidden=True)(get_services)
+get_app.command("svc", hidden=True)(get_services)

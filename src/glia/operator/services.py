@@ -1,0 +1,344 @@
+"""Publishes each declared Service's ClusterService record (operator, leader only).
+
+Started by :class:`glia.operator.daemon.Operator` once it leads. Three
+reflectors feed it: the declared Services (``glia/config/v1/services/``), the
+cluster's endpoints and the agents' probe results (``BackendHealth`` per node).
+A change marks only the Services it can affect (a selector index finds them
+without scanning every Service); after a short debounce (~20 ms, so a burst of
+events costs one pass) the marked Services are resolved with the pure
+:func:`glia.service.resolve.resolve` and written to
+``glia/state/services/v1/<cluster>/<ns>/<name>`` only when the record changed,
+many per etcd transaction. Records of deleted Services are removed, and on
+start every record without a declared Service (stale) is deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from glia.kvstore import keys
+from glia.kvstore.client import Delete, KeyValue, KVClient, Put
+from glia.kvstore.errors import KVStoreError
+from glia.kvstore.reflector import Reflector
+from glia.model import codec
+from glia.model.endpoint import Endpoint
+from glia.model.service import BackendHealth, ClusterService, ServiceSpec
+from glia.service import store
+from glia.service.resolve import HealthKey, resolve, selects
+
+log = logging.getLogger(__name__)
+
+Ref = tuple[str, str]  # (namespace, name)
+DEBOUNCE = 0.02
+TXN_BATCH = 100  # writes per etcd transaction (etcd allows 128 by default)
+BACKOFF_MAX = 5.0
+
+
+class _Handler:
+    """Reflector handler forwarding to two functions of the resolver."""
+
+    def __init__(
+        self,
+        upsert: Callable[[str, KeyValue], None],
+        delete: Callable[[str, KeyValue | None], None],
+    ) -> None:
+        self._upsert = upsert
+        self._delete = delete
+
+    def on_upsert(self, key: str, kv: KeyValue) -> None:
+        self._upsert(key, kv)
+
+    def on_delete(self, key: str, old: KeyValue | None) -> None:
+        self._delete(key, old)
+
+    def on_synced(self) -> None:
+        return None
+
+
+def _ref(key: str, prefix: str) -> Ref | None:
+    """(namespace, name) of a ``<prefix><ns>/<name>`` key."""
+    parts = key[len(prefix) :].split("/")
+    return (parts[0], parts[1]) if len(parts) == 2 and all(parts) else None
+
+
+def _service_ref(service: str) -> Ref | None:
+    ns, sep, name = service.partition("/")
+    return (ns, name) if sep and ns and name and "/" not in name else None
+
+
+class ServiceResolver:
+    def __init__(
+        self, kv: KVClient, cluster: str, cluster_id: int, *, debounce: float = DEBOUNCE
+    ) -> None:
+        self._kv = kv
+        self._cluster = cluster
+        self._cluster_id = cluster_id
+        self._debounce = debounce
+        self._config_prefix = keys.configs(store.KIND)
+        self._records_prefix = keys.services(cluster)
+        self._specs: dict[Ref, ServiceSpec] = {}
+        # Each Service is indexed under one of its selector pairs: an endpoint
+        # can only match Services indexed under one of its own labels.
+        self._index: dict[tuple[str, str, str], set[Ref]] = {}
+        self._endpoints: dict[str, Endpoint] = {}  # by kvstore key
+        self._by_ns: dict[str, dict[str, Endpoint]] = {}
+        self._ip_node: dict[str, str] = {}
+        self._health: dict[str, dict[HealthKey, bool]] = {}  # node -> probe results
+        self._published: dict[Ref, ClusterService | None] = {}  # None: unreadable record
+        self._dirty: set[Ref] = set()
+        self._inflight = 0  # Services of the pass being written
+        self._wake = asyncio.Event()
+        self._running = False
+        self._task: asyncio.Task[None] | None = None
+        self._reflectors: list[Reflector] = []
+        self.writes = 0  # records put
+        self.deletes = 0  # records deleted
+        self.passes = 0  # debounced resolution passes
+        self.errors = 0
+        self.last_error: str | None = None
+
+    # --- lifecycle ---------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Sync all inputs, publish/delete what is due, then follow changes."""
+        items, _ = await self._kv.list(self._records_prefix)
+        for item in items:
+            ref = _ref(item.key, self._records_prefix)
+            if ref is None:
+                continue
+            try:
+                self._published[ref] = codec.decode(ClusterService, item.value)
+            except codec.InvalidValue as e:
+                log.warning("invalid ClusterService record %s (%s): rewriting it", item.key, e)
+                self._published[ref] = None
+        feeds: list[tuple[str, _Handler]] = [
+            (self._config_prefix, _Handler(self._spec_upsert, self._spec_delete)),
+            (keys.endpoints(self._cluster), _Handler(self._ep_upsert, self._ep_delete)),
+            (keys.healths(self._cluster), _Handler(self._health_upsert, self._health_delete)),
+        ]
+        try:
+            for prefix, handler in feeds:
+                r = Reflector(self._kv, prefix, handler, name=f"services: {prefix}")
+                await r.start()
+                self._reflectors.append(r)
+            dirty = set(self._specs) | set(self._published)
+            self._dirty.clear()
+            await self._flush(dirty)
+        except BaseException:
+            await self.stop()
+            raise
+        self._running = True
+        self._task = asyncio.create_task(self._run(), name="service-resolver")
+        if self._dirty:
+            self._wake.set()
+
+    async def stop(self) -> None:
+        self._running = False
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for r in self._reflectors:
+            await r.stop()
+        self._reflectors.clear()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "services": len(self._specs),
+            "records": len(self._published),
+            "endpoints": len(self._endpoints),
+            "pending": len(self._dirty) + self._inflight,
+            "writes": self.writes,
+            "deletes": self.deletes,
+            "passes": self.passes,
+            "errors": self.errors,
+            "last_error": self.last_error,
+        }
+
+    # --- the debounced writer ------------------------------------------------------
+
+    def _mark(self, refs: Iterable[Ref]) -> None:
+        before = len(self._dirty)
+        self._dirty.update(refs)
+        if self._running and len(self._dirty) != before:
+            self._wake.set()
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(self._debounce)
+            self._wake.clear()
+            dirty, self._dirty = self._dirty, set()
+            try:
+                await self._flush(dirty)
+                backoff = 0.1
+            except KVStoreError as e:
+                self.errors += 1
+                self.last_error = str(e)
+                log.warning("publishing ClusterServices failed (retrying in %.1fs): %s", backoff, e)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                self._wake.set()
+
+    async def _flush(self, dirty: set[Ref]) -> None:
+        """Resolve and write the marked Services; on failure the unwritten ones stay marked."""
+        self.passes += 1
+        self._inflight = len(dirty)
+        try:
+            await self._write(dirty)
+        finally:
+            self._inflight = 0
+
+    async def _write(self, dirty: set[Ref]) -> None:
+        ops: list[tuple[Ref, ClusterService | None]] = []
+        for ref in sorted(dirty):
+            spec = self._specs.get(ref)
+            if spec is None:
+                if ref in self._published:
+                    ops.append((ref, None))
+                continue
+            ns_eps = self._by_ns.get(ref[0], {})
+            record = resolve(spec, ns_eps.values(), self._probe, self._cluster, self._cluster_id)
+            if ref not in self._published or self._published[ref] != record:
+                ops.append((ref, record))
+        for i in range(0, len(ops), TXN_BATCH):
+            batch = ops[i : i + TXN_BATCH]
+            try:
+                await self._kv.txn(
+                    [],
+                    [
+                        Put(keys.service(self._cluster, *ref), codec.encode(rec))
+                        if rec is not None
+                        else Delete(keys.service(self._cluster, *ref))
+                        for ref, rec in batch
+                    ],
+                )
+            except KVStoreError:
+                self._dirty.update(ref for ref, _ in ops[i:])
+                raise
+            for ref, rec in batch:
+                if rec is None:
+                    self._published.pop(ref, None)
+                    self.deletes += 1
+                else:
+                    self._published[ref] = rec
+                    self.writes += 1
+
+    def _probe(self, service: str, ip: str, port: int) -> bool | None:
+        node = self._ip_node.get(ip)
+        return None if node is None else self._health.get(node, {}).get((service, ip, port))
+
+    # --- declared Services ----------------------------------------------------------
+
+    def _index_key(self, spec: ServiceSpec) -> tuple[str, str, str] | None:
+        if not spec.selector:
+            return None
+        k = min(spec.selector)
+        return (spec.namespace, k, spec.selector[k])
+
+    def _spec_upsert(self, key: str, kv: KeyValue) -> None:
+        ref = _ref(key, self._config_prefix)
+        if ref is None:
+            return
+        try:
+            spec = codec.decode(ServiceSpec, kv.value)
+        except codec.InvalidValue as e:
+            log.warning("ignoring invalid Service %s (keeping the last valid one): %s", key, e)
+            return
+        if (spec.namespace, spec.name) != ref:
+            log.warning(
+                "ignoring Service %s: its value names %s/%s", key, spec.namespace, spec.name
+            )
+            return
+        self._unindex(ref)
+        self._specs[ref] = spec
+        if (ik := self._index_key(spec)) is not None:
+            self._index.setdefault(ik, set()).add(ref)
+        self._mark([ref])
+
+    def _spec_delete(self, key: str, old: KeyValue | None) -> None:
+        ref = _ref(key, self._config_prefix)
+        if ref is None:
+            return
+        self._unindex(ref)
+        self._specs.pop(ref, None)
+        self._mark([ref])
+
+    def _unindex(self, ref: Ref) -> None:
+        old = self._specs.get(ref)
+        if old is not None and (ik := self._index_key(old)) is not None:
+            refs = self._index.get(ik)
+            if refs is not None:
+                refs.discard(ref)
+                if not refs:
+                    del self._index[ik]
+
+    # --- endpoints -----------------------------------------------------------------
+
+    def _affected(self, ep: Endpoint) -> set[Ref]:
+        """Services whose selector matches the endpoint's labels (whatever its state)."""
+        out: set[Ref] = set()
+        for k, v in ep.labels.items():
+            for ref in self._index.get((ep.namespace, k, v), ()):
+                spec = self._specs.get(ref)
+                if spec is not None and selects(spec.selector, ep.labels):
+                    out.add(ref)
+        return out
+
+    def _ep_upsert(self, key: str, kv: KeyValue) -> None:
+        try:
+            ep = codec.decode(Endpoint, kv.value)
+        except codec.InvalidValue as e:
+            log.warning("ignoring invalid endpoint %s: %s", key, e)
+            return
+        old = self._endpoints.get(key)
+        if old == ep:
+            return
+        self._forget(key)
+        self._endpoints[key] = ep
+        self._by_ns.setdefault(ep.namespace, {})[key] = ep
+        self._ip_node[ep.ip] = ep.node
+        self._mark(self._affected(ep) | (self._affected(old) if old else set()))
+
+    def _ep_delete(self, key: str, old_kv: KeyValue | None) -> None:
+        old = self._forget(key)
+        if old is not None:
+            self._mark(self._affected(old))
+
+    def _forget(self, key: str) -> Endpoint | None:
+        old = self._endpoints.pop(key, None)
+        if old is not None:
+            ns = self._by_ns.get(old.namespace, {})
+            ns.pop(key, None)
+            if not ns:
+                self._by_ns.pop(old.namespace, None)
+            if self._ip_node.get(old.ip) == old.node:
+                del self._ip_node[old.ip]
+        return old
+
+    # --- probe results ----------------------------------------------------------------
+
+    def _health_upsert(self, key: str, kv: KeyValue) -> None:
+        node = keys.last(key)
+        try:
+            value = codec.decode(BackendHealth, kv.value)
+        except codec.InvalidValue as e:
+            log.warning("ignoring invalid probe results %s: %s", key, e)
+            return
+        new = {(r.service, r.ip, r.port): r.ready for r in value.results}
+        self._health_changed(self._health.get(node, {}), new)
+        self._health[node] = new
+
+    def _health_delete(self, key: str, old_kv: KeyValue | None) -> None:
+        old = self._health.pop(keys.last(key), {})
+        self._health_changed(old, {})
+
+    def _health_changed(self, old: dict[HealthKey, bool], new: dict[HealthKey, bool]) -> None:
+        changed = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}
+        self._mark(ref for svc, _, _ in changed if (ref := _service_ref(svc)) is not None)
