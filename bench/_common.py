@@ -1,0 +1,500 @@
+"""Helpers shared by glia's benchmarks (``bench/*.py``), and a tiny load tool.
+
+Imported by ``bench/pods.py`` (and future benchmarks) for: statistics
+(percentiles, medians, ratios), JSON output, bar-chart plotting with the
+glia/reference ratio written on the bars, named network namespaces (every
+name starts with "glia"), background processes killed by PID, a poll-until
+helper, and an ICMP echo probe that runs in a thread inside any namespace.
+
+Run as a script it is the request/response tool the benchmarks start inside
+namespaces with ``nsenter --net=... python bench/_common.py``:
+
+- ``rr-server --port P``: accepts connections one after the other and answers
+  every byte with one byte;
+- ``rr-client --host H --port P --count N --connects M``: N one-byte round
+  trips over one connection (``TCP_NODELAY``), then M fresh connections each
+  doing one round trip; prints ``{"rr_us": [...], "crr_us": [...]}``.
+
+Only the standard library is imported at the top, so the tool starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import ctypes.util
+import fcntl
+import json
+import math
+import os
+import random
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+NETNS_DIR = Path("/run/netns")
+CLONE_NEWNET = 0x40000000
+
+
+class BenchError(RuntimeError):
+    """A benchmark step failed; the message says which and why."""
+
+
+# --- statistics --------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100), linear between closest ranks (numpy's default)."""
+    if not values:
+        raise ValueError("percentile of no values")
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile {q} is not in 0..100")
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def median(values: Sequence[float]) -> float:
+    return percentile(values, 50)
+
+
+def summary(values: Sequence[float], digits: int = 1) -> dict[str, float | int]:
+    """n, min, p50, p90, p99, max and mean of ``values``, rounded to ``digits``."""
+    if not values:
+        raise ValueError("summary of no values")
+    stats = {
+        "min": min(values),
+        "p50": percentile(values, 50),
+        "p90": percentile(values, 90),
+        "p99": percentile(values, 99),
+        "max": max(values),
+        "mean": sum(values) / len(values),
+    }
+    return {"n": len(values), **{k: round(v, digits) for k, v in stats.items()}}
+
+
+def ratio(value: float, reference: float, digits: int = 2) -> float | None:
+    """``value / reference`` rounded, or None when the reference is zero."""
+    return round(value / reference, digits) if reference else None
+
+
+# --- output ------------------------------------------------------------------
+
+
+def write_json(path: Path, doc: Mapping[str, Any]) -> str:
+    """Write ``doc`` as indented JSON to ``path`` (creating its folder); returns the text."""
+    text = json.dumps(doc, indent=2) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return text
+
+
+def log(text: str) -> None:
+    """Progress for humans on stderr: stdout carries only the JSON document."""
+    print(f"[bench] {text}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    value: float
+    is_glia: bool = False
+    color: str | None = None  # default: glia blue, else the next reference colour
+
+
+@dataclass(frozen=True)
+class Group:
+    """Bars side by side; each non-glia bar gets "glia/this" (first glia bar / it) on it."""
+
+    label: str
+    bars: tuple[Bar, ...]
+
+
+GLIA_COLOR = "#2a7ab0"
+REFERENCE_COLORS = ("#9a9a9a", "#c9a227", "#6bb36b")
+
+
+def bar_panel(ax: Any, title: str, unit: str, groups: Sequence[Group]) -> None:
+    """Grouped bars on matplotlib axes ``ax``, with the glia/reference ratios annotated.
+
+    Each bar has its value on top; each reference bar also has "glia/this" inside
+    (above it when the bar is too short to hold the text).
+    """
+    width = 0.8 / max(len(g.bars) for g in groups)
+    top = max((b.value for g in groups for b in g.bars), default=1.0) or 1.0
+    seen: dict[str, str] = {}
+    for gi, group in enumerate(groups):
+        glia = next((b for b in group.bars if b.is_glia), None)
+        start = gi - width * (len(group.bars) - 1) / 2
+        refs = 0
+        for bi, bar in enumerate(group.bars):
+            if bar.color is not None:
+                color = bar.color
+            elif bar.is_glia:
+                color = GLIA_COLOR
+            else:
+                color = seen.get(bar.label) or REFERENCE_COLORS[refs % len(REFERENCE_COLORS)]
+                refs += 1
+            label = None if bar.label in seen else bar.label
+            seen.setdefault(bar.label, color)
+            x = start + bi * width
+            ax.bar(x, bar.value, width * 0.95, color=color, label=label)
+            text = f"{bar.value:.3g}"
+            if glia is not None and not bar.is_glia and bar.value:
+                note = f"glia/this\n{glia.value / bar.value:.2f}"
+                if bar.value >= top * 0.2:  # inside the bar, clear of the neighbours' labels
+                    ax.text(
+                        x,
+                        bar.value / 2,
+                        note,
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white",
+                        fontweight="bold",
+                    )
+                else:
+                    text += "\n" + note
+            ax.text(x, bar.value + top * 0.01, text, ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(groups)), [g.label for g in groups], fontsize=8)
+    ax.set_ylim(0, top * 1.35)
+    ax.set_ylabel(unit)
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+
+
+# --- processes and waiting -----------------------------------------------------
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    timeout: float = 60.0,
+    env: Mapping[str, str] | None = None,
+    input: bytes | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``argv`` capturing its output; BenchError naming the command on failure."""
+    try:
+        proc = subprocess.run(
+            list(argv),
+            input=input,
+            env=dict(env) if env is not None else None,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{' '.join(argv)}: no answer in {timeout:g} s") from None
+    except FileNotFoundError:
+        raise BenchError(f"{argv[0]}: not found") from None
+    if check and proc.returncode != 0:
+        err = (proc.stderr or proc.stdout).decode(errors="replace").strip()
+        raise BenchError(f"{' '.join(argv)} exited with {proc.returncode}: {err}")
+    return proc
+
+
+class Background:
+    """Processes a benchmark starts and must end: each one killed by its PID."""
+
+    def __init__(self) -> None:
+        self._procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, argv: Sequence[str]) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # a Ctrl-C in the terminal reaches only us
+        )
+        self._procs.append(proc)
+        return proc
+
+    def stop_all(self) -> None:
+        for proc in self._procs:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+            if proc.stderr is not None:
+                proc.stderr.close()
+        self._procs.clear()
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float, every: float = 0.05) -> T:
+    """Call ``probe`` until it returns something truthy; BenchError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = probe()
+        if got:
+            return got
+        if time.monotonic() >= deadline:
+            raise BenchError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(every)
+
+
+# --- network namespaces ----------------------------------------------------------
+
+
+def netns_path(name: str) -> str:
+    return str(NETNS_DIR / name)
+
+
+def nsenter(path: str, argv: Sequence[str]) -> list[str]:
+    """``argv`` inside the namespace at ``path``, host mounts (and bpffs) in view."""
+    return ["nsenter", f"--net={path}", *argv]
+
+
+def _checked_name(name: str) -> str:
+    if not name.startswith("glia"):
+        raise BenchError(f"namespace {name!r}: a benchmark only makes names starting with glia")
+    return name
+
+
+def netns_add(name: str) -> str:
+    """Create namespace ``name`` (loopback up); returns its path."""
+    run(["ip", "netns", "add", _checked_name(name)])
+    ip_batch(name, ["link set lo up"])
+    return netns_path(name)
+
+
+def netns_delete(name: str) -> None:
+    if (NETNS_DIR / _checked_name(name)).exists():
+        run(["ip", "netns", "delete", name], check=False)
+
+
+def netns_names(prefix: str) -> list[str]:
+    """Namespaces whose name starts with ``prefix`` (a "glia..." prefix)."""
+    _checked_name(prefix)
+    try:
+        return sorted(p.name for p in NETNS_DIR.iterdir() if p.name.startswith(prefix))
+    except FileNotFoundError:
+        return []
+
+
+def ip_batch(ns: str, commands: Sequence[str], tool: str = "ip") -> None:
+    """iproute2 (``ip`` or ``bridge``) commands inside namespace ``ns``, in one batch."""
+    if commands:
+        text = "\n".join(commands) + "\n"
+        run([tool, "-n", _checked_name(ns), "-batch", "-"], input=text.encode())
+
+
+def sysctl(ns: str, key: str, value: str) -> None:
+    """Set a ``net.*`` sysctl inside namespace ``ns`` (its /proc/sys/net is per namespace)."""
+    run(nsenter(netns_path(_checked_name(ns)), ["sysctl", "-q", "-w", f"{key}={value}"]))
+
+
+def listening(path: str, port: int) -> bool:
+    """Whether a TCP socket listens on ``port`` in the namespace at ``path``."""
+    out = run(nsenter(path, ["ss", "-Hltn", f"sport = :{port}"]), check=False).stdout
+    return bool(out.strip())
+
+
+@contextlib.contextmanager
+def _thread_in_netns(path: str) -> Iterator[None]:
+    """The calling thread inside namespace ``path`` (only for threads that end afterwards)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            raise BenchError(f"setns({path}): {os.strerror(ctypes.get_errno())}")
+    finally:
+        os.close(fd)
+    yield
+
+
+def in_netns(path: str, fn: Callable[[], T]) -> T:
+    """``fn()`` on a fresh thread inside namespace ``path``; the caller's thread never moves."""
+    out: list[T] = []
+    err: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            with _thread_in_netns(path):
+                out.append(fn())
+        except BaseException as e:
+            err.append(e)
+
+    thread = threading.Thread(target=target, name=f"glia-bench-netns:{Path(path).name}")
+    thread.start()
+    thread.join()
+    if err:
+        raise err[0]
+    return out[0]
+
+
+# --- ICMP echo -------------------------------------------------------------------
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def echo_request(ident: int, seq: int) -> bytes:
+    payload = b"glia-bench"
+    header = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
+    return struct.pack("!BBHHH", 8, 0, _checksum(header + payload), ident, seq) + payload
+
+
+def is_echo_reply(packet: bytes, src: str, ident: int) -> bool:
+    """Whether a raw-socket packet (IPv4 header included) is our echo reply from ``src``."""
+    if len(packet) < 20:
+        return False
+    ihl = (packet[0] & 0x0F) * 4
+    if len(packet) < ihl + 8 or socket.inet_ntoa(packet[12:16]) != src:
+        return False
+    icmp_type, _, _, got_ident, _ = struct.unpack("!BBHHH", packet[ihl : ihl + 8])
+    return bool(icmp_type == 0 and got_ident == ident)
+
+
+def first_echo_reply(dst: str, timeout: float, every: float = 0.002) -> float:
+    """Ping ``dst`` every ``every`` s until a reply; ``time.monotonic()`` of that reply.
+
+    Runs in the calling thread's namespace (see :func:`in_netns`). Send errors
+    (no route yet) count as "no reply yet". BenchError after ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    ident = random.randrange(1, 0xFFFF)
+    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
+        seq = 0
+        while time.monotonic() < deadline:
+            seq = (seq + 1) & 0xFFFF
+            with contextlib.suppress(OSError):
+                sock.sendto(echo_request(ident, seq), (dst, 0))
+            next_send = time.monotonic() + every
+            while (left := next_send - time.monotonic()) > 0:
+                sock.settimeout(left)
+                try:
+                    packet = sock.recv(2048)
+                except (TimeoutError, OSError):
+                    break
+                if is_echo_reply(packet, dst, ident):
+                    return time.monotonic()
+    raise BenchError(f"no ICMP echo reply from {dst} within {timeout:.1f} s")
+
+
+SIOCGIFADDR = 0x8915
+
+
+def interface_ipv4(ifname: str) -> str | None:
+    """The IPv4 address of ``ifname`` in the calling thread's namespace, None if none yet."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            req = struct.pack("256s", ifname.encode())
+            got = fcntl.ioctl(sock.fileno(), SIOCGIFADDR, req)
+        except OSError:  # no such device, or no address yet
+            return None
+    return socket.inet_ntoa(got[20:24])
+
+
+def new_netns(before: set[str], prefix: str = "netns-") -> Callable[[], str | None]:
+    """A probe for a namespace named ``prefix...`` that appeared after ``before``.
+
+    Answers only once the file is a mounted namespace (its creator makes the file,
+    then bind-mounts the namespace onto it).
+    """
+    nsfs = os.stat("/proc/self/ns/net").st_dev
+
+    def probe() -> str | None:
+        for name in set(os.listdir(NETNS_DIR)) - before:
+            path = str(NETNS_DIR / name)
+            try:
+                if name.startswith(prefix) and os.stat(path).st_dev == nsfs:
+                    return path
+            except FileNotFoundError:
+                continue
+        return None
+
+    return probe
+
+
+# --- request/response tool ------------------------------------------------------
+
+
+def rr_server(port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as srv:
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("0.0.0.0", port))
+        srv.listen(128)
+        while True:
+            conn, _ = srv.accept()
+            with conn:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                while data := conn.recv(1):
+                    conn.sendall(data)
+
+
+def _round_trip(sock: socket.socket) -> None:
+    sock.sendall(b"x")
+    if not sock.recv(1):
+        raise BenchError("the server closed the connection")
+
+
+def rr_client(host: str, port: int, count: int, connects: int, warmup: int) -> dict[str, Any]:
+    """Round-trip times in µs: ``count`` on one connection, ``connects`` on fresh ones."""
+    clock = time.perf_counter_ns
+    rr: list[float] = []
+    with socket.create_connection((host, port), timeout=5) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(warmup):
+            _round_trip(sock)
+        for _ in range(count):
+            t0 = clock()
+            _round_trip(sock)
+            rr.append((clock() - t0) / 1000)
+    crr: list[float] = []
+    for _ in range(connects):
+        t0 = clock()
+        with socket.create_connection((host, port), timeout=5) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _round_trip(sock)
+        crr.append((clock() - t0) / 1000)
+    return {"rr_us": [round(v, 2) for v in rr], "crr_us": [round(v, 2) for v in crr]}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="request/response load for glia's benchmarks")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    srv = sub.add_parser("rr-server")
+    srv.add_argument("--port", type=int, required=True)
+    cli = sub.add_parser("rr-client")
+    cli.add_argument("--host", required=True)
+    cli.add_argument("--port", type=int, required=True)
+    cli.add_argument("--count", type=int, default=5000)
+    cli.add_argument("--connects", type=int, default=0)
+    cli.add_argument("--warmup", type=int, default=200)
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "rr-server":
+            rr_server(args.port)
+        else:
+            result = rr_client(args.host, args.port, args.count, args.connects, args.warmup)
+            print(json.dumps(result))
+    except (OSError, BenchError) as e:
+        print(f"{args.cmd}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
