@@ -2,14 +2,17 @@
 /* from_endpoint: tc ingress of the host side of every endpoint veth, i.e.
  * every packet a pod sends. Attached by glia.datapath.loader.Datapath.
  *
- * Order: L3 check -> anti-spoofing -> [service LB] -> [egress policy] ->
- * local endpoint (redirect_peer) | remote node (VXLAN) | node stack.
+ * Order: L3 check -> anti-spoofing -> service LB (VIP:port -> backend DNAT,
+ * conntrack; refused at once without a ready backend) -> [egress policy] ->
+ * local endpoint (reverse NAT of service replies, redirect_peer) | remote
+ * node (VXLAN) | node stack.
  */
 #include "common.h"
 #include "config.h"
 #include "endpoints.h"
 #include "forward.h"
 #include "ipcache.h"
+#include "lb.h"
 #include "verdict.h"
 
 SEC("tc")
@@ -23,6 +26,7 @@ int from_endpoint(struct __sk_buff *skb)
 	struct ethhdr *eth = data;
 	struct iphdr *ip4;
 	__u32 src_identity;
+	int verdict;
 
 	if ((void *)(eth + 1) > data_end)
 		return glia_drop_flow(skb, GLIA_DROP_INVALID_PACKET, GLIA_DIR_EGRESS, 0, 0);
@@ -41,16 +45,30 @@ int from_endpoint(struct __sk_buff *skb)
 		return glia_drop_flow(skb, GLIA_DROP_INVALID_SOURCE, GLIA_DIR_EGRESS, 0, 0);
 	src_identity = src->identity;
 
-	/* GLIA-HOOK(services): service load-balancing goes here: VIP:port ->
-	 * backend rewrite with a conntrack entry, before the destination lookup so
-	 * the backend decides where the packet goes. */
+	/* Service load-balancing before the destination lookup, so the backend
+	 * decides where the packet goes (this node, another node). */
+	verdict = glia_lb4(skb, src_identity);
+	if (verdict != GLIA_LB_CONTINUE)
+		return verdict;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	ip4 = (void *)(eth + 1);
+	if ((void *)(ip4 + 1) > data_end)
+		return glia_drop_flow(skb, GLIA_DROP_INVALID_PACKET, GLIA_DIR_EGRESS, src_identity, 0);
 
 	/* GLIA-HOOK(policy): egress policy of the source endpoint goes here,
-	 * keyed on the destination identity (from dst or the ipcache). */
+	 * keyed on the destination identity (from dst or the ipcache). After the
+	 * DNAT above, so policy sees the backend, never the VIP; packets of an
+	 * established service connection (conntrack hit in glia_lb4) may skip it. */
 
 	dst = glia_lookup_endpoint(ip4->daddr);
 	if (dst)
-		return glia_deliver_local(skb, eth, ip4, dst, src_identity, GLIA_DIR_EGRESS);
+		return glia_deliver_local(skb, dst, src_identity, GLIA_DIR_EGRESS);
+	/* A pod answering its own service connection (hairpin, ct.h): delivered
+	 * back to itself, reverse NAT included. */
+	if (ip4->daddr == bpf_htonl(GLIA_HAIRPIN_IP))
+		return glia_deliver_local(skb, src, src_identity, GLIA_DIR_EGRESS);
 
 	cfg = glia_get_config();
 	remote = glia_lookup_ipcache(ip4->daddr);

@@ -4,13 +4,16 @@
  * decapsulated. Attached by glia.datapath.loader.Datapath.
  *
  * Order: tunnel key (VNI = source identity) -> [ingress policy] -> local
- * endpoint (redirect_peer) | node stack.
+ * endpoint (reverse NAT of service replies, redirect_peer) | node stack.
+ * The lb4 maps are not used here but are declared in every object (lb.h), so
+ * either object can create and pin the whole map set.
  */
 #include "common.h"
 #include "config.h"
 #include "endpoints.h"
 #include "forward.h"
 #include "ipcache.h"
+#include "lb.h"
 #include "verdict.h"
 
 SEC("tc")
@@ -41,10 +44,13 @@ int from_overlay(struct __sk_buff *skb)
 
 	dst = glia_lookup_endpoint(ip4->daddr);
 
-	/* GLIA-HOOK(policy): ingress policy of dst for src_identity goes here. */
+	/* GLIA-HOOK(policy): ingress policy of dst for src_identity goes here.
+	 * Service traffic arrives already DNATed to the backend (the client's
+	 * node did it), so policy sees the backend's own address and port;
+	 * replies to a local client are reverse-NATed in glia_deliver_local. */
 
 	if (dst)
-		return glia_deliver_local(skb, eth, ip4, dst, src_identity, GLIA_DIR_INGRESS);
+		return glia_deliver_local(skb, dst, src_identity, GLIA_DIR_INGRESS);
 
 	cfg = glia_get_config();
 	local = glia_lookup_ipcache(ip4->daddr);

@@ -19,7 +19,8 @@ enum glia_reason {
 	GLIA_DROP_REDIRECT_FAILED = 6,     /* a redirect or tunnel-key helper refused */
 	GLIA_DROP_TTL_EXCEEDED = 7,        /* TTL would reach zero on this hop */
 	GLIA_DROP_POLICY = 8,              /* denied by network policy (later) */
-	GLIA_DROP_NO_SERVICE = 9,          /* service VIP without backends (later) */
+	GLIA_DROP_NO_SERVICE = 9,          /* service without a ready backend: refused (RST/ICMP) */
+	GLIA_DROP_NAT_FAILED = 10,         /* a NAT rewrite or checksum helper refused */
 	GLIA_REASON_MAX = 64,              /* room reserved in the metrics map */
 };
 

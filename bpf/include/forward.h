@@ -6,17 +6,34 @@
 #define GLIA_FORWARD_H
 
 #include "common.h"
+#include "ct.h"
 #include "endpoints.h"
 #include "verdict.h"
 
-/* The caller has bounds-checked eth and ip4. The MACs are set as the pod
- * expects from its gateway: source = host-side veth, destination = pod. */
-static __always_inline int glia_deliver_local(struct __sk_buff *skb, struct ethhdr *eth,
-					      struct iphdr *ip4, const struct glia_endpoint *ep,
-					      __u32 src_identity, enum glia_direction direction)
+/* Delivery to an endpoint of this node, from a local pod (from_endpoint) or
+ * through the tunnel (from_overlay). A reply of a service connection whose
+ * client is this endpoint gets its reverse NAT here (VIP:port as source), so
+ * both paths share it. The MACs are set as the pod expects from its gateway:
+ * source = host-side veth, destination = pod. */
+static __always_inline int glia_deliver_local(struct __sk_buff *skb,
+					      const struct glia_endpoint *ep, __u32 src_identity,
+					      enum glia_direction direction)
 {
+	void *data, *data_end;
+	struct ethhdr *eth;
+	struct iphdr *ip4;
 	long ret;
 
+	if (glia_ct_reply_nat(skb) < 0)
+		return glia_drop_flow(skb, GLIA_DROP_NAT_FAILED, direction, src_identity,
+				      ep->identity);
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	ip4 = (void *)(eth + 1);
+	if ((void *)(ip4 + 1) > data_end)
+		return glia_drop_flow(skb, GLIA_DROP_INVALID_PACKET, direction, src_identity,
+				      ep->identity);
 	if (ip4->ttl <= 1)
 		return glia_drop_flow(skb, GLIA_DROP_TTL_EXCEEDED, direction, src_identity,
 				      ep->identity);

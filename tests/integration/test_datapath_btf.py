@@ -133,6 +133,7 @@ def test_map_spec_matches_btf(obj: str, spec: Any) -> None:
     assert d["type"] == spec.map_type
     assert d["max_entries"] == spec.max_entries
     assert d["pinning"] == 1  # LIBBPF_PIN_BY_NAME: shared by every object, survives reloads
+    assert d.get("map_flags", 0) == spec.flags
     assert d.get("key_size", 0) == spec.key_size
     assert d.get("value_size", 0) == spec.value_size
     if spec.value is not None:

@@ -173,6 +173,12 @@ async def test_only_changes_are_written(kv: KVClient, resolver: ServiceResolver)
 
     await put_endpoint(kv, endpoint("b", "10.1.1.6"))  # this one does change it
     await until_backends(kv, [("10.1.1.5", 8080, False), ("10.1.1.6", 8080, False)])
+
+    # The record is visible in etcd a moment before the resolver counts the write.
+    async def counted() -> bool:
+        return resolver.writes >= writes + 1 and resolver.status()["pending"] == 0
+
+    await wait_for(counted, "the write to be counted")
     assert resolver.writes == writes + 1
 
 

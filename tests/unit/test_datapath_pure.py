@@ -173,3 +173,70 @@ def test_prefix_to_key(prefix: str, key: tuple[int, str]) -> None:
 def test_bad_prefix_is_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="not an IPv4 prefix"):
         prefix_to_key(bad)
+
+
+# --- lb4 and conntrack packing: struct packers agree with the ctypes mirrors ---
+
+
+def test_lb4_packers_lay_out_fields_like_the_mirrors() -> None:
+    from glia.datapath import lbmaps
+    from glia.datapath.structs import (
+        glia_lb4_affinity,
+        glia_lb4_backend,
+        glia_lb4_key,
+        glia_lb4_revnat,
+        glia_lb4_service,
+    )
+
+    key = glia_lb4_key.from_buffer_copy(lbmaps._ADDR_PORT.pack(bytes([10, 96, 0, 10]), 8080, 17, 0))
+    assert (be32_to_ip(key.vip), be16_to_int(key.port), key.proto) == ("10.96.0.10", 8080, 17)
+    be = glia_lb4_backend.from_buffer_copy(lbmaps._ADDR_PORT.pack(bytes([10, 1, 1, 5]), 53, 6, 0))
+    assert (be32_to_ip(be.ip), be16_to_int(be.port), be.proto) == ("10.1.1.5", 53, 6)
+    svc = glia_lb4_service.from_buffer_copy(lbmaps._SERVICE.pack(7, 3, 2, 0, 10800))
+    assert (svc.svc_id, svc.count, svc.flags, svc.affinity_timeout) == (7, 3, 2, 10800)
+    rev = glia_lb4_revnat.from_buffer_copy(lbmaps._REVNAT.pack(bytes([10, 96, 0, 1]), 443, 0))
+    assert (be32_to_ip(rev.vip), be16_to_int(rev.port)) == ("10.96.0.1", 443)
+    aff = glia_lb4_affinity.from_buffer_copy(lbmaps._AFFINITY.pack(123456789, 9, 0))
+    assert (aff.last_used_ns, aff.backend_id) == (123456789, 9)
+
+
+def test_conntrack_rows_decode_the_mirror_layout() -> None:
+    from glia.datapath import ct
+    from glia.datapath.structs import glia_ct4_entry, glia_ct4_key
+
+    key = glia_ct4_key(
+        saddr=ip_to_be32("10.1.1.5"), daddr=ip_to_be32("10.96.0.10"), proto=6, dir=ct.CT_SERVICE
+    )
+    key.sport, key.dport = (
+        ctypes.c_uint16.from_buffer_copy(port.to_bytes(2, "big")).value for port in (40000, 80)
+    )
+    entry = glia_ct4_entry(
+        expires_ns=5 * 10**9,
+        nat_addr=ip_to_be32("10.1.2.9"),
+        flags=ct.CT_F_CLOSING,
+        tcp_flags=0x11,
+        svc_id=4,
+    )
+    entry.nat_port = ctypes.c_uint16.from_buffer_copy((8080).to_bytes(2, "big")).value
+    row = ct._decode(bytes(key), bytes(entry))
+    assert row == ct.CTRow(
+        "service",
+        6,
+        "10.1.1.5",
+        40000,
+        "10.96.0.10",
+        80,
+        "10.1.2.9",
+        8080,
+        4,
+        5 * 10**9,
+        ct.CT_F_CLOSING,
+        0x11,
+    )
+    shown = row.to_dict(now_ns=10**9)
+    assert shown["expires_in"] == 4.0 and shown["tcp_flags"] == ["FIN", "ACK"]
+    assert (shown["src"], shown["nat"], shown["closing"]) == (
+        "10.1.1.5:40000",
+        "10.1.2.9:8080",
+        True,
+    )

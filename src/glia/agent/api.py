@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from glia.agent import api_config
+from glia.datapath.ct import ct_entries
 from glia.endpoint.manager import CNI_NOT_READY, CNI_TRY_AGAIN, CniError
 from glia.identity.allocator import list_identities
 from glia.kvstore import keys
@@ -58,6 +60,8 @@ class ApiServer:
         r.add_get("/v1/bpf/ipcache", self._bpf_ipcache)
         r.add_get("/v1/bpf/endpoints", self._bpf_endpoints)
         r.add_get("/v1/bpf/metrics", self._bpf_metrics)
+        r.add_get("/v1/bpf/lb", self._bpf_lb)
+        r.add_get("/v1/bpf/ct", self._bpf_ct)
         api_config.add_routes(app, self._agent)
         Path(self._path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if os.path.exists(self._path):
@@ -190,6 +194,18 @@ class ApiServer:
             for ip, info in rows
         ]
         return web.json_response(sorted(out, key=lambda r: str(r["ip"])))
+
+    async def _bpf_lb(self, request: web.Request) -> web.Response:
+        services = self._agent.services
+        if services is None:
+            raise CniError(CNI_NOT_READY, "service load-balancing is not running yet")
+        return web.json_response(await self._agent.run_dp(services.lb.lb_rows))
+
+    async def _bpf_ct(self, request: web.Request) -> web.Response:
+        dp = self._dp()
+        now = time.monotonic_ns()
+        rows = await self._agent.run_dp(lambda: [r.to_dict(now) for r in ct_entries(dp)])
+        return web.json_response(rows)
 
     async def _bpf_metrics(self, request: web.Request) -> web.Response:
         dp = self._dp()

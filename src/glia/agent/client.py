@@ -173,6 +173,12 @@ class AgentClient:
     def bpf_metrics(self) -> list[dict[str, Any]]:
         return self._list(self.get("/v1/bpf/metrics"), "/v1/bpf/metrics")
 
+    def bpf_lb(self) -> list[dict[str, Any]]:
+        return self._list(self.get("/v1/bpf/lb"), "/v1/bpf/lb")
+
+    def bpf_ct(self) -> list[dict[str, Any]]:
+        return self._list(self.get("/v1/bpf/ct"), "/v1/bpf/ct")
+
     def cni_add(self, req: dict[str, Any]) -> dict[str, Any]:
         return self._dict(self.post("/v1/cni/add", req), "/v1/cni/add")
 

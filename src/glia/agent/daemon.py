@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from glia.agent.config import AgentConfig
 from glia.agent.ipcache import IPCacheSync
 from glia.agent.labels import NoRuntimeLabels, PodmanLabels
+from glia.agent.services import AgentServices
 from glia.cni.deletion_queue import DeletionQueue
 from glia.datapath import netlink
 from glia.datapath.loader import Datapath
@@ -67,7 +68,8 @@ class Agent:
         self.started_at = time.time()
         self.boot_id = uuid.uuid4().hex[:12]
         self.status: dict[str, Subsystem] = {
-            n: Subsystem() for n in ("kvstore", "datapath", "node", "endpoints", "ipcache")
+            n: Subsystem()
+            for n in ("kvstore", "datapath", "node", "endpoints", "ipcache", "services")
         }
         self.ready = asyncio.Event()
         self.kv: KVClient | None = None
@@ -75,6 +77,7 @@ class Agent:
         self.datapath: Datapath | None = None
         self.endpoints: EndpointManager | None = None
         self.ipcache: IPCacheSync | None = None
+        self.services: AgentServices | None = None
         self.node: Node | None = None
         self._reflectors: list[Reflector] = []
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="datapath")
@@ -145,6 +148,19 @@ class Agent:
         await keeper.start()
         self._reflectors.append(keeper)
         self.status["ipcache"].set(True, "in sync with the kvstore")
+
+        self.services = AgentServices(
+            cluster=cfg.cluster,
+            node=cfg.node,
+            datapath=self.datapath,
+            run_dp=self.run_dp,
+            publisher=self.publisher,
+        )
+        self.services.start()
+        svc_reflector = Reflector(self.kv, keys.services(cfg.cluster), self.services)
+        await svc_reflector.start()
+        self._reflectors.append(svc_reflector)
+        self.status["services"].set(True, "load-balancer maps in sync with the kvstore")
         self.ready.set()
         log.info("agent %s/%s ready (pod CIDR %s)", cfg.cluster, cfg.node, cidr)
 
@@ -182,6 +198,8 @@ class Agent:
         for r in reversed(self._reflectors):
             with contextlib.suppress(Exception):
                 await r.stop()
+        if self.services:
+            await self.services.stop()
         if self.endpoints:
             await self.endpoints.stop()
         if self.publisher:
@@ -226,6 +244,7 @@ class Agent:
             "uptime": round(time.time() - self.started_at, 1),
             "healthy": self.healthy(),
             "subsystems": {n: {"ok": s.ok, "msg": s.msg} for n, s in self.status.items()},
+            "services": self.services.status() if self.services else None,
         }
 
 

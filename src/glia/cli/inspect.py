@@ -32,6 +32,10 @@ bpf_ipcache_app = typer.Typer(help="The ipcache map: IP prefix -> identity, tunn
 bpf_endpoint_app = typer.Typer(help="The endpoints map: local endpoint IP -> interface, identity.")
 bpf_app.add_typer(bpf_ipcache_app, name="ipcache", no_args_is_help=True)
 bpf_app.add_typer(bpf_endpoint_app, name="endpoint", no_args_is_help=True)
+bpf_lb_app = typer.Typer(help="The load-balancer maps: service frontends -> backends.")
+bpf_ct_app = typer.Typer(help="The conntrack map: service connections and their NAT.")
+bpf_app.add_typer(bpf_lb_app, name="lb", no_args_is_help=True)
+bpf_app.add_typer(bpf_ct_app, name="ct", no_args_is_help=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -338,3 +342,67 @@ def bpf_metrics(
         lambda r: (_text(r.get("direction")), _text(r.get("reason"))),
     )
     output.print_rows(rows, METRICS_COLUMNS, out, empty="No packets counted yet.")
+
+
+def _lb_backends(row: Row) -> str:
+    backends = row.get("backends")
+    if not isinstance(backends, list) or not backends:
+        return "(none)"
+    out = []
+    for b in backends:
+        if not isinstance(b, Mapping):
+            continue
+        slot = b.get("slot")
+        where = f" [{_text(b.get('node'))}]" if b.get("node") else ""
+        ident = f" #{b.get('id')}" if b.get("id") is not None else ""
+        out.append(
+            f"{_text(b.get('address'))}{ident} {_text(b.get('state'))}{where}"
+            + ("" if slot is None else f" slot {slot}")
+        )
+    return "\n".join(out)
+
+
+BPF_LB_COLUMNS: Sequence[Column] = (
+    Column("FRONTEND", "frontend"),
+    Column("SVC ID", "svc_id", justify="right"),
+    Column("SERVICE", "service"),
+    Column("ALGORITHM", "algorithm"),
+    Column("AFFINITY", "affinity_timeout", lambda v: "-" if not v else f"{v}s"),
+    Column("BACKENDS", _lb_backends, str),
+)
+
+
+@bpf_lb_app.command("list")
+def bpf_lb_list(
+    node: NodeOption = None,
+    socket: SocketOption = None,
+    out: OutputOption = OutputFormat.table,
+) -> None:
+    """List the load-balancer maps as the kernel holds them (frontend -> backends)."""
+    rows = _fetch_rows(node, socket, AgentClient.bpf_lb, lambda r: _ip_key(r.get("vip")))
+    output.print_rows(rows, BPF_LB_COLUMNS, out, empty="No service frontends are programmed.")
+
+
+BPF_CT_COLUMNS: Sequence[Column] = (
+    Column("KIND", "kind"),
+    Column("PROTO", "proto"),
+    Column("SOURCE", "src"),
+    Column("DESTINATION", "dst"),
+    Column("NAT", "nat"),
+    Column("SVC ID", "svc_id", justify="right"),
+    Column("EXPIRES IN", "expires_in", lambda v: f"{v}s", justify="right"),
+    Column("FLAGS", "tcp_flags", lambda v: ",".join(v) if isinstance(v, list) else _text(v)),
+)
+
+
+@bpf_ct_app.command("list")
+def bpf_ct_list(
+    node: NodeOption = None,
+    socket: SocketOption = None,
+    out: OutputOption = OutputFormat.table,
+) -> None:
+    """List the conntrack map: each service connection, its NAT and expiry."""
+    rows = _fetch_rows(
+        node, socket, AgentClient.bpf_ct, lambda r: (_text(r.get("src")), _text(r.get("dst")))
+    )
+    output.print_rows(rows, BPF_CT_COLUMNS, out, empty="The conntrack map is empty.")

@@ -2,7 +2,11 @@
 
 - ``loader.Datapath``: load bpf/from_endpoint and bpf/from_overlay with their
   maps pinned per node, configure, attach (tc clsact ingress), close; ``unpin``.
-- ``maps``: typed handles on the pinned maps (endpoints, ipcache, metrics, config).
+- ``maps``: typed handles on the pinned maps (endpoints, ipcache, metrics, config)
+  and the generic ``BPFMap`` (batch lookup, update and delete).
+- ``lbmaps``, ``lbtypes``: the lb4 service maps (``Datapath.lb``) and their
+  plain values, written by glia.service.lbsync from glia.service.lbplan's plan.
+- ``ct``: the service conntrack map (``Datapath.ct``): listing and GC.
 - ``structs``: ctypes mirrors of the C structs and the map specs (checked against BTF).
 - ``drop``: verdict reasons and directions shared with C.
 - ``events``: the ring-buffer reader behind ``glia monitor``.

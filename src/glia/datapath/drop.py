@@ -26,7 +26,8 @@ class Reason(enum.IntEnum):
     DROP_REDIRECT_FAILED = 6
     DROP_TTL_EXCEEDED = 7
     DROP_POLICY = 8
-    DROP_NO_SERVICE = 9
+    DROP_NO_SERVICE = 9  # no ready backend: refused with a TCP RST or ICMP unreachable
+    DROP_NAT_FAILED = 10
 
     @property
     def is_drop(self) -> bool:

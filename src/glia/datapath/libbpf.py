@@ -168,6 +168,22 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
         c_int,
         [c_int, c_void_p, c_void_p, POINTER(c_uint32), POINTER(bpf_map_batch_opts)],
     ),
+    "bpf_map_lookup_batch": (
+        c_int,
+        [
+            c_int,
+            c_void_p,
+            c_void_p,
+            c_void_p,
+            c_void_p,
+            POINTER(c_uint32),
+            POINTER(bpf_map_batch_opts),
+        ],
+    ),
+    "bpf_map_delete_batch": (
+        c_int,
+        [c_int, c_void_p, POINTER(c_uint32), POINTER(bpf_map_batch_opts)],
+    ),
     "bpf_prog_test_run_opts": (c_int, [c_int, POINTER(bpf_test_run_opts)]),
     "bpf_tc_hook_create": (c_int, [POINTER(bpf_tc_hook)]),
     "bpf_tc_attach": (c_int, [POINTER(bpf_tc_hook), POINTER(bpf_tc_opts)]),

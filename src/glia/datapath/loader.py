@@ -22,7 +22,9 @@ from types import TracebackType
 from typing import TypeVar
 
 from glia.datapath import libbpf, tc
+from glia.datapath.ct import CTMap
 from glia.datapath.errors import BPFError, DatapathError
+from glia.datapath.lbmaps import LBMaps
 from glia.datapath.maps import (
     BPFMap,
     ConfigMap,
@@ -33,10 +35,13 @@ from glia.datapath.maps import (
 )
 from glia.datapath.structs import (
     CONFIG,
+    CT4,
     ENDPOINTS,
     IPCACHE,
     METRICS,
     glia_config,
+    glia_ct4_entry,
+    glia_ct4_key,
     glia_endpoint,
     glia_endpoint_key,
     glia_ipcache_entry,
@@ -114,6 +119,8 @@ class Datapath:
         self._ipcache: IPCacheMap | None = None
         self._metrics: MetricsMap | None = None
         self._config: ConfigMap | None = None
+        self._lb: LBMaps | None = None
+        self._ct: CTMap | None = None
 
     def __enter__(self) -> Datapath:
         return self
@@ -152,6 +159,10 @@ class Datapath:
             )
             self._config = ConfigMap(
                 BPFMap(self._map_fd(first, CONFIG.name), CONFIG, c_uint32, glia_config)
+            )
+            self._lb = LBMaps.open(lambda spec: self._map_fd(first, spec.name))
+            self._ct = CTMap(
+                BPFMap(self._map_fd(first, CT4.name), CT4, glia_ct4_key, glia_ct4_entry)
             )
         except BaseException:
             self.close()
@@ -223,6 +234,16 @@ class Datapath:
     def config(self) -> ConfigMap:
         return self._loaded(self._config)
 
+    @property
+    def lb(self) -> LBMaps:
+        """The lb4 service maps (written by glia.service.lbsync only)."""
+        return self._loaded(self._lb)
+
+    @property
+    def ct(self) -> CTMap:
+        """The service conntrack map (glia.datapath.ct)."""
+        return self._loaded(self._ct)
+
     def configure(self, *, node_ip: str, vxlan_ifindex: int, cluster_id: int) -> None:
         self.config.set(NodeConfig(node_ip, vxlan_ifindex, cluster_id))
 
@@ -247,10 +268,19 @@ class Datapath:
         return tc.detach_ingress(ifindex)
 
     def close(self) -> None:
-        for handle in (self._endpoints, self._ipcache, self._metrics, self._config):
+        for handle in (
+            self._endpoints,
+            self._ipcache,
+            self._metrics,
+            self._config,
+            self._lb,
+            self._ct,
+        ):
             if handle is not None:
                 handle.close()
         self._endpoints = self._ipcache = self._metrics = self._config = None
+        self._lb = None
+        self._ct = None
         for obj in self._objects:
             libbpf.lib().bpf_object__close(obj)
         self._objects.clear()

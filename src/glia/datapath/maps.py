@@ -46,8 +46,11 @@ K = TypeVar("K", bound="ctypes._SimpleCData[Any] | ctypes.Structure")
 V = TypeVar("V", bound=ctypes.Structure)
 
 _ENOENT = 2
+_ENOSPC = 28
+_EOPNOTSUPP = 95
 _ENOTSUPP = 524  # kernel-internal "not supported" for batch ops
 _BATCH = 8192
+_BATCH_BYTES = 4 << 20  # bound on the buffers of one batch syscall
 
 
 def _order(be32: int) -> bytes:
@@ -143,38 +146,161 @@ class BPFMap(Generic[K, V]):
                 out.append((key, value))
         return out
 
+    # --- batch operations -------------------------------------------------
+    # The raw forms take and give packed keys and values (C layout, back to
+    # back): typed maps with many entries pack with struct, much faster than
+    # building one ctypes object per entry.
+
+    def _chunk(self) -> int:
+        """Entries per syscall: _BATCH, fewer for big values (Maglev tables)."""
+        return max(1, min(_BATCH, _BATCH_BYTES // (self._slot * self._ncpus)))
+
+    def items_raw(self) -> tuple[bytes, bytes]:
+        """(keys, values) of every entry, packed, read with BPF_MAP_LOOKUP_BATCH."""
+        if self.spec.percpu:
+            raise DatapathError(f"{self.spec.name} is per-CPU: read it with lookup_percpu")
+        lib = libbpf.lib()
+        ksize, vsize = self.spec.key_size, self.spec.value_size
+        token_size = max(ksize, 8)
+        in_token = (c_uint8 * token_size)()
+        out_token = (c_uint8 * token_size)()
+        keys_out: list[bytes] = []
+        values_out: list[bytes] = []
+        chunk = self._chunk()
+        first = True
+        while True:
+            keys = (c_uint8 * (ksize * chunk))()
+            values = (c_uint8 * (vsize * chunk))()
+            count = c_uint32(chunk)
+            opts = libbpf.new_opts(libbpf.bpf_map_batch_opts)
+            ret = lib.bpf_map_lookup_batch(
+                self._fd(),
+                None if first else in_token,
+                out_token,
+                keys,
+                values,
+                ctypes.byref(count),
+                ctypes.byref(opts),
+            )
+            if ret == -_ENOSPC and chunk < 16 * _BATCH:
+                chunk *= 2  # one hash bucket holds more than a chunk: retry wider
+                continue
+            if ret in (-_ENOTSUPP, -_EOPNOTSUPP) and first:
+                pairs = self.items()
+                return b"".join(bytes(k) for k, _ in pairs), b"".join(bytes(v) for _, v in pairs)
+            if ret < 0 and ret != -_ENOENT:
+                libbpf.check(ret, f"batch lookup in {self.spec.name}")
+            n = count.value
+            keys_out.append(bytes(keys)[: n * ksize])
+            values_out.append(bytes(values)[: n * vsize])
+            if ret == -_ENOENT:
+                return b"".join(keys_out), b"".join(values_out)
+            ctypes.memmove(in_token, out_token, token_size)
+            first = False
+
+    def items_batch(self) -> list[tuple[K, V]]:
+        """Every entry, typed; like :meth:`items` but one syscall per chunk."""
+        raw_keys, raw_values = self.items_raw()
+        ksize, vsize = self.spec.key_size, self.spec.value_size
+        out: list[tuple[K, V]] = []
+        for i in range(len(raw_keys) // ksize if ksize else 0):
+            key: K = self._key.from_buffer_copy(raw_keys, i * ksize)  # type: ignore[assignment]
+            out.append((key, self._value.from_buffer_copy(raw_values, i * vsize)))
+        return out
+
+    def update_raw(self, keys: bytes, values: bytes) -> None:
+        """Batch update from packed keys and values."""
+        self._writable()
+        ksize, vsize = self.spec.key_size, self.spec.value_size
+        n = len(keys) // ksize
+        if len(keys) != n * ksize or len(values) != n * vsize:
+            raise DatapathError(f"batch update of {self.spec.name}: keys and values do not pair up")
+        chunk = self._chunk()
+        lib = libbpf.lib()
+        for start in range(0, n, chunk):
+            m = min(chunk, n - start)
+            kbuf = (c_uint8 * (m * ksize)).from_buffer_copy(keys, start * ksize)
+            vbuf = (c_uint8 * (m * vsize)).from_buffer_copy(values, start * vsize)
+            count = c_uint32(m)
+            opts = libbpf.new_opts(libbpf.bpf_map_batch_opts)
+            ret = lib.bpf_map_update_batch(
+                self._fd(), kbuf, vbuf, ctypes.byref(count), ctypes.byref(opts)
+            )
+            if ret in (-_ENOTSUPP, -_EOPNOTSUPP):  # map type without batch ops: one by one
+                for i in range(m):
+                    k = ctypes.c_buffer(bytes(kbuf)[i * ksize : (i + 1) * ksize], ksize)
+                    v = ctypes.c_buffer(bytes(vbuf)[i * vsize : (i + 1) * vsize], vsize)
+                    libbpf.check(
+                        lib.bpf_map_update_elem(self._fd(), k, v, libbpf.BPF_ANY),
+                        f"update of {self.spec.name}",
+                    )
+                continue
+            libbpf.check(ret, f"batch update of {self.spec.name} ({count.value}/{m} done)")
+
+    def delete_raw(self, keys: bytes) -> int:
+        """Batch delete of packed keys; absent keys are skipped. Number deleted."""
+        ksize = self.spec.key_size
+        n = len(keys) // ksize
+        lib = libbpf.lib()
+        deleted = pos = 0
+        while pos < n:
+            m = min(self._chunk(), n - pos)
+            kbuf = (c_uint8 * (m * ksize)).from_buffer_copy(keys, pos * ksize)
+            count = c_uint32(m)
+            opts = libbpf.new_opts(libbpf.bpf_map_batch_opts)
+            ret = lib.bpf_map_delete_batch(
+                self._fd(), kbuf, ctypes.byref(count), ctypes.byref(opts)
+            )
+            if ret in (-_ENOTSUPP, -_EOPNOTSUPP):
+                for i in range(m):
+                    k = ctypes.c_buffer(bytes(kbuf)[i * ksize : (i + 1) * ksize], ksize)
+                    r = lib.bpf_map_delete_elem(self._fd(), k)
+                    if r != -_ENOENT:
+                        libbpf.check(r, f"delete from {self.spec.name}")
+                        deleted += 1
+                pos += m
+                continue
+            deleted += count.value
+            pos += count.value
+            if ret == -_ENOENT:
+                pos += 1  # the kernel stopped at an absent key: skip it
+            elif ret < 0:
+                libbpf.check(ret, f"batch delete from {self.spec.name}")
+        return deleted
+
+    def delete_batch(self, keys: Sequence[K]) -> int:
+        """Delete ``keys`` in batches; absent keys are skipped. Number deleted."""
+        return self.delete_raw(b"".join(bytes(k) for k in keys))
+
     def update_batch(self, entries: Sequence[tuple[K, V]]) -> None:
         """One syscall per chunk instead of one per entry."""
-        self._writable()
-        for start in range(0, len(entries), _BATCH):
-            chunk = entries[start : start + _BATCH]
-            keys = (self._key * len(chunk))()
-            values = (self._value * len(chunk))()
-            for i, (key, value) in enumerate(chunk):
-                keys[i] = key
-                values[i] = value
-            count = c_uint32(len(chunk))
-            opts = libbpf.new_opts(libbpf.bpf_map_batch_opts)
-            ret = libbpf.lib().bpf_map_update_batch(
-                self._fd(), keys, values, ctypes.byref(count), ctypes.byref(opts)
-            )
-            if ret in (-_ENOTSUPP, -95):  # map type without batch ops: one by one
-                for key, value in chunk:
-                    self.update(key, value)
-                continue
-            libbpf.check(ret, f"batch update of {self.spec.name} ({count.value}/{len(chunk)} done)")
+        self.update_raw(
+            b"".join(bytes(k) for k, _ in entries), b"".join(bytes(v) for _, v in entries)
+        )
 
 
 def check_spec(fd: int, spec: MapSpec) -> None:
     """Refuse a map whose kernel shape differs from ``spec`` (stale or foreign pin)."""
     info = libbpf.map_info(fd)
-    have = (info.type, info.key_size, info.value_size, info.max_entries)
-    want = (spec.map_type, spec.key_size, spec.value_size, spec.max_entries)
+    have = (info.type, info.key_size, info.value_size, info.max_entries, info.map_flags)
+    want = (spec.map_type, spec.key_size, spec.value_size, spec.max_entries, spec.flags)
     if have != want:
         raise DatapathError(
-            f"map {spec.name} has (type, key size, value size, entries) {have}, this glia "
-            f"expects {want}: stale pins from another version; remove them (glia lab down)"
+            f"map {spec.name} has (type, key size, value size, entries, flags) {have}, this "
+            f"glia expects {want}: stale pins from another version; remove them (glia lab down)"
         )
+
+
+def memlock_bytes(fd: int) -> int:
+    """Memory the kernel charges for a map (``memlock`` of its fdinfo)."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("memlock:"):
+                    return int(line.split()[1])
+    except OSError as e:
+        raise DatapathError(f"reading fdinfo of map fd {fd}: {e.strerror}") from None
+    raise DatapathError(f"fd {fd} has no memlock in its fdinfo (not a BPF map?)")
 
 
 # --- endpoints ---------------------------------------------------------------

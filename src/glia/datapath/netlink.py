@@ -157,9 +157,9 @@ def _configure_pod_side(ifname: str, ip: str, gateway: str, host_mac: str) -> tu
         with _netlink(f"configuring {ifname} in the pod namespace"):
             ipr.addr("add", index=index, address=ip, prefixlen=32)
             ipr.link("set", index=index, state="up")
-            ipr.route("add", dst=f"{gateway}/32", oif=index, scope=_SCOPE_LINK)
-            ipr.route("add", dst="0.0.0.0/0", gateway=gateway, oif=index, flags=_RTNH_F_ONLINK)
-            ipr.neigh("add", dst=gateway, lladdr=host_mac, ifindex=index, state=_NUD_PERMANENT)
+            ipr.route("replace", dst=f"{gateway}/32", oif=index, scope=_SCOPE_LINK)
+            ipr.route("replace", dst="0.0.0.0/0", gateway=gateway, oif=index, flags=_RTNH_F_ONLINK)
+            ipr.neigh("replace", dst=gateway, lladdr=host_mac, ifindex=index, state=_NUD_PERMANENT)
         mac = str(_link(ipr, index).get("IFLA_ADDRESS"))
     return index, mac
 
@@ -171,8 +171,8 @@ def _configure_host_side(
     _write_sysctl(f"/proc/sys/net/ipv4/conf/{host_ifname}/forwarding", "0")
     with _netlink(f"configuring host side {host_ifname}"):
         ipr.link("set", index=host_index, state="up")
-        ipr.route("add", dst=f"{ip}/32", oif=host_index, scope=_SCOPE_LINK)
-        ipr.neigh("add", dst=ip, lladdr=container_mac, ifindex=host_index, state=_NUD_PERMANENT)
+        ipr.route("replace", dst=f"{ip}/32", oif=host_index, scope=_SCOPE_LINK)
+        ipr.neigh("replace", dst=ip, lladdr=container_mac, ifindex=host_index, state=_NUD_PERMANENT)
 
 
 def _delete_quietly(ipr: IPRoute, ifname: str) -> None:

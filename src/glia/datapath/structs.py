@@ -26,8 +26,13 @@ MacBytes = c_uint8 * ETH_ALEN
 BPF_MAP_TYPE_HASH = 1
 BPF_MAP_TYPE_ARRAY = 2
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
+BPF_MAP_TYPE_LRU_HASH = 9
 BPF_MAP_TYPE_LPM_TRIE = 11
 BPF_MAP_TYPE_RINGBUF = 27
+BPF_F_NO_PREALLOC = 1
+
+# bpf/include/lb.h
+LB_MAGLEV_M = 16381  # GLIA_LB_MAGLEV_M: slots of a Maglev table in the map
 
 GLIA_EVENT_DROP = 1
 
@@ -94,6 +99,86 @@ class glia_drop_event(Structure):
     ]
 
 
+# --- lb.h ------------------------------------------------------------------
+
+
+class glia_lb4_key(Structure):
+    _fields_ = [("vip", c_uint32), ("port", c_uint16), ("proto", c_uint8), ("pad", c_uint8)]
+
+
+class glia_lb4_service(Structure):
+    _fields_ = [
+        ("svc_id", c_uint32),
+        ("count", c_uint16),
+        ("flags", c_uint8),
+        ("pad", c_uint8),
+        ("affinity_timeout", c_uint32),
+    ]
+
+
+class glia_lb4_slot_key(Structure):
+    _fields_ = [("svc_id", c_uint32), ("slot", c_uint32)]
+
+
+class glia_lb4_slot(Structure):
+    _fields_ = [("backend_id", c_uint32)]
+
+
+class glia_lb4_backend(Structure):
+    _fields_ = [("ip", c_uint32), ("port", c_uint16), ("proto", c_uint8), ("flags", c_uint8)]
+
+
+class glia_lb4_revnat(Structure):
+    _fields_ = [("vip", c_uint32), ("port", c_uint16), ("pad", c_uint16)]
+
+
+class glia_lb4_maglev(Structure):
+    _fields_ = [("backend_ids", c_uint32 * LB_MAGLEV_M)]
+
+
+class glia_lb4_aff_key(Structure):
+    _fields_ = [("client", c_uint32), ("svc_id", c_uint32)]
+
+
+class glia_lb4_affinity(Structure):
+    _fields_ = [("last_used_ns", c_uint64), ("backend_id", c_uint32), ("pad", c_uint32)]
+
+
+class glia_lb4_affm_key(Structure):
+    _fields_ = [("backend_id", c_uint32), ("svc_id", c_uint32)]
+
+
+class glia_lb4_affm(Structure):
+    _fields_ = [("flags", c_uint32)]
+
+
+# --- ct.h ------------------------------------------------------------------
+
+
+class glia_ct4_key(Structure):
+    _fields_ = [
+        ("saddr", c_uint32),
+        ("daddr", c_uint32),
+        ("sport", c_uint16),
+        ("dport", c_uint16),
+        ("proto", c_uint8),
+        ("dir", c_uint8),
+        ("pad", c_uint16),
+    ]
+
+
+class glia_ct4_entry(Structure):
+    _fields_ = [
+        ("expires_ns", c_uint64),
+        ("nat_addr", c_uint32),
+        ("nat_port", c_uint16),
+        ("flags", c_uint8),
+        ("tcp_flags", c_uint8),
+        ("svc_id", c_uint32),
+        ("pad", c_uint32),
+    ]
+
+
 class sk_buff(Structure):
     """``struct __sk_buff``: the context passed to BPF_PROG_TEST_RUN."""
 
@@ -145,6 +230,19 @@ MIRRORS: dict[type[Structure], str] = {
     glia_metrics: "glia_metrics",
     glia_config: "glia_config",
     glia_drop_event: "glia_drop_event",
+    glia_lb4_key: "glia_lb4_key",
+    glia_lb4_service: "glia_lb4_service",
+    glia_lb4_slot_key: "glia_lb4_slot_key",
+    glia_lb4_slot: "glia_lb4_slot",
+    glia_lb4_backend: "glia_lb4_backend",
+    glia_lb4_revnat: "glia_lb4_revnat",
+    glia_lb4_maglev: "glia_lb4_maglev",
+    glia_lb4_aff_key: "glia_lb4_aff_key",
+    glia_lb4_affinity: "glia_lb4_affinity",
+    glia_lb4_affm_key: "glia_lb4_affm_key",
+    glia_lb4_affm: "glia_lb4_affm",
+    glia_ct4_key: "glia_ct4_key",
+    glia_ct4_entry: "glia_ct4_entry",
     sk_buff: "__sk_buff",
 }
 
@@ -159,6 +257,7 @@ class MapSpec:
     value: type[Structure] | None
     max_entries: int
     percpu: bool = False
+    flags: int = 0  # map_flags (BPF_F_NO_PREALLOC)
 
     @property
     def key_size(self) -> int:
@@ -171,7 +270,12 @@ class MapSpec:
 
 ENDPOINTS = MapSpec("glia_endpts_v1", BPF_MAP_TYPE_HASH, glia_endpoint_key, glia_endpoint, 16384)
 IPCACHE = MapSpec(
-    "glia_ipcache_v1", BPF_MAP_TYPE_LPM_TRIE, glia_ipcache_key, glia_ipcache_entry, 524288
+    "glia_ipcache_v1",
+    BPF_MAP_TYPE_LPM_TRIE,
+    glia_ipcache_key,
+    glia_ipcache_entry,
+    524288,
+    flags=BPF_F_NO_PREALLOC,
 )
 METRICS = MapSpec(
     "glia_metrics_v1",
@@ -183,7 +287,26 @@ METRICS = MapSpec(
 )
 CONFIG = MapSpec("glia_config_v1", BPF_MAP_TYPE_ARRAY, c_uint32, glia_config, 1)
 EVENTS = MapSpec("glia_events_v1", BPF_MAP_TYPE_RINGBUF, None, None, 256 * 1024)
-ALL_MAPS = (ENDPOINTS, IPCACHE, METRICS, CONFIG, EVENTS)
+
+
+def _lb_hash(
+    name: str, key: type[Structure] | type[c_uint32], value: type[Structure], n: int
+) -> MapSpec:
+    return MapSpec(name, BPF_MAP_TYPE_HASH, key, value, n, flags=BPF_F_NO_PREALLOC)
+
+
+LB_SERVICES = _lb_hash("glia_lb4_svc_v1", glia_lb4_key, glia_lb4_service, 262144)
+LB_SLOTS = _lb_hash("glia_lb4_slt_v1", glia_lb4_slot_key, glia_lb4_slot, 524288)
+LB_MAGLEV = _lb_hash("glia_lb4_mgl_v1", c_uint32, glia_lb4_maglev, 2048)
+LB_BACKENDS = _lb_hash("glia_lb4_be_v1", c_uint32, glia_lb4_backend, 131072)
+LB_REVNAT = _lb_hash("glia_lb4_rev_v1", c_uint32, glia_lb4_revnat, 262144)
+LB_AFFINITY = MapSpec(
+    "glia_lb4_aff_v1", BPF_MAP_TYPE_LRU_HASH, glia_lb4_aff_key, glia_lb4_affinity, 65536
+)
+LB_AFFMATCH = _lb_hash("glia_lb4_afm_v1", glia_lb4_affm_key, glia_lb4_affm, 262144)
+CT4 = MapSpec("glia_ct4_v1", BPF_MAP_TYPE_LRU_HASH, glia_ct4_key, glia_ct4_entry, 262144)
+LB_MAPS = (LB_SERVICES, LB_SLOTS, LB_MAGLEV, LB_BACKENDS, LB_REVNAT, LB_AFFINITY, LB_AFFMATCH)
+ALL_MAPS = (ENDPOINTS, IPCACHE, METRICS, CONFIG, EVENTS, *LB_MAPS, CT4)
 
 
 def ip_to_be32(ip: str) -> int:

@@ -1,0 +1,379 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Service load-balancing (IPv4): the lb4 maps and the VIP -> backend DNAT of
+ * from_endpoint. Written by the agent (glia.service.lbsync.ServiceMapSync
+ * through glia.datapath.lbmaps, in batches); the content is planned by
+ * glia.service.lbplan from the operator's ClusterService records.
+ *
+ * glia_lb4_svc_v1  frontend (VIP, port, proto) -> service id, ready count, flags
+ * glia_lb4_slt_v1  (service id, slot) -> backend id, slots 0..count-1 (random)
+ * glia_lb4_mgl_v1  service id -> Maglev table of GLIA_LB_MAGLEV_M backend ids
+ * glia_lb4_be_v1   backend id -> address, port, proto (shared by services)
+ * glia_lb4_rev_v1  service id -> VIP and port: the reverse-NAT index, read by
+ *                  the CLI and by a restarted agent to adopt the maps (the
+ *                  datapath carries the VIP in the conntrack REPLY entry)
+ * glia_lb4_aff_v1  (client IP, service id) -> backend, last use (LRU)
+ * glia_lb4_afm_v1  (backend id, service id) present while that backend is a
+ *                  ready backend of that affinity service: an affinity entry
+ *                  is honoured only then
+ *
+ * Service id = reverse-NAT index, one per frontend. Memory: the hash maps
+ * are BPF_F_NO_PREALLOC, so they cost their bucket arrays plus the entries in
+ * use, not max_entries; Maglev tables (64 KiB each) exist only for services
+ * that ask for Maglev.
+ */
+#ifndef GLIA_LB_H
+#define GLIA_LB_H
+
+#include "common.h"
+#include "ct.h"
+#include "nat.h"
+#include "reject.h"
+#include "verdict.h"
+
+#define GLIA_LB_SERVICES_MAX 262144
+#define GLIA_LB_SLOTS_MAX 524288
+#define GLIA_LB_BACKENDS_MAX 131072
+#define GLIA_LB_MAGLEV_MAX 2048
+#define GLIA_LB_AFFINITY_MAX 65536
+#define GLIA_LB_AFFMATCH_MAX 262144
+/* Maglev table size: prime, so every backend's permutation covers it. */
+#define GLIA_LB_MAGLEV_M 16381
+
+/* Returned by glia_lb4 when the packet continues to forwarding. */
+#define GLIA_LB_CONTINUE -1
+
+enum glia_lb_flags {
+	GLIA_LB_F_MAGLEV = 1,            /* pick through the Maglev table, not at random */
+	GLIA_LB_F_AFFINITY = 2,          /* ClientIP session affinity */
+};
+
+struct glia_lb4_key {
+	__be32 vip;                      /* service IPv4 (ClusterIP), network order */
+	__be16 port;                     /* service port, network order */
+	__u8 proto;                      /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad;                        /* explicit padding, 0 */
+};
+
+struct glia_lb4_service {
+	__u32 svc_id;                    /* service id (reverse-NAT index), > 0 */
+	__u16 count;                     /* ready backends = slots 0..count-1; 0 = refuse */
+	__u8 flags;                      /* enum glia_lb_flags */
+	__u8 pad;                        /* explicit padding, 0 */
+	__u32 affinity_timeout;          /* ClientIP affinity timeout, seconds */
+};
+
+struct glia_lb4_slot_key {
+	__u32 svc_id;                    /* service id */
+	__u32 slot;                      /* 0..count-1 */
+};
+
+struct glia_lb4_slot {
+	__u32 backend_id;                /* key of glia_lb4_be_v1 */
+};
+
+struct glia_lb4_backend {
+	__be32 ip;                       /* backend IPv4, network order */
+	__be16 port;                     /* backend (target) port, network order */
+	__u8 proto;                      /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 flags;                      /* reserved, 0 */
+};
+
+struct glia_lb4_revnat {
+	__be32 vip;                      /* service IPv4, network order */
+	__be16 port;                     /* service port, network order */
+	__u16 pad;                       /* explicit padding, 0 */
+};
+
+struct glia_lb4_maglev {
+	__u32 backend_ids[GLIA_LB_MAGLEV_M];  /* slot -> backend id (glia.service.maglev) */
+};
+
+struct glia_lb4_aff_key {
+	__be32 client;                   /* client IPv4, network order */
+	__u32 svc_id;                    /* service id */
+};
+
+struct glia_lb4_affinity {
+	__u64 last_used_ns;              /* bpf_ktime_get_ns() of the last new connection */
+	__u32 backend_id;                /* the client's backend */
+	__u32 pad;                       /* explicit padding, 0 */
+};
+
+struct glia_lb4_affm_key {
+	__u32 backend_id;                /* backend id */
+	__u32 svc_id;                    /* service id */
+};
+
+struct glia_lb4_affm {
+	__u32 flags;                     /* reserved, 0 */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GLIA_LB_SERVICES_MAX);
+	__type(key, struct glia_lb4_key);
+	__type(value, struct glia_lb4_service);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} glia_lb4_svc_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GLIA_LB_SLOTS_MAX);
+	__type(key, struct glia_lb4_slot_key);
+	__type(value, struct glia_lb4_slot);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} glia_lb4_slt_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GLIA_LB_MAGLEV_MAX);
+	__type(key, __u32);
+	__type(value, struct glia_lb4_maglev);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} glia_lb4_mgl_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GLIA_LB_BACKENDS_MAX);
+	__type(key, __u32);
+	__type(value, struct glia_lb4_backend);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} glia_lb4_be_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GLIA_LB_SERVICES_MAX);
+	__type(key, __u32);
+	__type(value, struct glia_lb4_revnat);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} glia_lb4_rev_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, GLIA_LB_AFFINITY_MAX);
+	__type(key, struct glia_lb4_aff_key);
+	__type(value, struct glia_lb4_affinity);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} glia_lb4_aff_v1 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, GLIA_LB_AFFMATCH_MAX);
+	__type(key, struct glia_lb4_affm_key);
+	__type(value, struct glia_lb4_affm);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} glia_lb4_afm_v1 SEC(".maps");
+
+/* The 5-tuple hash behind Maglev slot selection (murmur3's finaliser over the
+ * words). Any well-mixed hash works: only this node reads its tables. The
+ * Python tests mirror it to predict picks. */
+static __always_inline __u32 glia_mix32(__u32 h)
+{
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	h ^= h >> 16;
+	return h;
+}
+
+static __always_inline __u32 glia_tuple_hash(__be32 saddr, __be32 daddr, __be16 sport,
+					     __be16 dport, __u8 proto)
+{
+	__u32 h = glia_mix32(bpf_ntohl(saddr) ^ 0x9e3779b9);
+
+	h = glia_mix32(h ^ bpf_ntohl(daddr));
+	h = glia_mix32(h ^ (((__u32)bpf_ntohs(sport) << 16) | bpf_ntohs(dport)));
+	return glia_mix32(h ^ proto);
+}
+
+/* ClientIP affinity: the client's backend while its entry is fresh and the
+ * backend still a ready backend of this service; 0 otherwise. */
+static __always_inline __u32 glia_lb4_affinity_pick(const struct glia_lb4_service *svc,
+						    __be32 client, __u64 now)
+{
+	struct glia_lb4_aff_key key = { .client = client, .svc_id = svc->svc_id };
+	struct glia_lb4_affm_key match;
+	struct glia_lb4_affinity *aff;
+
+	aff = bpf_map_lookup_elem(&glia_lb4_aff_v1, &key);
+	if (!aff || now - aff->last_used_ns > (__u64)svc->affinity_timeout * GLIA_NSEC)
+		return 0;
+	match.backend_id = aff->backend_id;
+	match.svc_id = svc->svc_id;
+	if (!bpf_map_lookup_elem(&glia_lb4_afm_v1, &match))
+		return 0;
+	return match.backend_id;
+}
+
+/* A backend for a new connection: affinity, else Maglev or random. */
+static __always_inline __u32 glia_lb4_pick(const struct glia_lb4_service *svc,
+					   const struct glia_ct4_key *tuple, __u64 now)
+{
+	struct glia_lb4_slot_key slot_key;
+	const struct glia_lb4_maglev *table;
+	const struct glia_lb4_slot *slot;
+	__u32 backend_id = 0, idx, svc_id = svc->svc_id;
+
+	if (svc->flags & GLIA_LB_F_AFFINITY)
+		backend_id = glia_lb4_affinity_pick(svc, tuple->saddr, now);
+	if (backend_id)
+		return backend_id;
+	if (svc->flags & GLIA_LB_F_MAGLEV) {
+		table = bpf_map_lookup_elem(&glia_lb4_mgl_v1, &svc_id);
+		if (!table)
+			return 0;
+		idx = glia_tuple_hash(tuple->saddr, tuple->daddr, tuple->sport, tuple->dport,
+				      tuple->proto) % GLIA_LB_MAGLEV_M;
+		glia_barrier_var(idx);
+		if (idx >= GLIA_LB_MAGLEV_M)
+			return 0;
+		return table->backend_ids[idx];
+	}
+	slot_key.svc_id = svc_id;
+	slot_key.slot = bpf_get_prandom_u32() % svc->count;
+	slot = bpf_map_lookup_elem(&glia_lb4_slt_v1, &slot_key);
+	return slot ? slot->backend_id : 0;
+}
+
+static __always_inline void glia_lb4_remember(const struct glia_lb4_service *svc, __be32 client,
+					      __u32 backend_id, __u64 now)
+{
+	struct glia_lb4_aff_key key = { .client = client, .svc_id = svc->svc_id };
+	struct glia_lb4_affinity value = { .last_used_ns = now, .backend_id = backend_id };
+
+	bpf_map_update_elem(&glia_lb4_aff_v1, &key, &value, BPF_ANY);
+}
+
+/* The two conntrack entries of a new service connection. */
+static __always_inline void glia_lb4_ct_create(const struct glia_ct4_key *tuple,
+					       const struct glia_lb4_backend *be, __u32 svc_id,
+					       __u8 tcp_flags, __u64 now)
+{
+	struct glia_ct4_entry entry = {};
+	struct glia_ct4_key reply;
+	__u8 flags = 0;
+
+	if (tcp_flags & (GLIA_TCP_FIN | GLIA_TCP_RST))
+		flags |= GLIA_CT_F_CLOSING;
+	if (be->ip == tuple->saddr)
+		flags |= GLIA_CT_F_HAIRPIN;
+	entry.expires_ns = now + glia_ct_lifetime(tuple->proto, flags);
+	entry.flags = flags;
+	entry.tcp_flags = tcp_flags;
+	entry.svc_id = svc_id;
+	entry.nat_addr = be->ip;
+	entry.nat_port = be->port;
+	bpf_map_update_elem(&glia_ct4_v1, tuple, &entry, BPF_ANY);
+
+	reply.saddr = be->ip;
+	reply.daddr = (flags & GLIA_CT_F_HAIRPIN) ? bpf_htonl(GLIA_HAIRPIN_IP) : tuple->saddr;
+	reply.sport = be->port;
+	reply.dport = tuple->sport;
+	reply.proto = tuple->proto;
+	reply.dir = GLIA_CT_REPLY;
+	reply.pad = 0;
+	entry.nat_addr = tuple->daddr;
+	entry.nat_port = tuple->dport;
+	entry.tcp_flags = 0;
+	bpf_map_update_elem(&glia_ct4_v1, &reply, &entry, BPF_ANY);
+}
+
+/* No ready backend: count and report the packet, then refuse it at once. */
+static __always_inline int glia_lb4_refuse(struct __sk_buff *skb, const struct glia_l4 *l4,
+					   __u32 src_identity)
+{
+	glia_drop_flow(skb, GLIA_DROP_NO_SERVICE, GLIA_DIR_EGRESS, src_identity, 0);
+	if (l4->proto == IPPROTO_TCP)
+		return glia_reject_tcp(skb, l4->off);
+	return glia_reject_udp(skb);
+}
+
+/* Service load-balancing of a packet a pod sent: on a VIP:port hit, DNAT to
+ * the connection's backend (conntrack) or a newly picked one. Returns
+ * GLIA_LB_CONTINUE when the packet goes on to forwarding (rewritten or not;
+ * packet pointers are invalid then), else the verdict. */
+static __always_inline int glia_lb4(struct __sk_buff *skb, __u32 src_identity)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct iphdr *ip4 = data + sizeof(struct ethhdr);
+	const struct glia_lb4_service *svc;
+	const struct glia_lb4_backend *be;
+	struct glia_ct4_key tuple, twin;
+	struct glia_ct4_entry *ct;
+	struct glia_lb4_key key;
+	struct glia_l4 l4;
+	__u32 backend_id;
+	__be32 be_ip;
+	__be16 be_port;
+	__u8 hairpin;
+	__u64 now;
+
+	if ((void *)(ip4 + 1) > data_end)
+		return GLIA_LB_CONTINUE;
+	if (glia_parse_l4(skb, ip4, &l4) < 0)
+		return GLIA_LB_CONTINUE;
+	key.vip = ip4->daddr;
+	key.port = l4.dport;
+	key.proto = l4.proto;
+	key.pad = 0;
+	svc = bpf_map_lookup_elem(&glia_lb4_svc_v1, &key);
+	if (!svc) {
+		glia_ct_forget_reply(ip4, &l4);
+		return GLIA_LB_CONTINUE;
+	}
+
+	tuple.saddr = ip4->saddr;
+	tuple.daddr = ip4->daddr;
+	tuple.sport = l4.sport;
+	tuple.dport = l4.dport;
+	tuple.proto = l4.proto;
+	tuple.dir = GLIA_CT_SERVICE;
+	tuple.pad = 0;
+	now = bpf_ktime_get_ns();
+	ct = bpf_map_lookup_elem(&glia_ct4_v1, &tuple);
+	/* A new SYN on a closing entry is a new connection reusing the ports. */
+	if (ct && ct->expires_ns > now &&
+	    !((ct->flags & GLIA_CT_F_CLOSING) &&
+	      (l4.tcp_flags & (GLIA_TCP_SYN | GLIA_TCP_ACK)) == GLIA_TCP_SYN)) {
+		be_ip = ct->nat_addr;
+		be_port = ct->nat_port;
+		hairpin = ct->flags & GLIA_CT_F_HAIRPIN;
+		twin.saddr = be_ip;
+		twin.daddr = hairpin ? bpf_htonl(GLIA_HAIRPIN_IP) : tuple.saddr;
+		twin.sport = be_port;
+		twin.dport = tuple.sport;
+		twin.proto = tuple.proto;
+		twin.dir = GLIA_CT_REPLY;
+		twin.pad = 0;
+		glia_ct_touch(ct, &twin, l4.proto, l4.tcp_flags, 0, now);
+	} else {
+		if (svc->count == 0)
+			return glia_lb4_refuse(skb, &l4, src_identity);
+		backend_id = glia_lb4_pick(svc, &tuple, now);
+		be = backend_id ? bpf_map_lookup_elem(&glia_lb4_be_v1, &backend_id) : NULL;
+		if (!be)  /* maps mid-update or inconsistent: refuse rather than stall */
+			return glia_lb4_refuse(skb, &l4, src_identity);
+		if (svc->flags & GLIA_LB_F_AFFINITY)
+			glia_lb4_remember(svc, tuple.saddr, backend_id, now);
+		glia_lb4_ct_create(&tuple, be, svc->svc_id, l4.tcp_flags, now);
+		be_ip = be->ip;
+		be_port = be->port;
+		hairpin = be_ip == tuple.saddr;
+	}
+	if (glia_nat4(skb, &l4, 0, tuple.daddr, be_ip, tuple.dport, be_port) < 0)
+		return glia_drop_flow(skb, GLIA_DROP_NAT_FAILED, GLIA_DIR_EGRESS, src_identity, 0);
+	if (hairpin && glia_nat4(skb, &l4, 1, tuple.saddr, bpf_htonl(GLIA_HAIRPIN_IP), tuple.sport,
+				 tuple.sport) < 0)
+		return glia_drop_flow(skb, GLIA_DROP_NAT_FAILED, GLIA_DIR_EGRESS, src_identity, 0);
+	return GLIA_LB_CONTINUE;
+}
+
+#endif /* GLIA_LB_H */

@@ -1,0 +1,156 @@
+"""The agent's view of the cluster's Services.
+
+A reflector on the cluster's ClusterService records (written by the operator)
+feeds two consumers:
+
+- the load-balancer maps, through :class:`glia.service.lbsync.ServiceMapSync`
+  (the only writer of the lb4 maps);
+- the health prober, which probes the backends hosted on this node and
+  publishes :class:`~glia.model.service.BackendHealth` on the agent's lease.
+
+Conntrack garbage collection runs here too, since it is part of keeping the
+service maps honest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from glia.datapath.ct import ct_gc
+from glia.datapath.loader import Datapath
+from glia.datapath.runner import RunDatapath
+from glia.kvstore import keys
+from glia.kvstore.client import KeyValue
+from glia.kvstore.publisher import LeasedPublisher
+from glia.model import codec
+from glia.model.service import BackendHealth, ClusterService
+from glia.service.health import HealthProber, ProbeTarget
+from glia.service.lbsync import ServiceMapSync
+
+log = logging.getLogger(__name__)
+
+
+def local_targets(services: dict[str, ClusterService], node: str) -> set[ProbeTarget]:
+    """Backends of ``node`` to probe (pure)."""
+    out = set()
+    for svc in services.values():
+        for b in svc.backends:
+            if b.node == node and b.cluster == svc.cluster:
+                out.add(ProbeTarget(f"{svc.namespace}/{svc.name}", b.ip, b.port, svc.health))
+    return out
+
+
+class AgentServices:
+    def __init__(
+        self,
+        *,
+        cluster: str,
+        node: str,
+        datapath: Datapath,
+        run_dp: RunDatapath,
+        publisher: LeasedPublisher,
+        ct_gc_interval: float = 10.0,
+    ) -> None:
+        self._cluster = cluster
+        self._node = node
+        self._dp = datapath
+        self._run_dp = run_dp
+        self._pub = publisher
+        self.lb = ServiceMapSync(datapath, run_dp)
+        self.services: dict[str, ClusterService] = {}
+        self._synced = False
+        self._dirty = asyncio.Event()
+        self.prober = HealthProber(self._health_changed)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ct_gc_interval = ct_gc_interval
+        self.invalid = 0
+        self.ct_collected = 0
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._publish_health_loop(), name="health-publish"),
+            asyncio.create_task(self._ct_gc_loop(), name="ct-gc"),
+        ]
+
+    async def stop(self) -> None:
+        await self.prober.stop()
+        await self.lb.stop()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+
+    # Reflector handler on keys.services(cluster) ------------------------
+
+    async def on_upsert(self, key: str, kv: KeyValue) -> None:
+        try:
+            svc = codec.decode(ClusterService, kv.value)
+        except codec.InvalidValue as e:
+            self.invalid += 1
+            log.warning("ignoring invalid service record %s: %s", key, e)
+            return
+        self.services[key] = svc
+        if self._synced:
+            await self.lb.upsert(svc)
+            self._retarget()
+
+    async def on_delete(self, key: str, old: KeyValue | None) -> None:
+        svc = self.services.pop(key, None)
+        if svc is not None and self._synced:
+            await self.lb.delete(svc.namespace, svc.name)
+            self._retarget()
+
+    async def on_synced(self) -> None:
+        await self.lb.set_services(list(self.services.values()))
+        self._synced = True
+        self._retarget()
+
+    # Health -------------------------------------------------------------
+
+    def _retarget(self) -> None:
+        if self.prober.set_targets(local_targets(self.services, self._node)):
+            self._dirty.set()
+
+    async def _health_changed(self) -> None:
+        self._dirty.set()
+
+    async def _publish_health_loop(self) -> None:
+        last: bytes | None = None
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            value = codec.encode(BackendHealth(node=self._node, results=self.prober.results()))
+            if value == last:
+                continue
+            try:
+                await self._pub.publish(keys.health(self._cluster, self._node), value)
+                last = value
+            except Exception as e:
+                log.warning("publishing backend health failed: %s (retrying)", e)
+                await asyncio.sleep(0.5)
+                self._dirty.set()
+
+    # Conntrack GC -------------------------------------------------------
+
+    async def _ct_gc_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._ct_gc_interval)
+            try:
+                n = await self._run_dp(lambda: ct_gc(self._dp, time.monotonic_ns()))
+                self.ct_collected += n
+            except Exception as e:
+                log.warning("conntrack GC failed: %s", e)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "services": len(self.services),
+            "lb": self.lb.status(),
+            "probes": len(self.prober.results()),
+            "invalid": self.invalid,
+            "ct_collected": self.ct_collected,
+        }
