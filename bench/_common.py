@@ -13,7 +13,11 @@ namespaces with ``nsenter --net=... python bench/_common.py``:
   every byte with one byte;
 - ``rr-client --host H --port P --count N --connects M``: N one-byte round
   trips over one connection (``TCP_NODELAY``), then M fresh connections each
-  doing one round trip; prints ``{"rr_us": [...], "crr_us": [...]}``.
+  doing one round trip; prints ``{"rr_us": [...], "crr_us": [...]}``;
+- ``http-crr --host H --port P --count N``: N times, one after the other: a
+  fresh connection, ``GET /`` with ``Connection: close``, the whole answer
+  read until the server closes; prints ``{"crr_us": [...]}`` (for HTTP
+  servers such as nginx, which ``rr-server``'s one-byte protocol cannot talk to).
 
 Only the standard library is imported at the top, so the tool starts fast.
 """
@@ -206,10 +210,16 @@ def run(
 
 
 class Background:
-    """Processes a benchmark starts and must end: each one killed by its PID."""
+    """Processes a benchmark starts and must end: each one killed by its PID.
 
-    def __init__(self) -> None:
+    With ``record``, each PID and its command line are also appended to that
+    file, so the next run can end what a crashed one (SIGKILL, power loss of
+    the terminal) left running: :func:`reap_recorded`.
+    """
+
+    def __init__(self, record: Path | None = None) -> None:
         self._procs: list[subprocess.Popen[bytes]] = []
+        self._record = record
 
     def start(self, argv: Sequence[str]) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
@@ -220,6 +230,10 @@ class Background:
             start_new_session=True,  # a Ctrl-C in the terminal reaches only us
         )
         self._procs.append(proc)
+        if self._record is not None:
+            self._record.parent.mkdir(parents=True, exist_ok=True)
+            with self._record.open("a") as f:
+                f.write(json.dumps({"pid": proc.pid, "argv": list(argv)}) + "\n")
         return proc
 
     def stop_all(self) -> None:
@@ -232,6 +246,42 @@ class Background:
             if proc.stderr is not None:
                 proc.stderr.close()
         self._procs.clear()
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [part.decode(errors="replace") for part in raw.split(b"\0")[:-1]]
+
+
+def reap_recorded(record: Path) -> int:
+    """Kill the processes a crashed run recorded (``Background(record=...)``); how many.
+
+    A PID is killed only while its command line is still the recorded one,
+    so a PID the system has reused for something else is left alone. The
+    record is removed afterwards.
+    """
+    killed = 0
+    try:
+        lines = record.read_text().splitlines()
+    except FileNotFoundError:
+        return 0
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            pid, argv = int(entry["pid"]), list(entry["argv"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        # nsenter execs the command: the PID's command line is argv's tail.
+        now = _cmdline(pid)
+        if now and now == argv[len(argv) - len(now) :]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+    record.unlink(missing_ok=True)
+    return killed
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float, every: float = 0.05) -> T:
@@ -470,6 +520,26 @@ def rr_client(host: str, port: int, count: int, connects: int, warmup: int) -> d
     return {"rr_us": [round(v, 2) for v in rr], "crr_us": [round(v, 2) for v in crr]}
 
 
+def http_crr(host: str, port: int, count: int, warmup: int) -> dict[str, Any]:
+    """µs per fresh connection + ``GET /`` + the answer read until the server closes."""
+    request = f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+    clock = time.perf_counter_ns
+    out: list[float] = []
+    for i in range(warmup + count):
+        t0 = clock()
+        with socket.create_connection((host, port), timeout=5) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(request)
+            got = b""
+            while chunk := sock.recv(4096):
+                got += chunk
+        if i >= warmup:
+            out.append((clock() - t0) / 1000)
+        if not got.startswith(b"HTTP/1.1 200"):
+            raise BenchError(f"unexpected answer from {host}:{port}: {got[:60]!r}")
+    return {"crr_us": [round(v, 2) for v in out]}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="request/response load for glia's benchmarks")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -481,10 +551,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.add_argument("--count", type=int, default=5000)
     cli.add_argument("--connects", type=int, default=0)
     cli.add_argument("--warmup", type=int, default=200)
+    http = sub.add_parser("http-crr")
+    http.add_argument("--host", required=True)
+    http.add_argument("--port", type=int, default=80)
+    http.add_argument("--count", type=int, default=1000)
+    http.add_argument("--warmup", type=int, default=50)
     args = parser.parse_args(argv)
     try:
         if args.cmd == "rr-server":
             rr_server(args.port)
+        elif args.cmd == "http-crr":
+            print(json.dumps(http_crr(args.host, args.port, args.count, args.warmup)))
         else:
             result = rr_client(args.host, args.port, args.count, args.connects, args.warmup)
             print(json.dumps(result))

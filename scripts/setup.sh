@@ -10,7 +10,7 @@ APT_PACKAGES=(
   etcd-server etcd-client
   iproute2 iptables nftables conntrack
   podman runc containernetworking-plugins
-  busybox-static iperf3 wrk procps psmisc
+  busybox-static iperf3 wrk nginx-light procps psmisc
   python3-venv
 )
 

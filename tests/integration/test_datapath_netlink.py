@@ -101,13 +101,31 @@ def test_endpoint_veth_is_plumbed_on_both_sides(pair: Pair) -> None:
     ]
 
 
-def test_failure_in_the_pod_rolls_back_the_pair(pair: Pair) -> None:
-    # A route the pod side will collide with when it adds its own.
-    nu.run(["ip", "-n", pair.pod, "route", "add", f"{GATEWAY}/32", "dev", "lo"])
-    with pytest.raises(DatapathError, match="pod namespace"):
+def test_failure_after_the_pod_side_rolls_back_the_pair(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fault injection at the last step: the pod side is configured by then,
+    # so the rollback has to remove a fully plumbed pair from both namespaces.
+    def fail(*args: Any) -> None:
+        raise DatapathError("configuring host side: injected failure")
+
+    monkeypatch.setattr(netlink, "_configure_host_side", fail)
+    with pytest.raises(DatapathError, match="injected failure"):
         create(pair)
     assert nu.call_in(pair.node, netlink.list_links, netlink.HOST_PREFIX) == []
     assert [link["ifname"] for link in ip_json(pair.pod, "link")] == ["lo"]
+
+
+def test_existing_pod_routes_are_replaced(pair: Pair) -> None:
+    # Something in the pod namespace got there first (a route, or a neighbour
+    # entry made by early traffic): the plumbing takes over instead of failing.
+    nu.run(["ip", "-n", pair.pod, "route", "add", f"{GATEWAY}/32", "dev", "lo"])
+    info = create(pair)
+    routes = {r["dst"]: r.get("dev") for r in ip_json(pair.pod, "route")}
+    assert routes[GATEWAY] == "eth0"
+    assert nu.call_in(pair.node, netlink.list_links, netlink.HOST_PREFIX) == [
+        (info.host_ifname, info.host_ifindex)
+    ]
 
 
 def test_existing_host_name_is_refused_and_left_alone(pair: Pair) -> None:

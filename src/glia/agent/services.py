@@ -27,7 +27,7 @@ from glia.kvstore import keys
 from glia.kvstore.client import KeyValue
 from glia.kvstore.publisher import LeasedPublisher
 from glia.model import codec
-from glia.model.service import BackendHealth, ClusterService
+from glia.model.service import BackendHealth, ClusterService, Protocol
 from glia.service.health import HealthProber, ProbeTarget
 from glia.service.lbsync import ServiceMapSync
 
@@ -35,13 +35,22 @@ log = logging.getLogger(__name__)
 
 
 def local_targets(services: dict[str, ClusterService], node: str) -> set[ProbeTarget]:
-    """Backends of ``node`` to probe (pure)."""
-    out = set()
+    """Backends of ``node`` to probe (pure).
+
+    Probe results are keyed by (service, IP, port) without the protocol, so when
+    a Service has the same target port over TCP and UDP (DNS), only the TCP
+    probe runs and its verdict speaks for both.
+    """
+    found: dict[tuple[str, str, int], ProbeTarget] = {}
     for svc in services.values():
+        service = f"{svc.namespace}/{svc.name}"
         for b in svc.backends:
-            if b.node == node and b.cluster == svc.cluster:
-                out.add(ProbeTarget(f"{svc.namespace}/{svc.name}", b.ip, b.port, svc.health))
-    return out
+            if b.node != node or b.cluster != svc.cluster:
+                continue
+            key = (service, b.ip, b.port)
+            if key not in found or b.protocol is Protocol.TCP:
+                found[key] = ProbeTarget(service, b.ip, b.port, svc.health, b.protocol)
+    return set(found.values())
 
 
 class AgentServices:

@@ -5,19 +5,22 @@ never disturbs a lab someone already has up: bring the lab up, start three
 containers on two nodes, show ping and HTTP between them (across nodes both
 ways, and on one node), print what the agents see (``glia status``, ``node
 list``, ``endpoint list``, ``identity list``, ``bpf ipcache list``, ``bpf
-metrics`` per node), tear down. Exit code 0 only if every step worked.
+metrics`` per node), then a Service load-balanced over backends on both nodes,
+one of them made unhealthy (:mod:`glia.lab.demo_service`), tear down. Exit
+code 0 only if every step worked.
 """
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from glia.lab.lab import Lab, LabError, bin_dir
+from glia.lab import demo_service
+from glia.lab.demo_service import show_cli
+from glia.lab.lab import Lab, LabError
 from glia.lab.podman import Container
 
 DEMO_LAB = "gliademo"
@@ -60,7 +63,8 @@ def run(console: Console, *, name: str = DEMO_LAB, keep: bool = False) -> int:
             failures += _talk(lab, console, src, dst)
         for node in ("c1/n1", "c1/n2"):
             for args in CLI_TABLES:
-                failures += _cli_table(lab, console, [*args, "--node", node])
+                failures += show_cli(lab, console, [*args, "--node", node])
+        failures += demo_service.run(lab, console, client)
     except LabError as e:
         failures.append(str(e))
         console.print(Text.assemble(("error: ", "bold red"), str(e)))
@@ -110,23 +114,3 @@ def _talk(lab: Lab, console: Console, src: Container, dst: Container) -> list[st
         console.print(Text(f"       ping: {line}", style="dim"))
     console.print(Text(f"       http: GET / -> {body or http.stderr.strip()!r}", style="dim"))
     return [] if ok else [f"{where}: ping rc={ping.returncode}, http {body or http.stderr!r}"]
-
-
-def _cli_table(lab: Lab, console: Console, args: list[str]) -> list[str]:
-    console.print(Text(f"$ glia {' '.join(args)}", style="bold"))
-    try:
-        proc = subprocess.run(
-            [str(bin_dir() / "glia"), *args],
-            env=lab.cli_env(),
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return [f"glia {' '.join(args)}: no answer in 30 s"]
-    console.print(Text(proc.stdout.rstrip()))
-    if proc.returncode != 0:
-        console.print(Text(proc.stderr.rstrip(), style="red"))
-        return [f"glia {' '.join(args)} exited with {proc.returncode}: {proc.stderr.strip()}"]
-    return []

@@ -2,7 +2,10 @@
 
 The agent probes each of its local endpoints that backs a Service: a TCP
 connect to the backend's target port by default, or an HTTP GET when the
-Service asks for it (``service.glia.io/health-check: http``). A backend becomes
+Service asks for it (``service.glia.io/health-check: http``). A UDP target port
+has no handshake to probe (and ICMP port-unreachable answers are rate-limited
+per peer, so "no refusal" would flap): its probe succeeds without traffic, so
+a UDP backend is ready while its endpoint backs the Service. A backend becomes
 ready after ``success_threshold`` consecutive successes and not ready after
 ``failure_threshold`` consecutive failures; until its first verdict it is not
 ready, as in Kubernetes. Results go to the kvstore (see
@@ -23,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from glia.model.service import HealthCheck, ProbeResult, ProbeType
+from glia.model.service import HealthCheck, ProbeResult, ProbeType, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,7 @@ class ProbeTarget:
     ip: str
     port: int
     check: HealthCheck
+    protocol: Protocol = Protocol.TCP
 
 
 @dataclass(slots=True)
@@ -114,6 +118,8 @@ def _oserror(e: OSError) -> str:
 
 
 async def probe_once(t: ProbeTarget) -> tuple[bool, str]:
+    if t.protocol is Protocol.UDP:
+        return True, ""
     if t.check.type == ProbeType.HTTP:
         return await probe_http(t.ip, t.port, t.check.path, t.check.timeout)
     return await probe_tcp(t.ip, t.port, t.check.timeout)

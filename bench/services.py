@@ -1,0 +1,1260 @@
+"""Services benchmark: glia's eBPF load balancer against kube-proxy's modes, in one run.
+
+Run as root from the repository: ``.venv/bin/python bench/services.py [--quick] [--out DIR]``
+(``make bench-services``). It builds its own namespaces (prefix ``gliabench-svc``),
+measures, and tears everything down at the end, also on failure or Ctrl-C. It
+prints one JSON document on stdout (progress goes to stderr) and writes
+``services.json`` and ``services.png`` into ``--out`` (default ``bench/results``).
+
+Five copies of one small cluster node, each a node namespace with a client pod
+and three backend pods (nginx; iperf3 on the first), with the same addresses:
+
+- ``glia``: the pods plumbed and the datapath loaded, configured and attached
+  as the agent does it (glia.agent.daemon, glia.endpoint.manager), the
+  Service programmed by the agent's reconciler (glia.service.lbsync);
+- ``plain``: the pods wired by kernel routing (a node namespace with
+  forwarding on, /32 routes, static neighbours), no rules at all;
+- ``iptnft``, ``iptleg``, ``nft``: as ``plain``, with the Services programmed
+  the way kube-proxy does: iptables mode through ``iptables-nft-restore`` and
+  ``iptables-legacy-restore``, and nftables mode (a verdict map) through
+  ``nft -f``.
+
+With N = 1, 1000 and 10000 Services installed (glia also 100000; one is the
+Service under test, the others fillers with fake backends), it measures from
+the client: the short-connection rate (wrk, a new connection per request),
+the latency of connect + ``GET /`` + close one at a time (p50/p99), stream
+throughput (iperf3), each through the VIP and, as the limit, straight to a
+backend's pod IP; and the time to program the N Services. Only ratios from
+one run mean something on a noisy 2-vCPU machine: every case is measured in
+every round, in a rotating order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import datetime
+import functools
+import hashlib
+import ipaddress
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # bench/ is a folder of scripts
+    GLIA_COLOR,
+    Background,
+    Bar,
+    BenchError,
+    Group,
+    bar_panel,
+    ip_batch,
+    listening,
+    log,
+    median,
+    netns_add,
+    netns_delete,
+    netns_names,
+    netns_path,
+    nsenter,
+    ratio,
+    reap_recorded,
+    run,
+    summary,
+    sysctl,
+    wait_for,
+    write_json,
+)
+from glia.datapath import netlink
+from glia.datapath.errors import DatapathError
+from glia.datapath.loader import Datapath, default_obj_dir, unpin
+from glia.datapath.maps import EndpointInfo
+from glia.datapath.netns import run_in_netns
+from glia.model import make_cluster_identity
+from glia.model.service import Backend, ClusterService, Protocol, ServicePort
+from glia.service.lbsync import ServiceMapSync
+
+T = TypeVar("T")
+
+PREFIX = "gliabench-svc"  # every namespace of this benchmark
+PIN_DIR = Path("/sys/fs/bpf/glia-bench-svc")  # the glia node's private pins
+RUN_DIR = Path("/run/glia-bench-svc")  # nginx config, rule files, PIDs of a run
+PIDS = RUN_DIR / "pids"
+RESULTS = Path(__file__).resolve().parent / "results"
+TOOL = Path(__file__).resolve().parent / "_common.py"
+TOOLS = (
+    *("ip", "nsenter", "ss", "sysctl", "conntrack", "wrk", "iperf3", "nginx", "nft"),
+    *("iptables-nft-restore", "iptables-legacy-restore", "iptables-nft-save"),
+    "iptables-legacy-save",
+)
+
+# One node's addresses, the same in every copy (each copy is its own namespaces).
+POD_CIDR = "10.244.0.0/16"  # the cluster CIDR: kube-proxy masquerades what comes from outside
+GATEWAY = "10.244.0.1"
+CLIENT_IP = "10.244.0.2"
+BACKEND_IPS = ("10.244.0.11", "10.244.0.12", "10.244.0.13")  # the Service's backends
+# The pod-IP cases' server: a pod like the backends but outside the Service. Sharing
+# a backend would make a new connection by pod IP meet the TIME_WAIT of one made
+# through the VIP (timestamps and ISN hashed for the other address pair): the
+# server answers the SYN with an ACK and the client retries ~8 ms later.
+DIRECT_IP = "10.244.0.20"
+SERVICE_CIDR = "100.64.0.0/10"
+TEST_VIP = "100.64.0.10"
+FILLER_BASE = int(ipaddress.IPv4Address("100.65.0.0"))  # filler VIPs from here on
+FAKE_BACKENDS = int(ipaddress.IPv4Address("10.245.0.0"))  # filler backends: never answer
+FILLER_BACKENDS = 2
+HTTP_PORT, IPERF_PORT = 80, 5201
+NODE_IP = "198.18.250.1"  # the glia node's address in its config (no underlay needed)
+CLUSTER_ID = 1
+MTU = 1450  # glia's pod MTU; the kernel-routed pods get the same
+NAMESPACE = "bench"
+TEST_SERVICE = "web"
+
+# Cases: what the client connects to, through which node.
+GLIA_VIP, GLIA_POD = "glia_vip", "glia_pod_ip"
+KERNEL_POD = "kernel_pod_ip"
+IPT_NFT, IPT_LEGACY, NFTABLES = "iptables_nft", "iptables_legacy", "nftables"
+KUBE_MODES = (IPT_NFT, IPT_LEGACY, NFTABLES)
+CASES = (GLIA_VIP, GLIA_POD, KERNEL_POD, *KUBE_MODES)
+DESCRIPTIONS = {
+    GLIA_VIP: "the Service's VIP through glia's eBPF datapath (from_endpoint: VIP lookup, "
+    "random backend, DNAT, conntrack; reverse NAT on delivery)",
+    GLIA_POD: "the first backend's pod IP through glia's eBPF datapath (the limit of glia_vip)",
+    KERNEL_POD: "the first backend's pod IP by kernel routing, no rules, no conntrack",
+    IPT_NFT: "the VIP as kube-proxy's iptables mode programs it (KUBE-SERVICES, KUBE-SVC-*, "
+    "KUBE-SEP-* with statistic random and DNAT), loaded with iptables-nft-restore",
+    IPT_LEGACY: "the same rules, loaded with iptables-legacy-restore (x_tables)",
+    NFTABLES: "the VIP as kube-proxy's nftables mode programs it (service-ips verdict map "
+    "-> per-service chain, numgen random mod N vmap -> endpoint chain with dnat), nft -f",
+}
+COLORS = {
+    GLIA_VIP: GLIA_COLOR,
+    GLIA_POD: "#7fb3d5",
+    KERNEL_POD: "#9a9a9a",
+    IPT_NFT: "#c9a227",
+    IPT_LEGACY: "#e07b39",
+    NFTABLES: "#6bb36b",
+}
+NAMES = {
+    GLIA_VIP: "glia eBPF VIP",
+    GLIA_POD: "glia pod IP",
+    KERNEL_POD: "kernel pod IP",
+    IPT_NFT: "iptables (nft)",
+    IPT_LEGACY: "iptables (legacy)",
+    NFTABLES: "nftables (vmap)",
+}
+GLIA = "glia"  # the programming-time key of glia's reconciler
+
+
+@dataclass(frozen=True)
+class Params:
+    counts: tuple[int, ...] = (1, 1000, 10000)  # N with every mode
+    ebpf_counts: tuple[int, ...] = (100000,)  # N with glia only
+    wrk_seconds: int = 3
+    wrk_reps: int = 3
+    wrk_connections: int = 32
+    wrk_threads: int = 1
+    latency_count: int = 1000  # connect + GET + close, one at a time, per case and N
+    iperf_seconds: int = 2
+    iperf_reps: int = 2
+    program_reps: int = 3  # loads timed per mode and N (1 once a load takes > SLOW_LOAD_S)
+
+    @classmethod
+    def quick(cls) -> Params:
+        return cls(
+            counts=(1, 1000),
+            ebpf_counts=(100000,),
+            wrk_seconds=1,
+            wrk_reps=1,
+            latency_count=200,
+            iperf_seconds=1,
+            iperf_reps=1,
+            program_reps=1,
+        )
+
+
+SLOW_LOAD_S = 3.0
+
+
+# --- the Services (pure) -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SvcPort:
+    name: str
+    port: int
+    target: int
+    endpoints: tuple[str, ...]  # backend IPs
+
+
+@dataclass(frozen=True)
+class BenchService:
+    name: str
+    vip: str
+    ports: tuple[SvcPort, ...]
+
+    @property
+    def key(self) -> str:
+        return f"{NAMESPACE}/{self.name}"
+
+
+def test_service() -> BenchService:
+    """nginx on the three backends; iperf3 only on the first (a stream needs its
+    control and data connections on one server, and a random pick would split them)."""
+    return BenchService(
+        TEST_SERVICE,
+        TEST_VIP,
+        (
+            SvcPort("http", HTTP_PORT, HTTP_PORT, BACKEND_IPS),
+            SvcPort("iperf", IPERF_PORT, IPERF_PORT, BACKEND_IPS[:1]),
+        ),
+    )
+
+
+def filler(i: int) -> BenchService:
+    """Filler Service ``i``: its own VIP, port 80 -> 8080 on two fake backends."""
+    vip = str(ipaddress.IPv4Address(FILLER_BASE + i))
+    fakes = tuple(
+        str(ipaddress.IPv4Address(FAKE_BACKENDS + 1 + (FILLER_BACKENDS * i + j) % 65000))
+        for j in range(FILLER_BACKENDS)
+    )
+    return BenchService(f"filler-{i}", vip, (SvcPort("http", 80, 8080, fakes),))
+
+
+def service_set(n: int) -> list[BenchService]:
+    """N Services: N-1 fillers with the one under test in the middle.
+
+    kube-proxy writes KUBE-SERVICES in Go map order, i.e. at random; the middle
+    is where a Service sits on average in that linear chain.
+    """
+    out = [filler(i) for i in range(n - 1)]
+    out.insert((n - 1) // 2, test_service())
+    return out
+
+
+def cluster_service(svc: BenchService) -> ClusterService:
+    """The ClusterService record the operator would publish for ``svc``."""
+    backends = [
+        Backend(ip, p.target, Protocol.TCP, p.name, p.port, "n1", "c1", f"{NAMESPACE}/{ip}", True)
+        for p in svc.ports
+        for ip in p.endpoints
+    ]
+    ports = [ServicePort(p.port, p.target, Protocol.TCP, p.name) for p in svc.ports]
+    return ClusterService(NAMESPACE, svc.name, "c1", CLUSTER_ID, svc.vip, ports, backends)
+
+
+def _hash(text: str, length: int) -> str:
+    """kube-proxy's chain-name hash: base32 of SHA-256, truncated."""
+    return base64.b32encode(hashlib.sha256(text.encode()).digest()).decode()[:length]
+
+
+def iptables_rules(services: Sequence[BenchService]) -> str:
+    """What kube-proxy's iptables mode restores for ``services`` (ClusterIPs only).
+
+    The chains and rules of kube-proxy 1.28+ with ``--cluster-cidr`` set: the
+    built-in chains jump to KUBE-*; KUBE-SERVICES has one rule per service
+    port (matched in order for a new connection), each KUBE-SVC-* chain marks
+    outside traffic for masquerading and picks an endpoint with ``statistic
+    --mode random`` (probability 1/(n-i) for the i-th of n), and each
+    KUBE-SEP-* chain DNATs to its endpoint.
+    """
+    nat_chains = [
+        "KUBE-SERVICES",
+        "KUBE-NODEPORTS",
+        "KUBE-POSTROUTING",
+        "KUBE-MARK-MASQ",
+    ]
+    nat = [
+        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
+        "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN",
+        "-A KUBE-POSTROUTING -j MARK --xor-mark 0x4000",
+        '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" '
+        "-j MASQUERADE --random-fully",
+        "-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000",
+    ]
+    body: list[str] = []
+    for svc in services:
+        for p in svc.ports:
+            spn = f"{svc.key}:{p.name}"
+            svc_chain = "KUBE-SVC-" + _hash(spn + "tcp", 16)
+            nat_chains.append(svc_chain)
+            match = f'-d {svc.vip}/32 -p tcp -m comment --comment "{spn} cluster IP" -m tcp'
+            nat.append(f"-A KUBE-SERVICES {match} --dport {p.port} -j {svc_chain}")
+            body.append(
+                f"-A {svc_chain} ! -s {POD_CIDR} {match} --dport {p.port} -j KUBE-MARK-MASQ"
+            )
+            n = len(p.endpoints)
+            for i, ip in enumerate(p.endpoints):
+                sep = "KUBE-SEP-" + _hash(f"{spn}tcp{ip}:{p.target}", 16)
+                nat_chains.append(sep)
+                comment = f'-m comment --comment "{spn} -> {ip}:{p.target}"'
+                pick = (
+                    f"-m statistic --mode random --probability {1 / (n - i):.10f} "
+                    if i < n - 1
+                    else ""
+                )
+                body.append(f"-A {svc_chain} {comment} {pick}-j {sep}")
+                body.append(f'-A {sep} -s {ip}/32 -m comment --comment "{spn}" -j KUBE-MARK-MASQ')
+                body.append(
+                    f'-A {sep} -p tcp -m comment --comment "{spn}" -m tcp '
+                    f"-j DNAT --to-destination {ip}:{p.target}"
+                )
+    nat.append(
+        '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must '
+        'be the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS'
+    )
+    filter_chains = [
+        "KUBE-FORWARD",
+        "KUBE-SERVICES",
+        "KUBE-EXTERNAL-SERVICES",
+        "KUBE-NODEPORTS",
+        "KUBE-PROXY-FIREWALL",
+    ]
+    new = "-m conntrack --ctstate NEW"
+    filt = [
+        f'-A INPUT {new} -m comment --comment "kubernetes load balancer firewall" '
+        "-j KUBE-PROXY-FIREWALL",
+        '-A INPUT -m comment --comment "kubernetes health check service ports" -j KUBE-NODEPORTS',
+        f'-A INPUT {new} -m comment --comment "kubernetes externally-visible service portals" '
+        "-j KUBE-EXTERNAL-SERVICES",
+        f'-A FORWARD {new} -m comment --comment "kubernetes load balancer firewall" '
+        "-j KUBE-PROXY-FIREWALL",
+        '-A FORWARD -m comment --comment "kubernetes forwarding rules" -j KUBE-FORWARD',
+        f'-A FORWARD {new} -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        f'-A FORWARD {new} -m comment --comment "kubernetes externally-visible service portals" '
+        "-j KUBE-EXTERNAL-SERVICES",
+        f'-A OUTPUT {new} -m comment --comment "kubernetes load balancer firewall" '
+        "-j KUBE-PROXY-FIREWALL",
+        f'-A OUTPUT {new} -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP",
+        '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" '
+        "-m mark --mark 0x4000/0x4000 -j ACCEPT",
+        '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" '
+        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+    ]
+    lines = ["*filter", *(f":{c} - [0:0]" for c in filter_chains), *filt, "COMMIT", "*nat"]
+    lines += [f":{c} - [0:0]" for c in nat_chains] + nat + body + ["COMMIT"]
+    return "\n".join(lines) + "\n"
+
+
+IPTABLES_EMPTY = "*filter\nCOMMIT\n*nat\nCOMMIT\n"  # restored without --noflush: all gone
+
+
+def nft_rules(services: Sequence[BenchService]) -> str:
+    """What kube-proxy's nftables mode (1.31+) sends ``nft -f`` for ``services``.
+
+    The same command stream knftables writes: table ``ip kube-proxy``, its
+    base chains (filter before DNAT, nat), the ``services`` chain with one
+    lookup in the ``service-ips`` verdict map (VIP . proto . port -> goto
+    service chain), per service port a chain that marks outside traffic for
+    masquerading and picks an endpoint with ``numgen random mod n vmap``, and
+    per endpoint a chain with the ``dnat``. Hook priorities are numbers
+    (dstnat = -100, filter chains at dstnat - 10): this nft (1.0.6) takes the
+    names only on some hooks.
+    """
+    t = "ip kube-proxy"
+    out = [
+        f'add table {t} {{ comment "rules for kube-proxy" ; }}',
+        f"add chain {t} filter-prerouting {{ type filter hook prerouting priority -110 ; }}",
+        f"add chain {t} filter-input {{ type filter hook input priority -110 ; }}",
+        f"add chain {t} filter-forward {{ type filter hook forward priority -110 ; }}",
+        f"add chain {t} filter-output {{ type filter hook output priority -110 ; }}",
+        f"add chain {t} nat-prerouting {{ type nat hook prerouting priority dstnat ; }}",
+        f"add chain {t} nat-output {{ type nat hook output priority -100 ; }}",
+        f"add chain {t} nat-postrouting {{ type nat hook postrouting priority srcnat ; }}",
+        f'add set {t} cluster-ips {{ type ipv4_addr ; comment "Active ClusterIPs" ; }}',
+        f"add set {t} nodeport-ips {{ type ipv4_addr ; }}",
+        f"add map {t} service-ips {{ type ipv4_addr . inet_proto . inet_service : verdict ; "
+        'comment "ClusterIP, ExternalIP and LoadBalancer IP traffic" ; }',
+        f"add map {t} service-nodeports {{ type inet_proto . inet_service : verdict ; }}",
+        f"add map {t} no-endpoint-services {{ type ipv4_addr . inet_proto . inet_service : "
+        "verdict ; }",
+        f"add map {t} firewall-ips {{ type ipv4_addr . inet_proto . inet_service : verdict ; }}",
+    ]
+    for chain in (
+        "services",
+        "masquerading",
+        "mark-for-masquerade",
+        "firewall-check",
+        "service-endpoints-check",
+        "cluster-ips-check",
+    ):
+        out.append(f"add chain {t} {chain}")
+    out += [
+        f"add rule {t} filter-prerouting ct state new jump firewall-check",
+        f"add rule {t} filter-input ct state new jump service-endpoints-check",
+        f"add rule {t} filter-forward ct state new jump service-endpoints-check",
+        f"add rule {t} filter-forward ct state new jump cluster-ips-check",
+        f"add rule {t} filter-output ct state new jump service-endpoints-check",
+        f"add rule {t} filter-output ct state new jump firewall-check",
+        f"add rule {t} filter-output ct state new jump cluster-ips-check",
+        f"add rule {t} nat-prerouting jump services",
+        f"add rule {t} nat-output jump services",
+        f"add rule {t} nat-postrouting jump masquerading",
+        f"add rule {t} mark-for-masquerade meta mark set meta mark or 0x4000",
+        f"add rule {t} masquerading meta mark & 0x4000 == 0 return",
+        f"add rule {t} masquerading meta mark set meta mark xor 0x4000",
+        f"add rule {t} masquerading masquerade fully-random",
+        f"add rule {t} firewall-check ip daddr . meta l4proto . th dport vmap @firewall-ips",
+        f"add rule {t} service-endpoints-check ip daddr . meta l4proto . th dport "
+        "vmap @no-endpoint-services",
+        f'add rule {t} cluster-ips-check ip daddr @cluster-ips reject comment "Reject traffic '
+        'to invalid ports of ClusterIPs"',
+        f'add rule {t} cluster-ips-check ip daddr {{ {SERVICE_CIDR} }} drop comment "Drop '
+        'traffic to unallocated ClusterIPs"',
+        f"add rule {t} services ip daddr . meta l4proto . th dport vmap @service-ips",
+        f"add rule {t} services ip daddr @nodeport-ips meta l4proto . th dport "
+        "vmap @service-nodeports",
+    ]
+    for svc in services:
+        out.append(f"add element {t} cluster-ips {{ {svc.vip} }}")
+        for p in svc.ports:
+            spn = f"{svc.key}/tcp/{p.name}"
+            chain = f"service-{_hash(spn, 8)}-{spn}"
+            out.append(f"add chain {t} {chain}")
+            out.append(
+                f"add rule {t} {chain} ip daddr {svc.vip} tcp dport {p.port} "
+                f"ip saddr != {POD_CIDR} jump mark-for-masquerade"
+            )
+            picks = []
+            for i, ip in enumerate(p.endpoints):
+                ep = f"{spn}__{ip}/{p.target}"
+                ep_chain = f"endpoint-{_hash(ep, 8)}-{ep}"
+                out.append(f"add chain {t} {ep_chain}")
+                out.append(f"add rule {t} {ep_chain} ip saddr {ip} jump mark-for-masquerade")
+                out.append(f"add rule {t} {ep_chain} meta l4proto tcp dnat to {ip}:{p.target}")
+                picks.append(f"{i} : goto {ep_chain}")
+            out.append(
+                f"add rule {t} {chain} numgen random mod {len(picks)} vmap {{ {', '.join(picks)} }}"
+            )
+            out.append(
+                f"add element {t} service-ips {{ {svc.vip} . tcp . {p.port} : goto {chain} }}"
+            )
+    return "\n".join(out) + "\n"
+
+
+_WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _wrk_ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if m is None:
+        raise BenchError(f"wrk: cannot read the duration {text!r}")
+    return float(m.group(1)) * _WRK_UNITS[m.group(2)]
+
+
+def parse_wrk(text: str) -> dict[str, float]:
+    """Requests/s, latency p50/p99 (ms), requests and errors from wrk's ``--latency`` output."""
+    rate = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
+    total = re.search(r"^\s*(\d+) requests in", text, re.M)
+    if rate is None or total is None:
+        raise BenchError(f"wrk printed no rate: {text.strip()[:300]!r}")
+    out = {"rate": float(rate.group(1)), "requests": float(total.group(1)), "errors": 0.0}
+    for q in ("50", "99"):
+        m = re.search(rf"^\s+{q}%\s+(\S+)", text, re.M)
+        if m is None:
+            raise BenchError(f"wrk printed no {q}th percentile: {text.strip()[:300]!r}")
+        out[f"p{q}_ms"] = round(_wrk_ms(m.group(1)), 3)
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
+    )
+    if errors is not None:
+        out["errors"] += sum(float(g) for g in errors.groups())
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if non2xx is not None:
+        out["errors"] += float(non2xx.group(1))
+    return out
+
+
+# --- namespaces ----------------------------------------------------------------------
+
+
+def _pod_macs(j: int) -> tuple[str, str]:
+    return f"02:62:01:00:{j:02x}:01", f"02:62:01:00:{j:02x}:02"
+
+
+@dataclass
+class Node:
+    """One copy of the node: its namespace, a client pod and three backend pods."""
+
+    topo: str  # "glia", "plain", "iptnft", "iptleg", "nft"
+    mode: str | None = None  # kube-proxy mode programmed here (KUBE_MODES) or None
+
+    def ns(self, role: str) -> str:
+        return f"{PREFIX}-{self.topo}-{role}"
+
+    @property
+    def node(self) -> str:
+        return self.ns("node")
+
+    @property
+    def client(self) -> str:
+        return self.ns("client")
+
+    @property
+    def backends(self) -> list[str]:
+        return [self.ns(f"b{i + 1}") for i in range(len(BACKEND_IPS))]
+
+    @property
+    def direct(self) -> str:
+        return self.ns("direct")
+
+    def servers(self) -> list[str]:
+        return [*self.backends, self.direct]
+
+    def pods(self) -> list[tuple[str, str]]:
+        backends = list(zip(self.backends, BACKEND_IPS, strict=True))
+        return [(self.client, CLIENT_IP), *backends, (self.direct, DIRECT_IP)]
+
+    def build_kernel(self) -> None:
+        """Pods wired by kernel routing, addressed as glia addresses its pods."""
+        netns_add(self.node)
+        sysctl(self.node, "net.ipv4.ip_forward", "1")
+        for j, (ns, ip) in enumerate(self.pods(), 1):
+            host_mac, pod_mac = _pod_macs(j)
+            netns_add(ns)
+            ip_batch(
+                self.node,
+                [
+                    f"link add p{j} address {host_mac} mtu {MTU} type veth peer name eth0 "
+                    f"address {pod_mac} mtu {MTU} netns {ns}",
+                    f"link set p{j} up",
+                    f"route add {ip}/32 dev p{j}",
+                    f"neigh add {ip} lladdr {pod_mac} dev p{j} nud permanent",
+                ],
+            )
+            ip_batch(
+                ns,
+                [
+                    f"addr add {ip}/32 dev eth0",
+                    "link set eth0 up",
+                    f"route add {GATEWAY}/32 dev eth0 scope link",
+                    f"route add default via {GATEWAY} dev eth0 onlink",
+                    f"neigh add {GATEWAY} lladdr {host_mac} dev eth0 nud permanent",
+                ],
+            )
+        self._client_sysctls()
+
+    def _client_sysctls(self) -> None:
+        # Short connections by the ten thousand: reuse TIME_WAIT ports, use them all.
+        sysctl(self.client, "net.ipv4.tcp_tw_reuse", "1")
+        sysctl(self.client, "net.ipv4.ip_local_port_range", "1024 65535")
+
+    def flush_conntrack(self) -> None:
+        if self.mode is not None:
+            run(nsenter(netns_path(self.node), ["conntrack", "-F"]))
+
+
+async def _run_now(fn: Callable[[], T]) -> T:
+    return fn()  # the benchmark has no other datapath user: no worker thread needed
+
+
+class GliaNode(Node):
+    """The node with glia's datapath, set up with the agent's own calls."""
+
+    def __init__(self, obj_dir: Path) -> None:
+        super().__init__("glia")
+        self.dp = Datapath(PIN_DIR, obj_dir)
+        self.loop = asyncio.new_event_loop()
+        self.sync = ServiceMapSync(self.dp, _run_now)
+
+    def build(self) -> None:
+        node_path = netns_add(self.node)
+        for ns, _ in self.pods():
+            netns_add(ns)
+        # glia.agent.daemon.Agent.start: load, VXLAN device, configure, attach overlay.
+        self.dp.load()
+        vxlan = run_in_netns(node_path, netlink.ensure_vxlan, netlink.VXLAN_NAME)
+        self.dp.configure(node_ip=NODE_IP, vxlan_ifindex=vxlan, cluster_id=CLUSTER_ID)
+        run_in_netns(node_path, self.dp.attach_overlay, vxlan)
+        # glia.endpoint.manager.EndpointManager._add_locked: veth, attach, endpoint entry.
+        for j, (ns, ip) in enumerate(self.pods()):
+            veth = run_in_netns(
+                node_path,
+                lambda ns=ns, ip=ip: netlink.create_endpoint_veth(
+                    netns_path=netns_path(ns),
+                    ifname="eth0",
+                    host_ifname=netlink.host_ifname_for(ns, "eth0"),
+                    ip=ip,
+                    gateway=GATEWAY,
+                    mtu=MTU,
+                ),
+            )
+            run_in_netns(node_path, self.dp.attach_endpoint, veth.host_ifindex)
+            identity = make_cluster_identity(CLUSTER_ID, 256 + j)
+            info = EndpointInfo(veth.host_ifindex, identity, veth.container_mac, veth.host_mac)
+            self.dp.endpoints.upsert(ip, info)
+        self._client_sysctls()
+
+    def program(self, services: list[ClusterService]) -> None:
+        self._await(self.sync.set_services(services))
+        status = self.sync.status()
+        if not status["ok"]:
+            raise BenchError(f"glia: programming {len(services)} Services failed: {status}")
+
+    def _await(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def frontends(self) -> int:
+        return len(self.dp.lb.read().services)
+
+    def flush_conntrack(self) -> None:
+        self.dp.ct.flush()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._await(self.sync.stop())
+        self.loop.close()
+        self.dp.close()
+
+
+# --- programming -------------------------------------------------------------------
+
+
+def restore_tool(mode: str) -> str:
+    return "iptables-nft-restore" if mode == IPT_NFT else "iptables-legacy-restore"
+
+
+def kube_reset(node: Node) -> None:
+    """Empty the node's tables (not timed)."""
+    assert node.mode is not None
+    path = netns_path(node.node)
+    if node.mode == NFTABLES:
+        run(nsenter(path, ["nft", "flush", "ruleset"]))
+    else:
+        run(nsenter(path, [restore_tool(node.mode), "-w", "5"]), input=IPTABLES_EMPTY.encode())
+
+
+def kube_load(node: Node, rules: Path) -> float:
+    """Load a pre-generated rule file as kube-proxy would; seconds the load took."""
+    assert node.mode is not None
+    path = netns_path(node.node)
+    if node.mode == NFTABLES:
+        argv = ["nft", "-f", str(rules)]
+    else:
+        argv = [restore_tool(node.mode), "-w", "5", "--noflush", str(rules)]
+    t0 = time.perf_counter()
+    run(nsenter(path, argv), timeout=600)
+    return time.perf_counter() - t0
+
+
+def kube_frontends(node: Node) -> int:
+    """Service ports the node's rules hold (read back, to be sure the load was whole)."""
+    assert node.mode is not None
+    path = netns_path(node.node)
+    if node.mode == NFTABLES:
+        out = run(nsenter(path, ["nft", "list", "map", "ip", "kube-proxy", "service-ips"]))
+        return out.stdout.decode().count(": goto ")
+    save = "iptables-nft-save" if node.mode == IPT_NFT else "iptables-legacy-save"
+    out = run(nsenter(path, [save, "-t", "nat"]))
+    return len(re.findall(r"^-A KUBE-SERVICES -d ", out.stdout.decode(), re.M))
+
+
+def timed_loads(reps: int, reset: Callable[[], None], load: Callable[[], float]) -> list[float]:
+    """``reps`` timed loads, each after an untimed reset; a slow load is not repeated."""
+    times: list[float] = []
+    for _ in range(reps):
+        reset()
+        times.append(load())
+        if times[-1] > SLOW_LOAD_S:
+            break
+    return times
+
+
+def _seconds(times: list[float]) -> dict[str, Any]:
+    return {"median": round(median(times), 4), "runs": [round(t, 4) for t in times]}
+
+
+# --- servers and measurements --------------------------------------------------------
+
+NGINX_CONF = """\
+# One process serving (no master: the benchmark kills it by PID), nothing logged.
+master_process off;
+daemon off;
+worker_rlimit_nofile 16384;
+error_log {dir}/nginx.log crit;
+events {{ worker_connections 8192; multi_accept on; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/tmp/body;
+    proxy_temp_path {dir}/tmp/proxy;
+    fastcgi_temp_path {dir}/tmp/fastcgi;
+    uwsgi_temp_path {dir}/tmp/uwsgi;
+    scgi_temp_path {dir}/tmp/scgi;
+    server {{
+        listen {port} backlog=4096;
+        location / {{ return 200 "ok\\n"; }}
+    }}
+}}
+"""
+
+
+def start_servers(bg: Background, node: Node) -> None:
+    """nginx in every server pod, iperf3 in the first backend and the pod-IP target;
+    waits until they listen."""
+    conf = RUN_DIR / "nginx.conf"
+    if not conf.exists():
+        (RUN_DIR / "tmp").mkdir(parents=True, exist_ok=True)
+        conf.write_text(NGINX_CONF.format(dir=RUN_DIR, port=HTTP_PORT))
+    for ns in node.servers():
+        pid = RUN_DIR / f"nginx-{ns}.pid"
+        nginx = ["nginx", "-p", str(RUN_DIR), "-c", str(conf), "-e", str(RUN_DIR / "nginx.log")]
+        nginx += ["-g", f"pid {pid};"]
+        servers = {HTTP_PORT: nginx}
+        if ns in (node.backends[0], node.direct):
+            servers[IPERF_PORT] = ["iperf3", "-s", "-p", str(IPERF_PORT)]
+        for port, argv in servers.items():
+            proc = bg.start(nsenter(netns_path(ns), argv))
+            _wait_listening(proc, ns, port, argv[0])
+
+
+def _wait_listening(proc: subprocess.Popen[bytes], ns: str, port: int, what: str) -> None:
+    def up() -> bool:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise BenchError(f"{what} in {ns} exited with {proc.returncode}: {err.strip()}")
+        return listening(netns_path(ns), port)
+
+    wait_for(f"{what} listening on port {port} in {ns}", up, 20)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str  # one of CASES
+    node: Node = field(compare=False)
+    target: str  # the VIP or a backend's pod IP
+
+    def client(self, argv: list[str]) -> list[str]:
+        return nsenter(netns_path(self.node.client), argv)
+
+
+def http_crr(case: Case, count: int, warmup: int) -> list[float]:
+    argv = [sys.executable, str(TOOL), "http-crr", "--host", case.target, "--port", str(HTTP_PORT)]
+    argv += ["--count", str(count), "--warmup", str(warmup)]
+    proc = run(case.client(argv), timeout=120, check=False)
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip()
+        raise BenchError(f"{case.name}: http://{case.target}/ does not answer: {err}")
+    return list(json.loads(proc.stdout)["crr_us"])
+
+
+def reach(case: Case) -> None:
+    """One request per backend's worth, so a broken path fails here, not in wrk."""
+    http_crr(case, 10, 0)
+
+
+def wrk(case: Case, params: Params) -> dict[str, float]:
+    case.node.flush_conntrack()
+    argv = ["wrk", f"-t{params.wrk_threads}", f"-c{params.wrk_connections}"]
+    argv += [f"-d{params.wrk_seconds}s", "--latency", "-H", "Connection: close"]
+    argv.append(f"http://{case.target}:{HTTP_PORT}/")
+    proc = run(case.client(argv), timeout=params.wrk_seconds + 60)
+    return parse_wrk(proc.stdout.decode(errors="replace"))
+
+
+def latency(case: Case, params: Params) -> list[float]:
+    case.node.flush_conntrack()
+    return http_crr(case, params.latency_count, 50)
+
+
+def iperf(case: Case, seconds: int) -> float:
+    """One iperf3 run from the client to the target's port 5201; received Gbit/s."""
+    case.node.flush_conntrack()
+    argv = ["iperf3", "-c", case.target, "-p", str(IPERF_PORT), "-t", str(seconds), "-J"]
+    proc = run(case.client(argv), timeout=seconds + 30, check=False)
+    try:
+        doc = json.loads(proc.stdout)
+    except ValueError:
+        doc = {}
+    if proc.returncode != 0 or "error" in doc:
+        detail = doc.get("error") or proc.stderr.decode(errors="replace").strip()
+        raise BenchError(f"iperf3 {case.name} failed: {detail}")
+    return round(float(doc["end"]["sum_received"]["bits_per_second"]) / 1e9, 3)
+
+
+def rotated(cases: list[Case], k: int) -> list[Case]:
+    """The cases starting at the k-th, so no case always runs first (or right after another)."""
+    k %= len(cases)
+    return cases[k:] + cases[:k]
+
+
+# --- the run -----------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    params: Params
+    bg: Background
+    glia: GliaNode
+    plain: Node
+    kube: dict[str, Node]  # mode -> node
+
+    def cases(self, kube_too: bool) -> list[Case]:
+        out = [
+            Case(GLIA_VIP, self.glia, TEST_VIP),
+            Case(GLIA_POD, self.glia, DIRECT_IP),
+        ]
+        if kube_too:
+            out.append(Case(KERNEL_POD, self.plain, DIRECT_IP))
+            out += [Case(mode, self.kube[mode], TEST_VIP) for mode in KUBE_MODES]
+        return out
+
+    def program(self, n: int, kube_too: bool) -> dict[str, Any]:
+        """Install N Services everywhere; the timed loads and what was generated."""
+        services = service_set(n)
+        frontends = sum(len(s.ports) for s in services)
+        t0 = time.perf_counter()
+        records = [cluster_service(s) for s in services]
+        generated = {GLIA: round(time.perf_counter() - t0, 4)}
+        log(f"N={n}: glia programs {n} Services ({frontends} frontends)")
+
+        def glia_load() -> float:
+            t = time.perf_counter()
+            self.glia.program(records)
+            return time.perf_counter() - t
+
+        timings = {
+            GLIA: timed_loads(self.params.program_reps, lambda: self.glia.program([]), glia_load)
+        }
+        if self.glia.frontends() != frontends:
+            raise BenchError(f"glia holds {self.glia.frontends()} frontends, not {frontends}")
+        sizes: dict[str, int] = {}
+        if kube_too:
+            texts = {}
+            for mode, make in ((IPT_NFT, iptables_rules), (NFTABLES, nft_rules)):
+                t0 = time.perf_counter()
+                texts[mode] = make(services)
+                generated[mode] = round(time.perf_counter() - t0, 4)
+            texts[IPT_LEGACY] = texts[IPT_NFT]
+            generated[IPT_LEGACY] = generated[IPT_NFT]
+            for mode in KUBE_MODES:
+                node = self.kube[mode]
+                rules = RUN_DIR / f"rules-{mode}-{n}.txt"
+                rules.write_text(texts[mode])  # written before any timing starts
+                sizes[mode] = texts[mode].count("\n")
+                log(f"N={n}: {mode} loads {sizes[mode]} lines")
+                timings[mode] = timed_loads(
+                    self.params.program_reps,
+                    functools.partial(kube_reset, node),
+                    functools.partial(kube_load, node, rules),
+                )
+                held = kube_frontends(node)
+                if held != frontends:
+                    raise BenchError(f"{mode} holds {held} service ports, not {frontends}")
+                rules.unlink()
+        return {
+            "program_s": {k: _seconds(v) for k, v in timings.items()},
+            "generate_s": generated,
+            "rule_lines": sizes,
+            "frontends": frontends,
+        }
+
+    def measure(self, n: int, kube_too: bool) -> dict[str, Any]:
+        p = self.params
+        programmed = self.program(n, kube_too)
+        cases = self.cases(kube_too)
+        for case in cases:
+            reach(case)
+        runs: dict[str, list[dict[str, float]]] = {c.name: [] for c in cases}
+        for rep in range(p.wrk_reps):
+            for case in rotated(cases, rep):
+                log(f"N={n} wrk {rep + 1}/{p.wrk_reps}: {case.name}")
+                runs[case.name].append(wrk(case, p))
+        crr: dict[str, list[float]] = {}
+        for case in rotated(cases, n):
+            log(f"N={n} latency: {case.name}")
+            crr[case.name] = latency(case, p)
+        gbps: dict[str, list[float]] = {c.name: [] for c in cases}
+        for rep in range(p.iperf_reps):
+            for case in rotated(cases, rep + 1):
+                log(f"N={n} iperf3 {rep + 1}/{p.iperf_reps}: {case.name}")
+                gbps[case.name].append(iperf(case, p.iperf_seconds))
+        return {
+            **programmed,
+            "rate_cps": {
+                c: {
+                    "median": round(median([r["rate"] for r in rs]), 1),
+                    "runs": [round(r["rate"], 1) for r in rs],
+                    "errors": int(sum(r["errors"] for r in rs)),
+                    "requests": int(sum(r["requests"] for r in rs)),
+                }
+                for c, rs in runs.items()
+            },
+            "wrk_latency_ms": {
+                c: {q: round(median([r[f"{q}_ms"] for r in rs]), 3) for q in ("p50", "p99")}
+                for c, rs in runs.items()
+            },
+            "latency_us": {c: summary(v) for c, v in crr.items()},
+            "throughput_gbps": {c: {"median": median(v), "runs": v} for c, v in gbps.items()},
+        }
+
+    def clear_kube(self) -> None:
+        for node in self.kube.values():
+            kube_reset(node)
+
+
+def build(params: Params, bg: Background, obj_dir: Path) -> Bench:
+    glia = GliaNode(obj_dir)
+    plain = Node("plain")
+    kube = {IPT_NFT: Node("iptnft", IPT_NFT), IPT_LEGACY: Node("iptleg", IPT_LEGACY)}
+    kube[NFTABLES] = Node("nft", NFTABLES)
+    bench = Bench(params, bg, glia, plain, kube)
+    log(f"glia node: datapath pinned at {PIN_DIR}, pods plumbed by glia.datapath.netlink")
+    glia.build()
+    for node in (plain, *kube.values()):
+        log(f"kernel-routed node {node.node}")
+        node.build_kernel()
+    for node in (glia, plain, *kube.values()):
+        start_servers(bg, node)
+    return bench
+
+
+def run_all(bench: Bench) -> dict[str, Any]:
+    per_n: dict[str, Any] = {}
+    p = bench.params
+    for n in p.counts:
+        per_n[str(n)] = bench.measure(n, kube_too=True)
+    bench.clear_kube()  # the kube-proxy nodes are idle from here: no rules on the machine
+    for n in p.ebpf_counts:
+        per_n[str(n)] = bench.measure(n, kube_too=False)
+    return per_n
+
+
+# --- ratios and targets (pure) ---------------------------------------------------------
+
+
+def _fig(doc: dict[str, Any], n: str, case: str, metric: str) -> float | None:
+    """One figure of case ``case`` at N=``n``: rate, p50, p99 (µs) or gbps; None if absent."""
+    at = doc["results"][n]
+    if case not in at["rate_cps"]:
+        return None
+    if metric == "rate":
+        return float(at["rate_cps"][case]["median"])
+    if metric == "gbps":
+        return float(at["throughput_gbps"][case]["median"])
+    return float(at["latency_us"][case][metric])
+
+
+METRICS = ("rate", "p50", "p99", "gbps")  # rate and gbps: higher is better; p50/p99: lower
+
+
+def ratios(doc: dict[str, Any]) -> dict[str, float | None]:
+    """glia_vip / X for every figure, N and other case X; and glia_vip at N / at N=1."""
+    out: dict[str, float | None] = {}
+    counts = list(doc["results"])
+    for n in counts:
+        for metric in METRICS:
+            glia = _fig(doc, n, GLIA_VIP, metric)
+            for other in CASES[1:]:
+                ref = _fig(doc, n, other, metric)
+                if glia is not None and ref is not None:
+                    out[f"{metric}.N{n}.{GLIA_VIP}/{other}"] = ratio(glia, ref, 3)
+            first = _fig(doc, counts[0], GLIA_VIP, metric)
+            if glia is not None and first is not None and n != counts[0]:
+                out[f"{metric}.{GLIA_VIP}.N{n}/N{counts[0]}"] = ratio(glia, first, 3)
+        prog = doc["results"][n]["program_s"]
+        for mode in KUBE_MODES:
+            if mode in prog:
+                out[f"program.N{n}.{GLIA}/{mode}"] = ratio(
+                    prog[GLIA]["median"], prog[mode]["median"], 4
+                )
+    return out
+
+
+def _better(metric: str, glia: float, other: float, slack: float) -> bool:
+    """glia at least as good as ``other`` within ``slack`` (0.05 = 5%)."""
+    if metric in ("rate", "gbps"):
+        return glia >= other * (1 - slack)
+    return glia <= other * (1 + slack)
+
+
+def _same_n(n: str, other: str) -> tuple[str, str]:
+    return n, other
+
+
+def targets(doc: dict[str, Any]) -> dict[str, Any]:
+    """The issue's four targets, each with its per-N, per-figure verdicts from this run."""
+    counts = list(doc["results"])
+
+    def check(other_of: Callable[[str], tuple[str, str] | None], slack: float) -> dict[str, Any]:
+        detail: dict[str, Any] = {}
+        for n in counts:
+            for metric in METRICS:
+                got = other_of(n)
+                if got is None:
+                    continue
+                other_n, other = got
+                g, o = _fig(doc, n, GLIA_VIP, metric), _fig(doc, other_n, other, metric)
+                if g is None or o is None:
+                    continue
+                detail[f"{metric}.N{n}"] = {
+                    "glia_vip": g,
+                    f"{other}@N{other_n}": o,
+                    "ratio": ratio(g, o, 3),
+                    "met": _better(metric, g, o, slack),
+                }
+        return {"met": all(v["met"] for v in detail.values()), "detail": detail}
+
+    out: dict[str, Any] = {
+        "vip_within_5pct_of_pod_ip": {
+            "what": "glia_vip against glia_pod_ip (same node, same datapath) at every N: "
+            "rate and throughput >= 95%, latency p50/p99 <= 105%",
+            **check(lambda n: (n, GLIA_POD), 0.05),
+        },
+        "vip_within_5pct_of_kernel_pod_ip": {
+            "what": "the same against kernel_pod_ip (kernel routing, no rules), where measured",
+            **check(lambda n: (n, KERNEL_POD), 0.05),
+        },
+        "flat_1_to_max": {
+            "what": f"glia_vip at every N within 5% of glia_vip at N={counts[0]}",
+            **check(lambda n: (counts[0], GLIA_VIP) if n != counts[0] else None, 0.05),
+        },
+    }
+    ahead: dict[str, Any] = {}
+    for mode in KUBE_MODES:
+        ahead[mode] = check(functools.partial(_same_n, other=mode), 0.0)
+    out["ahead_of_kube_proxy"] = {
+        "what": "glia_vip strictly better than every kube-proxy mode at every N and figure "
+        "(rate, p50, p99, throughput; ties within noise count against glia)",
+        "met": all(v["met"] for v in ahead.values()),
+        "per_mode": ahead,
+    }
+    n10k = doc["results"].get("10000")
+    glia_10k = n10k["program_s"][GLIA]["median"] if n10k else None
+    out["program_10000_under_1s"] = {
+        "what": "ServiceMapSync.set_services of 10000 Services into empty maps, "
+        "planning included (median)",
+        "seconds": glia_10k,
+        "met": glia_10k is not None and glia_10k < 1.0,
+    }
+    return out
+
+
+# --- plot -------------------------------------------------------------------------------
+
+
+def plot(doc: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    res = doc["results"]
+
+    def groups(pick: Callable[[dict[str, Any], str], float | None]) -> list[Group]:
+        out = []
+        for n, at in res.items():
+            bars = []
+            for case in CASES:
+                value = pick(at, case)
+                if value is not None:
+                    bars.append(Bar(NAMES[case], value, case == GLIA_VIP, COLORS[case]))
+            out.append(Group(f"N = {int(n):,}", tuple(bars)))
+        return out
+
+    def fig(metric: str) -> Callable[[dict[str, Any], str], float | None]:
+        def pick(at: dict[str, Any], case: str) -> float | None:
+            if case not in at["rate_cps"]:
+                return None
+            if metric == "rate":
+                return float(at["rate_cps"][case]["median"])
+            if metric == "gbps":
+                return float(at["throughput_gbps"][case]["median"])
+            return float(at["latency_us"][case][metric])
+
+        return pick
+
+    fig_, axes = plt.subplots(2, 3, figsize=(20, 10.5))
+    bar_panel(
+        axes[0][0],
+        f"short connections (wrk, {doc['params']['wrk_connections']} connections, "
+        "Connection: close)",
+        "connections/s",
+        groups(fig("rate")),
+    )
+    bar_panel(axes[0][1], "connect + GET + close, one at a time: p50", "µs", groups(fig("p50")))
+    bar_panel(axes[0][2], "connect + GET + close: p99", "µs", groups(fig("p99")))
+    bar_panel(axes[1][0], "stream throughput (iperf3, median)", "Gbit/s", groups(fig("gbps")))
+
+    def program(at: dict[str, Any], case: str) -> float | None:
+        key = GLIA if case == GLIA_VIP else case
+        got = at["program_s"].get(key)
+        return float(got["median"]) * 1000 if got is not None else None
+
+    ax = axes[1][1]
+    bar_panel(ax, "time to program N Services (log scale)", "ms", groups(program))
+    values = [b.value for g in groups(program) for b in g.bars if b.value > 0]
+    ax.set_yscale("log")
+    ax.set_ylim(min(values) / 3, max(values) * 30)
+    text = axes[1][2]
+    text.axis("off")
+    lines = ["Targets (this run):", ""]
+    for name, t in doc["targets"].items():
+        lines.append(f"{'MET    ' if t['met'] else 'NOT MET'}  {name}")
+        failed = [k for k, v in t.get("detail", {}).items() if not v["met"]]
+        for mode, sub in t.get("per_mode", {}).items():
+            failed += [f"{mode}:{k}" for k, v in sub["detail"].items() if not v["met"]]
+        for k in failed[:6]:
+            lines.append(f"           missed: {k}")
+        if len(failed) > 6:
+            lines.append(f"           ... and {len(failed) - 6} more")
+    lines += [
+        "",
+        "On the bars: glia/this = glia eBPF VIP / that bar.",
+        "Rate, throughput: above 1 = glia better.",
+        "Latency, programming time: below 1 = glia better.",
+    ]
+    text.text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=9)
+    host = doc["host"]
+    fig_.suptitle(
+        f"glia services benchmark, {doc['date'][:16]} UTC, kernel {host['kernel']}, "
+        f"{host['cpus']} vCPUs, load {host['load_average_1m_before']}"
+        f"->{host['load_average_1m_after']}{' (quick)' if doc['quick'] else ''}\n"
+        "client pod -> node -> backend pods (nginx, iperf3), all in namespaces on one kernel; "
+        "ratios are from this one run",
+        fontsize=11,
+    )
+    fig_.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig_.savefig(path, dpi=100)
+    plt.close(fig_)
+
+
+# --- main ---------------------------------------------------------------------------
+
+
+def _version(argv: list[str]) -> str:
+    proc = run(argv, check=False)
+    return (proc.stdout or proc.stderr).decode(errors="replace").strip().split("\n")[0]
+
+
+def host_info() -> dict[str, Any]:
+    repo = ["git", "-C", str(Path(__file__).resolve().parents[1])]
+    commit = run([*repo, "rev-parse", "--short", "HEAD"], check=False).stdout.decode().strip()
+    status = [*repo, "status", "--porcelain", "--untracked-files=no", "src", "bpf"]
+    changes = run(status, check=False).stdout.decode().strip()
+    return {
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "wrk": _version(["wrk", "-v"]),
+        "nginx": _version(["nginx", "-v"]),
+        "iperf3": _version(["iperf3", "--version"]),
+        "iptables_nft": _version(["iptables-nft", "--version"]),
+        "iptables_legacy": _version(["iptables-legacy", "--version"]),
+        "nft": _version(["nft", "--version"]),
+        "glia_commit": commit or None,
+        "glia_uncommitted_changes": bool(changes),  # in src/ or bpf/ when it ran
+        "load_average_1m_before": round(os.getloadavg()[0], 2),
+    }
+
+
+def check_host(obj_dir: Path) -> None:
+    if os.geteuid() != 0:
+        raise BenchError("run as root: the benchmark builds namespaces and loads BPF")
+    missing = [t for t in TOOLS if shutil.which(t) is None]
+    if missing:
+        raise BenchError(f"missing tools: {', '.join(missing)} (run scripts/setup.sh)")
+    if not (obj_dir / "from_endpoint.bpf.o").is_file():
+        raise BenchError(f"no BPF objects in {obj_dir}: run `make bpf`")
+
+
+def cleanup() -> None:
+    """Everything of this benchmark, also a crashed run's: processes, namespaces, pins."""
+    reap_recorded(PIDS)
+    for name in netns_names(PREFIX):
+        netns_delete(name)
+    try:
+        unpin(PIN_DIR)
+    except DatapathError as e:
+        log(f"teardown: {e}")
+    shutil.rmtree(RUN_DIR, ignore_errors=True)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer and shorter runs (smoke run)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"results folder ({RESULTS})")
+    args = parser.parse_args(argv)
+    params = Params.quick() if args.quick else Params()
+    signal.signal(signal.SIGTERM, _terminate)
+    started = time.monotonic()
+    date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    obj_dir = default_obj_dir()
+    bg = Background(record=PIDS)
+    bench: Bench | None = None
+    host: dict[str, Any] = {}
+    try:
+        check_host(obj_dir)
+        host = host_info()
+        cleanup()  # leftovers of a crashed run
+        RUN_DIR.mkdir(parents=True)
+        bench = build(params, bg, obj_dir)
+        results = run_all(bench)
+    except (BenchError, DatapathError) as e:
+        log(f"FAILED: {e}")
+        return 1
+    except KeyboardInterrupt:
+        log("interrupted")
+        return 130
+    finally:
+        # A second Ctrl-C must not leave half a benchmark behind: teardown runs to its end.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        log("tearing down")
+        bg.stop_all()
+        if bench is not None:
+            bench.glia.close()
+        cleanup()
+    doc: dict[str, Any] = {
+        "benchmark": "services",
+        "schema": 1,
+        "date": date,
+        "quick": args.quick,
+        "duration_s": round(time.monotonic() - started, 1),
+        "host": {**host, "load_average_1m_after": round(os.getloadavg()[0], 2)},
+        "params": asdict(params),
+        "cases": DESCRIPTIONS,
+        "addresses": {
+            "pod_cidr": POD_CIDR,
+            "client": CLIENT_IP,
+            "backends": list(BACKEND_IPS),
+            "pod_ip_target": DIRECT_IP,
+            "service_cidr": SERVICE_CIDR,
+            "test_vip": TEST_VIP,
+            "pod_mtu": MTU,
+        },
+        "results": results,
+    }
+    doc["ratios"] = ratios(doc)
+    doc["targets"] = targets(doc)
+    text = write_json(args.out / "services.json", doc)
+    plot(doc, args.out / "services.png")
+    sys.stdout.write(text)
+    log(f"done in {doc['duration_s']:.0f} s: {args.out / 'services.json'}, services.png")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
