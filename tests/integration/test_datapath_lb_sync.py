@@ -74,14 +74,11 @@ def restart(dp: Datapath) -> Datapath:
     return again
 
 
-def test_ten_thousand_services_are_programmed_well_under_a_second(dp: Datapath) -> None:
+def test_ten_thousand_services_are_programmed_and_diffed(dp: Datapath) -> None:
+    # How fast this is, is measured by bench/services.py, not asserted here.
     wanted = services(10_000)
     sync = ServiceMapSync(dp, run_dp)
-    start = time.perf_counter()
     asyncio.run(sync.set_services(wanted))
-    elapsed = time.perf_counter() - start
-    print(f"\n10000 services (3 backends each) programmed in {elapsed * 1000:.0f} ms")
-    assert elapsed < 1.0
     held = dp.lb.read()
     assert (len(held.services), len(held.slots), len(held.revnat)) == (10_000, 30_000, 10_000)
     assert sync.status()["ok"] and sync.last_changes["services+"] == 10_000
@@ -202,14 +199,8 @@ def test_rows_read_back_the_maps(dp: Datapath) -> None:
 def test_a_hundred_thousand_services_fit(dp: Datapath) -> None:
     wanted = services(100_000)
     sync = ServiceMapSync(dp, run_dp)
-    start = time.perf_counter()
     asyncio.run(sync.set_services(wanted))
-    elapsed = time.perf_counter() - start
-    memory = dp.lb.memory()
-    print(
-        f"\n100000 services programmed in {elapsed:.2f} s; lb4 maps hold "
-        f"{sum(memory.values()) / 2**20:.1f} MiB"
-    )
+    assert sum(dp.lb.memory().values()) > 0
     assert sync.status()["ok"] and sync.last_changes["services+"] == 100_000
     assert len(dp.lb.services.items_raw()[0]) == 100_000 * dp.lb.services.spec.key_size
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import time
 from collections import Counter
 
 import pytest
@@ -100,12 +99,3 @@ def test_bad_input_is_refused(names: list[str], m: int, message: str) -> None:
 
 def test_a_single_backend_owns_every_slot() -> None:
     assert set(maglev_table(["10.1.1.1:80"])) == {"10.1.1.1:80"}
-
-
-def test_a_hundred_backends_take_well_under_a_second() -> None:
-    names = [f"10.2.{i // 250}.{i % 250 + 1}:8080" for i in range(100)]
-    maglev_table(names)  # the inverse table is computed once per size
-    start = time.perf_counter()
-    maglev_table(names)
-    # About 30 ms here; the bound leaves room for a loaded CI machine.
-    assert time.perf_counter() - start < 0.5
