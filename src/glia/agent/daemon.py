@@ -133,7 +133,8 @@ class Agent:
             labels=labels,
         )
         stats = await self.endpoints.restore()
-        self.status["endpoints"].set(True, f"restored: {stats}")
+        summary = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in stats.items())
+        self.status["endpoints"].set(True, f"restored: {summary}")
 
         self.ipcache = IPCacheSync(self.datapath, self.run_dp, cfg.node)
         for part, prefix in (
