@@ -9,7 +9,7 @@ BPF_SRC := $(wildcard bpf/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SRC))
 BPF_HDR := $(wildcard bpf/include/*.h)
 
-.PHONY: setup bpf demo test lint unit integration e2e bench clean
+.PHONY: setup bpf demo test lint unit integration e2e bench bench-pods bench-services clean
 
 setup:
 	@./scripts/setup.sh
@@ -34,8 +34,13 @@ test: setup bpf lint
 unit: setup
 	@$(VENV)/bin/pytest -q tests/unit
 
-bench: setup bpf
+bench: bench-pods bench-services
+
+bench-pods: setup bpf
 	@$(PY) bench/pods.py
+
+bench-services: setup bpf
+	@$(PY) bench/services.py
 
 clean:
 	rm -rf build

@@ -14,10 +14,17 @@ namespaces with ``nsenter --net=... python bench/_common.py``:
 - ``rr-client --host H --port P --count N --connects M``: N one-byte round
   trips over one connection (``TCP_NODELAY``), then M fresh connections each
   doing one round trip; prints ``{"rr_us": [...], "crr_us": [...]}``;
-- ``http-crr --host H --port P --count N``: N times, one after the other: a
-  fresh connection, ``GET /`` with ``Connection: close``, the whole answer
-  read until the server closes; prints ``{"crr_us": [...]}`` (for HTTP
-  servers such as nginx, which ``rr-server``'s one-byte protocol cannot talk to).
+- ``http-crr --target LABEL,NETNS,HOST,PORT [--target ...] --count N``: N
+  rounds, each making one request per target in turn (the order rotating
+  from round to round): a fresh connection, ``GET /`` with ``Connection:
+  close``, the whole answer read until the server closes. Each target's
+  connections are made by a thread that entered the target's network
+  namespace once (a setns right before a connection slows that connection
+  down by some 100 µs), handed one connection at a time; so paths in
+  different namespaces are measured interleaved, connection by connection,
+  and drift of a noisy machine hits them alike. Prints
+  ``{"crr_us": {LABEL: [...]}}``. For HTTP servers such as nginx, which
+  ``rr-server``'s one-byte protocol cannot talk to.
 
 Only the standard library is imported at the top, so the tool starts fast.
 """
@@ -32,6 +39,7 @@ import fcntl
 import json
 import math
 import os
+import queue
 import random
 import signal
 import socket
@@ -520,24 +528,89 @@ def rr_client(host: str, port: int, count: int, connects: int, warmup: int) -> d
     return {"rr_us": [round(v, 2) for v in rr], "crr_us": [round(v, 2) for v in crr]}
 
 
-def http_crr(host: str, port: int, count: int, warmup: int) -> dict[str, Any]:
-    """µs per fresh connection + ``GET /`` + the answer read until the server closes."""
-    request = f"GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
-    clock = time.perf_counter_ns
-    out: list[float] = []
-    for i in range(warmup + count):
-        t0 = clock()
-        with socket.create_connection((host, port), timeout=5) as sock:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.sendall(request)
-            got = b""
-            while chunk := sock.recv(4096):
-                got += chunk
-        if i >= warmup:
-            out.append((clock() - t0) / 1000)
-        if not got.startswith(b"HTTP/1.1 200"):
-            raise BenchError(f"unexpected answer from {host}:{port}: {got[:60]!r}")
-    return {"crr_us": [round(v, 2) for v in out]}
+@dataclass(frozen=True)
+class HttpTarget:
+    label: str
+    netns: str  # path of the namespace to connect from ("" = the tool's own)
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> HttpTarget:
+        try:
+            label, netns, host, port = text.split(",")
+            return cls(label, netns, host, int(port))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected LABEL,NETNS,HOST,PORT") from None
+
+
+def _http_once(target: HttpTarget) -> float:
+    """µs for one connect + ``GET /`` + answer until close, from the calling thread."""
+    request = f"GET / HTTP/1.1\r\nHost: {target.host}\r\nConnection: close\r\n\r\n".encode()
+    t0 = time.perf_counter_ns()
+    with socket.create_connection((target.host, target.port), timeout=5) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(request)
+        got = b""
+        while chunk := sock.recv(4096):
+            got += chunk
+    elapsed = (time.perf_counter_ns() - t0) / 1000
+    if not got.startswith(b"HTTP/1.1 200"):
+        where = f"{target.label} ({target.host}:{target.port})"
+        raise BenchError(f"unexpected answer from {where}: {got[:60]!r}")
+    return elapsed
+
+
+class _NetnsWorker:
+    """A thread inside one namespace, making one connection each time it is asked."""
+
+    def __init__(self, netns: str) -> None:
+        self._netns = netns
+        self._ask: queue.SimpleQueue[HttpTarget | None] = queue.SimpleQueue()
+        self._answer: queue.SimpleQueue[float | BaseException] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name=f"glia-bench-crr:{netns}")
+        self._thread.start()
+
+    def _serve(self) -> None:
+        try:
+            ctx = _thread_in_netns(self._netns) if self._netns else contextlib.nullcontext()
+            with ctx:
+                while (target := self._ask.get()) is not None:
+                    try:
+                        self._answer.put(_http_once(target))
+                    except (OSError, BenchError) as e:
+                        self._answer.put(e)
+        except BaseException as e:  # setns failed: every later question gets this answer
+            self._answer.put(e)
+
+    def once(self, target: HttpTarget) -> float:
+        self._ask.put(target)
+        got = self._answer.get()
+        if isinstance(got, BaseException):
+            raise BenchError(f"{target.label} ({target.host}:{target.port}): {got}")
+        return got
+
+    def stop(self) -> None:
+        self._ask.put(None)
+        self._thread.join()
+
+
+def http_crr(targets: Sequence[HttpTarget], count: int, warmup: int) -> dict[str, Any]:
+    """µs per fresh connection + ``GET /`` + the answer read until the server closes,
+    per target, the targets interleaved (see the module docstring)."""
+    out: dict[str, list[float]] = {t.label: [] for t in targets}
+    workers = {ns: _NetnsWorker(ns) for ns in {t.netns for t in targets}}
+    try:
+        for i in range(warmup + count):
+            k = i % len(targets)
+            for target in [*targets[k:], *targets[:k]]:
+                us = workers[target.netns].once(target)
+                if i >= warmup:
+                    out[target.label].append(round(us, 2))
+    finally:
+        for worker in workers.values():
+            worker.stop()
+    return {"crr_us": out}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -552,8 +625,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.add_argument("--connects", type=int, default=0)
     cli.add_argument("--warmup", type=int, default=200)
     http = sub.add_parser("http-crr")
-    http.add_argument("--host", required=True)
-    http.add_argument("--port", type=int, default=80)
+    http.add_argument("--target", action="append", required=True, type=HttpTarget.parse)
     http.add_argument("--count", type=int, default=1000)
     http.add_argument("--warmup", type=int, default=50)
     args = parser.parse_args(argv)
@@ -561,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.cmd == "rr-server":
             rr_server(args.port)
         elif args.cmd == "http-crr":
-            print(json.dumps(http_crr(args.host, args.port, args.count, args.warmup)))
+            print(json.dumps(http_crr(args.target, args.count, args.warmup)))
         else:
             result = rr_client(args.host, args.port, args.count, args.connects, args.warmup)
             print(json.dumps(result))
