@@ -19,6 +19,7 @@ in the lab's own podman storage. Order matters:
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -101,6 +102,12 @@ def down(topo: Topology, note: Callable[[str], None] = lambda _: None) -> DownRe
         _record_removal(topo.bpf_dir, report)
 
     _remove_dir(topo, report, note)
+    # The shared parents (/sys/fs/bpf/glia, /run/glia) go too once nothing
+    # else uses them; rmdir refuses while another lab or an agent has pins.
+    for parent in (topo.bpf_dir.parent, topo.dir.parent):
+        if parent.name == "glia":
+            with contextlib.suppress(OSError):
+                parent.rmdir()
     for cid in container_ids:
         for f in CNI_RESULTS.glob(f"*-{cid}-*"):
             f.unlink(missing_ok=True)
