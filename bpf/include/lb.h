@@ -270,7 +270,7 @@ static __always_inline void glia_lb4_ct_create(const struct glia_ct4_key *tuple,
 	entry.svc_id = svc_id;
 	entry.nat_addr = be->ip;
 	entry.nat_port = be->port;
-	bpf_map_update_elem(&glia_ct4_v1, tuple, &entry, BPF_ANY);
+	bpf_map_update_elem(&glia_ct4_v2, tuple, &entry, BPF_ANY);
 
 	reply.saddr = be->ip;
 	reply.daddr = (flags & GLIA_CT_F_HAIRPIN) ? bpf_htonl(GLIA_HAIRPIN_IP) : tuple->saddr;
@@ -282,7 +282,7 @@ static __always_inline void glia_lb4_ct_create(const struct glia_ct4_key *tuple,
 	entry.nat_addr = tuple->daddr;
 	entry.nat_port = tuple->dport;
 	entry.tcp_flags = 0;
-	bpf_map_update_elem(&glia_ct4_v1, &reply, &entry, BPF_ANY);
+	bpf_map_update_elem(&glia_ct4_v2, &reply, &entry, BPF_ANY);
 }
 
 /* No ready backend: count and report the packet, then refuse it at once. */
@@ -338,7 +338,7 @@ static __always_inline int glia_lb4(struct __sk_buff *skb, __u32 src_identity)
 	tuple.dir = GLIA_CT_SERVICE;
 	tuple.pad = 0;
 	now = bpf_ktime_get_ns();
-	ct = bpf_map_lookup_elem(&glia_ct4_v1, &tuple);
+	ct = bpf_map_lookup_elem(&glia_ct4_v2, &tuple);
 	/* A new SYN on a closing entry is a new connection reusing the ports. */
 	if (ct && ct->expires_ns > now &&
 	    !((ct->flags & GLIA_CT_F_CLOSING) &&

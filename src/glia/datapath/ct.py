@@ -1,4 +1,4 @@
-"""The service conntrack map (glia_ct4_v1, bpf/include/ct.h): listing and GC.
+"""The service conntrack map (glia_ct4_v2, bpf/include/ct.h): listing and GC.
 
 The datapath creates and refreshes the entries; Python only reads them
 (:func:`ct_entries`, behind `glia bpf ct list`) and deletes the expired ones
@@ -99,7 +99,7 @@ def _decode(key: bytes, value: bytes) -> CTRow:
 
 
 class CTMap:
-    """glia_ct4_v1 of one node."""
+    """glia_ct4_v2 of one node."""
 
     def __init__(self, m: BPFMap[glia_ct4_key, glia_ct4_entry]) -> None:
         self.map = m

@@ -30,6 +30,7 @@ BPF_MAP_TYPE_LRU_HASH = 9
 BPF_MAP_TYPE_LPM_TRIE = 11
 BPF_MAP_TYPE_RINGBUF = 27
 BPF_F_NO_PREALLOC = 1
+BPF_F_NO_COMMON_LRU = 2
 
 # bpf/include/lb.h
 LB_MAGLEV_M = 16381  # GLIA_LB_MAGLEV_M: slots of a Maglev table in the map
@@ -304,7 +305,17 @@ LB_AFFINITY = MapSpec(
     "glia_lb4_aff_v1", BPF_MAP_TYPE_LRU_HASH, glia_lb4_aff_key, glia_lb4_affinity, 65536
 )
 LB_AFFMATCH = _lb_hash("glia_lb4_afm_v1", glia_lb4_affm_key, glia_lb4_affm, 262144)
-CT4 = MapSpec("glia_ct4_v1", BPF_MAP_TYPE_LRU_HASH, glia_ct4_key, glia_ct4_entry, 262144)
+# Per-CPU LRU lists: with the common list every insert (and the delete of a
+# stale reply entry on a pod SYN) takes a global lock, which showed as the p99
+# tail of short connections (bench/services.py).
+CT4 = MapSpec(
+    "glia_ct4_v2",
+    BPF_MAP_TYPE_LRU_HASH,
+    glia_ct4_key,
+    glia_ct4_entry,
+    262144,
+    flags=BPF_F_NO_COMMON_LRU,
+)
 LB_MAPS = (LB_SERVICES, LB_SLOTS, LB_MAGLEV, LB_BACKENDS, LB_REVNAT, LB_AFFINITY, LB_AFFMATCH)
 ALL_MAPS = (ENDPOINTS, IPCACHE, METRICS, CONFIG, EVENTS, *LB_MAPS, CT4)
 
