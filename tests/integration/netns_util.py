@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from glia.datapath import netlink
 from glia.datapath.events import DropEvent, EventReader
 from glia.datapath.loader import default_obj_dir, unpin
 from glia.datapath.netns import current_netns_id, netns_id, run_in_netns
@@ -131,6 +132,21 @@ def call_in(name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return fn(*args, **kwargs)
 
     return run_in_netns(ns_path(name), guarded)
+
+
+def plumb_pod(node_ns: str, pod_ns: str, ip: str, gateway: str, mtu: int) -> netlink.VethInfo:
+    """Create ``pod_ns`` and plumb it into ``node_ns`` the way the agent does for a container."""
+    add_netns(pod_ns)
+    return call_in(
+        node_ns,
+        netlink.create_endpoint_veth,
+        netns_path=ns_path(pod_ns),
+        ifname="eth0",
+        host_ifname=netlink.host_ifname_for(pod_ns, "eth0"),
+        ip=ip,
+        gateway=gateway,
+        mtu=mtu,
+    )
 
 
 def collect_events(

@@ -193,17 +193,7 @@ def _add_node(lab: Lab, underlay: str, name: str, index: int) -> Node:
 def _add_pod(lab: Lab, name: str, node: Node, ip: str, n: int) -> Pod:
     ns = f"{nu.prefix()}-{name}"
     lab.namespaces.append(ns)
-    nu.add_netns(ns)
-    veth = nu.call_in(
-        node.ns,
-        netlink.create_endpoint_veth,
-        netns_path=nu.ns_path(ns),
-        ifname="eth0",
-        host_ifname=netlink.host_ifname_for(ns, "eth0"),
-        ip=ip,
-        gateway=node.gateway,
-        mtu=POD_MTU,
-    )
+    veth = nu.plumb_pod(node.ns, ns, ip, node.gateway, POD_MTU)
     pod = Pod(name, ns, node, ip, make_cluster_identity(CLUSTER_ID, n))
     lab.pods[name] = pod
     node.dp.endpoints.upsert(
