@@ -1,10 +1,11 @@
 """Helpers shared by glia's benchmarks (``bench/*.py``), and a tiny load tool.
 
-Imported by ``bench/pods.py`` (and future benchmarks) for: statistics
+Imported by ``bench/pods.py`` and ``bench/services.py`` for: statistics
 (percentiles, medians, ratios), JSON output, bar-chart plotting with the
 glia/reference ratio written on the bars, named network namespaces (every
-name starts with "glia"), background processes killed by PID, a poll-until
-helper, and an ICMP echo probe that runs in a thread inside any namespace.
+name starts with "glia"), commands started inside a cgroup v2, background
+processes killed by PID, a poll-until helper, and an ICMP echo probe that
+runs in a thread inside any namespace.
 
 Run as a script it is the request/response tool the benchmarks start inside
 namespaces with ``nsenter --net=... python bench/_common.py``:
@@ -14,17 +15,22 @@ namespaces with ``nsenter --net=... python bench/_common.py``:
 - ``rr-client --host H --port P --count N --connects M``: N one-byte round
   trips over one connection (``TCP_NODELAY``), then M fresh connections each
   doing one round trip; prints ``{"rr_us": [...], "crr_us": [...]}``;
-- ``http-crr --target LABEL,NETNS,HOST,PORT [--target ...] --count N``: N
-  rounds, each making one request per target in turn (the order rotating
+- ``http-crr --target LABEL,NETNS,HOST,PORT[,CGROUP] [--target ...] --count N``:
+  N rounds, each making one request per target in turn (the order rotating
   from round to round): a fresh connection, ``GET /`` with ``Connection:
-  close``, the whole answer read until the server closes. Each target's
-  connections are made by a thread that entered the target's network
-  namespace once (a setns right before a connection slows that connection
-  down by some 100 µs), handed one connection at a time; so paths in
-  different namespaces are measured interleaved, connection by connection,
-  and drift of a noisy machine hits them alike. Prints
-  ``{"crr_us": {LABEL: [...]}}``. For HTTP servers such as nginx, which
-  ``rr-server``'s one-byte protocol cannot talk to.
+  close``, the whole answer read until the server closes. The connections
+  are made by one worker process per distinct CGROUP (none: the tool's own),
+  which joins its cgroup v2 once at start (moving a process between cgroups
+  is far slower than a connection) and holds a thread per NETNS that entered
+  the namespace once (a setns right before a connection slows that
+  connection down by some 100 µs). The tool hands the workers one
+  connection at a time over pipes and each worker times just the
+  connection, so paths in different namespaces and cgroups are measured
+  interleaved, connection by connection, and drift of a noisy machine hits
+  them alike. Prints ``{"crr_us": {LABEL: [...]}}``. For HTTP servers such
+  as nginx, which ``rr-server``'s one-byte protocol cannot talk to; the
+  cgroup is how a client gets (or avoids) cgroup BPF programs such as
+  glia's socket load-balancer.
 
 Only the standard library is imported at the top, so the tool starts fast.
 """
@@ -49,7 +55,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -534,14 +540,22 @@ class HttpTarget:
     netns: str  # path of the namespace to connect from ("" = the tool's own)
     host: str
     port: int
+    cgroup: str = ""  # cgroup v2 directory of the connecting process ("" = the tool's own)
 
     @classmethod
     def parse(cls, text: str) -> HttpTarget:
-        try:
-            label, netns, host, port = text.split(",")
-            return cls(label, netns, host, int(port))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: expected LABEL,NETNS,HOST,PORT") from None
+        parts = text.split(",")
+        if len(parts) in (4, 5):
+            with contextlib.suppress(ValueError):
+                return cls(parts[0], parts[1], parts[2], int(parts[3]), *parts[4:])
+        raise argparse.ArgumentTypeError(f"{text!r}: expected LABEL,NETNS,HOST,PORT[,CGROUP]")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> HttpTarget:
+        return cls(**json.loads(text))
 
 
 def _http_once(target: HttpTarget) -> float:
@@ -595,16 +609,131 @@ class _NetnsWorker:
         self._thread.join()
 
 
+# --- cgroups -------------------------------------------------------------------
+
+# Runs argv in the cgroup v2 directory $0: the shell joins it, then execs (same PID).
+_JOIN_CGROUP = 'echo $$ > "$0/cgroup.procs" && exec "$@"'
+
+
+def in_cgroup(cgroup: Path | str, argv: Sequence[str]) -> list[str]:
+    """``argv`` started inside the cgroup v2 directory ``cgroup`` (its children too)."""
+    return ["sh", "-c", _JOIN_CGROUP, str(cgroup), *argv]
+
+
+def join_cgroup(cgroup: str) -> None:
+    """Move the calling process, all its threads, into the cgroup v2 directory ``cgroup``.
+
+    Once, at a process's start: moving a process between cgroups is slow,
+    far slower than a connection.
+    """
+    procs = Path(cgroup) / "cgroup.procs"
+    pid = str(os.getpid())
+    try:
+        procs.write_text(pid)
+        inside = pid in procs.read_text().split()
+    except OSError as e:
+        raise BenchError(f"joining cgroup {cgroup}: {e.strerror or e}") from None
+    if not inside:
+        raise BenchError(f"joined cgroup {cgroup}, yet {procs} does not list pid {pid}")
+
+
+class _CgroupWorker:
+    """An ``http-crr-worker`` process in one cgroup, making one connection when asked.
+
+    It speaks JSON lines over its stdin and stdout: a target in, ``{"us": ...}``
+    or ``{"error": ...}`` out; it ends when its stdin closes.
+    """
+
+    def __init__(self, cgroup: str) -> None:
+        self._where = f"cgroup {cgroup}" if cgroup else "the tool's cgroup"
+        argv = [sys.executable, str(Path(__file__).resolve()), "http-crr-worker"]
+        self._proc = subprocess.Popen(
+            [*argv, *(["--cgroup", cgroup] if cgroup else [])],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        try:
+            ready = self._read()
+        except BenchError:
+            self.stop()
+            raise
+        if "error" in ready:
+            self.stop()
+            raise BenchError(f"http-crr worker in {self._where}: {ready['error']}")
+
+    def _read(self) -> dict[str, Any]:
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            code = self._proc.wait()
+            raise BenchError(f"the http-crr worker in {self._where} exited with {code}")
+        got: dict[str, Any] = json.loads(line)
+        return got
+
+    def once(self, target: HttpTarget) -> float:
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(target.to_json().encode() + b"\n")
+        self._proc.stdin.flush()
+        got = self._read()
+        if "error" in got:
+            raise BenchError(str(got["error"]))
+        return float(got["us"])
+
+    def stop(self) -> None:
+        if self._proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()  # our own child, by its PID
+            self._proc.wait(timeout=5)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+
+def http_crr_worker(cgroup: str) -> int:
+    """The worker side of :class:`_CgroupWorker`: join ``cgroup`` once, then serve."""
+    out = sys.stdout
+    try:
+        if cgroup:
+            join_cgroup(cgroup)
+    except BenchError as e:
+        out.write(json.dumps({"error": str(e)}) + "\n")
+        out.flush()
+        return 1
+    out.write(json.dumps({"ready": cgroup}) + "\n")
+    out.flush()
+    threads: dict[str, _NetnsWorker] = {}
+    try:
+        while line := sys.stdin.buffer.readline():
+            target = HttpTarget.from_json(line)
+            if target.netns not in threads:
+                threads[target.netns] = _NetnsWorker(target.netns)
+            try:
+                answer: dict[str, Any] = {"us": threads[target.netns].once(target)}
+            except BenchError as e:
+                answer = {"error": str(e)}
+            out.write(json.dumps(answer) + "\n")
+            out.flush()
+    finally:
+        for worker in threads.values():
+            worker.stop()
+    return 0
+
+
 def http_crr(targets: Sequence[HttpTarget], count: int, warmup: int) -> dict[str, Any]:
     """µs per fresh connection + ``GET /`` + the answer read until the server closes,
     per target, the targets interleaved (see the module docstring)."""
     out: dict[str, list[float]] = {t.label: [] for t in targets}
-    workers = {ns: _NetnsWorker(ns) for ns in {t.netns for t in targets}}
+    workers: dict[str, _CgroupWorker] = {}
     try:
+        for cgroup in dict.fromkeys(t.cgroup for t in targets):
+            workers[cgroup] = _CgroupWorker(cgroup)
         for i in range(warmup + count):
             k = i % len(targets)
             for target in [*targets[k:], *targets[:k]]:
-                us = workers[target.netns].once(target)
+                us = workers[target.cgroup].once(target)
                 if i >= warmup:
                     out[target.label].append(round(us, 2))
     finally:
@@ -628,12 +757,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     http.add_argument("--target", action="append", required=True, type=HttpTarget.parse)
     http.add_argument("--count", type=int, default=1000)
     http.add_argument("--warmup", type=int, default=50)
+    worker = sub.add_parser("http-crr-worker", help="one of http-crr's processes (internal)")
+    worker.add_argument("--cgroup", default="")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "rr-server":
             rr_server(args.port)
         elif args.cmd == "http-crr":
             print(json.dumps(http_crr(args.target, args.count, args.warmup)))
+        elif args.cmd == "http-crr-worker":
+            return http_crr_worker(args.cgroup)
         else:
             result = rr_client(args.host, args.port, args.count, args.connects, args.warmup)
             print(json.dumps(result))

@@ -21,6 +21,7 @@ enum glia_reason {
 	GLIA_DROP_POLICY = 8,              /* denied by network policy (later) */
 	GLIA_DROP_NO_SERVICE = 9,          /* service without a ready backend: refused (RST/ICMP) */
 	GLIA_DROP_NAT_FAILED = 10,         /* a NAT rewrite or checksum helper refused */
+	GLIA_REASON_SOCK_XLATE = 11,       /* a socket's VIP:port rewritten to a backend (sock.bpf.c) */
 	GLIA_REASON_MAX = 64,              /* room reserved in the metrics map */
 };
 

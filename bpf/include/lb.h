@@ -15,6 +15,9 @@
  * glia_lb4_afm_v1  (backend id, service id) present while that backend is a
  *                  ready backend of that affinity service: an affinity entry
  *                  is honoured only then
+ * glia_lb4_rsk_v1  (socket cookie, backend, port) -> VIP and port (LRU): what
+ *                  getpeername()/recvmsg() show a socket that the socket-level
+ *                  load-balancer (sock.bpf.c) sent to a backend
  *
  * Service id = reverse-NAT index, one per frontend. Memory: the hash maps
  * are BPF_F_NO_PREALLOC, so they cost their bucket arrays plus the entries in
@@ -36,6 +39,7 @@
 #define GLIA_LB_MAGLEV_MAX 2048
 #define GLIA_LB_AFFINITY_MAX 65536
 #define GLIA_LB_AFFMATCH_MAX 262144
+#define GLIA_LB_RSK_MAX 262144
 /* Maglev table size: prime, so every backend's permutation covers it. */
 #define GLIA_LB_MAGLEV_M 16381
 
@@ -169,6 +173,22 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } glia_lb4_afm_v1 SEC(".maps");
+
+struct glia_lb4_rsk_key {
+	__u64 cookie;                    /* bpf_get_socket_cookie() of the client socket */
+	__be32 addr;                     /* backend IPv4, network order */
+	__be16 port;                     /* backend port, network order */
+	__u16 pad;                       /* explicit padding, 0 */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, GLIA_LB_RSK_MAX);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+	__type(key, struct glia_lb4_rsk_key);
+	__type(value, struct glia_lb4_revnat);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} glia_lb4_rsk_v1 SEC(".maps");
 
 /* The 5-tuple hash behind Maglev slot selection (murmur3's finaliser over the
  * words). Any well-mixed hash works: only this node reads its tables. The

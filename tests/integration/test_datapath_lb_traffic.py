@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import netns_util as nu
 import pytest
 
-from glia.datapath import netlink
+from glia.datapath import cgroup, netlink
 from glia.datapath.ct import ct_entries, ct_gc
 from glia.datapath.drop import Direction, Reason
 from glia.datapath.loader import Datapath, unpin
@@ -82,6 +82,21 @@ if mode == "tcp":
             c.sendall(b"hi\\n")
             name = c.makefile("rb").readline().decode().strip()
         out[name] = out.get(name, 0) + 1
+elif mode == "tcp-peer":
+    # What the application sees as its peer: the VIP, never the backend.
+    with socket.create_connection((vip, port), timeout=3) as c:
+        c.sendall(b"hi\\n")
+        out["name"] = c.makefile("rb").readline().decode().strip()
+        out["peer"] = list(c.getpeername())
+elif mode == "udp-unconnected":
+    # sendto() the VIP, recvfrom() names the VIP as the source of the answer.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(3)
+        for _ in range(n):
+            s.sendto(b"hi", (vip, port))
+            data, source = s.recvfrom(2048)
+            key = data.decode() + "@" + source[0] + ":" + str(source[1])
+            out[key] = out.get(key, 0) + 1
 elif mode == "udp":
     for _ in range(n):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -288,13 +303,19 @@ def web(lab: Lab, **kw: Any) -> ClusterService:
 
 
 def client(
-    lab: Lab, mode: str, port: int, n: int = 1, *, pod: str = "client", vip: str = VIP
+    lab: Lab,
+    mode: str,
+    port: int,
+    n: int = 1,
+    *,
+    pod: str = "client",
+    vip: str = VIP,
+    cgroup: Path | None = None,
 ) -> dict[str, Any]:
-    done = nu.run(
-        nu.in_pod(lab.pods[pod].ns, sys.executable, "-c", _CLIENT, mode, vip, str(port), str(n)),
-        check=False,
-        timeout=60,
-    )
+    argv = nu.in_pod(lab.pods[pod].ns, sys.executable, "-c", _CLIENT, mode, vip, str(port), str(n))
+    if cgroup is not None:  # what the OCI hook does for a container: join the cgroup, then run
+        argv = ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(cgroup), *argv]
+    done = nu.run(argv, check=False, timeout=60)
     if done.returncode != 0:
         raise AssertionError(f"client {mode} failed: {done.stderr.strip()}")
     result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
@@ -433,3 +454,95 @@ def test_a_backend_reaching_its_own_service_is_answered_by_itself(clean: Lab) ->
     lab.program([mine])
     assert client(lab, "tcp", TCP_PORT, 5, pod="b1", vip="10.96.0.12") == {"b1": 5}
     assert client(lab, "udp", UDP_PORT, 3, pod="b1", vip="10.96.0.12") == {"b1": 3}
+
+
+# --- socket-level load-balancing (bpf/sock.bpf.c) ---------------------------
+
+
+@pytest.fixture
+def sock_lb(clean: Lab) -> Iterator[tuple[Lab, Path]]:
+    """The client's node balances at connect()/sendmsg() for processes in a cgroup."""
+    lab = clean
+    root = cgroup.ensure_cgroup2_root()
+    cg = root / f"{nu.prefix()}-socklb"
+    cgroup.remove_cgroup(cg)  # a crashed earlier run
+    cgroup.create_cgroup(cg)
+    n1 = lab.nodes["lbn1"]
+    try:
+        n1.dp.attach_socket_lb(cg)
+        yield lab, cg
+    finally:
+        n1.dp.detach_socket_lb()
+        cgroup.remove_cgroup(cg)
+
+
+def _xlated(node: Node) -> int:
+    return node.dp.metrics.get(Reason.SOCK_XLATE, Direction.EGRESS)[0]
+
+
+def test_socket_lb_sends_connections_straight_to_backends(sock_lb: tuple[Lab, Path]) -> None:
+    lab, cg = sock_lb
+    n1 = lab.nodes["lbn1"]
+    lab.program([web(lab)])
+    before = _xlated(n1)
+    counts = client(lab, "tcp", TCP_PORT, 300, cgroup=cg)
+    assert set(counts) == {"b1", "b2", "b3"}
+    assert min(counts.values()) >= 0.15 * 300, counts
+    # Picked at connect(): the packets went to the pod IPs, no conntrack, no NAT.
+    assert _xlated(n1) == before + 300
+    assert ct_entries(n1.dp) == []
+    seen = client(lab, "tcp-peer", TCP_PORT, cgroup=cg)
+    assert seen["peer"] == [VIP, TCP_PORT] and seen["name"] in {"b1", "b2", "b3"}
+    # The same client outside the cgroup goes through from_endpoint's DNAT.
+    assert sum(client(lab, "tcp", TCP_PORT, 5).values()) == 5
+    assert len([r for r in ct_entries(n1.dp) if r.kind == "service"]) == 5
+
+
+def test_socket_lb_udp_answers_come_from_the_vip(sock_lb: tuple[Lab, Path]) -> None:
+    lab, cg = sock_lb
+    n1 = lab.nodes["lbn1"]
+    lab.program([web(lab)])
+    connected = client(lab, "udp", UDP_PORT, 30, cgroup=cg)
+    assert set(connected) == {"b1", "b2", "b3"}, connected
+    unconnected = client(lab, "udp-unconnected", UDP_PORT, 30, cgroup=cg)
+    assert {k.split("@")[1] for k in unconnected} == {f"{VIP}:{UDP_PORT}"}, unconnected
+    assert sum(unconnected.values()) == 30
+    assert ct_entries(n1.dp) == []
+
+
+def test_socket_lb_leaves_maglev_affinity_and_refusals_to_the_datapath(
+    sock_lb: tuple[Lab, Path],
+) -> None:
+    lab, cg = sock_lb
+    n1 = lab.nodes["lbn1"]
+    maglev = replace(web(lab), name="web2", cluster_ip="10.96.0.11", lb_algorithm="maglev")  # type: ignore[arg-type]
+    lab.program([web(lab, session_affinity=True, affinity_timeout=600), maglev])
+    before = _xlated(n1)
+    assert len(client(lab, "tcp", TCP_PORT, 20, cgroup=cg)) == 1  # affinity holds
+    assert sum(client(lab, "tcp", TCP_PORT, 10, vip="10.96.0.11", cgroup=cg).values()) == 10
+    assert _xlated(n1) == before
+    assert len([r for r in ct_entries(n1.dp) if r.kind == "service"]) == 30
+    # No ready backend: the socket is left alone and from_endpoint refuses it.
+    lab.program([web(lab, not_ready=("b1", "b2", "b3"))])
+    refused = client(lab, "tcp-refused", TCP_PORT, cgroup=cg)
+    assert refused["error"] == "ECONNREFUSED" and refused["seconds"] < 0.5, refused
+
+
+def test_socket_lb_reattach_keeps_the_links_and_detach_falls_back(
+    sock_lb: tuple[Lab, Path],
+) -> None:
+    lab, cg = sock_lb
+    n1 = lab.nodes["lbn1"]
+    lab.program([web(lab)])
+    links = n1.dp.socket_lb_links()
+    assert len(links) == 4
+    n1.dp.attach_socket_lb(cg)  # an agent restart: same links, program swapped in place
+    assert n1.dp.socket_lb_links() == links
+    before = _xlated(n1)
+    assert sum(client(lab, "tcp", TCP_PORT, 10, cgroup=cg).values()) == 10
+    assert _xlated(n1) == before + 10
+    assert n1.dp.detach_socket_lb()
+    assert n1.dp.socket_lb_links() == []
+    assert sum(client(lab, "tcp", TCP_PORT, 10, cgroup=cg).values()) == 10
+    assert _xlated(n1) == before + 10
+    assert len([r for r in ct_entries(n1.dp) if r.kind == "service"]) == 10

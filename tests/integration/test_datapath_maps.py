@@ -50,7 +50,12 @@ def test_load_pins_every_map_and_program(dp: Datapath) -> None:
     assert {p.name for p in (dp.pin_dir / PROGS_SUBDIR).iterdir()} == {
         "from_endpoint",
         "from_overlay",
+        "glia_sock4_connect",
+        "glia_sock4_sendmsg",
+        "glia_sock4_recvmsg",
+        "glia_sock4_getpeername",
     }
+    assert dp.socket_lb_links() == []  # attached only when the agent is told a cgroup
     assert dp.metrics.read() == []
     assert dp.config.get() == NodeConfig("0.0.0.0", 0, 0)
 

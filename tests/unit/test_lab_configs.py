@@ -21,7 +21,8 @@ ETCD = EtcdConfig(
 def test_agent_config_round_trips_through_the_agent_loader(tmp_path: Path) -> None:
     topo = topology.build("glia", 2, 2, Path("/run/glia/lab"))
     node = topo.node("c2", "n1")
-    cfg = configs.agent_config(node, ETCD, Path("/src/build/bpf"))
+    cgroup = node.cgroup(Path("/sys/fs/cgroup/unified"))
+    cfg = configs.agent_config(node, ETCD, Path("/src/build/bpf"), socket_lb_cgroup=cgroup)
     path = tmp_path / "agent.yaml"
     configs.write_yaml(path, cfg)
     loaded = agent_config.load(path)
@@ -37,6 +38,12 @@ def test_agent_config_round_trips_through_the_agent_loader(tmp_path: Path) -> No
         "CONTAINERS_STORAGE_CONF": "/run/glia/lab/nodes/c2-n1/storage.conf",
     }
     assert loaded.etcd == ETCD
+    assert loaded.socket_lb_cgroup == "/sys/fs/cgroup/unified/glia-lab-glia-c2-n1"
+
+
+def test_socket_lb_is_off_without_a_cgroup() -> None:
+    node = topology.build("glia", 1, 1, Path("/run/glia/lab")).nodes[0]
+    assert configs.agent_config(node, ETCD, Path("/src/build/bpf")).socket_lb_cgroup == ""
 
 
 def test_operator_config_round_trips_and_keeps_services_apart(tmp_path: Path) -> None:

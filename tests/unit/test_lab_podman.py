@@ -24,6 +24,7 @@ def test_containers_conf() -> None:
     # Per-node locks: the default SHM lock table is shared machine-wide.
     assert engine["lock_type"] == "file"
     assert Path(engine["tmp_dir"]).is_relative_to(node.dir)
+    assert engine["hooks_dir"] == [str(node.dir / "hooks.d")]
     net = conf["network"]
     assert net["network_backend"] == "cni"
     assert net["network_config_dir"] == str(node.cni_config_dir)
@@ -59,3 +60,29 @@ def test_default_command_serves_the_name() -> None:
     assert argv[:2] == ["sh", "-c"]
     assert "echo glia-web1 > /www/index.html" in argv[2]
     assert "httpd -f -p 80" in argv[2]
+
+
+def test_cgroup_hook_runs_the_console_script_for_every_container() -> None:
+    node = _node()
+    exe = Path("/src/.venv/bin/glia-oci-hook")
+    cgroup = Path("/sys/fs/cgroup/unified/glia-lab-gliat-c1-n2")
+    hook = podman.render_cgroup_hook(node, exe, cgroup)
+    assert hook == {
+        "version": "1.0.0",
+        "hook": {
+            "path": "/src/.venv/bin/glia-oci-hook",
+            "args": [
+                "glia-oci-hook",
+                "--cgroup",
+                "/sys/fs/cgroup/unified/glia-lab-gliat-c1-n2",
+                "--log",
+                "/run/glia/lab-gliat/nodes/c1-n2/oci-hook.log",
+            ],
+        },
+        "when": {"always": True},
+        "stages": ["createRuntime"],
+    }
+
+
+def test_cgroup_parent_is_the_node_cgroup_from_the_hierarchy_root() -> None:
+    assert podman.cgroup_parent(_node()) == "/glia-lab-gliat-c1-n2"

@@ -119,6 +119,25 @@ def test_recognised_names_are_exactly_the_ones_build_makes(name: str) -> None:
         assert name.startswith("glia-")
 
 
+def test_node_cgroups_are_glia_named_and_per_lab() -> None:
+    topo = topology.build("gliat", 2, 2, Path("/run/glia/lab-gliat"))
+    n = topo.node("c2", "n1")
+    assert n.cgroup_name == "glia-lab-gliat-c2-n1"
+    root = Path("/sys/fs/cgroup/unified")
+    assert n.cgroup(root) == root / "glia-lab-gliat-c2-n1"
+    assert n.hooks_dir == Path("/run/glia/lab-gliat/nodes/c2-n1/hooks.d")
+    assert n.oci_hook_log.parent == n.dir
+    names = [m.cgroup_name for m in topo.nodes]
+    assert len(set(names)) == 4 and all(topo.is_own_cgroup(x) for x in names)
+    # The default lab "glia" is a prefix of "gliat": neither claims the other's cgroups.
+    other = topology.build("glia", 1, 1, Path("/run/glia/lab"))
+    assert other.nodes[0].cgroup_name == "glia-lab-glia-c1-n1"
+    assert not other.is_own_cgroup(n.cgroup_name)
+    assert not topo.is_own_cgroup(other.nodes[0].cgroup_name)
+    for name in ("glia-lab-gliat", "glia-lab-gliat-c1", "glia-lab-gliat-c1-n1-x", "libpod_parent"):
+        assert not topo.is_own_cgroup(name), name
+
+
 def test_discover_shape() -> None:
     assert topology.discover_shape("glia", [], []) == (0, 0)
     names = ["glia-c1-n1", "glia-c2-etcd", "glia-c1-n3", "gliat-c9-n9", "glia-underlay"]

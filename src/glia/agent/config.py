@@ -28,6 +28,12 @@ class AgentConfig:
     vxlan_port: int = 8472
     lease_ttl: int = 15  # seconds: a dead agent's keys vanish after this
     service_cidr: str = ""  # the cluster's ClusterIP range; `glia apply` allocates from it
+    # Socket-level load-balancing: a cgroup v2 directory whose processes'
+    # connect()/sendmsg() to a VIP go straight to a backend (no per-packet NAT).
+    # On a host: the cgroup2 root (all pods and the host itself); in the lab:
+    # the node's own cgroup, which the OCI hook puts the node's containers in.
+    # "" = off: VIPs are still load-balanced per packet by from_endpoint.
+    socket_lb_cgroup: str = ""
     # Environment for ``podman inspect`` when resolving workload labels
     # (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF of this node's podman).
     runtime: str = "podman"  # "podman" or "none" (labels only from CNI args)

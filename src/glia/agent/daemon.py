@@ -107,7 +107,16 @@ class Agent:
             )
         )
         await self.run_dp(lambda: dp.attach_overlay(vxlan))
-        self.status["datapath"].set(True, f"programs loaded, maps pinned at {cfg.bpf_pin_dir}")
+        if cfg.socket_lb_cgroup:
+            cgroup = Path(cfg.socket_lb_cgroup)
+            await self.run_dp(lambda: dp.attach_socket_lb(cgroup))
+            socket_lb = f"socket LB on cgroup {cgroup}"
+        else:
+            await self.run_dp(dp.detach_socket_lb)
+            socket_lb = "socket LB off (VIPs balanced per packet)"
+        self.status["datapath"].set(
+            True, f"programs loaded, maps pinned at {cfg.bpf_pin_dir}; {socket_lb}"
+        )
 
         cidr = await self._register_node()
         state_dir = Path(cfg.state_dir)
@@ -239,7 +248,11 @@ class Agent:
             "cluster": self.cfg.cluster,
             "cluster_id": self.cfg.cluster_id,
             "kvstore": {"endpoints": self.cfg.etcd.endpoints, "ok": self.status["kvstore"].ok},
-            "datapath": {"pin_dir": self.cfg.bpf_pin_dir, "ok": self.status["datapath"].ok},
+            "datapath": {
+                "pin_dir": self.cfg.bpf_pin_dir,
+                "ok": self.status["datapath"].ok,
+                "socket_lb_cgroup": self.cfg.socket_lb_cgroup or None,
+            },
             "endpoints": len(eps),
             "identities": len({e.identity for e in eps}),
             "uptime": round(time.time() - self.started_at, 1),

@@ -28,6 +28,7 @@ class Reason(enum.IntEnum):
     DROP_POLICY = 8
     DROP_NO_SERVICE = 9  # no ready backend: refused with a TCP RST or ICMP unreachable
     DROP_NAT_FAILED = 10
+    SOCK_XLATE = 11  # a socket's VIP:port rewritten to a backend at connect/sendmsg
 
     @property
     def is_drop(self) -> bool:

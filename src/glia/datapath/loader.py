@@ -55,17 +55,40 @@ BPFFS_ROOT = Path("/sys/fs/bpf")
 PROGS_SUBDIR = "progs"
 
 
+LINKS_SUBDIR = "links"
+
+
 @dataclass(frozen=True, slots=True)
 class ProgramSpec:
-    """One attach point: the object file and the program in it."""
+    """One attach point: the object file and the program in it.
+
+    ``attach_type`` (enum bpf_attach_type) is set for cgroup programs, which
+    are attached through pinned BPF links; tc programs have None.
+    """
 
     object_file: str
     program: str
+    attach_type: int | None = None
 
+
+# enum bpf_attach_type (linux/bpf.h)
+BPF_CGROUP_INET4_CONNECT = 10
+BPF_CGROUP_UDP4_SENDMSG = 14
+BPF_CGROUP_UDP4_RECVMSG = 19
+BPF_CGROUP_INET4_GETPEERNAME = 29
 
 FROM_ENDPOINT = ProgramSpec("from_endpoint.bpf.o", "from_endpoint")
 FROM_OVERLAY = ProgramSpec("from_overlay.bpf.o", "from_overlay")
-PROGRAMS = (FROM_ENDPOINT, FROM_OVERLAY)
+# Socket-level load-balancing (bpf/sock.bpf.c), attached to a cgroup v2.
+SOCK_PROGRAMS = (
+    ProgramSpec("sock.bpf.o", "glia_sock4_connect", BPF_CGROUP_INET4_CONNECT),
+    ProgramSpec("sock.bpf.o", "glia_sock4_sendmsg", BPF_CGROUP_UDP4_SENDMSG),
+    ProgramSpec("sock.bpf.o", "glia_sock4_recvmsg", BPF_CGROUP_UDP4_RECVMSG),
+    ProgramSpec("sock.bpf.o", "glia_sock4_getpeername", BPF_CGROUP_INET4_GETPEERNAME),
+)
+PROGRAMS = (FROM_ENDPOINT, FROM_OVERLAY, *SOCK_PROGRAMS)
+# Each object once, in load order (every object declares every pinned map).
+OBJECT_FILES = tuple(dict.fromkeys(spec.object_file for spec in PROGRAMS))
 
 # libbpf's log capture is process-wide; one load at a time keeps it readable.
 _load_lock = threading.Lock()
@@ -140,9 +163,11 @@ class Datapath:
         (self.pin_dir / PROGS_SUBDIR).mkdir(parents=True, exist_ok=True)
         try:
             with _load_lock:
-                for spec in PROGRAMS:
-                    obj = self._open_and_load(spec)
-                    self._prog_fds[spec.program] = self._pin_program(obj, spec)
+                for object_file in OBJECT_FILES:
+                    obj = self._open_and_load(object_file)
+                    for spec in PROGRAMS:
+                        if spec.object_file == object_file:
+                            self._prog_fds[spec.program] = self._pin_program(obj, spec)
             first = self._objects[0]
             self._endpoints = EndpointMap(
                 BPFMap(
@@ -168,9 +193,9 @@ class Datapath:
             self.close()
             raise
 
-    def _open_and_load(self, spec: ProgramSpec) -> int:
+    def _open_and_load(self, object_file: str) -> int:
         lib = libbpf.lib()
-        path = self.obj_dir / spec.object_file
+        path = self.obj_dir / object_file
         if not path.is_file():
             raise DatapathError(f"{path} not found: build the BPF objects with `make bpf`")
         libbpf.recent_log(clear=True)
@@ -266,6 +291,76 @@ class Datapath:
 
     def detach(self, ifindex: int) -> bool:
         return tc.detach_ingress(ifindex)
+
+    # --- socket-level load-balancing (cgroup v2) ------------------------------
+
+    def attach_socket_lb(self, cgroup: Path) -> None:
+        """Attach the socket LB programs to the cgroup v2 directory ``cgroup``.
+
+        Through BPF links pinned as ``links/<program>@<cgroup id>``: the
+        attachment outlives the agent like the tc programs do, and attaching
+        again (agent restart, upgrade) swaps the program in the existing link
+        atomically, so no connect() in between misses the load-balancer. Links
+        to another cgroup (the setting changed, or the cgroup was re-created)
+        are removed, which detaches them.
+        """
+        lib = libbpf.lib()
+        links = self.pin_dir / LINKS_SUBDIR
+        links.mkdir(parents=True, exist_ok=True)
+        try:
+            cg_fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as e:
+            raise DatapathError(
+                f"socket LB: cannot open cgroup {cgroup}: {e.strerror} "
+                "(a cgroup v2 directory is expected)"
+            ) from None
+        try:
+            # A cgroup v2 directory's inode number is its cgroup id.
+            cg_id = os.fstat(cg_fd).st_ino
+            wanted = set()
+            for spec in SOCK_PROGRAMS:
+                assert spec.attach_type is not None
+                pin = links / f"{spec.program}@{cg_id}"
+                wanted.add(pin.name)
+                prog_fd = self.prog_fd(spec.program)
+                if pin.exists():
+                    link_fd = libbpf.obj_get(str(pin))
+                    try:
+                        libbpf.check(
+                            lib.bpf_link_update(link_fd, prog_fd, None),
+                            f"updating the {spec.program} link of {cgroup}",
+                        )
+                    finally:
+                        os.close(link_fd)
+                    continue
+                link_fd = libbpf.check(
+                    lib.bpf_link_create(prog_fd, cg_fd, spec.attach_type, None),
+                    f"attaching {spec.program} to cgroup {cgroup}",
+                )
+                try:
+                    libbpf.check(lib.bpf_obj_pin(link_fd, str(pin).encode()), f"pinning {pin}")
+                finally:
+                    os.close(link_fd)
+        finally:
+            os.close(cg_fd)
+        for stale in links.iterdir():
+            if stale.name not in wanted:
+                stale.unlink(missing_ok=True)
+
+    def detach_socket_lb(self) -> bool:
+        """Remove the socket LB links (the programs detach); False if there were none."""
+        links = self.pin_dir / LINKS_SUBDIR
+        found = False
+        if links.is_dir():
+            for pin in links.iterdir():
+                pin.unlink(missing_ok=True)
+                found = True
+        return found
+
+    def socket_lb_links(self) -> list[str]:
+        """Names of the pinned socket LB links, ``<program>@<cgroup id>``."""
+        links = self.pin_dir / LINKS_SUBDIR
+        return sorted(p.name for p in links.iterdir()) if links.is_dir() else []
 
     def close(self) -> None:
         for handle in (

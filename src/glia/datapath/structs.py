@@ -133,6 +133,10 @@ class glia_lb4_revnat(Structure):
     _fields_ = [("vip", c_uint32), ("port", c_uint16), ("pad", c_uint16)]
 
 
+class glia_lb4_rsk_key(Structure):
+    _fields_ = [("cookie", c_uint64), ("addr", c_uint32), ("port", c_uint16), ("pad", c_uint16)]
+
+
 class glia_lb4_maglev(Structure):
     _fields_ = [("backend_ids", c_uint32 * LB_MAGLEV_M)]
 
@@ -237,6 +241,7 @@ MIRRORS: dict[type[Structure], str] = {
     glia_lb4_slot: "glia_lb4_slot",
     glia_lb4_backend: "glia_lb4_backend",
     glia_lb4_revnat: "glia_lb4_revnat",
+    glia_lb4_rsk_key: "glia_lb4_rsk_key",
     glia_lb4_maglev: "glia_lb4_maglev",
     glia_lb4_aff_key: "glia_lb4_aff_key",
     glia_lb4_affinity: "glia_lb4_affinity",
@@ -316,8 +321,17 @@ CT4 = MapSpec(
     262144,
     flags=BPF_F_NO_COMMON_LRU,
 )
+# Socket-level LB's reverse index (sock.bpf.c): per socket, like conntrack.
+LB_RSK = MapSpec(
+    "glia_lb4_rsk_v1",
+    BPF_MAP_TYPE_LRU_HASH,
+    glia_lb4_rsk_key,
+    glia_lb4_revnat,
+    262144,
+    flags=BPF_F_NO_COMMON_LRU,
+)
 LB_MAPS = (LB_SERVICES, LB_SLOTS, LB_MAGLEV, LB_BACKENDS, LB_REVNAT, LB_AFFINITY, LB_AFFMATCH)
-ALL_MAPS = (ENDPOINTS, IPCACHE, METRICS, CONFIG, EVENTS, *LB_MAPS, CT4)
+ALL_MAPS = (ENDPOINTS, IPCACHE, METRICS, CONFIG, EVENTS, *LB_MAPS, CT4, LB_RSK)
 
 
 def ip_to_be32(ip: str) -> int:

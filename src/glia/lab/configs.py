@@ -21,7 +21,10 @@ from glia.model import codec
 from glia.operator.config import OperatorConfig
 
 
-def agent_config(node: NodeSpec, etcd: EtcdConfig, bpf_obj_dir: Path) -> AgentConfig:
+def agent_config(
+    node: NodeSpec, etcd: EtcdConfig, bpf_obj_dir: Path, socket_lb_cgroup: Path | None = None
+) -> AgentConfig:
+    """``socket_lb_cgroup``: the node's cgroup v2 directory (None: socket load-balancing off)."""
     return AgentConfig(
         cluster=node.cluster,
         cluster_id=node.cluster_id,
@@ -35,6 +38,7 @@ def agent_config(node: NodeSpec, etcd: EtcdConfig, bpf_obj_dir: Path) -> AgentCo
         runtime="podman",
         runtime_env=podman_env(node),
         service_cidr=str(service_cidr(node.cluster_id)),
+        socket_lb_cgroup=str(socket_lb_cgroup) if socket_lb_cgroup is not None else "",
     )
 
 

@@ -5,7 +5,9 @@ Called by the ``glia lab`` CLI (:mod:`glia.cli.lab`), the demo
 It composes the pure topology with the pieces that do I/O: namespaces and the
 underlay (:mod:`glia.lab.underlay`), one etcd per cluster
 (:class:`glia.lab.etcd.EtcdServer`, TLS and RBAC on), podman per node
-(:mod:`glia.lab.podman`), and the glia daemons as detached processes
+(:mod:`glia.lab.podman`), a cgroup v2 directory per node for socket
+load-balancing (:mod:`glia.datapath.cgroup`; the node's containers join it and
+its agent attaches there), and the glia daemons as detached processes
 (:mod:`glia.lab.processes`), all recorded in ``state.json``.
 
 Process names in the state: ``c1-etcd``, ``c1-operator``, ``c1-n1-agent``.
@@ -27,6 +29,7 @@ from glia.agent.client import AgentClient
 from glia.agent.config import AgentConfig
 from glia.agent.config import load as agent_config_load
 from glia.cni.config import conflist
+from glia.datapath import cgroup
 from glia.kvstore.config import EtcdConfig
 from glia.lab import configs, health, netns, processes, state, status, teardown, topology, underlay
 from glia.lab.errors import LabAlreadyUp, LabError
@@ -47,6 +50,7 @@ from glia.operator.config import load as operator_config_load
 
 DEFAULT_CLUSTERS = 1
 DEFAULT_NODES = 2
+OCI_HOOK = "glia-oci-hook"  # console script that puts containers into their node's cgroup
 AGENTS_TIMEOUT = 90.0  # seconds for every agent to report healthy
 ETCD_TIMEOUT = 30.0
 _TOOLS = ("ip", "nsenter", "etcd", "etcdctl", "podman", "runc", "tar")
@@ -159,6 +163,7 @@ class Lab:
             self.topo.dir.exists()
             or self.topo.bpf_dir.exists()
             or any(self.topo.is_own_netns(n) for n in netns.list_names())
+            or bool(teardown.lab_cgroups(self.topo))
         )
 
     def cli_env(self) -> dict[str, str]:
@@ -218,7 +223,7 @@ class Lab:
         except netns.NetnsError as e:
             raise LabError(f"building the underlay failed: {e}") from None
         self._start_etcds()
-        self._setup_podman()
+        self._setup_podman(self._create_cgroups())
         if agents:
             self._write_daemon_configs()
             self.reporter.step("operators")
@@ -290,8 +295,29 @@ class Lab:
             raise LabError(f"{c.name}: {e}") from None
         self._record_etcd(c)
 
-    def _setup_podman(self) -> None:
+    def _create_cgroups(self) -> Path:
+        """Each node's cgroup v2 directory (before podman runs); the cgroup2 mount point."""
+        try:
+            root = cgroup.ensure_cgroup2_root()
+            for n in self.topo.nodes:
+                cgroup.create_cgroup(n.cgroup(root))
+        except cgroup.CgroupError as e:
+            raise LabError(f"node cgroups for socket load-balancing: {e}") from None
+        self.reporter.note(
+            f"cgroups under {root}: {', '.join(n.cgroup_name for n in self.topo.nodes)}"
+        )
+        return root
+
+    def node_cgroup(self, node: str) -> Path | None:
+        """The node's cgroup v2 directory (None while cgroup2 is mounted nowhere)."""
+        root = cgroup.cgroup2_root()
+        return self.node(node).cgroup(root) if root is not None else None
+
+    def _setup_podman(self, cgroup_root: Path) -> None:
         self.reporter.step(f"podman: storage, glia CNI network and image {IMAGE} per node")
+        hook = bin_dir() / OCI_HOOK
+        if not hook.exists():
+            raise LabError(f"{hook} is missing: install glia into this venv (scripts/setup.sh)")
         self.topo.cni_bin_dir.mkdir(parents=True, exist_ok=True)
         link = self.topo.cni_bin_dir / "glia-cni"
         link.unlink(missing_ok=True)
@@ -299,7 +325,12 @@ class Lab:
         build_rootfs(self.topo.rootfs_dir)
         for n in self.topo.nodes:
             pm = NodePodman(n)
-            pm.write_config([self.topo.cni_bin_dir, SYSTEM_CNI_DIR], conflist(str(n.socket)))
+            pm.write_config(
+                [self.topo.cni_bin_dir, SYSTEM_CNI_DIR],
+                conflist(str(n.socket)),
+                hook=hook,
+                cgroup=n.cgroup(cgroup_root),
+            )
             try:
                 pm.import_image(self.topo.rootfs_dir)
             except PodmanError as e:
@@ -338,7 +369,12 @@ class Lab:
 
     def agent_config(self, node: str) -> AgentConfig:
         n = self.node(node)
-        return configs.agent_config(n, self.etcd_config(n.cluster), repo_dir() / "build" / "bpf")
+        return configs.agent_config(
+            n,
+            self.etcd_config(n.cluster),
+            repo_dir() / "build" / "bpf",
+            socket_lb_cgroup=self.node_cgroup(n.ref),
+        )
 
     def operator_config(self, cluster: str) -> OperatorConfig:
         return configs.operator_config(self.topo.cluster(cluster), self.etcd_config(cluster))

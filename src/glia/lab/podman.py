@@ -8,6 +8,14 @@ podman command runs as ``nsenter --net=<node netns> podman ...`` with
 ``CONTAINERS_CONF`` and ``CONTAINERS_STORAGE_CONF`` set (``ip netns exec``
 breaks podman's cgroup mounts, see FIELD-NOTES.md).
 
+Every container of a node lives below the node's cgroup (socket
+load-balancing acts on it): :meth:`NodePodman.run_container` passes
+``--cgroup-parent``, so runc puts the container's processes, ``podman exec``'s
+included, below it wherever runc manages cgroup2; the OCI hook
+``glia-oci-hook`` (``hooks.d/glia-cgroup.json``, at the ``createRuntime``
+stage) moves the first process there where it does not, and for containers
+started without ``--cgroup-parent``.
+
 The ``render_*`` functions are pure; :class:`NodePodman` does the I/O.
 """
 
@@ -27,6 +35,10 @@ from glia.lab.topology import IMAGE, NodeSpec
 
 NETWORK = "glia"
 SYSTEM_CNI_DIR = Path("/usr/lib/cni")
+CGROUP_HOOK_FILE = "glia-cgroup.json"
+# runc runs createRuntime hooks once the container's process exists, before the
+# user's program starts (right after the deprecated prestart stage).
+CGROUP_HOOK_STAGE = "createRuntime"
 BUSYBOX = Path("/bin/busybox")
 PODMAN_TIMEOUT = 60.0
 
@@ -62,6 +74,7 @@ def render_containers_conf(node: NodeSpec, plugin_dirs: Sequence[Path]) -> str:
             # a node's first podman run would free the other nodes' locks.
             'lock_type = "file"',
             f"tmp_dir = {_toml_str(str(tmp))}",
+            f"hooks_dir = {_toml_list([str(node.hooks_dir)])}",
             f"volume_path = {_toml_str(str(node.podman_dir / 'volumes'))}",
             "",
             "[network]",
@@ -85,6 +98,25 @@ def render_storage_conf(node: NodeSpec) -> str:
             "",
         ]
     )
+
+
+def render_cgroup_hook(node: NodeSpec, hook: Path, cgroup: Path) -> dict[str, Any]:
+    """The OCI hook (oci-hooks(5), schema 1.0.0) putting each container into ``cgroup``."""
+    return {
+        "version": "1.0.0",
+        "hook": {
+            "path": str(hook),
+            "args": [hook.name, "--cgroup", str(cgroup), "--log", str(node.oci_hook_log)],
+        },
+        "when": {"always": True},
+        "stages": [CGROUP_HOOK_STAGE],
+    }
+
+
+def cgroup_parent(node: NodeSpec) -> str:
+    """podman's ``--cgroup-parent`` for the node's containers: its cgroup, from each
+    hierarchy's root (cgroupfs manager)."""
+    return "/" + node.cgroup_name
 
 
 def podman_env(node: NodeSpec) -> dict[str, str]:
@@ -155,10 +187,23 @@ class NodePodman:
             return netns.nsenter_argv(self.node.netns, podman)
         return podman
 
-    def write_config(self, plugin_dirs: Sequence[Path], conflist: Mapping[str, Any]) -> None:
+    def write_config(
+        self,
+        plugin_dirs: Sequence[Path],
+        conflist: Mapping[str, Any],
+        *,
+        hook: Path,
+        cgroup: Path,
+    ) -> None:
+        """The node's podman files; ``hook`` is the ``glia-oci-hook`` executable that
+        puts containers into the node's cgroup v2 directory ``cgroup``."""
         for d in ("storage", "run", "tmp", "volumes"):
             (self.node.podman_dir / d).mkdir(parents=True, exist_ok=True)
         self.node.cni_config_dir.mkdir(parents=True, exist_ok=True)
+        self.node.hooks_dir.mkdir(parents=True, exist_ok=True)
+        (self.node.hooks_dir / CGROUP_HOOK_FILE).write_text(
+            json.dumps(render_cgroup_hook(self.node, hook, cgroup), indent=2) + "\n"
+        )
         self.node.containers_conf.write_text(render_containers_conf(self.node, plugin_dirs))
         self.node.storage_conf.write_text(render_storage_conf(self.node))
         (self.node.cni_config_dir / f"{NETWORK}.conflist").write_text(
@@ -207,6 +252,7 @@ class NodePodman:
         extra_args: Sequence[str] = (),
     ) -> Container:
         args = ["run", "-d", "--name", name, "--network", network]
+        args += ["--cgroup-parent", cgroup_parent(self.node)]
         for k, v in (labels or {}).items():
             args += ["--label", f"{k}={v}"]
         args += [*extra_args, image, *(command if command else default_command(name))]

@@ -13,19 +13,25 @@ in the lab's own podman storage. Order matters:
    ancestors);
 3. namespaces with the lab's prefix (nodes, etcd, underlay);
 4. the lab's bpffs pins (``/sys/fs/bpf/glia/lab-<lab>``);
-5. mounts under the lab directory, then the directory itself (only if it holds
+5. the nodes' cgroups (``glia-lab-<lab>-c<i>-n<j>`` in the cgroup2 hierarchy and in
+   each v1 hierarchy podman's ``--cgroup-parent`` filled), with whatever podman
+   left below them; processes still inside go back to the hierarchy's root;
+   then the cgroup2 mount glia made at ``/run/glia/cgroup2``, once unused;
+6. mounts under the lab directory, then the directory itself (only if it holds
    the lab's marker file), and podman's CNI result cache of the lab's containers.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from glia.datapath import cgroup
 from glia.lab import netns, processes, state, topology, underlay
 from glia.lab.podman import NodePodman, PodmanError
 from glia.lab.topology import Topology
@@ -101,6 +107,7 @@ def down(topo: Topology, note: Callable[[str], None] = lambda _: None) -> DownRe
         shutil.rmtree(topo.bpf_dir, ignore_errors=True)
         _record_removal(topo.bpf_dir, report)
 
+    _remove_cgroups(topo, report, note)
     _remove_dir(topo, report, note)
     # The shared parents (/sys/fs/bpf/glia, /run/glia) go too once nothing
     # else uses them; rmdir refuses while another lab or an agent has pins.
@@ -134,6 +141,38 @@ def _remove_containers(
         sandboxes += [c.netns_path for c in gone if c.netns_path]
         ids += [c.id for c in gone if c.id]
     return sandboxes, ids
+
+
+def lab_cgroups(topo: Topology) -> list[Path]:
+    """The lab's node cgroups present on the machine, in every cgroup hierarchy."""
+    found = []
+    for point, root, _version in cgroup.cgroup_mounts():
+        if root != "/":
+            continue  # a subtree mounted elsewhere: the node cgroups sit at the top
+        try:
+            with os.scandir(point) as entries:
+                names = sorted(e.name for e in entries if e.is_dir() and topo.is_own_cgroup(e.name))
+        except OSError:
+            continue
+        found += [Path(point) / name for name in names]
+    return found
+
+
+def _remove_cgroups(topo: Topology, report: DownReport, note: Callable[[str], None]) -> None:
+    removed: dict[str, None] = {}
+    for path in lab_cgroups(topo):
+        try:
+            if cgroup.remove_cgroup(path):
+                removed[path.name] = None
+        except cgroup.CgroupError as e:
+            report.problems.append(str(e))
+    if removed:
+        note(f"removed cgroups {', '.join(removed)}")
+        report.paths += [f"cgroup {name}" for name in removed]
+    try:
+        cgroup.release_glia_mount()
+    except cgroup.CgroupError as e:
+        report.problems.append(str(e))
 
 
 def _stray_pids(topo: Topology) -> set[int]:

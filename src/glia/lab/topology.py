@@ -11,7 +11,11 @@ lives here, so the builder, the cleaner and the tests cannot disagree:
 - pod pool ``10.<i>.0.0/16`` (a /24 per node, allocated by the operator);
 - service CIDR: the ``i``-th /15 of ``100.64.0.0/10`` (131072 addresses; overlaps
   no pod pool, no underlay address, no other cluster's services);
-- files under the lab directory, bpffs pins under ``/sys/fs/bpf/glia/lab-<lab>``.
+- files under the lab directory, bpffs pins under ``/sys/fs/bpf/glia/lab-<lab>``;
+- a cgroup per node, ``glia-lab-<lab>-c<i>-n<j>``, at the top of the cgroup2
+  hierarchy (whose mount point is only known at run time: see
+  :mod:`glia.datapath.cgroup`), and of each cgroup v1 hierarchy that podman's
+  ``--cgroup-parent`` fills.
 """
 
 from __future__ import annotations
@@ -171,6 +175,25 @@ class NodeSpec:
         """graphroot, runroot and podman's tmp dir (its locks and events) live here."""
         return self.dir / "podman"
 
+    @property
+    def hooks_dir(self) -> Path:
+        """podman's OCI hooks directory for this node (``hooks_dir`` in containers.conf)."""
+        return self.dir / "hooks.d"
+
+    @property
+    def oci_hook_log(self) -> Path:
+        """Where ``glia-oci-hook`` notes a container it could not put into the cgroup."""
+        return self.dir / "oci-hook.log"
+
+    @property
+    def cgroup_name(self) -> str:
+        """The node's cgroup directory name, in the cgroup2 root (and in each v1 hierarchy)."""
+        return cgroup_name(self.lab, self.key)
+
+    def cgroup(self, cgroup2_root: Path) -> Path:
+        """The node's cgroup v2 directory under the hierarchy mounted at ``cgroup2_root``."""
+        return cgroup2_root / self.cgroup_name
+
 
 @dataclass(frozen=True, slots=True)
 class ClusterSpec:
@@ -292,9 +315,23 @@ class Topology:
         """Whether a namespace name is one this lab makes (for any cluster/node count)."""
         return is_lab_netns(self.name, name)
 
+    def is_own_cgroup(self, name: str) -> bool:
+        """Whether a cgroup directory name is a node cgroup of this lab (any shape)."""
+        return is_lab_cgroup(self.name, name)
+
 
 def is_lab_netns(lab: str, name: str) -> bool:
     return re.fullmatch(rf"{re.escape(lab)}-(underlay|c\d+-(n\d+|etcd))", name) is not None
+
+
+def cgroup_name(lab: str, node_key: str) -> str:
+    """``glia-lab-<lab>-c1-n1``: starts with "glia" whatever the lab, and holds no other
+    lab's prefix (lab names have no "-")."""
+    return f"glia-lab-{lab}-{node_key}"
+
+
+def is_lab_cgroup(lab: str, name: str) -> bool:
+    return re.fullmatch(rf"glia-lab-{re.escape(lab)}-c\d+-n\d+", name) is not None
 
 
 def build(name: str, clusters: int, nodes: int, lab_dir: Path | None = None) -> Topology:
