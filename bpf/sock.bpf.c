@@ -18,9 +18,10 @@
  * - processes outside the cgroup, and sockets that connected before their
  *   process was moved into it.
  *
- * glia_lb4_rsk_v1 (lb.h) remembers (socket, backend) -> VIP for the two
- * places the application could see the backend: getpeername() and the source
- * address of a UDP datagram it receives (recvmsg()).
+ * What the application sees stays the VIP: glia_lb4_sks_v1 (connected
+ * sockets) and glia_lb4_rsk_v1 (unconnected UDP, lb.h) remember socket and
+ * backend -> VIP for the two places the backend would show: getpeername() and
+ * the source address of a UDP datagram it receives (recvmsg()).
  */
 #include "common.h"
 /* Every object declares every pinned map (whichever loads first creates it). */
@@ -37,14 +38,47 @@ static __always_inline __be16 glia_sock_port(const struct bpf_sock_addr *ctx)
 	return (__be16)ctx->user_port;
 }
 
-static __always_inline void glia_sock4_xlate(struct bpf_sock_addr *ctx)
+/* Remember which VIP the socket asked for, before pointing it at the
+ * backend; 0 on success. Without it the application would see the backend's
+ * address, so on failure the socket is left to from_endpoint. */
+static __always_inline int glia_sock4_remember(struct bpf_sock_addr *ctx, int connected,
+					       const struct glia_lb4_backend *be,
+					       const struct glia_lb4_key *key)
+{
+	struct glia_lb4_rsk_key rkey;
+	struct glia_lb4_revnat vip;
+	struct glia_lb4_sock *st;
+	struct bpf_sock *sk;
+
+	if (connected) {
+		sk = ctx->sk;
+		if (!sk)
+			return -1;
+		st = bpf_sk_storage_get(&glia_lb4_sks_v1, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!st)
+			return -1;
+		st->backend = be->ip;
+		st->backend_port = be->port;
+		st->vip = key->vip;
+		st->vip_port = key->port;
+		return 0;
+	}
+	rkey.cookie = bpf_get_socket_cookie(ctx);
+	rkey.addr = be->ip;
+	rkey.port = be->port;
+	rkey.pad = 0;
+	vip.vip = key->vip;
+	vip.port = key->port;
+	vip.pad = 0;
+	return bpf_map_update_elem(&glia_lb4_rsk_v1, &rkey, &vip, BPF_ANY) < 0 ? -1 : 0;
+}
+
+static __always_inline void glia_sock4_xlate(struct bpf_sock_addr *ctx, int connected)
 {
 	const struct glia_lb4_service *svc;
 	const struct glia_lb4_backend *be;
 	const struct glia_lb4_slot *slot;
 	struct glia_lb4_slot_key slot_key;
-	struct glia_lb4_rsk_key rkey;
-	struct glia_lb4_revnat vip;
 	struct glia_lb4_key key;
 
 	if (ctx->protocol != IPPROTO_TCP && ctx->protocol != IPPROTO_UDP)
@@ -62,18 +96,7 @@ static __always_inline void glia_sock4_xlate(struct bpf_sock_addr *ctx)
 	if (!slot)
 		return;
 	be = bpf_map_lookup_elem(&glia_lb4_be_v1, &slot->backend_id);
-	if (!be)
-		return;
-	rkey.cookie = bpf_get_socket_cookie(ctx);
-	rkey.addr = be->ip;
-	rkey.port = be->port;
-	rkey.pad = 0;
-	vip.vip = key.vip;
-	vip.port = key.port;
-	vip.pad = 0;
-	/* Without the reverse entry the application would see the backend's
-	 * address: better to leave the socket to from_endpoint. */
-	if (bpf_map_update_elem(&glia_lb4_rsk_v1, &rkey, &vip, BPF_ANY) < 0)
+	if (!be || glia_sock4_remember(ctx, connected, be, &key) < 0)
 		return;
 	ctx->user_ip4 = be->ip;
 	ctx->user_port = (__u32)be->port;
@@ -84,17 +107,33 @@ static __always_inline void glia_sock4_xlate(struct bpf_sock_addr *ctx)
 static __always_inline void glia_sock4_revnat(struct bpf_sock_addr *ctx)
 {
 	const struct glia_lb4_revnat *vip;
+	const struct glia_lb4_sock *st;
 	struct glia_lb4_rsk_key rkey;
+	struct bpf_sock *sk = ctx->sk;
+	__be32 addr = ctx->user_ip4;
+	__be16 port = glia_sock_port(ctx);
+	__be32 new_addr;
+	__u32 new_port;
 
-	rkey.cookie = bpf_get_socket_cookie(ctx);
-	rkey.addr = ctx->user_ip4;
-	rkey.port = glia_sock_port(ctx);
-	rkey.pad = 0;
-	vip = bpf_map_lookup_elem(&glia_lb4_rsk_v1, &rkey);
-	if (!vip)
-		return;
-	ctx->user_ip4 = vip->vip;
-	ctx->user_port = (__u32)vip->port;
+	/* One write of each field at the end: the verifier refuses stores through
+	 * a ctx pointer the compiler offset and shared between branches. */
+	st = sk ? bpf_sk_storage_get(&glia_lb4_sks_v1, sk, 0, 0) : NULL;
+	if (st && st->backend == addr && st->backend_port == port) {
+		new_addr = st->vip;
+		new_port = st->vip_port;
+	} else {
+		rkey.cookie = bpf_get_socket_cookie(ctx);
+		rkey.addr = addr;
+		rkey.port = port;
+		rkey.pad = 0;
+		vip = bpf_map_lookup_elem(&glia_lb4_rsk_v1, &rkey);
+		if (!vip)
+			return;
+		new_addr = vip->vip;
+		new_port = vip->port;
+	}
+	ctx->user_ip4 = new_addr;
+	ctx->user_port = new_port;
 }
 
 /* The programs always allow the call (1): a VIP they do not handle goes on,
@@ -103,14 +142,14 @@ static __always_inline void glia_sock4_revnat(struct bpf_sock_addr *ctx)
 SEC("cgroup/connect4")
 int glia_sock4_connect(struct bpf_sock_addr *ctx)
 {
-	glia_sock4_xlate(ctx);
+	glia_sock4_xlate(ctx, 1);
 	return 1;
 }
 
 SEC("cgroup/sendmsg4")
 int glia_sock4_sendmsg(struct bpf_sock_addr *ctx)
 {
-	glia_sock4_xlate(ctx);
+	glia_sock4_xlate(ctx, 0);
 	return 1;
 }
 

@@ -15,9 +15,13 @@
  * glia_lb4_afm_v1  (backend id, service id) present while that backend is a
  *                  ready backend of that affinity service: an affinity entry
  *                  is honoured only then
- * glia_lb4_rsk_v1  (socket cookie, backend, port) -> VIP and port (LRU): what
- *                  getpeername()/recvmsg() show a socket that the socket-level
- *                  load-balancer (sock.bpf.c) sent to a backend
+ * glia_lb4_sks_v1  per-socket storage: the backend a connect()ed socket was
+ *                  sent to by the socket-level load-balancer (sock.bpf.c) and
+ *                  the VIP it asked for, which getpeername()/recvmsg() show;
+ *                  freed with the socket
+ * glia_lb4_rsk_v1  (socket cookie, backend, port) -> VIP and port (LRU): the
+ *                  same for unconnected UDP sockets, whose datagrams to one
+ *                  VIP may each go to another backend
  *
  * Service id = reverse-NAT index, one per frontend. Memory: the hash maps
  * are BPF_F_NO_PREALLOC, so they cost their bucket arrays plus the entries in
@@ -180,6 +184,27 @@ struct glia_lb4_rsk_key {
 	__be16 port;                     /* backend port, network order */
 	__u16 pad;                       /* explicit padding, 0 */
 };
+
+struct glia_lb4_sock {
+	__be32 backend;                  /* backend IPv4 the socket was connected to */
+	__be16 backend_port;             /* its port, network order */
+	__u16 pad;                       /* explicit padding, 0 */
+	__be32 vip;                      /* the VIP the application asked for */
+	__be16 vip_port;                 /* its port, network order */
+	__u16 pad2;                      /* explicit padding, 0 */
+};
+
+/* Socket-local storage rather than a map keyed by socket: no per-connection
+ * LRU insert (which cost 1-2 us per connect() once the map had filled, against
+ * 0.7-0.9 us for this; kernel BPF run-time stats), and nothing stale is left
+ * behind when the socket goes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct glia_lb4_sock);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} glia_lb4_sks_v1 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);

@@ -28,6 +28,7 @@ BPF_MAP_TYPE_ARRAY = 2
 BPF_MAP_TYPE_PERCPU_ARRAY = 6
 BPF_MAP_TYPE_LRU_HASH = 9
 BPF_MAP_TYPE_LPM_TRIE = 11
+BPF_MAP_TYPE_SK_STORAGE = 24
 BPF_MAP_TYPE_RINGBUF = 27
 BPF_F_NO_PREALLOC = 1
 BPF_F_NO_COMMON_LRU = 2
@@ -131,6 +132,17 @@ class glia_lb4_backend(Structure):
 
 class glia_lb4_revnat(Structure):
     _fields_ = [("vip", c_uint32), ("port", c_uint16), ("pad", c_uint16)]
+
+
+class glia_lb4_sock(Structure):
+    _fields_ = [
+        ("backend", c_uint32),
+        ("backend_port", c_uint16),
+        ("pad", c_uint16),
+        ("vip", c_uint32),
+        ("vip_port", c_uint16),
+        ("pad2", c_uint16),
+    ]
 
 
 class glia_lb4_rsk_key(Structure):
@@ -242,6 +254,7 @@ MIRRORS: dict[type[Structure], str] = {
     glia_lb4_backend: "glia_lb4_backend",
     glia_lb4_revnat: "glia_lb4_revnat",
     glia_lb4_rsk_key: "glia_lb4_rsk_key",
+    glia_lb4_sock: "glia_lb4_sock",
     glia_lb4_maglev: "glia_lb4_maglev",
     glia_lb4_aff_key: "glia_lb4_aff_key",
     glia_lb4_affinity: "glia_lb4_affinity",
@@ -321,7 +334,12 @@ CT4 = MapSpec(
     262144,
     flags=BPF_F_NO_COMMON_LRU,
 )
-# Socket-level LB's reverse index (sock.bpf.c): per socket, like conntrack.
+# Socket-level LB's reverse index (sock.bpf.c): per socket, like conntrack;
+# socket-local storage for connected sockets (no max_entries: one per socket),
+# an LRU keyed by socket cookie for unconnected UDP.
+LB_SOCK = MapSpec(
+    "glia_lb4_sks_v1", BPF_MAP_TYPE_SK_STORAGE, c_uint32, glia_lb4_sock, 0, flags=BPF_F_NO_PREALLOC
+)
 LB_RSK = MapSpec(
     "glia_lb4_rsk_v1",
     BPF_MAP_TYPE_LRU_HASH,
@@ -331,7 +349,7 @@ LB_RSK = MapSpec(
     flags=BPF_F_NO_COMMON_LRU,
 )
 LB_MAPS = (LB_SERVICES, LB_SLOTS, LB_MAGLEV, LB_BACKENDS, LB_REVNAT, LB_AFFINITY, LB_AFFMATCH)
-ALL_MAPS = (ENDPOINTS, IPCACHE, METRICS, CONFIG, EVENTS, *LB_MAPS, CT4, LB_RSK)
+ALL_MAPS = (ENDPOINTS, IPCACHE, METRICS, CONFIG, EVENTS, *LB_MAPS, CT4, LB_SOCK, LB_RSK)
 
 
 def ip_to_be32(ip: str) -> int:
