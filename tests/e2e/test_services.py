@@ -41,6 +41,7 @@ from labhelpers import (
     http_names,
     lb_frontend,
     lb_maps,
+    metric_delta,
     metrics,
     netns_python,
     service_manifest,
@@ -115,11 +116,16 @@ def test_requests_spread_over_backends_on_both_nodes(
     (vip,) = work.apply(service_manifest("spread", {"app": "spread"}, HTTP))
     wait_backends(lab, vip, 80, {str(c.ip) for c in web})
 
+    before = metrics(lab, clients[0].node)
     counts = http_names(lab, clients[0], vip, 300)
 
     assert counts[FAILED] == 0, counts
     assert set(counts) == {c.name for c in web}, counts
     assert min(counts.values()) >= 0.15 * 300, counts
+    # Every one balanced at connect() by the client node's socket LB (the lab
+    # puts containers, `podman exec`'s processes too, in the node's cgroup).
+    xlated = metric_delta(before, metrics(lab, clients[0].node), "SOCK_XLATE", "egress")
+    assert xlated >= 300, xlated
 
 
 def test_long_lived_connection_keeps_its_backend_while_the_set_changes(

@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from glia.agent.client import AgentClientError
+from glia.datapath.drop import Reason
 from glia.lab.lab import Lab, bin_dir
 from glia.lab.podman import Container
 
@@ -83,10 +84,21 @@ def run(lab: Lab, console: Console, client: Container) -> list[str]:
         failures += show_cli(lab, console, ["bpf", "lb", "list", "--node", node])
 
     step(f"{REQUESTS} requests from {client.name} ({client.node}) to http://{vip}/")
+    xlated = _socket_xlated(lab, client.node)
     counts = _requests(lab, client, vip)
     _show_counts(console, backends, counts)
     if counts[FAILED] or any(counts[b.name] == 0 for b in backends):
         failures.append(f"requests did not reach every backend: {dict(counts)}")
+    xlated = _socket_xlated(lab, client.node) - xlated
+    console.print(
+        Text(
+            f"    {xlated} of them balanced at connect() (socket LB: each socket pointed at "
+            "its backend, no per-packet NAT; `glia bpf metrics`, sock-xlate)",
+            style="dim",
+        )
+    )
+    if xlated < REQUESTS:
+        failures.append(f"socket LB translated {xlated} of {REQUESTS} connections")
 
     sick = backends[0]
     step(f"stopping the server inside {sick.name} ({sick.node}); the container keeps running")
@@ -154,6 +166,15 @@ def _requests(lab: Lab, client: Container, vip: str) -> Counter[str]:
     )
     r = lab.exec(f"{client.node}/{client.name}", ["sh", "-c", loop], timeout=REQUESTS * 3 + 30)
     return Counter(line.strip() for line in r.stdout.splitlines() if line.strip())
+
+
+def _socket_xlated(lab: Lab, node: str) -> int:
+    """connect()/sendmsg() calls the node's socket LB pointed at a backend so far."""
+    return sum(
+        int(m["packets"])
+        for m in lab.agent(node).bpf_metrics()
+        if m["reason"] == Reason.SOCK_XLATE.name
+    )
 
 
 def _show_counts(console: Console, backends: list[Container], counts: Counter[str]) -> None:
