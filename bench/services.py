@@ -35,8 +35,11 @@ is measured twice: with socket load-balancing (the client in the cgroup: the
 connect() goes straight to a backend) and with the per-packet path (a client
 outside it: from_endpoint's DNAT and conntrack). Only ratios from one run mean
 something on a noisy 2-vCPU machine: every case is measured in every round, in
-a rotating order, and the latencies connection by connection in turn. The
-glia metric SOCK_XLATE proves which path each glia run took.
+a rotating order, and the latencies connection by connection in turn. glia's
+three cases are also measured alone, many short rounds in a changing order,
+and their short-connection rates compared round by round (the paired rate, what
+the targets use: one short wrk run scatters far more than 5% here). The glia
+metric SOCK_XLATE proves which path each glia run took.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -163,6 +166,12 @@ OTHERS = CASES[1:]  # what glia_vip is compared with
 # The kube-proxy nodes use the same VIP: a client in glia's cgroup would be
 # socket-LB'd by glia's programs there too. Only these cases run in the cgroup.
 IN_CGROUP = (GLIA_VIP, GLIA_POD)
+# The paired rate runs: glia's cases alone, and the ratios taken round by round.
+PAIR_RATE_CASES = (GLIA_VIP, GLIA_VIP_TC, GLIA_POD)
+PAIR_RATIOS = ((GLIA_VIP, GLIA_POD), (GLIA_VIP_TC, GLIA_POD))
+# A paired run whose wrk counted more errors than this share of its requests did not
+# measure the path's cost (refused, reset or timed-out connections): the run stops.
+PAIR_ERROR_SHARE = 0.01
 DESCRIPTIONS = {
     GLIA_VIP: "the Service's VIP through glia with socket load-balancing, as the lab's "
     "pods get it: the client is in the cgroup v2 that glia's sock programs are attached "
@@ -211,9 +220,13 @@ class Params:
     wrk_reps: int = 6  # short runs, many rounds: the VM's drift is larger than the effects
     wrk_connections: int = 32
     wrk_threads: int = 2  # with nginx, the two vCPUs are saturated: rate = CPU per connection
+    # The glia trio's paired rate runs: a single short wrk run scatters +-15-20% on this
+    # VM, far more than the 5% target; ratios taken within one round cancel the drift.
+    pair_rate_rounds: int = 16
+    pair_rate_seconds: int = 1
     latency_count: int = 2000  # connect + GET + close per case and N, all cases interleaved
     # (and again glia_vip with glia_pod_ip alone, the pair run)
-    probe_connections: int = 20  # per glia VIP case and N: which path did it take?
+    probe_connections: int = 20  # per glia case and N: which path did it take?
     iperf_seconds: int = 2
     iperf_reps: int = 2
     program_reps: int = 3  # loads timed per mode and N (1 once a load takes > SLOW_LOAD_S)
@@ -225,6 +238,7 @@ class Params:
             ebpf_counts=(100000,),
             wrk_seconds=1,
             wrk_reps=2,
+            pair_rate_rounds=3,
             latency_count=300,
             iperf_seconds=1,
             iperf_reps=1,
@@ -870,12 +884,12 @@ def reach(case: Case) -> None:
         raise BenchError(f"{case.name}: {case.url} does not answer: {e}") from None
 
 
-def wrk(case: Case, params: Params) -> dict[str, float]:
+def wrk(case: Case, params: Params, seconds: int) -> dict[str, float]:
     case.node.flush()
     argv = ["wrk", f"-t{params.wrk_threads}", f"-c{params.wrk_connections}"]
-    argv += [f"-d{params.wrk_seconds}s", "--latency", "-H", "Connection: close"]
+    argv += [f"-d{seconds}s", "--latency", "-H", "Connection: close"]
     argv.append(case.url)
-    proc = run(case.client(argv), timeout=params.wrk_seconds + 60)
+    proc = run(case.client(argv), timeout=seconds + 60)
     got = parse_wrk(proc.stdout.decode(errors="replace"))
     if got["errors"]:
         log(
@@ -909,10 +923,86 @@ def iperf(case: Case, seconds: int) -> float:
     return round(float(doc["end"]["sum_received"]["bits_per_second"]) / 1e9, 3)
 
 
-def rotated(cases: list[Case], k: int) -> list[Case]:
+def rotated(cases: Sequence[T], k: int) -> list[T]:
     """The cases starting at the k-th, so no case always runs first (or right after another)."""
     k %= len(cases)
-    return cases[k:] + cases[:k]
+    return [*cases[k:], *cases[:k]]
+
+
+def pair_order(cases: Sequence[T], r: int) -> list[T]:
+    """Round ``r``'s order of the paired rate runs: rotated by ``r``, reversed every
+    other round. With three cases, six rounds hold all six orders, so each case runs
+    before and after each other one, first and last, equally often."""
+    out = rotated(cases, r)
+    return out[::-1] if r % 2 else out
+
+
+# --- paired rate runs (pure) ---------------------------------------------------------
+
+
+def rate_entry(runs: Sequence[dict[str, float]]) -> dict[str, Any]:
+    """A case's wrk runs: the median rate, each run's, errors and requests in all."""
+    return {
+        "median": round(median([r["rate"] for r in runs]), 1),
+        "runs": [round(r["rate"], 1) for r in runs],
+        "errors": int(sum(r["errors"] for r in runs)),
+        "requests": int(sum(r["requests"] for r in runs)),
+    }
+
+
+def round_ratios(rates: Mapping[str, Sequence[float]], case: str, other: str) -> list[float]:
+    """``case``'s rate / ``other``'s in each round (``rates``: case -> rate per round)."""
+    return [round(a / b, 4) for a, b in zip(rates[case], rates[other], strict=True)]
+
+
+def pair_rate_problems(runs: dict[str, list[dict[str, float]]], rounds: int) -> list[str]:
+    """What makes the paired rate runs unfit for a ratio: a missing round, a run that
+    completed no request, or one whose wrk counted errors (refused, reset or timed-out
+    connections: the rate is then not the path's cost)."""
+    out = []
+    for case in PAIR_RATE_CASES:
+        got = runs.get(case, [])
+        if len(got) != rounds:
+            out.append(f"{case} ran in {len(got)} of {rounds} rounds")
+        for i, r in enumerate(got, 1):
+            if r["requests"] <= 0 or r["rate"] <= 0:
+                out.append(f"round {i}: {case} completed no request")
+            elif r["errors"] > PAIR_ERROR_SHARE * r["requests"]:
+                out.append(
+                    f"round {i}: {case}: wrk counted {r['errors']:.0f} errors in "
+                    f"{r['requests']:.0f} requests (more than {PAIR_ERROR_SHARE:.0%})"
+                )
+    return out
+
+
+def pair_rate_summary(
+    runs: dict[str, list[dict[str, float]]], order: list[list[str]]
+) -> dict[str, Any]:
+    """``results.<N>.pair_rate_cps``: per case as ``rate_cps``, runs in round order; per
+    ratio the median of the rounds' ratios, the rounds' ratios and the ratio of the
+    medians, and its median over the rounds where either case ran first; and each
+    round's order. Only for runs :func:`pair_rate_problems` passed."""
+    rates = {c: [r["rate"] for r in rs] for c, rs in runs.items()}
+    out: dict[str, Any] = {c: rate_entry(rs) for c, rs in runs.items()}
+    out["ratios"] = {}
+    for case, other in PAIR_RATIOS:
+        per_round = round_ratios(rates, case, other)
+        # Split by which of the two ran first in the round: a gap between the halves
+        # is a carry-over from one run to the next, which the balanced order cancels
+        # in the median but which is worth seeing.
+        first = [o.index(case) < o.index(other) for o in order]
+        halves = {
+            f"{case} first": [r for r, f in zip(per_round, first, strict=True) if f],
+            f"{other} first": [r for r, f in zip(per_round, first, strict=True) if not f],
+        }
+        out["ratios"][f"{case}/{other}"] = {
+            "median": round(median(per_round), 3),
+            "rounds": per_round,
+            "ratio_of_medians": ratio(median(rates[case]), median(rates[other]), 3),
+            "median_by_order": {k: round(median(v), 3) if v else None for k, v in halves.items()},
+        }
+    out["order"] = order
+    return out
 
 
 # --- socket LB checks (pure) ----------------------------------------------------------
@@ -939,7 +1029,7 @@ def xlate_problem(what: str, got: int, expected: int, exact: bool) -> str | None
 def probe_problems(probe: dict[str, Any]) -> list[str]:
     """What :meth:`Bench.probe_socket_lb` saw that contradicts the cases' paths."""
     k = probe["connections"]
-    vip, tc = probe[GLIA_VIP], probe[GLIA_VIP_TC]
+    vip, tc, pod = probe[GLIA_VIP], probe[GLIA_VIP_TC], probe[GLIA_POD]
     out = []
     if vip["sock_xlate"] != k:
         out.append(
@@ -960,6 +1050,12 @@ def probe_problems(probe: dict[str, Any]) -> list[str]:
         out.append(
             f"{GLIA_VIP_TC} left no conntrack entry: its connections did not go through "
             "the per-packet load-balancer"
+        )
+    if pod["sock_xlate"] or pod["vip_ct_entries"]:
+        out.append(
+            f"{GLIA_POD} (the pod-IP target, client in the cgroup) had {pod['sock_xlate']} of "
+            f"{k} connections translated by the socket LB and left {pod['vip_ct_entries']} "
+            "conntrack entries for the VIP: it is not the limit of the VIP paths"
         )
     return out
 
@@ -1060,12 +1156,13 @@ class Bench:
             raise BenchError(f"{problem} (socket LB cgroup {self.glia.cgroup})")
 
     def probe_socket_lb(self, cases: list[Case]) -> dict[str, Any]:
-        """A few connections through each glia VIP case alone: glia_vip socket-LB'd
-        (translated, no conntrack entry), glia_vip_tc not (the reverse)."""
+        """A few connections through each glia case alone: glia_vip socket-LB'd
+        (translated, no conntrack entry), glia_vip_tc not (the reverse), glia_pod_ip
+        neither (not translated, no VIP conntrack entry)."""
         by_name = {c.name: c for c in cases}
         k = self.params.probe_connections
         out: dict[str, Any] = {"connections": k}
-        for name in (GLIA_VIP_TC, GLIA_VIP):
+        for name in (GLIA_VIP_TC, GLIA_POD, GLIA_VIP):
             self.glia.flush()
             _, got = self.xlated(functools.partial(http_crr, [by_name[name]], k, 0))
             out[name] = {"sock_xlate": got, "vip_ct_entries": self.glia.vip_ct_entries()}
@@ -1084,6 +1181,58 @@ class Bench:
         summaries = {c: summary(v) for c, v in crr.items()}
         return summaries, {"glia_vip_connections": vip_conns, "sock_xlate": got}
 
+    def checked_wrk(self, what: str, case: Case, seconds: int) -> tuple[dict[str, float], int]:
+        """One wrk run, and the socket LB's count for it: glia_vip's must be translated
+        (each request is its own connection, plus those the run's end cut short), no
+        other case's."""
+        got, xlated = self.xlated(functools.partial(wrk, case, self.params, seconds))
+        vip = case.name == GLIA_VIP
+        expected = int(got["requests"]) if vip else 0
+        self.check(xlate_problem(what, xlated, expected, exact=not vip))
+        return got, xlated
+
+    def pair_rate(self, n: int, by_name: dict[str, Case]) -> tuple[dict[str, Any], dict[str, int]]:
+        """glia's three cases alone, round after round, the order changing each round;
+        ``pair_rate_cps`` and the socket LB's counts. A single short wrk run scatters
+        far more than the 5% target on this VM; a ratio within one round does not."""
+        p = self.params
+        cases = [by_name[c] for c in PAIR_RATE_CASES]
+        runs: dict[str, list[dict[str, float]]] = {c: [] for c in PAIR_RATE_CASES}
+        order: list[list[str]] = []
+        xlate = 0
+        for r in range(p.pair_rate_rounds):
+            what = f"N={n} paired rate {r + 1}/{p.pair_rate_rounds}"
+            names = []
+            for case in pair_order(cases, r):
+                got, xlated = self.checked_wrk(f"{what}: {case.name}", case, p.pair_rate_seconds)
+                xlate += xlated
+                runs[case.name].append(got)
+                names.append(case.name)
+            order.append(names)
+            rates = {c: runs[c][-1]["rate"] for c in PAIR_RATE_CASES}
+            cells = ", ".join(f"{c} {rates[c]:.0f}" for c in names)
+            shares = ", ".join(
+                f"{a}/{b} {rates[a] / rates[b]:.3f}" for a, b in PAIR_RATIOS if rates[b]
+            )
+            log(f"{what}: {cells} /s; {shares}")
+        problems = pair_rate_problems(runs, p.pair_rate_rounds)
+        if problems:
+            raise BenchError(f"N={n} paired rate: {'; '.join(problems)}")
+        out = pair_rate_summary(runs, order)
+        for key, entry in out["ratios"].items():
+            halves = ", ".join(f"{k} {v}" for k, v in entry["median_by_order"].items())
+            log(
+                f"N={n} paired rate {key}: median of rounds {entry['median']:.3f} "
+                f"({min(entry['rounds']):.3f}-{max(entry['rounds']):.3f}), "
+                f"ratio of medians {entry['ratio_of_medians']}; by order: {halves}"
+            )
+        vip_requests = out[GLIA_VIP]["requests"]
+        log(
+            f"N={n}: glia's socket LB translated {xlate} connections in {GLIA_VIP}'s paired "
+            f"runs ({vip_requests} requests), none of the other cases'"
+        )
+        return out, {"glia_vip_requests": vip_requests, "sock_xlate": xlate}
+
     def measure(self, n: int, kube_too: bool) -> dict[str, Any]:
         p = self.params
         programmed = self.program(n, kube_too)
@@ -1100,18 +1249,20 @@ class Bench:
         pair_us, socket_lb["pair_latency"] = self.timed_latency(f"N={n} latency pair", pair)
         log(f"N={n} latency: {p.latency_count} connections per case, all cases interleaved")
         crr_us, socket_lb["latency"] = self.timed_latency(f"N={n} latency", cases)
-        # Every load run is counted too: glia_vip's must be translated (each request
-        # is its own connection, plus those the run's end cut short), no other's.
+        # The glia cases' rates, paired round by round (the targets' figure), then
+        # every case's (the comparison with kube-proxy).
+        log(
+            f"N={n} paired rate: {', '.join(PAIR_RATE_CASES)} alone, "
+            f"{p.pair_rate_rounds} rounds of {p.pair_rate_seconds} s"
+        )
+        pair_rate_cps, socket_lb["pair_rate"] = self.pair_rate(n, by_name)
         runs: dict[str, list[dict[str, float]]] = {c.name: [] for c in cases}
         wrk_xlate = 0
         for rep in range(p.wrk_reps):
             for case in rotated(cases, rep):
                 what = f"N={n} wrk {rep + 1}/{p.wrk_reps}: {case.name}"
                 log(what)
-                got, xlated = self.xlated(functools.partial(wrk, case, p))
-                vip = case.name == GLIA_VIP
-                expected = int(got["requests"]) if vip else 0
-                self.check(xlate_problem(what, xlated, expected, exact=not vip))
+                got, xlated = self.checked_wrk(what, case, p.wrk_seconds)
                 wrk_xlate += xlated
                 runs[case.name].append(got)
         gbps: dict[str, list[float]] = {c.name: [] for c in cases}
@@ -1138,15 +1289,8 @@ class Bench:
         )
         return {
             **programmed,
-            "rate_cps": {
-                c: {
-                    "median": round(median([r["rate"] for r in rs]), 1),
-                    "runs": [round(r["rate"], 1) for r in rs],
-                    "errors": int(sum(r["errors"] for r in rs)),
-                    "requests": int(sum(r["requests"] for r in rs)),
-                }
-                for c, rs in runs.items()
-            },
+            "rate_cps": {c: rate_entry(rs) for c, rs in runs.items()},
+            "pair_rate_cps": pair_rate_cps,
             "wrk_latency_ms": {
                 c: {q: round(median([r[f"{q}_ms"] for r in rs]), 3) for q in ("p50", "p99")}
                 for c, rs in runs.items()
@@ -1195,12 +1339,15 @@ def run_all(bench: Bench) -> dict[str, Any]:
 
 # --- ratios and targets (pure) ---------------------------------------------------------
 
-# The figures of a case at one N. rate and gbps: higher is better, the rest lower.
-# p50/p99 come from the all-cases latency run, pair_p50/pair_p99 from the run of
-# glia_vip and glia_pod_ip alone.
+# The figures of a case at one N. rate, pair_rate and gbps: higher is better, the rest
+# lower. rate is from the all-cases wrk runs, pair_rate from the paired runs of glia's
+# cases alone; p50/p99 from the all-cases latency run, pair_p50/pair_p99 from the run
+# of glia_vip and glia_pod_ip alone.
 METRICS = ("rate", "p50", "p99", "gbps")  # every case
-POD_METRICS = ("rate", "pair_p50", "pair_p99", "gbps")  # glia_vip against glia_pod_ip
-FIGURES = ("rate", "p50", "p99", "pair_p50", "pair_p99", "gbps")
+POD_METRICS = ("pair_rate", "pair_p50", "pair_p99", "gbps")  # glia_vip against glia_pod_ip
+PER_PACKET_METRICS = ("pair_rate", "p50", "p99", "gbps")  # glia_vip_tc against glia_pod_ip
+FIGURES = ("rate", "pair_rate", "p50", "p99", "pair_p50", "pair_p99", "gbps")
+HIGHER_BETTER = ("rate", "pair_rate", "gbps")
 
 
 def _fig(doc: dict[str, Any], n: str, case: str, metric: str) -> float | None:
@@ -1210,6 +1357,9 @@ def _fig(doc: dict[str, Any], n: str, case: str, metric: str) -> float | None:
         return None
     if metric == "rate":
         return float(at["rate_cps"][case]["median"])
+    if metric == "pair_rate":
+        pair = at.get("pair_rate_cps", {})
+        return float(pair[case]["median"]) if case in pair else None
     if metric == "gbps":
         return float(at["throughput_gbps"][case]["median"])
     source = at["pair_latency_us"] if metric.startswith("pair_") else at["latency_us"]
@@ -1222,25 +1372,37 @@ def _ratio_key(metric: str, n: str, case: str, other: str) -> str:
     return f"{metric}.N{n}.{case}/{other}"
 
 
+def _metric_ratio(doc: dict[str, Any], metric: str, n: str, case: str, other: str) -> float | None:
+    """``case`` / ``other`` for one figure at N=``n``: for pair_rate the median of the
+    rounds' ratios (the paired runs' figure), for the rest the ratio of the figures."""
+    if metric == "pair_rate":
+        paired = doc["results"][n].get("pair_rate_cps", {}).get("ratios", {})
+        entry = paired.get(f"{case}/{other}")
+        return float(entry["median"]) if entry is not None else None
+    a, b = _fig(doc, n, case, metric), _fig(doc, n, other, metric)
+    return ratio(a, b, 3) if a is not None and b is not None else None
+
+
 def ratios(doc: dict[str, Any]) -> dict[str, float | None]:
-    """glia_vip / X for every figure, N and other case X (p50/p99 from the all-cases
-    run, pair_p50/pair_p99 from the pair run); glia_vip_tc / glia_pod_ip (the per-packet
-    path); glia_vip at N / at the smallest N; glia's programming time / each mode's."""
+    """glia_vip / X for every figure, N and other case X (rate, p50/p99 from the
+    all-cases runs; pair_rate, the median of the paired rounds' ratios; pair_p50/pair_p99
+    from the pair run); glia_vip_tc / glia_pod_ip (the per-packet path); glia_vip at N /
+    at the smallest N; glia's programming time / each mode's."""
     out: dict[str, float | None] = {}
     counts = list(doc["results"])
 
     def put(metric: str, n: str, case: str, other: str) -> None:
-        a, b = _fig(doc, n, case, metric), _fig(doc, n, other, metric)
-        if a is not None and b is not None:
-            out[_ratio_key(metric, n, case, other)] = ratio(a, b, 3)
+        r = _metric_ratio(doc, metric, n, case, other)
+        if r is not None:
+            out[_ratio_key(metric, n, case, other)] = r
 
     for n in counts:
         for metric in METRICS:
             for other in OTHERS:
                 put(metric, n, GLIA_VIP, other)
-        for metric in ("pair_p50", "pair_p99"):
+        for metric in ("pair_rate", "pair_p50", "pair_p99"):
             put(metric, n, GLIA_VIP, GLIA_POD)
-        for metric in METRICS:
+        for metric in (*METRICS, "pair_rate"):
             put(metric, n, GLIA_VIP_TC, GLIA_POD)
         for metric in FIGURES:
             now, first = _fig(doc, n, GLIA_VIP, metric), _fig(doc, counts[0], GLIA_VIP, metric)
@@ -1257,7 +1419,7 @@ def ratios(doc: dict[str, Any]) -> dict[str, float | None]:
 
 def _better(metric: str, value: float, other: float, slack: float) -> bool:
     """``value`` at least as good as ``other`` within ``slack`` (0.05 = 5%)."""
-    if metric in ("rate", "gbps"):
+    if metric in HIGHER_BETTER:
         return value >= other * (1 - slack)
     return value <= other * (1 + slack)
 
@@ -1269,19 +1431,21 @@ def _versus(
     metrics: Sequence[str],
     slack: dict[str, float],
 ) -> dict[str, Any]:
-    """``case`` against ``other`` at every N where both ran, per figure."""
+    """``case`` against ``other`` at every N where both ran, per figure. The verdict
+    is on the ratio: for pair_rate the median of the paired rounds' ratios (the ratio
+    of the two medians is kept beside it), for the rest the ratio of the figures."""
     detail: dict[str, Any] = {}
     for n in doc["results"]:
         for metric in metrics:
             g, o = _fig(doc, n, case, metric), _fig(doc, n, other, metric)
-            if g is None or o is None:
+            r = _metric_ratio(doc, metric, n, case, other)
+            if g is None or o is None or r is None:
                 continue
-            detail[f"{metric}.N{n}"] = {
-                case: g,
-                other: o,
-                "ratio": ratio(g, o, 3),
-                "met": _better(metric, g, o, slack[metric]),
-            }
+            entry: dict[str, Any] = {case: g, other: o, "ratio": r}
+            if metric == "pair_rate":
+                entry["ratio_of_medians"] = ratio(g, o, 3)
+            entry["met"] = _better(metric, r, 1.0, slack[metric])
+            detail[f"{metric}.N{n}"] = entry
     return {"met": all(v["met"] for v in detail.values()), "detail": detail}
 
 
@@ -1295,14 +1459,11 @@ def _flat(doc: dict[str, Any]) -> dict[str, Any]:
     detail: dict[str, Any] = {}
     for n in counts[1:]:
         for metric in POD_METRICS:
-            vip, pod = _fig(doc, n, GLIA_VIP, metric), _fig(doc, n, GLIA_POD, metric)
-            vip1, pod1 = (
-                _fig(doc, counts[0], GLIA_VIP, metric),
-                _fig(doc, counts[0], GLIA_POD, metric),
-            )
-            if vip is None or vip1 is None or not pod or not pod1:
+            vip, vip1 = _fig(doc, n, GLIA_VIP, metric), _fig(doc, counts[0], GLIA_VIP, metric)
+            r_now = _metric_ratio(doc, metric, n, GLIA_VIP, GLIA_POD)
+            r_then = _metric_ratio(doc, metric, counts[0], GLIA_VIP, GLIA_POD)
+            if vip is None or vip1 is None or not r_now or not r_then:
                 continue
-            r_now, r_then = vip / pod, vip1 / pod1
             detail[f"{metric}.N{n}"] = {
                 f"{GLIA_VIP}/{GLIA_POD}": round(r_now, 3),
                 f"at N={counts[0]}": round(r_then, 3),
@@ -1328,8 +1489,10 @@ def targets(doc: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         "vip_within_5pct_of_pod_ip": {
             "what": f"{GLIA_VIP} (socket LB) against {GLIA_POD} (same node, client in the same "
-            "cgroup) at every N: rate and throughput >= 95%, latency p50 and p99 <= 105%, "
-            "the latencies from the pair run (the two alone, interleaved)",
+            "cgroup) at every N: rate and throughput >= 95%, latency p50 and p99 <= 105%; "
+            "the rate is the median of the paired rounds' ratios (glia's cases alone, the "
+            "order changing each round), the latencies from the pair run (the two alone, "
+            "interleaved)",
             **_versus(doc, GLIA_VIP, GLIA_POD, POD_METRICS, FIVE_PCT),
         },
         "vip_within_5pct_of_kernel_pod_ip": {
@@ -1339,8 +1502,8 @@ def targets(doc: dict[str, Any]) -> dict[str, Any]:
         },
         "flat_1_to_max": {
             "what": f"{GLIA_VIP}/{GLIA_POD} at every N within 5% of that ratio at the smallest "
-            "N (the same-round pod-IP path cancels the machine's drift between N); latencies "
-            "from the pair run",
+            "N (the same-round pod-IP path cancels the machine's drift between N); the rate "
+            "from the paired rounds (median of their ratios), latencies from the pair run",
             **_flat(doc),
         },
     }
@@ -1369,8 +1532,9 @@ def per_packet_path(doc: dict[str, Any]) -> dict[str, Any]:
         "what": f"informational, not a target: {GLIA_VIP_TC}, the VIP through glia's "
         "per-packet load-balancer (a client outside the socket-LB cgroup: sockets the hooks "
         f"do not translate), against {GLIA_POD} with the thresholds of "
-        "vip_within_5pct_of_pod_ip; latencies from the all-cases run",
-        **_versus(doc, GLIA_VIP_TC, GLIA_POD, METRICS, FIVE_PCT),
+        "vip_within_5pct_of_pod_ip; the rate from the paired rounds (median of their "
+        "ratios), latencies from the all-cases run",
+        **_versus(doc, GLIA_VIP_TC, GLIA_POD, PER_PACKET_METRICS, FIVE_PCT),
     }
 
 
@@ -1385,13 +1549,21 @@ def _short(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _panel(ax: Any, title: str, unit: str, rows: dict[str, dict[str, float]], log: bool) -> None:
-    """Bars per N (``rows``: N -> case -> value), each labelled "value · glia/this"."""
-    width = 0.8 / len(CASES)
+def _panel(
+    ax: Any,
+    title: str,
+    unit: str,
+    rows: dict[str, dict[str, float]],
+    log: bool,
+    paired: dict[str, dict[str, float]] | None = None,
+) -> None:
+    """Bars per N (``rows``: N -> case -> value), each labelled "value · glia/this";
+    with ``paired`` (N -> case -> ratio), that ratio instead of glia's bar / this bar."""
+    width = 0.8 / max(len(row) for row in rows.values())
     top = max(v for row in rows.values() for v in row.values())
     bottom = min(v for row in rows.values() for v in row.values())
     seen: set[str] = set()
-    for gi, row in enumerate(rows.values()):
+    for gi, (n, row) in enumerate(rows.items()):
         glia = row.get(GLIA_VIP)
         cases = [c for c in CASES if c in row]
         for bi, case in enumerate(cases):
@@ -1401,8 +1573,12 @@ def _panel(ax: Any, title: str, unit: str, rows: dict[str, dict[str, float]], lo
             seen.add(case)
             ax.bar(x, value, width * 0.92, color=COLORS[case], label=label)
             text = _short(value)
-            if glia is not None and case != GLIA_VIP and value:
+            r: float | None = None
+            if paired is not None:
+                r = paired.get(n, {}).get(case)
+            elif glia is not None and case != GLIA_VIP and value:
                 r = glia / value
+            if r is not None:
                 text += f" · {r:.2f}" if r >= 0.1 else f" · {r:.2g}"
             y = value * 1.15 if log else value + top * 0.015
             ax.text(x, y, text, ha="center", va="bottom", rotation=90, fontsize=7)
@@ -1434,13 +1610,15 @@ def _ratio_rows(
 def _table_lines(doc: dict[str, Any]) -> list[str]:
     head = f"{'X':24s}{'N':>8s}{'rate':>7s}{'p50':>6s}{'p99':>6s}{'Gbps':>6s}"
     lines = [f"{NAMES[GLIA_VIP]} / X at each N", "", head]
-    lines += _ratio_rows(doc, f"{NAMES[GLIA_POD]}, pair run", GLIA_VIP, GLIA_POD, POD_METRICS)
+    lines += _ratio_rows(doc, f"{NAMES[GLIA_POD]}, paired", GLIA_VIP, GLIA_POD, POD_METRICS)
     for other in OTHERS:
         lines += _ratio_rows(doc, NAMES[other], GLIA_VIP, other, METRICS)
     lines += [
         "",
-        "pair run: latencies of glia VIP and glia pod IP",
-        "alone, interleaved; the rest: all cases interleaved",
+        "paired: rate = median of the per-round ratios",
+        "of glia's cases run alone; p50, p99 = glia VIP",
+        "and glia pod IP alone, interleaved. The rest:",
+        "all cases in every round / interleaved.",
         "rate, Gbit/s: above 1 = glia better",
         "p50, p99: below 1 = glia better",
     ]
@@ -1460,8 +1638,90 @@ def _verdict_lines(doc: dict[str, Any]) -> list[str]:
     pp = doc["per_packet_path"]
     head = f"{'':24s}{'N':>8s}{'rate':>7s}{'p50':>6s}{'p99':>6s}{'Gbps':>6s}"
     lines += ["", f"Informational: {NAMES[GLIA_VIP_TC]} / {NAMES[GLIA_POD]}", head]
-    lines += _ratio_rows(doc, "per-packet path", GLIA_VIP_TC, GLIA_POD, METRICS)
+    lines += _ratio_rows(doc, "per-packet, rate paired", GLIA_VIP_TC, GLIA_POD, PER_PACKET_METRICS)
     lines.append(f"  within 5%: {'yes' if pp['met'] else 'no'}{missed(pp)}")
+    return lines
+
+
+def _pair_labels(doc: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """N -> case -> median over the paired rounds of glia_vip's rate / that case's."""
+    out: dict[str, dict[str, float]] = {}
+    for n, at in doc["results"].items():
+        pair = at.get("pair_rate_cps")
+        if pair is None:
+            continue
+        rates = {c: pair[c]["runs"] for c in PAIR_RATE_CASES}
+        out[n] = {c: median(round_ratios(rates, GLIA_VIP, c)) for c in (GLIA_POD, GLIA_VIP_TC)}
+    return out
+
+
+def _spread_panel(ax: Any, doc: dict[str, Any]) -> None:
+    """Per N, each paired round's ratio to the pod IP as a dot, the median as a bar."""
+    p = doc["params"]
+    offsets = {GLIA_VIP: -0.18, GLIA_VIP_TC: 0.18}
+    seen: set[str] = set()
+    counts = [n for n in doc["results"] if "pair_rate_cps" in doc["results"][n]]
+    for gi, n in enumerate(counts):
+        ratios_at = doc["results"][n]["pair_rate_cps"]["ratios"]
+        for case, other in PAIR_RATIOS:
+            entry = ratios_at[f"{case}/{other}"]
+            rounds = entry["rounds"]
+            x = gi + offsets[case]
+            # Spread the dots sideways a little, so equal ratios do not hide each other.
+            xs = [x + 0.1 * (i / max(len(rounds) - 1, 1) - 0.5) for i in range(len(rounds))]
+            label = None if case in seen else f"{NAMES[case]} / {NAMES[other]}"
+            seen.add(case)
+            ax.scatter(xs, rounds, s=14, color=COLORS[case], alpha=0.8, label=label)
+            ax.hlines(entry["median"], x - 0.12, x + 0.12, color="black", linewidth=2)
+            ax.text(x + 0.13, entry["median"], f"{entry['median']:.3f}", va="center", fontsize=7)
+    ax.axhline(1.0, color="#9a9a9a", linewidth=0.8)
+    ax.axhline(0.95, color="#c0392b", linewidth=0.8, linestyle="--", label="0.95 (the target)")
+    ax.set_xticks(range(len(counts)), [f"N = {int(n):,}" for n in counts], fontsize=8)
+    ax.set_ylabel("ratio of rates in one round")
+    ax.set_title(
+        f"short connections, paired: each round's rate / {NAMES[GLIA_POD]}'s "
+        f"({p['pair_rate_rounds']} rounds of {p['pair_rate_seconds']} s; bar: median)",
+        fontsize=10,
+    )
+    ax.legend(fontsize=7, loc="lower left")
+
+
+def _pair_rate_lines(doc: dict[str, Any]) -> list[str]:
+    """Per N and paired ratio: the median of the rounds' ratios, their range, and the
+    ratio of the medians."""
+    p = doc["params"]
+    lines = [
+        "Short-connection rate, paired runs: glia's",
+        f"cases alone, {p['pair_rate_rounds']} rounds of {p['pair_rate_seconds']} s, the order",
+        "changing every round; a ratio per round.",
+        "",
+        f"{'':18s}{'N':>8s}{'median':>8s}{'min':>7s}{'max':>7s}{'of med.':>8s}"
+        f"{'A 1st':>7s}{'B 1st':>7s}",
+    ]
+    for case, other in PAIR_RATIOS:
+        for n, at in doc["results"].items():
+            entry = at.get("pair_rate_cps", {}).get("ratios", {}).get(f"{case}/{other}")
+            if entry is None:
+                continue
+            label = "socket LB / pod" if case == GLIA_VIP else "per-packet / pod"
+            halves = "".join(
+                f"{v:7.3f}" if v is not None else "      -"
+                for v in entry["median_by_order"].values()
+            )
+            lines.append(
+                f"{label:18s}{int(n):8,d}{entry['median']:8.3f}{min(entry['rounds']):7.3f}"
+                f"{max(entry['rounds']):7.3f}{entry['ratio_of_medians'] or 0:8.3f}{halves}"
+            )
+    lines += [
+        "",
+        "median: of the per-round ratios (the targets');",
+        "of med.: ratio of the two cases' median rates;",
+        "A 1st, B 1st: median of the rounds where A (B)",
+        "ran before B (A), for A / B: a gap between them",
+        "is a carry-over from run to run.",
+        "A single short wrk run scatters +-15-20% on this",
+        "VM; both cases of a round share its drift.",
+    ]
     return lines
 
 
@@ -1490,26 +1750,36 @@ def plot(doc: dict[str, Any], path: Path) -> None:
             if mode in at["program_s"]:
                 program[n][mode] = at["program_s"][mode]["median"] * 1000
 
-    fig = plt.figure(figsize=(20, 16))
-    grid = fig.add_gridspec(3, 3)
+    fig = plt.figure(figsize=(20, 21))
+    grid = fig.add_gridspec(4, 3)
     conns = doc["params"]["wrk_connections"]
     crr = "connect + GET + close, one at a time"
     panels = [
         (
             (0, 0),
-            f"short connections: wrk, {conns} connections, Connection: close (median)",
+            f"short connections: wrk, {conns} connections, Connection: close, all cases (median)",
             "connections/s",
             "rate",
         ),
         ((0, 1), f"{crr}, all cases interleaved: p50", "µs", "p50"),
         ((0, 2), f"{crr}, all cases interleaved: p99", "µs", "p99"),
-        ((1, 0), "stream throughput: iperf3 (median)", "Gbit/s", "gbps"),
         ((1, 1), f"{crr}, glia VIP and pod IP alone (pair run): p50", "µs", "pair_p50"),
         ((1, 2), f"{crr}, glia VIP and pod IP alone (pair run): p99", "µs", "pair_p99"),
+        ((2, 1), "stream throughput: iperf3 (median)", "Gbit/s", "gbps"),
     ]
     for (r, c), title, unit, metric in panels:
         _panel(fig.add_subplot(grid[r, c]), title, unit, rows(metric), False)
-    ax = fig.add_subplot(grid[2, 0])
+    _panel(
+        fig.add_subplot(grid[1, 0]),
+        "short connections, glia's cases alone (paired runs): median\n"
+        "on the bars: value · median over the rounds of glia VIP / that bar",
+        "connections/s",
+        rows("pair_rate"),
+        False,
+        paired=_pair_labels(doc),
+    )
+    _spread_panel(fig.add_subplot(grid[2, 0]), doc)
+    ax = fig.add_subplot(grid[2, 2])
     _panel(
         ax,
         "time to program N Services (glia: set_services; iptables: restore --noflush; "
@@ -1519,8 +1789,9 @@ def plot(doc: dict[str, Any], path: Path) -> None:
         True,
     )
     ax.title.set_fontsize(8)
-    for c, lines in ((1, _table_lines(doc)), (2, _verdict_lines(doc))):
-        text = fig.add_subplot(grid[2, c])
+    texts = ((0, _table_lines(doc)), (1, _verdict_lines(doc)), (2, _pair_rate_lines(doc)))
+    for c, lines in texts:
+        text = fig.add_subplot(grid[3, c])
         text.axis("off")
         text.text(0, 1, "\n".join(lines), va="top", family="monospace", fontsize=8)
     host = doc["host"]
@@ -1533,7 +1804,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
         "on each bar: value · glia VIP / that bar (this run)",
         fontsize=11,
     )
-    fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the two-line title
+    fig.tight_layout(rect=(0, 0, 1, 0.975))  # room for the two-line title
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -1643,7 +1914,7 @@ def main(argv: list[str] | None = None) -> int:
         cleanup()
     doc: dict[str, Any] = {
         "benchmark": "services",
-        "schema": 2,
+        "schema": 3,
         "date": date,
         "quick": args.quick,
         "duration_s": round(time.monotonic() - started, 1),
