@@ -19,10 +19,12 @@ namespaces with ``nsenter --net=... python bench/_common.py``:
   N rounds, each making one request per target in turn (the order rotating
   from round to round): a fresh connection, ``GET /`` with ``Connection:
   close``, the whole answer read until the server closes. The connections
-  are made by one worker process per distinct CGROUP (none: the tool's own),
-  which joins its cgroup v2 once at start (moving a process between cgroups
-  is far slower than a connection) and holds a thread per NETNS that entered
-  the namespace once (a setns right before a connection slows that
+  are made by one worker process per target (so every target's connection
+  starts alike, with a wake-up of its own worker: with a process per cgroup,
+  the first target after a switch of process paid some 10 µs more, measured),
+  which joins the target's cgroup v2 (none: the tool's own) once at start
+  (moving a process between cgroups is far slower than a connection) and
+  holds a thread that entered the target's NETNS once (a setns right before a connection slows that
   connection down by some 100 µs). The tool hands the workers one
   connection at a time over pipes and each worker times just the
   connection, so paths in different namespaces and cgroups are measured
@@ -728,12 +730,12 @@ def http_crr(targets: Sequence[HttpTarget], count: int, warmup: int) -> dict[str
     out: dict[str, list[float]] = {t.label: [] for t in targets}
     workers: dict[str, _CgroupWorker] = {}
     try:
-        for cgroup in dict.fromkeys(t.cgroup for t in targets):
-            workers[cgroup] = _CgroupWorker(cgroup)
+        for t in targets:
+            workers[t.label] = _CgroupWorker(t.cgroup)
         for i in range(warmup + count):
             k = i % len(targets)
             for target in [*targets[k:], *targets[:k]]:
-                us = workers[target.cgroup].once(target)
+                us = workers[target.label].once(target)
                 if i >= warmup:
                     out[target.label].append(round(us, 2))
     finally:
