@@ -21,7 +21,7 @@ import pytest
 from glia.datapath.lbmaps import LBMaps
 from glia.datapath.lbtypes import MapContents
 from glia.datapath.netlink import HOST_PREFIX, VXLAN_NAME
-from glia.lab import netns, processes, topology
+from glia.lab import netns, processes, teardown, topology
 from glia.lab.lab import Lab, LabError
 from glia.lab.podman import Container
 from glia.model.identity import MIN_LOCAL
@@ -43,6 +43,7 @@ def leftovers(lab: Lab, extra_netns: list[str] | None = None) -> list[str]:
         found.append(f"pins {lab.topo.bpf_dir}")
     if lab.dir.exists():
         found.append(f"directory {lab.dir}")
+    found += [f"cgroup {path}" for path in teardown.lab_cgroups(lab.topo)]
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             line = processes.cmdline(int(proc.name))
