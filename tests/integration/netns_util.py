@@ -134,6 +134,25 @@ def call_in(name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return run_in_netns(ns_path(name), guarded)
 
 
+def add_underlay(name: str) -> None:
+    """The underlay: a namespace with the bridge ``br0`` that node namespaces attach to."""
+    add_netns(name)
+    run(["ip", "-n", name, "link", "add", "br0", "type", "bridge"])
+    run(["ip", "-n", name, "link", "set", "br0", "up"])
+
+
+def plumb_node(underlay: str, node_ns: str, link: str, ip: str) -> int:
+    """Create ``node_ns`` on the underlay's bridge (port ``link``) with ``ip``/15 on
+    its eth0, and glia_vxlan in it as the agent makes it; the VXLAN ifindex."""
+    add_netns(node_ns)
+    run(["ip", "-n", underlay, "link", "add", link, "type", "veth", "peer", "name", "eth0",
+         "netns", node_ns])  # fmt: skip
+    run(["ip", "-n", underlay, "link", "set", link, "master", "br0", "up"])
+    run(["ip", "-n", node_ns, "addr", "add", f"{ip}/15", "dev", "eth0"])
+    run(["ip", "-n", node_ns, "link", "set", "eth0", "up"])
+    return call_in(node_ns, netlink.ensure_vxlan)
+
+
 def plumb_pod(node_ns: str, pod_ns: str, ip: str, gateway: str, mtu: int) -> netlink.VethInfo:
     """Create ``pod_ns`` and plumb it into ``node_ns`` the way the agent does for a container."""
     add_netns(pod_ns)

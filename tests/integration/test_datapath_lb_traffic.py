@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import netns_util as nu
 import pytest
 
-from glia.datapath import cgroup, netlink
+from glia.datapath import cgroup
 from glia.datapath.ct import ct_entries, ct_gc
 from glia.datapath.drop import Direction, Reason
 from glia.datapath.loader import Datapath, unpin
@@ -183,14 +183,8 @@ class Lab:
 def _add_node(lab: Lab, underlay: str, name: str, index: int) -> Node:
     ns = f"{nu.prefix()}-{name}"
     lab.namespaces.append(ns)
-    nu.add_netns(ns)
-    nu.run(["ip", "-n", underlay, "link", "add", name, "type", "veth", "peer", "name", "eth0",
-            "netns", ns])  # fmt: skip
-    nu.run(["ip", "-n", underlay, "link", "set", name, "master", "br0", "up"])
     ip = f"198.18.0.{index}"
-    nu.run(["ip", "-n", ns, "addr", "add", f"{ip}/15", "dev", "eth0"])
-    nu.run(["ip", "-n", ns, "link", "set", "eth0", "up"])
-    vxlan = nu.call_in(ns, netlink.ensure_vxlan)
+    vxlan = nu.plumb_node(underlay, ns, name, ip)
     dp = Datapath(nu.pin_dir(f"lb-{name}"), lab.obj_dir)
     node = Node(name, ns, ip, f"10.{CLUSTER_ID}.{index}.1", dp)
     lab.nodes[name] = node
@@ -242,9 +236,7 @@ def lab() -> Iterator[Lab]:
     underlay = f"{nu.prefix()}-lbu"
     lab.namespaces.append(underlay)
     try:
-        nu.add_netns(underlay)
-        nu.run(["ip", "-n", underlay, "link", "add", "br0", "type", "bridge"])
-        nu.run(["ip", "-n", underlay, "link", "set", "br0", "up"])
+        nu.add_underlay(underlay)
         n1 = _add_node(lab, underlay, "lbn1", 1)
         n2 = _add_node(lab, underlay, "lbn2", 2)
         _add_pod(lab, "client", n1, "10.1.1.5", 400)

@@ -61,14 +61,8 @@ class Mesh:
 def _add_node(mesh: Mesh, underlay: str, name: str, index: int) -> Node:
     ns = f"{nu.prefix()}-{name}"
     mesh.namespaces.append(ns)
-    nu.add_netns(ns)
-    nu.run(["ip", "-n", underlay, "link", "add", name, "type", "veth", "peer", "name", "eth0",
-            "netns", ns])  # fmt: skip
-    nu.run(["ip", "-n", underlay, "link", "set", name, "master", "br0", "up"])
     ip = f"198.18.0.{index}"
-    nu.run(["ip", "-n", ns, "addr", "add", f"{ip}/15", "dev", "eth0"])
-    nu.run(["ip", "-n", ns, "link", "set", "eth0", "up"])
-    vxlan = nu.call_in(ns, netlink.ensure_vxlan)
+    vxlan = nu.plumb_node(underlay, ns, name, ip)
     dp = Datapath(nu.pin_dir(name), mesh.obj_dir)
     node = Node(name, ns, ip, f"10.{CLUSTER_ID}.{index}.1", dp.pin_dir, dp, vxlan)
     mesh.nodes[name] = node
@@ -99,9 +93,7 @@ def mesh() -> Iterator[Mesh]:
     underlay = f"{nu.prefix()}-u"
     mesh.namespaces.append(underlay)
     try:
-        nu.add_netns(underlay)
-        nu.run(["ip", "-n", underlay, "link", "add", "br0", "type", "bridge"])
-        nu.run(["ip", "-n", underlay, "link", "set", "br0", "up"])
+        nu.add_underlay(underlay)
         n1 = _add_node(mesh, underlay, "n1", 1)
         n2 = _add_node(mesh, underlay, "n2", 2)
         _add_pod(mesh, "p1", n1, "10.1.1.5", 300)
