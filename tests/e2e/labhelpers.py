@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -26,7 +27,8 @@ from glia.lab.lab import Lab, LabError
 from glia.lab.podman import Container
 from glia.model.identity import MIN_LOCAL
 
-E2E_LAB = "gliat"
+# GLIA_E2E_LAB lets two suites run side by side on one machine (each its own lab).
+E2E_LAB = os.environ.get("GLIA_E2E_LAB", "gliat")
 T = TypeVar("T")
 
 
