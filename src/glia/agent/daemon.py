@@ -40,6 +40,7 @@ from glia.ipam.local import LocalIPAM
 from glia.kvstore import keys
 from glia.kvstore.client import KVClient
 from glia.kvstore.errors import KVStoreError
+from glia.kvstore.grace import defer_deletes
 from glia.kvstore.publisher import LeasedPublisher
 from glia.kvstore.reflector import Reflector
 from glia.model import codec
@@ -150,7 +151,7 @@ class Agent:
             ("nodes", keys.nodes(cfg.cluster)),
             ("ip", keys.ipcaches(cfg.cluster)),
         ):
-            r = Reflector(self.kv, prefix, self.ipcache.handler(part))
+            r = Reflector(self.kv, prefix, defer_deletes(self.ipcache.handler(part), self.kv))
             await r.start()
             self._reflectors.append(r)
         # Identities this node uses whose master keys vanish are re-created.

@@ -178,6 +178,9 @@ class EndpointManager:
             await self._program(ep, veth.host_ifindex)
             undo.append(lambda: self._unprogram(ep))
             self._store.save(ep)
+            # First to undo: the publisher forgets the keys, then deletes them
+            # (in the background while etcd is away), so none is left behind.
+            undo.append(lambda: self._withdraw(ep))
             await self._publish(ep)
             self._eps[endpoint_key(cid, ifname)] = ep
             log.info("endpoint %s/%s added: %s on %s", namespace, name, ip, host_ifname)

@@ -11,7 +11,9 @@ another, on the next endpoint, and carries on. etcd extends every lease when a
 leader takes office, so a restart shorter than the TTL loses nothing. When etcd
 answers that the lease is gone (TTL 0: expired or revoked by someone else),
 :attr:`Lease.lost` is set and the keep-alive ends: the owner must grant a new
-lease and put its keys again.
+lease and put its keys again. While etcd does not answer, attempts go out at
+least once a second, so the owner hears of a revocation as soon as etcd runs
+again.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ if TYPE_CHECKING:
     from glia.kvstore.conn import ConnPool
 
 log = logging.getLogger(__name__)
+
+RETRY_MAX = 1.0  # seconds between keep-alive attempts while etcd does not answer
 
 
 class _StreamEnded(Exception):
@@ -117,9 +121,12 @@ class Lease:
                 return
             self._pool.failed(conn)
             # Retry well within the TTL: the lease survives only if a renewal
-            # gets through before it runs out.
+            # gets through before it runs out. At most a second apart, so that
+            # once etcd answers again (and has revoked the lease, if it was down
+            # longer than the TTL) the owner learns it at once and re-publishes
+            # (see glia.kvstore.publisher and glia.kvstore.grace).
             await asyncio.sleep(delay)
-            delay = min(delay * 2, self.interval)
+            delay = min(delay * 2, self.interval, RETRY_MAX)
 
     async def _renew_loop(self, call: Any) -> None:
         req = rpc.LeaseKeepAliveRequest(ID=self.id)

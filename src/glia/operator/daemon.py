@@ -4,8 +4,12 @@
 allocation (reflector on the cluster's nodes), Service resolution
 (:class:`~glia.operator.services.ServiceResolver`), identity garbage collection and
 the cluster heartbeat (``glia/.heartbeat``), which remote clusters read to
-tell a live cluster from a stale one. Losing the leader lease stops the duties
-and the process exits, so a supervisor restarts it as a candidate.
+tell a live cluster from a stale one.
+
+Losing leadership (etcd revoked the lease, or no renewal got through within
+its TTL) stops every duty at once and the process campaigns again; when it
+leads again the duties start afresh, listing everything anew, so nothing that
+changed meanwhile is missed. Only SIGTERM/SIGINT end the process.
 """
 
 from __future__ import annotations
@@ -18,10 +22,14 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from glia.kvstore import keys
-from glia.kvstore.client import KVClient
+from glia.kvstore.client import KVClient, Lease
+from glia.kvstore.errors import KVStoreError
 from glia.kvstore.reflector import Reflector
+from glia.operator import leader
 from glia.operator.config import OperatorConfig
 from glia.operator.identity_gc import IdentityGC
 from glia.operator.leader import LeaderElection
@@ -29,6 +37,9 @@ from glia.operator.podcidr import PodCIDRAllocator
 from glia.operator.services import ServiceResolver
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RETRY_DELAY = 1.0  # after a term whose duties could not start
 
 
 class Operator:
@@ -40,6 +51,8 @@ class Operator:
         self._services: ServiceResolver | None = None
         self.kv: KVClient | None = None
         self.election: LeaderElection | None = None
+        self.terms = 0  # times this process became the leader
+        self.leading = False
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
@@ -49,14 +62,47 @@ class Operator:
         self.election = LeaderElection(
             self.kv, keys.operator_leader(cfg.cluster), self.identity, cfg.lease_ttl
         )
-        acquire = asyncio.create_task(self.election.acquire())
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({acquire, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if not acquire.done():
-            acquire.cancel()
-            await self.kv.close()
-            return
-        lease = acquire.result()
+        try:
+            while not stop.is_set():
+                lease = await _unless_stopped(self.election.acquire(), stop)
+                if lease is None:
+                    break
+                self.terms += 1
+                why = await self._lead(lease, stop)
+                if stop.is_set():
+                    break
+                log.warning("leadership lost (%s): duties stopped; campaigning again", why)
+        finally:
+            await self._close()
+
+    async def _lead(self, lease: Lease, stop: asyncio.Event) -> str:
+        """One term: start the duties, run them until leadership or the process ends."""
+        assert self.election
+        self.leading = True
+        try:
+            try:
+                started = await _unless_stopped(self._start_duties(), stop)
+            except KVStoreError as e:
+                await asyncio.sleep(RETRY_DELAY)
+                return f"starting the duties failed: {e}"
+            if started is None:
+                return "stopping"
+            over = asyncio.create_task(leader.lost(lease))
+            stopper = asyncio.create_task(stop.wait())
+            try:
+                await asyncio.wait({over, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopper.cancel()
+                over.cancel()
+            return over.result() if over.done() and not over.cancelled() else "stopping"
+        finally:
+            self.leading = False
+            await self._stop_duties()
+            await self.election.resign()
+
+    async def _start_duties(self) -> bool:
+        cfg = self.cfg
+        assert self.kv
         allocator = PodCIDRAllocator(self.kv, cfg.cluster, cfg.pod_pool, cfg.node_mask_size)
         self._reflector = Reflector(self.kv, keys.nodes(cfg.cluster), allocator)
         await self._reflector.start()
@@ -71,21 +117,31 @@ class Operator:
                 self._every(cfg.heartbeat_interval, self._heartbeat), name="heartbeat"
             ),
         ]
-        lost = asyncio.create_task(lease.lost.wait())
-        await asyncio.wait({lost, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if lost.done():
-            log.error("leadership lost (lease expired); exiting so a replica can take over")
-        await self._shutdown()
-        if lost.done():
-            raise SystemExit(1)
+        log.info("leader duties started (term %d)", self.terms)
+        return True
+
+    async def _stop_duties(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(BaseException):
+                await t
+        services, self._services = self._services, None
+        if services:
+            with contextlib.suppress(Exception):
+                await services.stop()
+        reflector, self._reflector = self._reflector, None
+        if reflector:
+            with contextlib.suppress(Exception):
+                await reflector.stop()
 
     async def _heartbeat(self) -> None:
         assert self.kv
         body = {"cluster": self.cfg.cluster, "cluster_id": self.cfg.cluster_id, "time": time.time()}
         await self.kv.put(keys.HEARTBEAT, json.dumps(body).encode())
 
-    async def _every(self, interval: float, fn: object) -> None:
-        assert callable(fn)
+    async def _every(self, interval: float, fn: Callable[[], Awaitable[object]]) -> None:
         while True:
             try:
                 await fn()
@@ -93,24 +149,30 @@ class Operator:
                 log.warning("%s failed: %s", getattr(fn, "__qualname__", fn), e)
             await asyncio.sleep(interval)
 
-    async def _shutdown(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(BaseException):
-                await t
-        if self._services:
-            with contextlib.suppress(Exception):
-                await self._services.stop()
-        if self._reflector:
-            with contextlib.suppress(Exception):
-                await self._reflector.stop()
+    async def _close(self) -> None:
+        await self._stop_duties()
         if self.election:
             with contextlib.suppress(Exception):
                 await self.election.resign()
         if self.kv:
             with contextlib.suppress(Exception):
                 await self.kv.close()
+
+
+async def _unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """``work``'s result, or None (``work`` cancelled) once ``stop`` is set first."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
 
 
 async def serve(cfg: OperatorConfig) -> None:

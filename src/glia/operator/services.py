@@ -10,6 +10,14 @@ events costs one pass) the marked Services are resolved with the pure
 ``glia/state/services/v1/<cluster>/<ns>/<name>`` only when the record changed,
 many per etcd transaction. Records of deleted Services are removed, and on
 start every record without a declared Service (stale) is deleted.
+
+Surviving an etcd pause: endpoints and probe results live on their agents'
+leases, so etcd deletes them all when it revokes the leases after a pause past
+the TTL, and the agents put them back a moment later. The endpoint and health
+reflectors therefore hold such deletes back (:mod:`glia.kvstore.grace`), and for
+``hold`` seconds after start a record published before (by an earlier term or
+process) is not rewritten with fewer ready backends: a resolver that starts in
+that moment (the operator campaigning again) lists an incomplete cluster.
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ from typing import Any
 from glia.kvstore import keys
 from glia.kvstore.client import Delete, KeyValue, KVClient, Put
 from glia.kvstore.errors import KVStoreError
-from glia.kvstore.reflector import Reflector
+from glia.kvstore.grace import DEFAULT_GRACE, DeferredDeletes, defer_deletes
+from glia.kvstore.reflector import Reflector, ReflectorHandler
 from glia.model import codec
 from glia.model.endpoint import Endpoint
 from glia.model.service import BackendHealth, ClusterService, ServiceSpec
@@ -70,14 +79,37 @@ def _service_ref(service: str) -> Ref | None:
     return (ns, name) if sep and ns and name and "/" not in name else None
 
 
+def loses_backends(old: ClusterService, new: ClusterService) -> bool:
+    """Whether a backend ready in ``old`` is missing or not ready in ``new`` (pure)."""
+
+    def ready(svc: ClusterService) -> set[tuple[str, int, str, int]]:
+        return {(b.ip, b.port, b.protocol, b.frontend_port) for b in svc.backends if b.ready}
+
+    return not ready(old) <= ready(new)
+
+
 class ServiceResolver:
     def __init__(
-        self, kv: KVClient, cluster: str, cluster_id: int, *, debounce: float = DEBOUNCE
+        self,
+        kv: KVClient,
+        cluster: str,
+        cluster_id: int,
+        *,
+        debounce: float = DEBOUNCE,
+        grace: float = DEFAULT_GRACE,
+        hold: float = DEFAULT_GRACE,
     ) -> None:
         self._kv = kv
         self._cluster = cluster
         self._cluster_id = cluster_id
         self._debounce = debounce
+        self._grace = grace  # deletes of leased endpoints/probe results held back
+        self._hold = hold  # inherited records keep their ready backends this long
+        self._hold_until = 0.0
+        self._inherited: set[Ref] = set()  # records listed at start, not yet rewritten
+        self._held: set[Ref] = set()  # Services whose rewrite waits for the hold to end
+        self._release: asyncio.Task[None] | None = None
+        self._deferring: list[DeferredDeletes] = []
         self._config_prefix = keys.configs(store.KIND)
         self._records_prefix = keys.services(cluster)
         self._specs: dict[Ref, ServiceSpec] = {}
@@ -105,6 +137,7 @@ class ServiceResolver:
 
     async def start(self) -> None:
         """Sync all inputs, publish/delete what is due, then follow changes."""
+        self._hold_until = asyncio.get_running_loop().time() + self._hold
         items, _ = await self._kv.list(self._records_prefix)
         for item in items:
             ref = _ref(item.key, self._records_prefix)
@@ -112,13 +145,20 @@ class ServiceResolver:
                 continue
             try:
                 self._published[ref] = codec.decode(ClusterService, item.value)
+                self._inherited.add(ref)
             except codec.InvalidValue as e:
                 log.warning("invalid ClusterService record %s (%s): rewriting it", item.key, e)
                 self._published[ref] = None
-        feeds: list[tuple[str, _Handler]] = [
+        self._deferring = [
+            defer_deletes(_Handler(self._ep_upsert, self._ep_delete), self._kv, self._grace),
+            defer_deletes(
+                _Handler(self._health_upsert, self._health_delete), self._kv, self._grace
+            ),
+        ]
+        feeds: list[tuple[str, ReflectorHandler]] = [
             (self._config_prefix, _Handler(self._spec_upsert, self._spec_delete)),
-            (keys.endpoints(self._cluster), _Handler(self._ep_upsert, self._ep_delete)),
-            (keys.healths(self._cluster), _Handler(self._health_upsert, self._health_delete)),
+            (keys.endpoints(self._cluster), self._deferring[0]),
+            (keys.healths(self._cluster), self._deferring[1]),
         ]
         try:
             for prefix, handler in feeds:
@@ -133,19 +173,32 @@ class ServiceResolver:
             raise
         self._running = True
         self._task = asyncio.create_task(self._run(), name="service-resolver")
+        self._release = asyncio.create_task(self._release_held(), name="service-hold")
         if self._dirty:
             self._wake.set()
 
     async def stop(self) -> None:
         self._running = False
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._task, self._release):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._release = None
         for r in self._reflectors:
             await r.stop()
         self._reflectors.clear()
+        for d in self._deferring:
+            await d.stop(deliver=False)  # this resolver's view ends here
+        self._deferring.clear()
+
+    async def _release_held(self) -> None:
+        await asyncio.sleep(max(0.0, self._hold_until - asyncio.get_running_loop().time()))
+        self._inherited.clear()
+        held, self._held = self._held, set()
+        if held:
+            log.info("hold after start over: resolving %d held Services", len(held))
+        self._mark(held)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -153,6 +206,8 @@ class ServiceResolver:
             "records": len(self._published),
             "endpoints": len(self._endpoints),
             "pending": len(self._dirty) + self._inflight,
+            "held": len(self._held),
+            "deferred_deletes": sum(len(d.pending()) for d in self._deferring),
             "writes": self.writes,
             "deletes": self.deletes,
             "passes": self.passes,
@@ -205,8 +260,12 @@ class ServiceResolver:
                 continue
             ns_eps = self._by_ns.get(ref[0], {})
             record = resolve(spec, ns_eps.values(), self._probe, self._cluster, self._cluster_id)
-            if ref not in self._published or self._published[ref] != record:
-                ops.append((ref, record))
+            if ref in self._published and self._published[ref] == record:
+                continue
+            if self._holds(ref, record):
+                self._held.add(ref)
+                continue
+            ops.append((ref, record))
         for i in range(0, len(ops), TXN_BATCH):
             batch = ops[i : i + TXN_BATCH]
             try:
@@ -223,12 +282,23 @@ class ServiceResolver:
                 self._dirty.update(ref for ref, _ in ops[i:])
                 raise
             for ref, rec in batch:
+                self._inherited.discard(ref)
                 if rec is None:
                     self._published.pop(ref, None)
                     self.deletes += 1
                 else:
                     self._published[ref] = rec
                     self.writes += 1
+
+    def _holds(self, ref: Ref, record: ClusterService) -> bool:
+        """Whether an inherited record must keep its ready backends a while longer."""
+        old = self._published.get(ref)
+        return (
+            old is not None
+            and ref in self._inherited
+            and asyncio.get_running_loop().time() < self._hold_until
+            and loses_backends(old, record)
+        )
 
     def _probe(self, service: str, ip: str, port: int) -> bool | None:
         node = self._ip_node.get(ip)
