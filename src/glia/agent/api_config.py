@@ -44,6 +44,9 @@ class ConfigAgent(Protocol):
     def kv(self) -> KVClient | None: ...
 
     @property
+    def config_kv(self) -> KVClient | None: ...
+
+    @property
     def cfg(self) -> AgentConfig: ...
 
 
@@ -86,9 +89,18 @@ def add_routes(app: web.Application, agent: ConfigAgent) -> None:
     """Mount ``/v1/config/*`` and ``/v1/services`` on the agent's API application."""
 
     def kv() -> KVClient:
-        if agent.kv is None:
+        # Declared resources go through the CLI path's own etcd user, never
+        # the node's (which may write only its node's records).
+        if agent.cfg.config_etcd is None:
+            raise _Fail(
+                503,
+                CODE_INVALID,
+                "this agent serves no declared resources: its config has no config_etcd "
+                "(the etcd user of the CLI path, see docs/kvstore.md)",
+            )
+        if agent.config_kv is None:
             raise _Fail(503, CODE_TRY_AGAIN, "glia agent is not connected to the kvstore yet")
-        return agent.kv
+        return agent.config_kv
 
     def service_cidr() -> str:
         cidr = agent.cfg.service_cidr
