@@ -19,6 +19,7 @@ from glia.cli.output import (
     format_value,
     parse_format,
     plain_lines,
+    print_table,
     to_json,
     to_yaml,
 )
@@ -183,3 +184,15 @@ def test_plain_lines_of_a_grid_and_of_any_rich_table() -> None:
     titled = Table("cluster", "nodes", title="lab [bold]glia[/]")
     titled.add_row("c1 (id 1)", "n1\nn2")
     assert plain_lines(titled) == ["lab glia", "cluster    nodes", "c1 (id 1)  n1, n2"]
+
+
+def test_a_terminal_gets_rich_tables_folded_never_cut() -> None:
+    cols = [Column("NAME", "name"), Column("LABELS", "labels")]
+    labels = {f"label-{i}": f"value-{i}" for i in range(8)}
+    buf = io.StringIO()
+    term = Console(file=buf, force_terminal=True, width=60, color_system=None)
+    print_table(build_table([{"name": "web", "labels": labels}], cols), term)
+    out = buf.getvalue()
+    assert "─" in out  # rich's header rule: drawn for a terminal
+    assert "…" not in out
+    assert "".join(out.split()).count("label-7=value-7") == 1  # folded across lines, whole
