@@ -122,13 +122,13 @@ def add_routes(app: web.Application, agent: ConfigAgent) -> None:
         docs, source = await body(request)
         cidr = service_cidr()
         parsed = manifest.parse_services(docs, source, service_cidr=cidr)
-        results = await store.apply(kv(), parsed, cidr)
+        results = await store.apply(kv(), parsed, cidr, max_txn_ops=agent.cfg.etcd_max_txn_ops)
         return {"results": [asdict(r) for r in results]}
 
     async def delete(request: web.Request) -> Any:
         docs, source = await body(request)
         refs = manifest.parse_refs(docs, source)
-        results = await store.delete(kv(), refs)
+        results = await store.delete(kv(), refs, max_txn_ops=agent.cfg.etcd_max_txn_ops)
         return {"results": [asdict(r) for r in results]}
 
     async def config_services(request: web.Request) -> Any:

@@ -24,6 +24,10 @@ class AgentConfig:
     # agent's API); None: this agent serves no apply. Apart from `etcd` so the
     # node's own user can write only its node's records (glia.kvstore.rbac).
     config_etcd: EtcdConfig | None = None
+    # The etcd server's --max-txn-ops: `glia apply` stores a file in one
+    # transaction of two operations per Service, so this bounds a file's size
+    # (128, etcd's default, is ~64 Services; the lab's etcd allows 10000).
+    etcd_max_txn_ops: int = 128
     socket: str = DEFAULT_SOCKET  # REST API (root-only unix socket)
     state_dir: str = "/var/lib/glia"  # endpoint records and IPAM, survive restarts
     bpf_pin_dir: str = "/sys/fs/bpf/glia/node"  # per-node: pins outlive the agent

@@ -15,6 +15,7 @@ import yaml
 
 from glia.agent.config import AgentConfig
 from glia.kvstore.config import EtcdConfig
+from glia.lab.etcd import MAX_TXN_OPS
 from glia.lab.podman import podman_env
 from glia.lab.topology import NODE_MASK_SIZE, ClusterSpec, NodeSpec, pod_pool, service_cidr
 from glia.model import codec
@@ -46,6 +47,7 @@ def agent_config(
         service_cidr=str(service_cidr(node.cluster_id)),
         pod_pool=str(pod_pool(node.cluster_id)),
         config_etcd=config_etcd,
+        etcd_max_txn_ops=MAX_TXN_OPS,
         socket_lb_cgroup=str(socket_lb_cgroup) if socket_lb_cgroup is not None else "",
     )
 
