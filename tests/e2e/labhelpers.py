@@ -247,6 +247,25 @@ def etcd_delete(lab: Lab, cluster: str, *keys: str) -> None:
     assert r.stdout.startswith("SUCCESS"), r.stdout
 
 
+def etcd_put(lab: Lab, cluster: str, key: str, value: bytes, user: str) -> tuple[bool, str]:
+    """Put ``key`` in ``cluster``'s etcd as etcd ``user`` (etcdctl from a node, as a
+    compromised holder of that user's certificate would); (ok, etcdctl's message)."""
+    c = lab.topo.cluster(cluster)
+    cfg = lab.etcd_config(cluster, user)
+    argv = [
+        "etcdctl",
+        f"--endpoints={c.etcd_endpoint}",
+        f"--cacert={cfg.ca_file}",
+        f"--cert={cfg.cert_file}",
+        f"--key={cfg.key_file}",
+        "--dial-timeout=3s",
+        "put",
+        key,
+    ]
+    r = lab.node_exec(c.nodes[0].ref, argv, input=value.decode(), timeout=20)
+    return r.returncode == 0, (r.stderr or r.stdout).strip()
+
+
 def endpoint_named(lab: Lab, ctr: Container) -> dict[str, Any] | None:
     """The agent's endpoint for ``ctr`` once it has its labels' identity (else None)."""
     for ep in lab.agent(ctr.node).endpoints():
