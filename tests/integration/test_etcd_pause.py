@@ -33,6 +33,7 @@ from glia.kvstore.reflector import Reflector
 from glia.lab.etcd import RW_USER, EtcdServer
 from glia.model import codec
 from glia.model.endpoint import Endpoint, EndpointState
+from glia.model.node import PodCIDRAllocation
 from glia.model.service import (
     BackendHealth,
     ClusterService,
@@ -174,6 +175,9 @@ async def test_the_operator_campaigns_again_and_keeps_the_backends(
 ) -> None:
     owner, reader = clients
     await reader.delete_prefix(keys.ROOT)
+    # The operator's allocation that bounds the node's endpoints (not leased).
+    alloc = PodCIDRAllocation("n1", "10.1.1.0/24")
+    await reader.put(keys.podcidr_node(CLUSTER, "n1"), codec.encode(alloc))
     # An agent's endpoint and probe result, on its lease.
     agent = LeasedPublisher(owner, TTL)
     await agent.start()
@@ -188,7 +192,7 @@ async def test_the_operator_campaigns_again_and_keeps_the_backends(
         labels={"app": "web"},
         state=EndpointState.READY,
     )
-    await agent.publish(keys.endpoint(CLUSTER, "shop", "a"), codec.encode(ep))
+    await agent.publish(keys.endpoint(CLUSTER, "n1", "shop", "a"), codec.encode(ep))
     health = BackendHealth("n1", [ProbeResult("shop/web", ep.ip, 8080, True, 0.0)])
     await agent.publish(keys.health(CLUSTER, "n1"), codec.encode(health))
     await store.apply(reader, [web("web")], CIDR)

@@ -82,7 +82,8 @@ async def _drop(lease: Lease) -> None:
     try:
         await asyncio.wait_for(lease.revoke(), REVOKE_TIMEOUT)
     except (KVStoreError, TimeoutError) as e:
-        log.info("revoking lease %#x failed (it expires by itself): %s", lease.id, e or "timeout")
+        why = str(e) or f"no answer within {REVOKE_TIMEOUT} s"
+        log.info("revoking lease %#x failed (it expires by itself): %s", lease.id, why)
 
 
 async def lost(lease: Lease, check: float = 0.5) -> str:
