@@ -7,7 +7,9 @@ revoke, no clean-up). Shown here:
 
 - within the lease's TTL plus a margin, etcd holds none of its node,
   endpoint, ipcache or identity-reference keys, and c1/n2 has dropped its
-  endpoints and its node from its BPF ipcache and its node list;
+  endpoints and its node from its BPF ipcache and its node list (after the
+  grace period in which a revoked key's owner may still put it back,
+  glia.kvstore.grace);
 - started again, the agent adopts its endpoint and publishes it anew, and the
   two nodes' containers reach each other again.
 """
@@ -21,6 +23,7 @@ import pytest
 from labhelpers import etcd_keys, lab_dir, leftovers, ping, wait_for
 
 from glia.kvstore import keys
+from glia.kvstore.grace import DEFAULT_GRACE
 from glia.lab.lab import Lab
 from glia.lab.podman import Container
 
@@ -84,7 +87,7 @@ def test_a_killed_agents_keys_expire_with_its_lease(own_lab: Lab) -> None:
     wait_for(
         "c1/n2 to drop c1/n1 from its ipcache",
         lambda: not {f"{_ip(a)}/32", n1_ip} & _n2_ipcache(lab),
-        timeout=MARGIN,
+        timeout=MARGIN + DEFAULT_GRACE,
     )
     assert [n["name"] for n in lab.agent("c1/n2").nodes()] == ["n2"]
     assert not ping(lab, b, _ip(a))  # no route to a node that is gone
