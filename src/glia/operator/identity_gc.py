@@ -5,6 +5,13 @@ grace period loses its master key and label index (deleted only if unchanged
 since it was examined). An agent that still uses it re-creates both (see
 :class:`glia.identity.allocator.IdentityAllocator`), so a race costs a
 re-creation, never a wrong id.
+
+References live on their agents' leases, so an etcd pause past the TTL
+deletes them all when etcd resumes; the agents put them back within a second
+or two. That never collects an identity in use: it must be found unreferenced
+by every pass for the whole grace period (60 s by default; one pass that sees a
+reference starts the count again), and a new leader term starts with a new
+collector that has seen nothing yet.
 """
 
 from __future__ import annotations
