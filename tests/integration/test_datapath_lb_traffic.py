@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 import netns_util as nu
 import pytest
 
-from glia.datapath import cgroup
+from glia.datapath import cgroup, netlink
 from glia.datapath.ct import ct_entries, ct_gc
 from glia.datapath.drop import Direction, Reason
 from glia.datapath.loader import Datapath, unpin
@@ -189,7 +189,9 @@ def _add_node(lab: Lab, underlay: str, name: str, index: int) -> Node:
     node = Node(name, ns, ip, f"10.{CLUSTER_ID}.{index}.1", dp)
     lab.nodes[name] = node
     dp.load()
-    dp.configure(node_ip=ip, vxlan_ifindex=vxlan, cluster_id=CLUSTER_ID)
+    dp.configure(
+        node_ip=ip, vxlan_ifindex=vxlan, cluster_id=CLUSTER_ID, vxlan_port=netlink.VXLAN_PORT
+    )
     nu.call_in(ns, dp.attach_overlay, vxlan)
 
     async def run_dp(fn: Callable[[], T]) -> T:
