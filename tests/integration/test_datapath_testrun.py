@@ -11,7 +11,6 @@ chosen outer source with a chosen VNI, as glia_vxlan hands it over.
 
 from __future__ import annotations
 
-import socket
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from glia.datapath.drop import Direction, Reason
 from glia.datapath.events import DropEvent, EventReader
 from glia.datapath.loader import Datapath, unpin
 from glia.datapath.maps import EndpointInfo, IPCacheInfo
+from glia.datapath.packets import IP_DF, IP_MF, checksum, ipv4, mac, udp
 from glia.datapath.testrun import (
     TC_ACT_OK,
     TC_ACT_REDIRECT,
@@ -49,48 +49,6 @@ OTHER_POD = "10.1.3.9"  # on OTHER_NODE_IP
 FAR_POD, FAR_ID = "10.2.1.9", 0x20130  # on FAR_NODE_IP, cluster 2
 WORLD = "203.0.113.5"  # in no ipcache entry
 ETH_P_IP, ETH_P_ARP, ETH_P_IPV6 = 0x0800, 0x0806, 0x86DD
-IP_DF, IP_MF = 0x4000, 0x2000
-
-
-def mac(text: str) -> bytes:
-    return bytes.fromhex(text.replace(":", ""))
-
-
-def checksum(data: bytes) -> int:
-    total = int(sum(struct.unpack(f"!{len(data) // 2}H", data)))
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def ipv4(
-    src: str,
-    dst: str,
-    payload: bytes,
-    *,
-    proto: int = 17,
-    ttl: int = 64,
-    ihl: int = 5,
-    frag: int = IP_DF,
-) -> bytes:
-    header = struct.pack(
-        "!BBHHHBBH4s4s",
-        0x40 | ihl,
-        0,
-        20 + len(payload),
-        0x1234,
-        frag,
-        ttl,
-        proto,
-        0,
-        socket.inet_aton(src),
-        socket.inet_aton(dst),
-    )
-    return header[:10] + struct.pack("!H", checksum(header)) + header[12:] + payload
-
-
-def udp(sport: int, dport: int, data: bytes = b"glia") -> bytes:
-    return struct.pack("!HHHH", sport, dport, 8 + len(data), 0) + data
 
 
 def frame(ethertype: int, l3: bytes, *, dst: str = A[4], src: str = A[3]) -> bytes:
