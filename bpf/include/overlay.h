@@ -98,9 +98,10 @@ static __always_inline int glia_drop_overlay(struct __sk_buff *skb, enum glia_re
 
 /* Sending side: whether a pod's packet bound for the node stack is UDP to
  * the VXLAN port. Later fragments carry no port and pass: without their
- * first fragment (dropped here) they never reassemble into a datagram; a
- * first fragment too short for the ports cannot either (the stack discards
- * empty non-final fragments). */
+ * first fragment (dropped here) they never reassemble into a datagram. A
+ * packet too short to hold the ports passes too: it is no datagram the stack
+ * delivers (a UDP header has 8 bytes; fragments but the last carry multiples
+ * of 8 bytes, and empty ones are discarded). */
 static __always_inline int glia_to_vxlan_port(struct __sk_buff *skb, const struct iphdr *ip4,
 					      const struct glia_config *cfg)
 {

@@ -39,9 +39,6 @@ int with_tunnel_key(struct __sk_buff *skb)
 	key.tunnel_ttl = 64;
 	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), 0) < 0)
 		return GLIA_TEST_SET_KEY_FAILED;
-	skb->cb[0] = 0;
-	skb->cb[1] = 0;
-	skb->cb[2] = 0;
 	bpf_tail_call(skb, &glia_test_next, 0);
 	return GLIA_TEST_TAIL_CALL_FAILED;
 }
