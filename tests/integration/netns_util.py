@@ -10,6 +10,7 @@ may use ``ip netns exec``.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -24,14 +25,18 @@ from typing import Any, TypeVar
 
 import pytest
 
-from glia.agent.ipcache import desired_ipcache
+from glia.agent.ipcache import plan_ipcache
 from glia.datapath import netlink
 from glia.datapath.events import DropEvent, EventReader
 from glia.datapath.loader import default_obj_dir, unpin
 from glia.datapath.maps import IPCacheInfo
 from glia.datapath.netns import current_netns_id, netns_id, run_in_netns
+from glia.kvstore import keys
 from glia.model.ipcache import IPCacheEntry
 from glia.model.node import Node
+from glia.validate.bounds import ClusterBounds
+from glia.validate.ipcache import KeyedEntry
+from glia.validate.nodes import Allocation, NodeEntry
 
 T = TypeVar("T")
 
@@ -185,16 +190,38 @@ def agent_ipcache(
     self_node: str,
 ) -> dict[str, IPCacheInfo]:
     """The ipcache the agent of ``self_node`` writes (glia.agent.ipcache) for
-    ``nodes`` (name -> node IP) and ``pods`` (IP, identity, node name)."""
+    ``nodes`` (name -> node IP) and ``pods`` (IP, identity, node name); each
+    node's pod CIDR is the smallest block holding its pods."""
+    cluster = f"c{cluster_id}"
     node_records = {
-        name: Node(name, f"c{cluster_id}", cluster_id, ip) for name, ip in nodes.items()
+        name: NodeEntry(Node(name, cluster, cluster_id, ip), 1) for name, ip in nodes.items()
     }
     entries = {
-        ip: IPCacheEntry(ip, identity, nodes[node], cluster_id, node) for ip, identity, node in pods
+        keys.ipcache(cluster, node, ip): KeyedEntry(
+            node, IPCacheEntry(ip, identity, nodes[node], cluster_id, node)
+        )
+        for ip, identity, node in pods
     }
+    allocs: dict[str, Allocation] = {}
+    for name in nodes:
+        ips = [ipaddress.IPv4Address(ip) for ip, _, node in pods if node == name]
+        if ips:
+            block = ipaddress.IPv4Network(f"{min(ips)}/32")
+            while max(ips) not in block:
+                block = block.supernet()
+            allocs[name] = Allocation(block.supernet() if block.prefixlen > 24 else block, 1)
+    plan = plan_ipcache(
+        entries,
+        node_records,
+        allocs,
+        ClusterBounds(cluster, cluster_id),
+        self_node,
+        nodes[self_node],
+    )
+    assert not plan.rejected, plan.rejected
     return {
         prefix.removesuffix("/32"): IPCacheInfo(d.identity, d.tunnel_endpoint or None, d.cluster_id)
-        for prefix, d in desired_ipcache(entries, node_records, self_node).items()
+        for prefix, d in plan.desired.items()
     }
 
 

@@ -370,7 +370,7 @@ def rig() -> Iterator[Rig]:
         )
         for ip, ifindex, identity, pod_mac, node_mac in (A, B):
             dp.endpoints.upsert(ip, EndpointInfo(ifindex, identity, pod_mac, node_mac))
-        # As glia.agent.ipcache.desired_ipcache makes it: node IPs without a tunnel
+        # As glia.agent.ipcache.plan_ipcache makes it: node IPs without a tunnel
         # endpoint (this node host, the others remote-node), pods at their node.
         dp.ipcache.upsert_many(
             {
