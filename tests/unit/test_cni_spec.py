@@ -210,12 +210,14 @@ def test_gc_request() -> None:
 def test_prev_result_is_normalized_to_1_0() -> None:
     prev = {
         "cniVersion": "0.4.0",
+        "interfaces": [{"name": "eth0"}],
         "ips": [{"version": "4", "address": "10.1.1.5/24", "interface": 0}],
     }
     conf = {**CONF, "cniVersion": "0.4.0", "prevResult": prev}
     inv = spec.parse_invocation(ENV | {"CNI_COMMAND": "DEL"}, raw(conf))
     assert spec.agent_request(inv)["prev_result"] == {
         "cniVersion": "0.4.0",
+        "interfaces": [{"name": "eth0"}],
         "ips": [{"address": "10.1.1.5/24", "interface": 0}],
     }
 
