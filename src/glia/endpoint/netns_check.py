@@ -5,7 +5,7 @@ only if it opens as a namespace file (nsfs) of type NET, found with the
 ``NS_GET_NSTYPE`` ioctl (Linux 4.11), and is neither the namespace the agent
 itself runs in (the node's: ``/proc/self/ns/net`` is what a runtime's
 ``CNI_NETNS=/proc/self/ns/net`` means to the agent) nor the host's root
-namespace (``/proc/1/ns/net``): plumbing a pod interface there would give the
+namespace (:data:`ROOT_NETNS`): plumbing a pod interface there would give the
 node or the host a pod's address and default route.
 
 Namespaces are compared by (device, inode) of their nsfs file, which is the
@@ -21,6 +21,7 @@ import errno
 import fcntl
 import os
 import stat
+from collections.abc import Sequence
 
 from glia.cni.spec import ERR_INVALID_ENV, CniError, check_netns_path
 from glia.endpoint.request import NetnsId
@@ -38,7 +39,10 @@ _NS_TYPES = {
     0x00000080: "time",
 }
 OWN_NETNS = "/proc/self/ns/net"  # the agent's main thread: the node's namespace
-ROOT_NETNS = "/proc/1/ns/net"  # the host's (or, in a container, its init's)
+# The host's root namespace: init's, and kthreadd's for where init's cannot be
+# looked at (seen in a sandbox: EACCES on /proc/1/ns/*, even as root). On a host
+# both are init_net; in a PID namespace they are that namespace's first processes.
+ROOT_NETNS = ("/proc/1/ns/net", "/proc/2/ns/net")
 
 
 def identity(path: str) -> NetnsId | None:
@@ -50,7 +54,9 @@ def identity(path: str) -> NetnsId | None:
     return NetnsId(st.st_dev, st.st_ino)
 
 
-def check_pod_netns(path: str, *, own: str = OWN_NETNS, root: str = ROOT_NETNS) -> NetnsId:
+def check_pod_netns(
+    path: str, *, own: str = OWN_NETNS, root: Sequence[str] = ROOT_NETNS
+) -> NetnsId:
     """The identity of the pod namespace at ``path``, or CniError (code 4) saying why not."""
     check_netns_path(path)
     try:
@@ -84,7 +90,7 @@ def check_pod_netns(path: str, *, own: str = OWN_NETNS, root: str = ROOT_NETNS) 
     found = NetnsId(st.st_dev, st.st_ino)
     if found == identity(own):
         raise _bad(path, "is the node's own network namespace (the agent's), not a pod's")
-    if found == identity(root):
+    if any(found == identity(r) for r in root):
         raise _bad(path, "is the host's root network namespace, not a pod's")
     return found
 
