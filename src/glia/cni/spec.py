@@ -59,11 +59,13 @@ VALID_ATTACHMENTS_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
 _NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 _MAX_IFNAME = 15
 # The spec sets no length; runtimes use 64 hex digits (a sha256: podman, Docker,
-# containerd, CRI-O). The agent keeps the id in a file name
-# ``<id>-<ifname>.json`` (NAME_MAX 255 bytes), in the IPAM owner and in every
-# log line; 128 leaves room for a prefixed id and keeps all of those far from
-# a limit. Enforced on ADD and CHECK (what creates or reads an endpoint); DEL
-# takes any length, so an endpoint made before this limit can still go.
+# containerd, CRI-O). What the agent makes of an id: the host veth's name is a
+# hash of it (gliae + 10 hex digits, any length fits IFNAMSIZ); the endpoint
+# record's file name is ``<id>-<ifname>.json`` (NAME_MAX 255 bytes, so at most
+# 234 characters); the IPAM owner, the endpoint's value in etcd and every log
+# line carry it. 128 leaves room for a prefixed id and keeps all of those far
+# from a limit. Enforced on ADD and CHECK (what creates or reads an endpoint);
+# DEL takes any length, so an endpoint made before this limit can still go.
 MAX_CONTAINER_ID = 128
 # PATH_MAX including the terminating NUL: the kernel refuses longer paths.
 MAX_PATH = 4095
