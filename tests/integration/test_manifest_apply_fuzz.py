@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
-from test_services_store import CIDR, own_etcd, stored
+from test_services_store import CIDR, FakeAgent, own_etcd, stored
 
 from glia.agent.api_config import add_routes
 from glia.agent.config import AgentConfig
@@ -34,12 +33,6 @@ from glia.service.manifest import parse_service
 def fuzz_etcd() -> Iterator[EtcdServer]:
     with own_etcd() as srv:
         yield srv
-
-
-@dataclass
-class Agent:
-    kv: KVClient | None
-    cfg: AgentConfig
 
 
 def service(name: str, port: int, **spec: Any) -> dict[str, Any]:
@@ -105,7 +98,8 @@ async def _apply(srv: EtcdServer, docs: list[Any]) -> None:
         await store.apply(kv, [parse_service(service("seed", 80))], CIDR)
         before = await stored(kv)
         app = web.Application()
-        add_routes(app, Agent(kv, AgentConfig("c1", 1, "n1", "198.18.1.1", service_cidr=CIDR)))
+        cfg = AgentConfig("c1", 1, "n1", "198.18.1.1", service_cidr=CIDR, config_etcd=kv.cfg)
+        add_routes(app, FakeAgent(kv, cfg, config_kv=kv))
         async with TestClient(TestServer(app)) as client:
             resp = await client.post("/v1/config/apply", json={"documents": docs, "source": "f"})
             answer = await resp.json()

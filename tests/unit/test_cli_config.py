@@ -178,6 +178,32 @@ def test_apply_with_agent_trouble(app: typer.Typer, agent: FakeAgent, manifest_f
     assert "without a list of results" in r.stderr
 
 
+def test_apply_json_and_yaml_are_the_results(
+    app: typer.Typer, agent: FakeAgent, manifest_file: str
+) -> None:
+    agent.answer("POST", "/v1/config/apply", applied)
+    _, answer = applied({"documents": load_yaml(WEB + "---\n" + DB, "x")})
+    r = run(app, "apply", "-f", manifest_file, "-o", "json", "--socket", agent.path)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == answer["results"]
+    r = run(app, "apply", "-f", manifest_file, "-o", "Yaml", "--socket", agent.path)
+    assert r.exit_code == 0, r.output
+    assert yaml.safe_load(r.stdout) == answer["results"]
+    r = run(app, "apply", "-f", manifest_file, "-o", "xml", "--socket", agent.path)
+    assert r.exit_code == 2
+    assert "'xml' is not one of table, json, yaml" in r.stderr
+
+
+def test_apply_over_the_agents_body_limit_says_the_limit(
+    app: typer.Typer, agent: FakeAgent, manifest_file: str
+) -> None:
+    msg = "request body of 9000000 bytes exceeds the limit of 8388608 bytes (8 MiB)"
+    agent.answer("POST", "/v1/config/apply", error(413, 7, msg, "split the request"))
+    r = run(app, "apply", "-f", manifest_file, "--socket", agent.path)
+    assert r.exit_code == 1
+    assert r.stderr == msg + "\nsplit the request\n"
+
+
 def test_apply_of_a_missing_file(app: typer.Typer, agent: FakeAgent, tmp_path: Any) -> None:
     path = os.path.join(str(tmp_path), "nope.yaml")
     r = run(app, "apply", "-f", path, "--socket", agent.path)
@@ -243,6 +269,32 @@ def test_delete(app: typer.Typer, agent: FakeAgent, manifest_file: str) -> None:
     assert [d["metadata"]["name"] for d in body["documents"]] == ["web", "db"]
 
 
+def test_delete_json_still_exits_1_when_one_is_missing(
+    app: typer.Typer, agent: FakeAgent, manifest_file: str
+) -> None:
+    results = [
+        {"namespace": "default", "name": "web", "action": "deleted", "cluster_ip": "100.64.0.1"},
+        {"namespace": "default", "name": "db", "action": "not found", "cluster_ip": ""},
+    ]
+    agent.answer("POST", "/v1/config/delete", (200, {"results": results}))
+    r = run(app, "delete", "-f", manifest_file, "-o", "json", "--socket", agent.path)
+    assert r.exit_code == 1
+    assert json.loads(r.stdout) == results
+    assert r.stderr == 'service "db" not found in namespace "default"\n'
+    r = run(
+        app,
+        "delete",
+        "-f",
+        manifest_file,
+        "-o",
+        "yaml",
+        "--ignore-not-found",
+        "--socket",
+        agent.path,
+    )
+    assert (r.exit_code, yaml.safe_load(r.stdout), r.stderr) == (0, results, "")
+
+
 def test_delete_needs_only_names(app: typer.Typer, agent: FakeAgent) -> None:
     agent.answer("POST", "/v1/config/delete", (200, {"results": []}))
     r = run(
@@ -262,9 +314,10 @@ def test_get_services_table(app: typer.Typer, agent: FakeAgent) -> None:
     agent.answer("GET", "/v1/config/services?namespace=default", (200, [WEB_MANIFEST]))
     r = run(app, "get", "services", "--socket", agent.path)
     assert r.exit_code == 0, r.output
-    lines = [line.split() for line in r.stdout.splitlines() if line.strip()]
-    assert lines[0] == ["NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "SELECTOR"]
-    assert lines[2] == ["web", "ClusterIP", "100.64.0.10", "80/TCP,53/UDP", "app=web"]
+    assert r.stdout.splitlines() == [
+        "NAME  TYPE       CLUSTER-IP   PORT(S)        SELECTOR",
+        "web   ClusterIP  100.64.0.10  80/TCP,53/UDP  app=web",
+    ]
 
 
 def test_get_services_all_namespaces(app: typer.Typer, agent: FakeAgent) -> None:

@@ -358,32 +358,30 @@ class EndpointManager:
             cluster_id=self._cluster_id,
             node=self._node,
         )
-        await self._pub.publish(keys.ipcache(self._cluster, ep.ip), codec.encode(entry))
+        await self._pub.publish(keys.ipcache(self._cluster, self._node, ep.ip), codec.encode(entry))
         await self._pub.publish(
-            keys.endpoint(self._cluster, ep.namespace, ep.name), codec.encode(ep)
+            keys.endpoint(self._cluster, self._node, ep.namespace, ep.name), codec.encode(ep)
         )
 
     async def _withdraw(self, ep: Endpoint) -> None:
-        await self._pub.withdraw(keys.ipcache(self._cluster, ep.ip))
-        await self._pub.withdraw(keys.endpoint(self._cluster, ep.namespace, ep.name))
+        await self._pub.withdraw(keys.ipcache(self._cluster, self._node, ep.ip))
+        await self._pub.withdraw(keys.endpoint(self._cluster, self._node, ep.namespace, ep.name))
 
     async def _withdraw_strays(self) -> int:
-        """Delete this node's endpoint and ipcache keys that no adopted endpoint claims."""
+        """Delete this node's endpoint and ipcache keys that no adopted endpoint claims.
+
+        Layout v2 keys carry the writing node, so "this node's" is a prefix:
+        never another node's key, whatever its value says.
+        """
         mine = self._pub.published()
         removed = 0
-        for prefix, owner in (
-            (keys.endpoints(self._cluster), _endpoint_node),
-            (keys.ipcaches(self._cluster), _ipcache_node),
+        for prefix in (
+            keys.endpoints(self._cluster, self._node),
+            keys.ipcaches(self._cluster, self._node),
         ):
             items, _ = await self._kv.list(prefix)
             for kv in items:
-                if kv.key in mine:
-                    continue
-                try:
-                    node = owner(kv.value)
-                except codec.InvalidValue:
-                    continue  # not provably this node's: leave it to its writer
-                if node == self._node and await self._kv.delete_if(
+                if kv.key not in mine and await self._kv.delete_if(
                     kv.key, mod_revision=kv.mod_revision
                 ):
                     log.info("withdrew stray key %s", kv.key)
@@ -397,14 +395,6 @@ class EndpointManager:
             with contextlib.suppress(BaseException):
                 await task
         self._label_tasks.clear()
-
-
-def _endpoint_node(raw: bytes) -> str:
-    return codec.decode(Endpoint, raw).node
-
-
-def _ipcache_node(raw: bytes) -> str:
-    return codec.decode(IPCacheEntry, raw).node
 
 
 async def _aw(value: object) -> None:

@@ -73,13 +73,13 @@ class IdentityAllocator:
         references of the previous run would otherwise keep unused ids alive
         until that run's lease expires.
         """
-        items, _ = await self._kv.list(keys.identity_refs(self._cluster))
+        items, _ = await self._kv.list(keys.identity_refs(self._cluster, self._node))
         pruned = 0
         for kv in items:
-            parts = kv.key.rsplit("/", 2)
-            if len(parts) != 3 or parts[2] != self._node or not parts[1].isdigit():
+            ref = keys.parse_identity_ref(self._cluster, kv.key)
+            if ref is None or ref[0] != self._node:
                 continue
-            if int(parts[1]) not in self._users and await self._kv.delete_if(
+            if ref[1] not in self._users and await self._kv.delete_if(
                 kv.key, mod_revision=kv.mod_revision
             ):
                 pruned += 1

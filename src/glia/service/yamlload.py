@@ -47,7 +47,8 @@ MAX_ALIASES = 1000
 # The data after expanding aliases, counted as one per value plus the characters
 # of each scalar. Without aliases 1 MiB of YAML stays under 2 MiB of it (a value
 # takes at least a byte of text, a scalar's characters at least as many bytes),
-# so only aliases can reach 4 MiB; the CLI then sends a few MiB of JSON at most.
+# so only aliases can reach 4 MiB. The JSON the CLI sends stays within a small
+# multiple of it, which the agent's own body limit bounds again.
 MAX_EXPANDED = 4 << 20
 
 
