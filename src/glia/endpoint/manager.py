@@ -180,7 +180,9 @@ class EndpointManager:
             for step in reversed(undo):
                 with contextlib.suppress(Exception):
                     await step()
-            self._store.remove(cid, ifname)
+            # The rollback must not replace the error the caller needs to see.
+            with contextlib.suppress(OSError):
+                self._store.remove(cid, ifname)
             if isinstance(e, CniError):
                 raise
             if isinstance(e, Exception):
