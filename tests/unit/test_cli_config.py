@@ -214,6 +214,33 @@ def test_apply_of_a_missing_file(app: typer.Typer, agent: FakeAgent, tmp_path: A
     assert agent.requests == []
 
 
+def test_apply_refuses_a_yaml_bomb_and_huge_input_before_asking_the_agent(
+    app: typer.Typer, agent: FakeAgent, tmp_path: Any
+) -> None:
+    bomb = WEB + "status:\n  l0: &l0 [" + ", ".join(['"lol"'] * 9) + "]\n"
+    bomb += "".join(f"  l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 9) + "]\n" for n in range(1, 9))
+    path = os.path.join(str(tmp_path), "bomb.yaml")
+    with open(path, "w") as f:
+        f.write(bomb)
+    r = run(app, "apply", "-f", path, "--socket", agent.path)
+    assert r.exit_code == 1
+    assert r.stderr.startswith(f"{path}: document 1, line 18, column ")
+    assert "characters of data once aliases are expanded" in r.stderr
+    r = run(app, "apply", "-f", "/dev/zero", "--socket", agent.path)
+    assert (r.exit_code, r.stderr) == (
+        1,
+        "/dev/zero: larger than 1048576 bytes, the most a file may have\n",
+    )
+    r = run(app, "delete", "-f", "-", "--socket", agent.path, input="a" * (1 << 20) + "b")
+    assert (r.exit_code, r.stderr) == (
+        1,
+        "<stdin>: larger than 1048576 bytes, the most a file may have\n",
+    )
+    r = run(app, "apply", "-f", str(tmp_path), "--socket", agent.path)
+    assert (r.exit_code, r.stderr) == (1, f"cannot read {tmp_path}: Is a directory\n")
+    assert agent.requests == []
+
+
 # -- delete ---------------------------------------------------------------------------
 
 

@@ -176,7 +176,7 @@ class ApiServer:
         kv = self._agent.kv
         if kv is None:
             return web.json_response([])
-        idents = await list_identities(kv, self._agent.cfg.cluster)
+        idents = await list_identities(kv, self._agent.cfg.cluster, self._agent.cfg.cluster_id)
         return web.json_response([{"id": i.id, "labels": i.labels} for i in idents])
 
     def _dp(self) -> Any:

@@ -124,7 +124,10 @@ class Agent:
         dp = self.datapath
         await self.run_dp(
             lambda: dp.configure(
-                node_ip=cfg.node_ip, vxlan_ifindex=vxlan, cluster_id=cfg.cluster_id
+                node_ip=cfg.node_ip,
+                vxlan_ifindex=vxlan,
+                cluster_id=cfg.cluster_id,
+                vxlan_port=cfg.vxlan_port,
             )
         )
         await self.run_dp(lambda: dp.attach_overlay(vxlan))

@@ -14,7 +14,6 @@ import json
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -23,7 +22,7 @@ from glia.agent.client import AgentError
 from glia.cli import output
 from glia.cli.common import LabOption, NodeOption, SocketOption, agent_errors, client_for, fail
 from glia.cli.output import Column, OutputFormat, OutputOption
-from glia.service import manifest
+from glia.service import manifest, yamlload
 from glia.service.manifest import ManifestError
 
 get_app = typer.Typer(help="Show declared resources (as Kubernetes objects).", no_args_is_help=True)
@@ -52,24 +51,22 @@ def register(app: typer.Typer) -> None:
 
 
 def _load(filename: str) -> tuple[list[Any], str]:
-    """The file's YAML documents and its name for messages; exits with the reason on failure."""
-    if filename == "-":
-        source = "<stdin>"
-        try:
-            text = sys.stdin.read()
-        except (OSError, UnicodeDecodeError) as e:
-            fail(f"cannot read stdin: {e}")
-    else:
-        source = filename
-        try:
-            text = Path(filename).read_text(encoding="utf-8")
-        except OSError as e:
-            fail(f"cannot read {filename}: {e.strerror or e}")
-        except UnicodeDecodeError as e:
-            fail(f"cannot read {filename}: not UTF-8 text ({e.reason} at byte {e.start})")
+    """The file's YAML documents and its name for messages; exits with the reason on failure.
+
+    Reads at most yamlload.MAX_BYTES (and one more to tell): a huge file or
+    /dev/zero is refused without reading it all.
+    """
+    source = "<stdin>" if filename == "-" else filename
     try:
+        if filename == "-":
+            text = yamlload.read_text(sys.stdin.buffer, source)
+        else:
+            with open(filename, "rb") as f:
+                text = yamlload.read_text(f, source)
         return manifest.load_yaml(text, source), source
-    except ManifestError as e:
+    except OSError as e:
+        fail(f"cannot read {source}: {e.strerror or e}")
+    except (yamlload.YamlError, ManifestError) as e:
         fail(str(e))
 
 

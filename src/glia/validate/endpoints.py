@@ -10,29 +10,18 @@ from __future__ import annotations
 from ipaddress import IPv4Network
 
 from glia.kvstore import keys
-from glia.model import codec
 from glia.model.endpoint import Endpoint
 from glia.validate.addresses import in_block, unicast
 from glia.validate.bounds import ClusterBounds
+from glia.validate.common import decode, key_parts
 from glia.validate.errors import Rejected
 from glia.validate.identities import check_labels, check_number
 
 
 def check_endpoint(key: str, raw: bytes, bounds: ClusterBounds) -> Endpoint:
     """Shape, key and range checks (no node CIDR needed)."""
-    try:
-        parts = keys.parse(key)
-    except ValueError as e:
-        raise Rejected(str(e)) from None
-    if parts.prefix != keys.ENDPOINTS or len(parts.parts) != 4:
-        raise Rejected("key does not have the layout endpoints/v2/<cluster>/<node>/<ns>/<name>")
-    cluster, node, ns, name = parts.parts
-    if cluster != bounds.cluster:
-        raise Rejected(f"key is of cluster {cluster!r}, expected {bounds.cluster!r}")
-    try:
-        ep = codec.decode(Endpoint, raw)
-    except codec.InvalidValue as e:
-        raise Rejected(str(e)) from None
+    cluster, node, ns, name = key_parts(key, keys.ENDPOINTS, 4, bounds)
+    ep = decode(Endpoint, raw)
     if (ep.cluster, ep.node, ep.namespace, ep.name) != (cluster, node, ns, name):
         raise Rejected(
             f"value names {ep.cluster}/{ep.node}/{ep.namespace}/{ep.name}, "

@@ -10,9 +10,9 @@ import dataclasses
 from ipaddress import IPv4Address, IPv4Network
 
 from glia.kvstore import keys
-from glia.model import codec
 from glia.model.service import BackendHealth
 from glia.validate.bounds import ClusterBounds
+from glia.validate.common import decode, key_parts
 from glia.validate.errors import Rejected
 
 MAX_RESULTS = 1 << 20
@@ -22,19 +22,8 @@ def check_health(
     key: str, raw: bytes, bounds: ClusterBounds, cidr: IPv4Network | None
 ) -> tuple[BackendHealth, int]:
     """The node's results about its own addresses, and how many others were dropped."""
-    try:
-        parts = keys.parse(key)
-    except ValueError as e:
-        raise Rejected(str(e)) from None
-    if parts.prefix != keys.HEALTH or len(parts.parts) != 2:
-        raise Rejected("key does not have the layout health/v1/<cluster>/<node>")
-    cluster, node = parts.parts
-    if cluster != bounds.cluster:
-        raise Rejected(f"key is of cluster {cluster!r}, expected {bounds.cluster!r}")
-    try:
-        value = codec.decode(BackendHealth, raw)
-    except codec.InvalidValue as e:
-        raise Rejected(str(e)) from None
+    _, node = key_parts(key, keys.HEALTH, 2, bounds)
+    value = decode(BackendHealth, raw)
     if value.node != node:
         raise Rejected(f"node {value.node!r} does not match its key ({node!r})")
     if len(value.results) > MAX_RESULTS:

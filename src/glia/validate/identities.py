@@ -7,9 +7,9 @@ the identity allocator's master keys (``identities/v2/<cluster>/id/<n>``).
 from __future__ import annotations
 
 from glia.kvstore import keys
-from glia.model import codec
 from glia.model.identity import MAX_LOCAL, MIN_LOCAL, Identity, ReservedIdentity
 from glia.validate.bounds import ClusterBounds
+from glia.validate.common import decode, key_parts
 from glia.validate.errors import Rejected
 
 # Reserved identities an endpoint may carry: INIT until its labels are known.
@@ -54,20 +54,12 @@ def check_labels(labels: dict[str, str], what: str) -> None:
 
 def check_identity(key: str, raw: bytes, bounds: ClusterBounds) -> Identity:
     """The master key ``identities/v2/<cluster>/id/<n>``: the number matches the key."""
-    try:
-        parts = keys.parse(key)
-    except ValueError as e:
-        raise Rejected(str(e)) from None
-    if parts.prefix != keys.IDENTITIES or len(parts.parts) != 3 or parts.parts[1] != "id":
+    _, kind, number = key_parts(key, keys.IDENTITIES, 3, bounds)
+    if kind != "id":
         raise Rejected("not an identity master key")
-    if parts.parts[0] != bounds.cluster:
-        raise Rejected(f"key is of cluster {parts.parts[0]!r}, expected {bounds.cluster!r}")
-    try:
-        ident = codec.decode(Identity, raw)
-    except codec.InvalidValue as e:
-        raise Rejected(str(e)) from None
-    if str(ident.id) != parts.parts[2]:
-        raise Rejected(f"id {ident.id} does not match its key ({parts.parts[2]})")
+    ident = decode(Identity, raw)
+    if str(ident.id) != number:
+        raise Rejected(f"id {ident.id} does not match its key ({number})")
     check_number(ident.id, bounds, "id", reserved=frozenset())
     check_labels(ident.labels, f"identity {ident.id}")
     return ident

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network
 
 from glia.kvstore import keys
-from glia.model import codec
 from glia.model.ipcache import IPCacheEntry
 from glia.model.node import Node
 from glia.validate.addresses import in_block, ipv4, unicast
 from glia.validate.bounds import ClusterBounds
+from glia.validate.common import decode, key_parts
 from glia.validate.errors import Rejected
 from glia.validate.identities import check_number
 
@@ -29,19 +29,8 @@ class KeyedEntry:
 
 
 def check_entry(key: str, raw: bytes, bounds: ClusterBounds) -> KeyedEntry:
-    try:
-        parts = keys.parse(key)
-    except ValueError as e:
-        raise Rejected(str(e)) from None
-    if parts.prefix != keys.IPCACHE or len(parts.parts) != 3:
-        raise Rejected("key does not have the layout ip/v2/<cluster>/<node>/<ip>")
-    cluster, node, ip = parts.parts
-    if cluster != bounds.cluster:
-        raise Rejected(f"key is of cluster {cluster!r}, expected {bounds.cluster!r}")
-    try:
-        entry = codec.decode(IPCacheEntry, raw)
-    except codec.InvalidValue as e:
-        raise Rejected(str(e)) from None
+    _, node, ip = key_parts(key, keys.IPCACHE, 3, bounds)
+    entry = decode(IPCacheEntry, raw)
     if entry.ip != ip:
         raise Rejected(f"ip {entry.ip!r} does not match its key ({ip})")
     if entry.node != node:

@@ -12,35 +12,20 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 
 from glia.kvstore import keys
-from glia.model import codec
 from glia.model.cluster import validate_name
 from glia.model.node import Node, PodCIDRAllocation
 from glia.validate.addresses import network, unicast
 from glia.validate.bounds import ClusterBounds
+from glia.validate.common import decode, key_parts
 from glia.validate.errors import Rejected
 
 MAX_BOOT_ID = 64
 
 
-def _key_parts(key: str, prefix: str, count: int, bounds: ClusterBounds) -> tuple[str, ...]:
-    try:
-        parts = keys.parse(key)
-    except ValueError as e:
-        raise Rejected(str(e)) from None
-    if parts.prefix != prefix or len(parts.parts) != count:
-        raise Rejected(f"key does not have the layout {prefix}<cluster>/... ({count} parts)")
-    if parts.parts[0] != bounds.cluster:
-        raise Rejected(f"key is of cluster {parts.parts[0]!r}, expected {bounds.cluster!r}")
-    return parts.parts
-
-
 def check_node(key: str, raw: bytes, bounds: ClusterBounds) -> Node:
     """A node record, checked against its key and the cluster's bounds."""
-    _, name = _key_parts(key, keys.NODES, 2, bounds)
-    try:
-        node = codec.decode(Node, raw)
-    except codec.InvalidValue as e:
-        raise Rejected(str(e)) from None
+    _, name = key_parts(key, keys.NODES, 2, bounds)
+    node = decode(Node, raw)
     if node.name != name:
         raise Rejected(f"name {node.name!r} does not match its key ({name!r})")
     try:
@@ -71,13 +56,10 @@ def check_node(key: str, raw: bytes, bounds: ClusterBounds) -> Node:
 
 def check_podcidr(key: str, raw: bytes, bounds: ClusterBounds) -> tuple[str, IPv4Network]:
     """``(node, cidr)`` of an allocation, inside the pod pool."""
-    _, kind, name = _key_parts(key, keys.PODCIDRS, 3, bounds)
+    _, kind, name = key_parts(key, keys.PODCIDRS, 3, bounds)
     if kind != "nodes":
         raise Rejected("not a node's pod CIDR allocation")
-    try:
-        alloc = codec.decode(PodCIDRAllocation, raw)
-    except codec.InvalidValue as e:
-        raise Rejected(str(e)) from None
+    alloc = decode(PodCIDRAllocation, raw)
     if alloc.node != name:
         raise Rejected(f"node {alloc.node!r} does not match its key ({name!r})")
     cidr = network(alloc.cidr, "cidr")

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Network
 
 from glia.kvstore import keys
-from glia.model import codec
 from glia.model.service import Backend, ClusterService
 from glia.validate.addresses import in_block, unicast
 from glia.validate.bounds import ClusterBounds
+from glia.validate.common import decode, key_parts
 from glia.validate.errors import Rejected
 
 MAX_PORTS = 128
@@ -116,19 +116,8 @@ def check_cluster_service(
     key: str, raw: bytes, bounds: ClusterBounds, cidrs: Mapping[str, IPv4Network]
 ) -> CheckedService:
     """The record with its valid backends; :class:`Rejected` if the frontend is bad."""
-    try:
-        parts = keys.parse(key)
-    except ValueError as e:
-        raise Rejected(str(e)) from None
-    if parts.prefix != keys.SERVICES or len(parts.parts) != 3:
-        raise Rejected("key does not have the layout services/v1/<cluster>/<ns>/<name>")
-    cluster, ns, name = parts.parts
-    if cluster != bounds.cluster:
-        raise Rejected(f"key is of cluster {cluster!r}, expected {bounds.cluster!r}")
-    try:
-        svc = codec.decode(ClusterService, raw)
-    except codec.InvalidValue as e:
-        raise Rejected(str(e)) from None
+    cluster, ns, name = key_parts(key, keys.SERVICES, 3, bounds)
+    svc = decode(ClusterService, raw)
     if (svc.cluster, svc.namespace, svc.name) != (cluster, ns, name):
         raise Rejected(f"value names {svc.cluster}/{svc.namespace}/{svc.name}, its key {key}")
     if svc.cluster_id != bounds.cluster_id:
