@@ -215,7 +215,10 @@ def lease_check(client: KVClient) -> LeaseAlive:
     """``lease_alive`` for :class:`DeferredDeletes`: does etcd still hold this lease?"""
 
     async def alive(lease_id: int) -> bool:
-        return await client.lease_ttl(lease_id) > 0
+        # -1: no such lease. 0 is a live lease with less than a second left (etcd
+        # rounds down); by the time a watcher sees a revocation's deletes etcd has
+        # already dropped the lease, so this never mistakes one for alive.
+        return await client.lease_ttl(lease_id) >= 0
 
     return alive
 
