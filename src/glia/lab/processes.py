@@ -1,4 +1,4 @@
-"""Long-running lab processes (agents, operators): start detached, check, stop by PID.
+"""Long-running lab processes (agents, operators, the supervisor): start detached, check, stop.
 
 Called by :mod:`glia.lab.lab`. A process is started in its own session with its
 output in a log file the lab names, so it outlives the ``glia lab up`` command
@@ -34,6 +34,9 @@ class ProcessRecord:
     token: str  # must appear in /proc/<pid>/cmdline for the PID to still be this process
     netns: str | None = None
     started: float = field(default=0.0)
+    # Stopped on purpose (``Lab.stop_*``, ``glia lab restart``): the supervisor
+    # leaves it down until something starts it again.
+    stopped: bool = False
 
 
 class ProcessError(RuntimeError):
@@ -95,8 +98,18 @@ def cmdline(pid: int) -> str | None:
 
 
 def alive(rec: ProcessRecord) -> bool:
+    """Whether the record's process runs (a SIGSTOPped one counts: it is paused, not dead)."""
     line = cmdline(rec.pid)
     return line is not None and rec.token in line
+
+
+def paused(rec: ProcessRecord) -> bool:
+    """Whether the record's process is alive and stopped by a signal (SIGSTOP, a tracer)."""
+    try:
+        stat = Path(f"/proc/{rec.pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat[stat.rfind(")") + 2 :].startswith(("T", "t")) and alive(rec)
 
 
 def stop(records: Iterable[ProcessRecord], timeout: float = STOP_TIMEOUT) -> list[str]:
