@@ -314,10 +314,12 @@ class Lab:
                 f"lab {self.name!r} lost its namespaces {', '.join(missing)}; "
                 "`glia lab up --recreate` rebuilds it (removing its containers)"
             )
+        expected = {d.process for d in supervision.daemons(self.topo, agents=st.agents)}
         todo = [
             d
-            for d in supervision.daemons(self.topo, agents=st.agents)
-            if d.process not in st.processes or not processes.alive(st.processes[d.process])
+            for d in supervision.daemons(self.topo)
+            if (d.process in expected or d.process in st.processes)
+            and (d.process not in st.processes or not processes.alive(st.processes[d.process]))
         ]
         for d in todo:
             self.reporter.step(f"starting {d.process} again")

@@ -41,14 +41,15 @@ def collect(
     watches = st.watch if st else {}
     sup = st.supervisor if st else None
     sup_alive = sup is not None and processes.alive(sup)
-    expected = {d.process: d for d in supervision.daemons(topo, agents=bool(st and st.agents))}
+    expected = {d.process for d in supervision.daemons(topo, agents=bool(st and st.agents))}
+    every = {d.process: d for d in supervision.daemons(topo)}
     problems: list[str] = []
 
     def proc(name: str) -> dict[str, Any]:
         rec = recs.get(name)
         info = _proc(rec, watches.get(name), name in expected)
-        if st is not None and name in expected:
-            line = problem(expected[name], info, topo.name, supervised=sup_alive, now=now)
+        if st is not None and (name in expected or rec is not None):
+            line = problem(every[name], info, topo.name, supervised=sup_alive, now=now)
             if line:
                 problems.append(line)
         return info

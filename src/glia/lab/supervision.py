@@ -161,8 +161,9 @@ class Daemon:
         return f"glia lab restart {self.target}{flag}{extra}"
 
 
-def daemons(topo: Topology, *, agents: bool) -> list[Daemon]:
-    """Every daemon of the lab in start order: etcds, then operators, then agents."""
+def daemons(topo: Topology, *, agents: bool = True) -> list[Daemon]:
+    """The lab's daemons in start order: etcds, then operators, then agents
+    (``agents=False``: the etcds alone, what ``up --no-agents`` runs)."""
     found = [Daemon(c.etcd_process, Kind.ETCD, c.name) for c in topo.clusters]
     if agents:
         found += [Daemon(c.operator_process, Kind.OPERATOR, c.name) for c in topo.clusters]

@@ -92,10 +92,12 @@ def poll(lab: Lab, me: int, policy: Policy, say: Say) -> bool:
             say(f"the lab's state names supervisor {other}, not this one ({me}); exiting")
             return False
         watches = dict(st.watch)
-        for d in supervision.daemons(lab.topo, agents=st.agents):
+        # Whatever is recorded, an agent started by hand on a lab built without
+        # agents included.
+        for d in supervision.daemons(lab.topo):
             rec = st.processes.get(d.process)
             if rec is None:
-                continue  # not started yet: ``up`` is still building the lab
+                continue  # not started (yet): ``up`` may still be building the lab
             before = watches.get(d.process, Watch())
             now = time.time()
             s = supervision.step(
