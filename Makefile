@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -I/usr/include/x86_64-linux-gnu -Ibpf/include
 
-BPF_SRC := $(wildcard bpf/*.bpf.c)
+# bpf/test/: harness programs the datapath tests load next to glia's own.
+BPF_SRC := $(wildcard bpf/*.bpf.c bpf/test/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SRC))
 BPF_HDR := $(wildcard bpf/include/*.h)
 
@@ -15,7 +16,7 @@ setup:
 	@./scripts/setup.sh
 
 build/bpf/%.bpf.o: bpf/%.bpf.c $(BPF_HDR)
-	@mkdir -p build/bpf
+	@mkdir -p $(@D)
 	@clang $(BPF_CFLAGS) -c $< -o $@
 
 bpf: $(BPF_OBJ)

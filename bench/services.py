@@ -668,7 +668,12 @@ class GliaNode(Node):
         # socket LB on the configured cgroup.
         self.dp.load()
         vxlan = run_in_netns(node_path, netlink.ensure_vxlan, netlink.VXLAN_NAME)
-        self.dp.configure(node_ip=NODE_IP, vxlan_ifindex=vxlan, cluster_id=CLUSTER_ID)
+        self.dp.configure(
+            node_ip=NODE_IP,
+            vxlan_ifindex=vxlan,
+            cluster_id=CLUSTER_ID,
+            vxlan_port=netlink.VXLAN_PORT,
+        )
         run_in_netns(node_path, self.dp.attach_overlay, vxlan)
         self.dp.attach_socket_lb(cgroup)
         # glia.endpoint.manager.EndpointManager._add_locked: veth, attach, endpoint entry.

@@ -5,7 +5,7 @@
  * Order: L3 check -> anti-spoofing -> service LB (VIP:port -> backend DNAT,
  * conntrack; refused at once without a ready backend) -> [egress policy] ->
  * local endpoint (reverse NAT of service replies, redirect_peer) | remote
- * node (VXLAN) | node stack.
+ * node (VXLAN) | node stack, except UDP to the VXLAN port (overlay.h).
  */
 #include "common.h"
 #include "config.h"
@@ -13,6 +13,7 @@
 #include "forward.h"
 #include "ipcache.h"
 #include "lb.h"
+#include "overlay.h"
 #include "verdict.h"
 
 SEC("tc")
@@ -80,7 +81,12 @@ int from_endpoint(struct __sk_buff *skb)
 			return glia_to_tunnel(skb, ip4, remote->tunnel_endpoint,
 					      cfg->vxlan_ifindex, src_identity, remote->identity);
 	}
-	/* The node itself (health probes, its IP) or outside the mesh. */
+	/* The node itself (health probes, its IP) or outside the mesh; never the
+	 * node's VXLAN socket, which would take the pod's datagram as tunnel
+	 * traffic (overlay.h). */
+	if (cfg && glia_to_vxlan_port(skb, ip4, cfg))
+		return glia_drop_flow(skb, GLIA_DROP_OVERLAY_PORT, GLIA_DIR_EGRESS, src_identity,
+				      remote ? remote->identity : 0);
 	return glia_to_stack(skb, GLIA_DIR_EGRESS);
 }
 

@@ -3,8 +3,10 @@
  * collect-metadata mode): packets from pods on other nodes, already
  * decapsulated. Attached by glia.datapath.loader.Datapath.
  *
- * Order: tunnel key (VNI = source identity) -> [ingress policy] -> local
- * endpoint (reverse NAT of service replies, redirect_peer) | node stack.
+ * Order: tunnel key (VNI = source identity) -> sender checks (overlay.h: the
+ * outer source is a node, the inner source is that node's, the identity one
+ * it may claim) -> [ingress policy] -> local endpoint (reverse NAT of service
+ * replies, redirect_peer) | node stack.
  * The lb4 maps are not used here but are declared in every object (lb.h), so
  * either object can create and pin the whole map set.
  */
@@ -14,6 +16,7 @@
 #include "forward.h"
 #include "ipcache.h"
 #include "lb.h"
+#include "overlay.h"
 #include "verdict.h"
 
 SEC("tc")
@@ -26,8 +29,10 @@ int from_overlay(struct __sk_buff *skb)
 	const struct glia_endpoint *dst;
 	struct bpf_tunnel_key key;
 	struct ethhdr *eth = data;
+	enum glia_reason refused;
 	struct iphdr *ip4;
 	__u32 src_identity;
+	__be32 outer;
 
 	if ((void *)(eth + 1) > data_end)
 		return glia_drop_flow(skb, GLIA_DROP_INVALID_PACKET, GLIA_DIR_INGRESS, 0, 0);
@@ -41,6 +46,10 @@ int from_overlay(struct __sk_buff *skb)
 	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0)
 		return glia_drop_flow(skb, GLIA_DROP_INVALID_PACKET, GLIA_DIR_INGRESS, 0, 0);
 	src_identity = key.tunnel_id;
+	outer = bpf_htonl(key.remote_ipv4);
+	refused = glia_overlay_sender_check(outer, ip4->saddr, src_identity);
+	if (refused != GLIA_REASON_FORWARDED)
+		return glia_drop_overlay(skb, refused, src_identity, outer);
 
 	dst = glia_lookup_endpoint(ip4->daddr);
 

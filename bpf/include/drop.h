@@ -22,6 +22,10 @@ enum glia_reason {
 	GLIA_DROP_NO_SERVICE = 9,          /* service without a ready backend: refused (RST/ICMP) */
 	GLIA_DROP_NAT_FAILED = 10,         /* a NAT rewrite or checksum helper refused */
 	GLIA_REASON_SOCK_XLATE = 11,       /* a socket's VIP:port rewritten to a backend (sock.bpf.c) */
+	GLIA_DROP_UNKNOWN_NODE = 12,       /* overlay: outer source is not a node of the mesh */
+	GLIA_DROP_SOURCE_NOT_OF_NODE = 13, /* overlay: inner source does not belong to the sending node */
+	GLIA_DROP_IDENTITY_NOT_OF_NODE = 14, /* overlay: VNI identity is not one the sending node's pods hold */
+	GLIA_DROP_OVERLAY_PORT = 15,       /* a pod sent UDP to the VXLAN port through the node stack */
 	GLIA_REASON_MAX = 64,              /* room reserved in the metrics map */
 };
 

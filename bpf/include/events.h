@@ -2,7 +2,10 @@
 /* glia_events_v1: a ring buffer of datapath events for `glia monitor`
  * (glia.datapath.events). Only drops so far; `type` leaves room for policy
  * verdicts and traces. Events are best effort: a full buffer loses them, the
- * metrics map still counts. */
+ * metrics map still counts.
+ *
+ * tunnel_src was explicit padding (0) before the overlay trust checks used it:
+ * same size and offsets, so no new map version; older readers ignore it. */
 #ifndef GLIA_EVENTS_H
 #define GLIA_EVENTS_H
 
@@ -30,7 +33,7 @@ struct glia_drop_event {
 	__u32 src_identity;              /* source identity if known, else 0 */
 	__u32 dst_identity;              /* destination identity if known, else 0 */
 	__u32 len;                       /* skb->len */
-	__u32 pad2;                      /* explicit padding to the 8-byte multiple, 0 */
+	__be32 tunnel_src;               /* overlay drops: outer (VXLAN) source, network order, else 0 */
 };
 
 struct {

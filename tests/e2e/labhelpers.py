@@ -22,6 +22,7 @@ import pytest
 from glia.datapath.lbmaps import LBMaps
 from glia.datapath.lbtypes import MapContents
 from glia.datapath.netlink import HOST_PREFIX, VXLAN_NAME
+from glia.kvstore import rbac
 from glia.lab import netns, processes, teardown, topology
 from glia.lab.lab import Lab, LabError
 from glia.lab.podman import Container
@@ -202,11 +203,13 @@ class StoredKey:
     lease: int  # 0: not on a lease
 
 
-def etcd_keys(lab: Lab, cluster: str, prefix: str) -> dict[str, StoredKey]:
-    """Every key under ``prefix`` in ``cluster``'s etcd, read with etcdctl from a node
-    (etcd listens on the underlay, which the test's own namespace cannot reach)."""
+def _etcdctl(
+    lab: Lab, cluster: str, user: str, *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """etcdctl against ``cluster``'s etcd as ``user``, run from a node (etcd listens on
+    the underlay, which the test's own namespace cannot reach)."""
     c = lab.topo.cluster(cluster)
-    cfg = lab.etcd_config(cluster)
+    cfg = lab.etcd_config(cluster, user)
     argv = [
         "etcdctl",
         f"--endpoints={c.etcd_endpoint}",
@@ -214,13 +217,14 @@ def etcd_keys(lab: Lab, cluster: str, prefix: str) -> dict[str, StoredKey]:
         f"--cert={cfg.cert_file}",
         f"--key={cfg.key_file}",
         "--dial-timeout=3s",
-        "-w",
-        "json",
-        "get",
-        "--prefix",
-        prefix,
+        *args,
     ]
-    r = lab.node_exec(c.nodes[0].ref, argv, timeout=20, check=True)
+    return lab.node_exec(c.nodes[0].ref, argv, input=stdin, timeout=20, check=check)
+
+
+def etcd_keys(lab: Lab, cluster: str, prefix: str) -> dict[str, StoredKey]:
+    """Every key under ``prefix`` in ``cluster``'s etcd."""
+    r = _etcdctl(lab, cluster, rbac.RW_USER, "-w", "json", "get", "--prefix", prefix)
     out = {}
     for kv in json.loads(r.stdout).get("kvs") or []:
         key = base64.b64decode(kv["key"]).decode()
@@ -230,21 +234,17 @@ def etcd_keys(lab: Lab, cluster: str, prefix: str) -> dict[str, StoredKey]:
 
 def etcd_delete(lab: Lab, cluster: str, *keys: str) -> None:
     """Delete ``keys`` in one transaction (as the operator's GC does), with etcdctl."""
-    c = lab.topo.cluster(cluster)
-    cfg = lab.etcd_config(cluster)
-    argv = [
-        "etcdctl",
-        f"--endpoints={c.etcd_endpoint}",
-        f"--cacert={cfg.ca_file}",
-        f"--cert={cfg.cert_file}",
-        f"--key={cfg.key_file}",
-        "--dial-timeout=3s",
-        "txn",
-    ]
     # No compares, then the requests if they hold, then none if they do not.
     script = "\n" + "".join(f"del {key}\n" for key in keys) + "\n\n"
-    r = lab.node_exec(c.nodes[0].ref, argv, input=script, timeout=20, check=True)
+    r = _etcdctl(lab, cluster, rbac.RW_USER, "txn", stdin=script)
     assert r.stdout.startswith("SUCCESS"), r.stdout
+
+
+def etcd_put(lab: Lab, cluster: str, key: str, value: bytes, user: str) -> tuple[bool, str]:
+    """Put ``key`` in ``cluster``'s etcd as etcd ``user`` (as a compromised holder of
+    that user's certificate would); (ok, etcdctl's message)."""
+    r = _etcdctl(lab, cluster, user, "put", key, stdin=value.decode(), check=False)
+    return r.returncode == 0, (r.stderr or r.stdout).strip()
 
 
 def endpoint_named(lab: Lab, ctr: Container) -> dict[str, Any] | None:

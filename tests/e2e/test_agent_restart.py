@@ -95,25 +95,17 @@ def _view(lab: Lab, node: str) -> NodeView:
     stored = etcd_keys(lab, spec.cluster, keys.STATE)
 
     def mine(prefix: str) -> dict[str, StoredKey]:
-        return {
-            k: v
-            for k, v in stored.items()
-            if k.startswith(prefix) and json.loads(v.value).get("node") == spec.name
-        }
+        return {k: v for k, v in stored.items() if k.startswith(prefix)}
 
-    refs = {
-        k: v
-        for k, v in stored.items()
-        if k.startswith(keys.identity_refs(spec.cluster)) and k.endswith("/" + spec.name)
-    }
+    refs = mine(keys.identity_refs(spec.cluster, spec.name))
     return NodeView(
         endpoints=endpoints,
         bpf_endpoints=bpf,
         bpf_ipcache=ipcache,
         veths=host_veths(lab, node),
         ipam=ipam,
-        etcd_endpoints=mine(keys.endpoints(spec.cluster)),
-        etcd_ipcache=mine(keys.ipcaches(spec.cluster)),
+        etcd_endpoints=mine(keys.endpoints(spec.cluster, spec.name)),
+        etcd_ipcache=mine(keys.ipcaches(spec.cluster, spec.name)),
         etcd_refs=refs,
         node_key=stored[keys.node(spec.cluster, spec.name)],
     )
@@ -136,7 +128,7 @@ def _check_consistent(view: NodeView, containers: list[Container]) -> None:
         assert entry["identity"] == ep["identity"]
         assert entry["ifindex"] == view.veths[ep["host_ifname"]]
     want_refs = sorted({str(e["identity"]) for e in view.endpoints})
-    assert sorted(k.rsplit("/", 2)[1] for k in view.etcd_refs) == want_refs, "identity refs"
+    assert sorted(keys.last(k) for k in view.etcd_refs) == want_refs, "identity refs"
     # Everything the agent publishes lives and dies with its one lease.
     leases = {v.lease for v in [*view.etcd_endpoints.values(), *view.etcd_ipcache.values()]}
     leases |= {v.lease for v in view.etcd_refs.values()}

@@ -89,8 +89,9 @@ def _stored(lab: Lab) -> dict[str, bytes]:
 
 
 def _refs(stored: dict[str, bytes], numeric: int) -> list[str]:
-    prefix = keys.identity_refs(CLUSTER, numeric)
-    return sorted(k.rsplit("/", 1)[1] for k in stored if k.startswith(prefix))
+    """Names of the nodes that reference ``numeric``."""
+    refs = (keys.parse_identity_ref(CLUSTER, k) for k in stored)
+    return sorted(r[0] for r in refs if r is not None and r[1] == numeric)
 
 
 def test_unused_identity_is_collected_and_one_in_use_is_kept(

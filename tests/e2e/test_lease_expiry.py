@@ -14,7 +14,6 @@ revoke, no clean-up). Shown here:
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 
@@ -53,16 +52,12 @@ def _ip(ctr: Container) -> str:
 def _n1_keys(lab: Lab) -> list[str]:
     """c1/n1's leased keys in etcd (node, endpoints, ipcache, identity references)."""
     stored = etcd_keys(lab, "c1", keys.STATE)
-    return sorted(
-        k
-        for k, v in stored.items()
-        if k == keys.node("c1", "n1")
-        or (k.startswith(keys.identity_refs("c1")) and k.endswith("/n1"))
-        or (
-            k.startswith((keys.endpoints("c1"), keys.ipcaches("c1")))
-            and json.loads(v.value).get("node") == "n1"
-        )
+    own = (
+        keys.identity_refs("c1", "n1"),
+        keys.endpoints("c1", "n1"),
+        keys.ipcaches("c1", "n1"),
     )
+    return sorted(k for k in stored if k == keys.node("c1", "n1") or k.startswith(own))
 
 
 def _n2_ipcache(lab: Lab) -> set[str]:

@@ -10,11 +10,13 @@ may use ``ip netns exec``.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,10 +25,18 @@ from typing import Any, TypeVar
 
 import pytest
 
+from glia.agent.ipcache import plan_ipcache
 from glia.datapath import netlink
 from glia.datapath.events import DropEvent, EventReader
 from glia.datapath.loader import default_obj_dir, unpin
+from glia.datapath.maps import IPCacheInfo
 from glia.datapath.netns import current_netns_id, netns_id, run_in_netns
+from glia.kvstore import keys
+from glia.model.ipcache import IPCacheEntry
+from glia.model.node import Node
+from glia.validate.bounds import ClusterBounds
+from glia.validate.ipcache import KeyedEntry
+from glia.validate.nodes import Allocation, NodeEntry
 
 T = TypeVar("T")
 
@@ -141,15 +151,20 @@ def add_underlay(name: str) -> None:
     run(["ip", "-n", name, "link", "set", "br0", "up"])
 
 
-def plumb_node(underlay: str, node_ns: str, link: str, ip: str) -> int:
-    """Create ``node_ns`` on the underlay's bridge (port ``link``) with ``ip``/15 on
-    its eth0, and glia_vxlan in it as the agent makes it; the VXLAN ifindex."""
-    add_netns(node_ns)
+def plumb_host(underlay: str, ns: str, link: str, ip: str) -> None:
+    """Create ``ns`` on the underlay's bridge (port ``link``) with ``ip``/15 on its eth0."""
+    add_netns(ns)
     run(["ip", "-n", underlay, "link", "add", link, "type", "veth", "peer", "name", "eth0",
-         "netns", node_ns])  # fmt: skip
+         "netns", ns])  # fmt: skip
     run(["ip", "-n", underlay, "link", "set", link, "master", "br0", "up"])
-    run(["ip", "-n", node_ns, "addr", "add", f"{ip}/15", "dev", "eth0"])
-    run(["ip", "-n", node_ns, "link", "set", "eth0", "up"])
+    run(["ip", "-n", ns, "addr", "add", f"{ip}/15", "dev", "eth0"])
+    run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+
+
+def plumb_node(underlay: str, node_ns: str, link: str, ip: str) -> int:
+    """A host on the underlay (:func:`plumb_host`) with glia_vxlan in it as the agent
+    makes it; the VXLAN ifindex."""
+    plumb_host(underlay, node_ns, link, ip)
     return call_in(node_ns, netlink.ensure_vxlan)
 
 
@@ -166,6 +181,48 @@ def plumb_pod(node_ns: str, pod_ns: str, ip: str, gateway: str, mtu: int) -> net
         gateway=gateway,
         mtu=mtu,
     )
+
+
+def agent_ipcache(
+    cluster_id: int,
+    nodes: dict[str, str],
+    pods: list[tuple[str, int, str]],
+    self_node: str,
+) -> dict[str, IPCacheInfo]:
+    """The ipcache the agent of ``self_node`` writes (glia.agent.ipcache) for
+    ``nodes`` (name -> node IP) and ``pods`` (IP, identity, node name); each
+    node's pod CIDR is the smallest block holding its pods."""
+    cluster = f"c{cluster_id}"
+    node_records = {
+        name: NodeEntry(Node(name, cluster, cluster_id, ip), 1) for name, ip in nodes.items()
+    }
+    entries = {
+        keys.ipcache(cluster, node, ip): KeyedEntry(
+            node, IPCacheEntry(ip, identity, nodes[node], cluster_id, node)
+        )
+        for ip, identity, node in pods
+    }
+    allocs: dict[str, Allocation] = {}
+    for name in nodes:
+        ips = [ipaddress.IPv4Address(ip) for ip, _, node in pods if node == name]
+        if ips:
+            block = ipaddress.IPv4Network(f"{min(ips)}/32")
+            while max(ips) not in block:
+                block = block.supernet()
+            allocs[name] = Allocation(block.supernet() if block.prefixlen > 24 else block, 1)
+    plan = plan_ipcache(
+        entries,
+        node_records,
+        allocs,
+        ClusterBounds(cluster, cluster_id),
+        self_node,
+        nodes[self_node],
+    )
+    assert not plan.rejected, plan.rejected
+    return {
+        prefix.removesuffix("/32"): IPCacheInfo(d.identity, d.tunnel_endpoint or None, d.cluster_id)
+        for prefix, d in plan.desired.items()
+    }
 
 
 def collect_events(
@@ -256,6 +313,81 @@ def tcp_exchange(pod: str, ip: str, port: int, message: str) -> str:
     if done.returncode != 0:
         raise AssertionError(f"TCP client in {pod} -> {ip}:{port} failed: {done.stderr.strip()}")
     return done.stdout.strip()
+
+
+_UDP_LISTENER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], int(sys.argv[2])))
+print("ready", flush=True)
+while True:
+    data, peer = s.recvfrom(65536)
+    print(peer[0], data.decode(errors="replace"), flush=True)
+"""
+
+_UDP_SENDER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+if sys.argv[4]:
+    s.bind((sys.argv[4], 0))
+s.sendto(bytes.fromhex(sys.argv[3]), (sys.argv[1], int(sys.argv[2])))
+"""
+
+
+class UDPListener:
+    """Datagrams received by a UDP socket in a namespace, as "source-ip payload"
+    lines (a thread collects them)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.proc = proc
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._lock:
+                self.lines.append(line.strip())
+
+    def received(self) -> list[str]:
+        with self._lock:
+            return list(self.lines)
+
+    def wait_for(self, line: str, timeout: float = 5) -> list[str]:
+        """Everything received once ``line`` has been; fails after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while line not in self.received():
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{line!r} never arrived; got {self.received()}")
+            time.sleep(0.05)
+        return self.received()
+
+
+@contextmanager
+def udp_listener(ns: str, ip: str, port: int) -> Iterator[UDPListener]:
+    """A UDP socket on ``ip:port`` in namespace ``ns``, ready when yielded."""
+    proc = subprocess.Popen(
+        in_node(ns, sys.executable, "-c", _UDP_LISTENER, ip, str(port)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise AssertionError(f"UDP listener in {ns} did not start: {proc.stderr.read()}")
+        yield UDPListener(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=5)
+
+
+def udp_send(ns: str, ip: str, port: int, data: bytes, *, src: str = "") -> None:
+    """One datagram from an ordinary UDP socket in namespace ``ns`` (bound to ``src``)."""
+    run(in_node(ns, sys.executable, "-c", _UDP_SENDER, ip, str(port), data.hex(), src))
 
 
 def netstat_counter(node: str, section: str, field: str) -> int:

@@ -50,6 +50,7 @@ from glia.service import lbplan
 NODE_IP = "198.18.0.1"
 REMOTE_NODE_IP = "198.18.0.2"
 VXLAN_IFINDEX = 99
+VXLAN_PORT = 8472
 # ip, ifindex, identity, pod mac, node (gateway) mac
 CLIENT = ("10.1.1.5", 10, 0x1012C, "02:00:00:00:0a:01", "02:00:00:00:0a:02")
 LOCAL_BE = ("10.1.1.6", 11, 0x1012D, "02:00:00:00:0b:01", "02:00:00:00:0b:02")
@@ -213,7 +214,9 @@ def module_rig() -> Iterator[Rig]:
     try:
         nu.add_netns(ns)
         dp.load()
-        dp.configure(node_ip=NODE_IP, vxlan_ifindex=VXLAN_IFINDEX, cluster_id=1)
+        dp.configure(
+            node_ip=NODE_IP, vxlan_ifindex=VXLAN_IFINDEX, cluster_id=1, vxlan_port=VXLAN_PORT
+        )
         for ip, ifindex, identity, pod_mac, node_mac in (CLIENT, LOCAL_BE, LOCAL_BE2):
             dp.endpoints.upsert(ip, EndpointInfo(ifindex, identity, pod_mac, node_mac))
         dp.ipcache.upsert("10.1.2.0/24", IPCacheInfo(0x10200, REMOTE_NODE_IP, 1))

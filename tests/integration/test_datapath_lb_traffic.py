@@ -24,11 +24,11 @@ from typing import Any, TypeVar
 import netns_util as nu
 import pytest
 
-from glia.datapath import cgroup
+from glia.datapath import cgroup, netlink
 from glia.datapath.ct import ct_entries, ct_gc
 from glia.datapath.drop import Direction, Reason
 from glia.datapath.loader import Datapath, unpin
-from glia.datapath.maps import EndpointInfo, IPCacheInfo
+from glia.datapath.maps import EndpointInfo
 from glia.model import make_cluster_identity
 from glia.model.service import Backend, ClusterService, Protocol, ServicePort
 from glia.service.lbsync import ServiceMapSync
@@ -189,7 +189,9 @@ def _add_node(lab: Lab, underlay: str, name: str, index: int) -> Node:
     node = Node(name, ns, ip, f"10.{CLUSTER_ID}.{index}.1", dp)
     lab.nodes[name] = node
     dp.load()
-    dp.configure(node_ip=ip, vxlan_ifindex=vxlan, cluster_id=CLUSTER_ID)
+    dp.configure(
+        node_ip=ip, vxlan_ifindex=vxlan, cluster_id=CLUSTER_ID, vxlan_port=netlink.VXLAN_PORT
+    )
     nu.call_in(ns, dp.attach_overlay, vxlan)
 
     async def run_dp(fn: Callable[[], T]) -> T:
@@ -243,9 +245,10 @@ def lab() -> Iterator[Lab]:
         _add_pod(lab, "b1", n1, "10.1.1.6", 401)
         _add_pod(lab, "b2", n2, "10.1.2.5", 402)
         _add_pod(lab, "b3", n2, "10.1.2.6", 403)
-        entries = {p.ip: IPCacheInfo(p.identity, p.node.ip, CLUSTER_ID) for p in lab.pods.values()}
+        node_ips = {node.name: node.ip for node in lab.nodes.values()}
+        pods = [(p.ip, p.identity, p.node.name) for p in lab.pods.values()]
         for node in lab.nodes.values():
-            node.dp.ipcache.upsert_many(entries)
+            node.dp.ipcache.upsert_many(nu.agent_ipcache(CLUSTER_ID, node_ips, pods, node.name))
         for name in ("b1", "b2", "b3"):
             _start_server(lab, lab.pods[name])
         yield lab

@@ -1,13 +1,15 @@
 """Loader, pinned maps and tc attachment against the real kernel.
 
 Typed map operations (single, batch, iteration, LPM semantics), pins that
-outlive a Datapath, stale or foreign pins refused with a clear error, and the
-tc slot replaced in place and detached.
+outlive a Datapath, stale or foreign pins refused with a clear error, pins of
+retired map versions removed on upgrade, and the tc slot replaced in place and
+detached.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,11 +17,11 @@ from pathlib import Path
 import netns_util as nu
 import pytest
 
-from glia.datapath import tc
+from glia.datapath import libbpf, tc
 from glia.datapath.errors import BPFError, DatapathError
 from glia.datapath.loader import PROGS_SUBDIR, Datapath, ensure_bpffs, unpin
 from glia.datapath.maps import EndpointInfo, EndpointMap, IPCacheInfo, NodeConfig
-from glia.datapath.structs import ALL_MAPS, ENDPOINTS
+from glia.datapath.structs import ALL_MAPS, CONFIG, CT4, ENDPOINTS, RETIRED_MAPS
 
 EP = EndpointInfo(
     ifindex=7, identity=0x10100, mac="02:00:00:00:00:01", node_mac="02:00:00:00:00:02"
@@ -114,14 +116,14 @@ def test_entries_outlive_the_datapath_object(pins: Path) -> None:
     objs = nu.bpf_objects()
     with Datapath(pins, objs) as first:
         first.load()
-        first.configure(node_ip="198.18.0.1", vxlan_ifindex=4, cluster_id=3)
+        first.configure(node_ip="198.18.0.1", vxlan_ifindex=4, cluster_id=3, vxlan_port=8472)
         first.endpoints.upsert("10.3.1.5", EP)
         first.ipcache.upsert("10.3.2.0/24", IPCacheInfo(6, "198.18.0.2", 3))
     with Datapath(pins, objs) as second:
         second.load()
         assert second.endpoints.items() == [("10.3.1.5", EP)]
         assert second.ipcache.items() == [("10.3.2.0/24", IPCacheInfo(6, "198.18.0.2", 3))]
-        assert second.config.get() == NodeConfig("198.18.0.1", 4, 3)
+        assert second.config.get() == NodeConfig("198.18.0.1", 4, 3, 8472)
     # Readers that do not load programs (the CLI) open the pins directly.
     endpoints = EndpointMap.open_pinned(pins)
     try:
@@ -155,6 +157,36 @@ def test_stale_pin_with_another_layout_is_refused(pins: Path) -> None:
     assert "from_endpoint.bpf.o" in str(failure.value)
     with pytest.raises(DatapathError, match="stale pins"):
         EndpointMap.open_pinned(pins)
+
+
+def test_pins_of_retired_map_versions_are_removed_on_load(pins: Path) -> None:
+    """An upgrade: the previous version's glia_config_v1 (16-byte value, no VXLAN
+    port) and glia_ct4_v1 are pinned; the new load creates their successors and
+    drops the old pins, while whoever still holds the old map (an attached
+    program of the previous version) keeps it until it is replaced."""
+    pins.mkdir(parents=True)
+    for name, kind, key, value in (
+        ("glia_config_v1", "array", 4, 16),
+        ("glia_ct4_v1", "lru_hash", 16, 24),
+    ):
+        subprocess.run(
+            ["bpftool", "map", "create", str(pins / name), "type", kind, "key", str(key),
+             "value", str(value), "entries", "1", "name", name],
+            check=True,
+        )  # fmt: skip
+    assert set(RETIRED_MAPS) == {"glia_config_v1", "glia_ct4_v1"}
+    old_config = libbpf.obj_get(str(pins / "glia_config_v1"))  # as an old program would
+    try:
+        with Datapath(pins, nu.bpf_objects()) as dp:
+            dp.load()
+            names = {p.name for p in pins.iterdir()}
+            assert not names & set(RETIRED_MAPS)
+            assert {CONFIG.name, CT4.name} <= names
+            dp.configure(node_ip="198.18.0.1", vxlan_ifindex=4, cluster_id=3, vxlan_port=4789)
+            assert dp.config.get() == NodeConfig("198.18.0.1", 4, 3, 4789)
+        assert libbpf.map_info(old_config).value_size == 16  # the old map lives on
+    finally:
+        os.close(old_config)
 
 
 def test_missing_objects_are_reported(pins: Path, tmp_path: Path) -> None:

@@ -3,12 +3,14 @@
 Each case runs from_endpoint or from_overlay once with BPF_PROG_TEST_RUN
 against maps in a private pin directory, inside a test network namespace.
 Redirects are not carried out by the kernel in a test run; the verdict
-(TC_ACT_REDIRECT) and the rewritten packet are what is checked.
+(TC_ACT_REDIRECT) and the rewritten packet are what is checked. A test run
+gives no tunnel metadata, so the overlay cases run from_overlay through the
+tunnel key harness (bpf/test/tunnel_key.bpf.c): a decapsulated packet from a
+chosen outer source with a chosen VNI, as glia_vxlan hands it over.
 """
 
 from __future__ import annotations
 
-import socket
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -20,50 +22,33 @@ from glia.datapath.drop import Direction, Reason
 from glia.datapath.events import DropEvent, EventReader
 from glia.datapath.loader import Datapath, unpin
 from glia.datapath.maps import EndpointInfo, IPCacheInfo
-from glia.datapath.testrun import TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, run_program
+from glia.datapath.packets import IP_DF, IP_MF, checksum, ipv4, mac, udp
+from glia.datapath.testrun import (
+    TC_ACT_OK,
+    TC_ACT_REDIRECT,
+    TC_ACT_SHOT,
+    RunResult,
+    TunnelKeyHarness,
+    run_program,
+)
+from glia.model.identity import ReservedIdentity
 
 NODE_IP = "198.18.0.1"
 REMOTE_NODE_IP = "198.18.0.2"
+OTHER_NODE_IP = "198.18.0.3"  # a third node of the cluster
+FAR_NODE_IP = "198.18.0.4"  # a node of cluster 2
+ROGUE_IP = "198.18.0.99"  # on the underlay, but no node
 VXLAN_IFINDEX = 99
+VXLAN_PORT = 8472
 A = ("10.1.1.5", 10, 0x1012C, "02:00:00:00:0a:01", "02:00:00:00:0a:02")  # ip ifindex id mac node
 B = ("10.1.1.6", 11, 0x1012D, "02:00:00:00:0b:01", "02:00:00:00:0b:02")
 GONE = "10.1.1.7"  # in the ipcache on this node, but no endpoint
-REMOTE_POD = "10.1.2.9"
+REMOTE_POD = "10.1.2.9"  # on REMOTE_NODE_IP (a /24 entry)
+REMOTE_ID = 0x10130
+OTHER_POD = "10.1.3.9"  # on OTHER_NODE_IP
+FAR_POD, FAR_ID = "10.2.1.9", 0x20130  # on FAR_NODE_IP, cluster 2
+WORLD = "203.0.113.5"  # in no ipcache entry
 ETH_P_IP, ETH_P_ARP, ETH_P_IPV6 = 0x0800, 0x0806, 0x86DD
-
-
-def mac(text: str) -> bytes:
-    return bytes.fromhex(text.replace(":", ""))
-
-
-def checksum(data: bytes) -> int:
-    total = int(sum(struct.unpack(f"!{len(data) // 2}H", data)))
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def ipv4(
-    src: str, dst: str, payload: bytes, *, proto: int = 17, ttl: int = 64, ihl: int = 5
-) -> bytes:
-    header = struct.pack(
-        "!BBHHHBBH4s4s",
-        0x40 | ihl,
-        0,
-        20 + len(payload),
-        0x1234,
-        0x4000,
-        ttl,
-        proto,
-        0,
-        socket.inet_aton(src),
-        socket.inet_aton(dst),
-    )
-    return header[:10] + struct.pack("!H", checksum(header)) + header[12:] + payload
-
-
-def udp(sport: int, dport: int, data: bytes = b"glia") -> bytes:
-    return struct.pack("!HHHH", sport, dport, 8 + len(data), 0) + data
 
 
 def frame(ethertype: int, l3: bytes, *, dst: str = A[4], src: str = A[3]) -> bytes:
@@ -90,6 +75,7 @@ class Case:
     reason: Reason
     expect: Callable[[bytes], bytes] | None = None  # packet out, from packet in; None: unchanged
     event: dict[str, object] | None = None  # fields of the expected drop event
+    tunnel: tuple[str, int] | None = None  # from_overlay: (outer source, VNI) of the tunnel key
 
 
 FROM_A = udp(40000, 53)
@@ -221,11 +207,151 @@ CASES = [
 ]
 
 
+# --- the overlay accepts packets from nodes of the mesh only (overlay.h) ---------
+
+
+def from_node(
+    name: str,
+    outer: str,
+    vni: int,
+    src: str,
+    reason: Reason,
+    event: dict[str, object] | None = None,
+) -> Case:
+    """A decapsulated UDP packet ``src`` -> B, sent by ``outer`` with ``vni``."""
+    delivered = reason == Reason.FORWARDED
+    return Case(
+        name,
+        "from_overlay",
+        frame(ETH_P_IP, ipv4(src, B[0], udp(40000, 53))),
+        VXLAN_IFINDEX,
+        TC_ACT_REDIRECT if delivered else TC_ACT_SHOT,
+        reason,
+        (lambda p: routed(p, dst=B[3], src=B[4])) if delivered else None,
+        None if delivered else {"tunnel_src": outer, "src_identity": vni, **(event or {})},
+        tunnel=(outer, vni),
+    )
+
+
+_INIT, _HOST = int(ReservedIdentity.INIT), int(ReservedIdentity.HOST)
+_NODE = int(ReservedIdentity.REMOTE_NODE)
+_UNKNOWN_NODE, _NOT_OF_NODE = Reason.DROP_UNKNOWN_NODE, Reason.DROP_SOURCE_NOT_OF_NODE
+_BAD_ID = Reason.DROP_IDENTITY_NOT_OF_NODE
+OVERLAY_CASES = [
+    from_node("overlay: a node's own pod: delivered", REMOTE_NODE_IP, REMOTE_ID, REMOTE_POD,
+              Reason.FORWARDED),
+    from_node("overlay: a node's pod still in init: delivered", REMOTE_NODE_IP, _INIT, REMOTE_POD,
+              Reason.FORWARDED),
+    from_node("overlay: a node of another cluster, its pod and identity: delivered",
+              FAR_NODE_IP, FAR_ID, FAR_POD, Reason.FORWARDED),
+    from_node("overlay: outer source on the underlay but no node", ROGUE_IP, REMOTE_ID,
+              REMOTE_POD, _UNKNOWN_NODE, {"saddr": REMOTE_POD, "daddr": B[0], "dst_identity": 0}),
+    from_node("overlay: outer source is a pod (its datagram reached the VXLAN socket)", A[0],
+              REMOTE_ID, REMOTE_POD, _UNKNOWN_NODE),
+    from_node("overlay: outer source is this node itself", NODE_IP, REMOTE_ID, REMOTE_POD,
+              _UNKNOWN_NODE),
+    from_node("overlay: a node sends for another node's pod", REMOTE_NODE_IP, REMOTE_ID,
+              OTHER_POD, _NOT_OF_NODE, {"saddr": OTHER_POD}),
+    from_node("overlay: a node sends for a pod of this node", REMOTE_NODE_IP, A[2], A[0],
+              _NOT_OF_NODE),
+    from_node("overlay: a node sends from an address the ipcache does not know",
+              REMOTE_NODE_IP, REMOTE_ID, WORLD, _NOT_OF_NODE),
+    from_node("overlay: a node sends from its own node IP (never tunnelled)", REMOTE_NODE_IP,
+              _NODE, REMOTE_NODE_IP, _NOT_OF_NODE),
+    from_node("overlay: a node sends from another node's IP", REMOTE_NODE_IP, _NODE,
+              OTHER_NODE_IP, _NOT_OF_NODE),
+    from_node("overlay: an identity of another cluster", REMOTE_NODE_IP, FAR_ID, REMOTE_POD,
+              _BAD_ID),
+    from_node("overlay: a cluster-2 node claims a cluster-1 identity", FAR_NODE_IP, REMOTE_ID,
+              FAR_POD, _BAD_ID),
+    from_node("overlay: a cluster's reserved index (below 256)", REMOTE_NODE_IP, 0x10005,
+              REMOTE_POD, _BAD_ID),
+    *(
+        from_node(f"overlay: reserved identity {ident.name.lower()} in the VNI", REMOTE_NODE_IP,
+                  int(ident), REMOTE_POD, _BAD_ID)
+        for ident in ReservedIdentity
+        if ident != ReservedIdentity.INIT
+    ),
+]  # fmt: skip
+
+
+def to_node(
+    name: str,
+    dst: str,
+    l4: bytes,
+    reason: Reason,
+    *,
+    proto: int = 17,
+    frag: int = IP_DF,
+    dst_identity: int = 0,
+) -> Case:
+    """UDP (or ``proto``) from pod A to ``dst``."""
+    verdicts = {Reason.TO_STACK: TC_ACT_OK, Reason.FORWARDED: TC_ACT_REDIRECT}
+    expect = {REMOTE_POD: routed, B[0]: lambda p: routed(p, dst=B[3], src=B[4])}.get(dst)
+    event = None
+    if reason.is_drop:
+        event = {"daddr": dst, "dport": VXLAN_PORT, "src_identity": A[2]}
+        event |= {"dst_identity": dst_identity, "direction": "egress", "ifindex": A[1]}
+    return Case(
+        name,
+        "from_endpoint",
+        frame(ETH_P_IP, ipv4(A[0], dst, l4, proto=proto, frag=frag)),
+        A[1],
+        verdicts.get(reason, TC_ACT_SHOT),
+        reason,
+        expect,
+        event,
+    )
+
+
+_PORT = Reason.DROP_OVERLAY_PORT
+PORT_CASES = [
+    to_node("pod to its node's VXLAN port", NODE_IP, udp(40000, VXLAN_PORT), _PORT,
+            dst_identity=_HOST),
+    to_node("pod to another node's VXLAN port", REMOTE_NODE_IP, udp(40000, VXLAN_PORT), _PORT,
+            dst_identity=_NODE),
+    to_node("pod to the VXLAN port outside the mesh", WORLD, udp(40000, VXLAN_PORT), _PORT),
+    to_node("pod to the VXLAN port on the underlay broadcast", "198.19.255.255",
+            udp(40000, VXLAN_PORT), _PORT),
+    to_node("pod to its node, another UDP port", NODE_IP, udp(40000, 53), Reason.TO_STACK),
+    to_node("pod to another node, another UDP port", REMOTE_NODE_IP, udp(40000, 4789),
+            Reason.TO_STACK),
+    to_node("pod to its node, TCP to the VXLAN port number", NODE_IP,
+            struct.pack("!HHIIBBHHH", 40000, VXLAN_PORT, 1, 0, 0x50, 0x02, 64240, 0, 0),
+            Reason.TO_STACK, proto=6),
+    to_node("pod to its node, a later fragment (no port in it)", NODE_IP,
+            udp(40000, VXLAN_PORT), Reason.TO_STACK, frag=IP_MF | 185),
+    to_node("pod to a pod on another node, UDP to the VXLAN port number: tunnelled",
+            REMOTE_POD, udp(40000, VXLAN_PORT), Reason.FORWARDED),
+    to_node("pod to a pod on this node, UDP to the VXLAN port number: delivered", B[0],
+            udp(40000, VXLAN_PORT), Reason.FORWARDED),
+]  # fmt: skip
+CASES += OVERLAY_CASES + PORT_CASES
+
+
 @dataclass
 class Rig:
     dp: Datapath
     events: EventReader
     ns: str
+    overlay: TunnelKeyHarness
+
+    def run(self, case: Case) -> RunResult:
+        if case.tunnel is None:
+            prog = self.dp.prog_fd(case.program)
+            return nu.call_in(
+                self.ns, run_program, prog, case.packet, ingress_ifindex=case.ingress_ifindex
+            )
+        outer, vni = case.tunnel
+        return nu.call_in(
+            self.ns,
+            self.overlay.run,
+            case.packet,
+            outer_src=outer,
+            vni=vni,
+            outer_dst=NODE_IP,
+            ingress_ifindex=case.ingress_ifindex,
+        )
 
 
 @pytest.fixture(scope="module")
@@ -235,22 +361,36 @@ def rig() -> Iterator[Rig]:
     ns = f"{nu.prefix()}-run"
     dp = Datapath(nu.pin_dir("testrun"), nu.bpf_objects())
     events: EventReader | None = None
+    overlay: TunnelKeyHarness | None = None
     try:
         nu.add_netns(ns)
         dp.load()
-        dp.configure(node_ip=NODE_IP, vxlan_ifindex=VXLAN_IFINDEX, cluster_id=1)
+        dp.configure(
+            node_ip=NODE_IP, vxlan_ifindex=VXLAN_IFINDEX, cluster_id=1, vxlan_port=VXLAN_PORT
+        )
         for ip, ifindex, identity, pod_mac, node_mac in (A, B):
             dp.endpoints.upsert(ip, EndpointInfo(ifindex, identity, pod_mac, node_mac))
+        # As glia.agent.ipcache.plan_ipcache makes it: node IPs without a tunnel
+        # endpoint (this node host, the others remote-node), pods at their node.
         dp.ipcache.upsert_many(
             {
-                "10.1.2.0/24": IPCacheInfo(6, REMOTE_NODE_IP, 1),
+                NODE_IP: IPCacheInfo(_HOST, None, 1),
+                REMOTE_NODE_IP: IPCacheInfo(_NODE, None, 1),
+                OTHER_NODE_IP: IPCacheInfo(_NODE, None, 1),
+                FAR_NODE_IP: IPCacheInfo(_NODE, None, 2),
+                "10.1.2.0/24": IPCacheInfo(REMOTE_ID, REMOTE_NODE_IP, 1),
+                OTHER_POD: IPCacheInfo(0x10131, OTHER_NODE_IP, 1),
+                FAR_POD: IPCacheInfo(FAR_ID, FAR_NODE_IP, 2),
                 GONE: IPCacheInfo(0x10199, NODE_IP, 1),
                 A[0]: IPCacheInfo(A[2], NODE_IP, 1),
             }
         )
         events = EventReader(dp.pin_dir)
-        yield Rig(dp, events, ns)
+        overlay = TunnelKeyHarness(nu.bpf_objects(), dp.prog_fd("from_overlay"))
+        yield Rig(dp, events, ns, overlay)
     finally:
+        if overlay is not None:
+            overlay.close()
         if events is not None:
             events.close()
         dp.close()
@@ -266,13 +406,7 @@ def _counters(dp: Datapath) -> dict[tuple[Reason, str], int]:
 def test_datapath_table(rig: Rig, case: Case) -> None:
     rig.events.poll()  # drain
     before = _counters(rig.dp)
-    result = nu.call_in(
-        rig.ns,
-        run_program,
-        rig.dp.prog_fd(case.program),
-        case.packet,
-        ingress_ifindex=case.ingress_ifindex,
-    )
+    result = rig.run(case)
 
     assert result.retval == case.verdict
     expected = case.expect(case.packet) if case.expect else case.packet

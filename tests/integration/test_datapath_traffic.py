@@ -6,11 +6,15 @@ with create_endpoint_veth from inside their node. Maps are programmed directly
 (as the agent would). Checks ping and TCP on one node and across nodes, that
 the node's IP stack does not forward pod traffic (redirect_peer, forwarding
 off), that traffic stops without the programs, anti-spoofing with its drop
-event, and that pinned maps outlive the loader.
+event, that pinned maps outlive the loader, and that the overlay takes
+packets only from nodes of the mesh: crafted VXLAN sent with an ordinary UDP
+socket from a host on the underlay, from a node for addresses not its own,
+or from a pod to a node's VXLAN port delivers nothing.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,15 +22,17 @@ from pathlib import Path
 import netns_util as nu
 import pytest
 
-from glia.datapath import netlink, tc
+from glia.datapath import netlink, packets, tc
 from glia.datapath.drop import Direction, Reason
-from glia.datapath.events import EventReader
+from glia.datapath.events import DropEvent, EventReader
 from glia.datapath.loader import Datapath, unpin
-from glia.datapath.maps import EndpointInfo, IPCacheInfo
+from glia.datapath.maps import EndpointInfo
 from glia.model import make_cluster_identity
 
 CLUSTER_ID = 1
 POD_MTU = 1450
+ROGUE_IP = "198.18.0.99"  # a host on the underlay that is no node
+LISTEN_PORT = 9000
 
 
 @dataclass
@@ -56,6 +62,7 @@ class Mesh:
     namespaces: list[str] = field(default_factory=list)  # to delete, created or not
     nodes: dict[str, Node] = field(default_factory=dict)
     pods: dict[str, Pod] = field(default_factory=dict)
+    rogue: str = ""  # namespace of ROGUE_IP
 
 
 def _add_node(mesh: Mesh, underlay: str, name: str, index: int) -> Node:
@@ -67,9 +74,18 @@ def _add_node(mesh: Mesh, underlay: str, name: str, index: int) -> Node:
     node = Node(name, ns, ip, f"10.{CLUSTER_ID}.{index}.1", dp.pin_dir, dp, vxlan)
     mesh.nodes[name] = node
     dp.load()
-    dp.configure(node_ip=ip, vxlan_ifindex=vxlan, cluster_id=CLUSTER_ID)
+    _configure(node, netlink.VXLAN_PORT)
     nu.call_in(ns, dp.attach_overlay, vxlan)
     return node
+
+
+def _configure(node: Node, vxlan_port: int) -> None:
+    node.dp.configure(
+        node_ip=node.ip,
+        vxlan_ifindex=node.vxlan_ifindex,
+        cluster_id=CLUSTER_ID,
+        vxlan_port=vxlan_port,
+    )
 
 
 def _add_pod(mesh: Mesh, name: str, node: Node, ip: str, n: int) -> Pod:
@@ -99,13 +115,14 @@ def mesh() -> Iterator[Mesh]:
         _add_pod(mesh, "p1", n1, "10.1.1.5", 300)
         _add_pod(mesh, "p2", n1, "10.1.1.6", 301)
         _add_pod(mesh, "p3", n2, "10.1.2.5", 302)
-        # Every node learns every pod, its own included (as the agent's ipcache sync does).
-        entries = {
-            pod.ip: IPCacheInfo(pod.identity, mesh.nodes[pod.node].ip, CLUSTER_ID)
-            for pod in mesh.pods.values()
-        }
+        mesh.rogue = f"{nu.prefix()}-rogue"
+        mesh.namespaces.append(mesh.rogue)
+        nu.plumb_host(underlay, mesh.rogue, "rogue", ROGUE_IP)
+        # Every node learns every node and pod, as the agent's ipcache sync does.
+        node_ips = {node.name: node.ip for node in mesh.nodes.values()}
+        pods = [(pod.ip, pod.identity, pod.node) for pod in mesh.pods.values()]
         for node in mesh.nodes.values():
-            node.dp.ipcache.upsert_many(entries)
+            node.dp.ipcache.upsert_many(nu.agent_ipcache(CLUSTER_ID, node_ips, pods, node.name))
         yield mesh
     finally:
         for node in mesh.nodes.values():
@@ -245,3 +262,126 @@ def test_maps_outlive_the_loader(mesh: Mesh) -> None:
     assert new_prog is not None and new_prog != old_prog
     assert nu.ping(p1.ns, p2.ip)
     assert nu.ping(p3.ns, p1.ip)
+
+
+# --- the overlay takes packets from nodes of the mesh only (bpf/include/overlay.h) ---
+
+
+def _forged(vni: int, src: str, dst: str, text: str) -> bytes:
+    """A VXLAN datagram's payload: a UDP packet ``src`` -> ``dst``:LISTEN_PORT
+    carrying ``text``, with ``vni`` as the sender's identity."""
+    inner = packets.ipv4(src, dst, packets.udp(40000, LISTEN_PORT, text.encode()))
+    frame = packets.ethernet("02:00:00:00:00:02", "02:00:00:00:00:01", packets.ETH_P_IP, inner)
+    return packets.vxlan(vni, frame)
+
+
+def _drops(events: EventReader, *reasons: Reason) -> list[DropEvent]:
+    """The drop events seen until one per entry of ``reasons`` has arrived, in order
+    of ``reasons`` (others are ignored)."""
+    wanted = Counter(reasons)
+
+    def enough(evs: list[DropEvent]) -> bool:
+        got = Counter(ev.reason for ev in evs)
+        return all(got[r] >= n for r, n in wanted.items())
+
+    seen = nu.collect_events(events, enough, timeout=5)
+    return sorted(
+        (ev for ev in seen if ev.reason in wanted), key=lambda ev: reasons.index(ev.reason)
+    )
+
+
+def test_vxlan_from_a_host_that_is_no_node_is_dropped(mesh: Mesh) -> None:
+    """A host on the underlay sends VXLAN to n2 for p3, claiming p1's address and
+    identity: nothing arrives, and the drop names the real sender."""
+    n2, p1, p3 = mesh.nodes["n2"], mesh.pods["p1"], mesh.pods["p3"]
+    drops = _count(n2, Reason.DROP_UNKNOWN_NODE, Direction.INGRESS)
+    with nu.udp_listener(p3.ns, p3.ip, LISTEN_PORT) as got, EventReader(n2.pin) as events:
+        events.poll()
+        forged = _forged(p1.identity, p1.ip, p3.ip, "forged")
+        nu.udp_send(mesh.rogue, n2.ip, netlink.VXLAN_PORT, forged)
+        (ev,) = _drops(events, Reason.DROP_UNKNOWN_NODE)
+        nu.udp_send(p1.ns, p3.ip, LISTEN_PORT, b"real")
+        assert got.wait_for(f"{p1.ip} real") == [f"{p1.ip} real"]
+    assert _count(n2, Reason.DROP_UNKNOWN_NODE, Direction.INGRESS) == drops + 1
+    assert (ev.tunnel_src, ev.saddr, ev.daddr, ev.src_identity, ev.direction) == (
+        ROGUE_IP,
+        p1.ip,
+        p3.ip,
+        p1.identity,
+        "ingress",
+    )
+
+
+def test_a_node_cannot_send_for_what_is_not_its_own(mesh: Mesh) -> None:
+    """n1 itself (a node of the mesh) sends VXLAN to n2 from an ordinary socket: for
+    its own pod, delivered (so the crafted packets are sound); from an address the
+    ipcache does not place on n1, and for its pod with another cluster's identity,
+    dropped."""
+    n1, n2, p1, p3 = mesh.nodes["n1"], mesh.nodes["n2"], mesh.pods["p1"], mesh.pods["p3"]
+    not_of_node = _count(n2, Reason.DROP_SOURCE_NOT_OF_NODE, Direction.INGRESS)
+    bad_identity = _count(n2, Reason.DROP_IDENTITY_NOT_OF_NODE, Direction.INGRESS)
+    with nu.udp_listener(p3.ns, p3.ip, LISTEN_PORT) as got, EventReader(n2.pin) as events:
+        events.poll()
+        crafted = _forged(p1.identity, p1.ip, p3.ip, "crafted")
+        nu.udp_send(n1.ns, n2.ip, netlink.VXLAN_PORT, crafted, src=n1.ip)
+        assert got.wait_for(f"{p1.ip} crafted") == [f"{p1.ip} crafted"]
+        for forged in (
+            _forged(p1.identity, "10.1.9.9", p3.ip, "stranger"),
+            _forged(make_cluster_identity(2, 300), p1.ip, p3.ip, "other cluster"),
+        ):
+            nu.udp_send(n1.ns, n2.ip, netlink.VXLAN_PORT, forged, src=n1.ip)
+        stranger, foreign = _drops(
+            events, Reason.DROP_SOURCE_NOT_OF_NODE, Reason.DROP_IDENTITY_NOT_OF_NODE
+        )
+        nu.udp_send(p1.ns, p3.ip, LISTEN_PORT, b"real")
+        assert got.wait_for(f"{p1.ip} real") == [f"{p1.ip} crafted", f"{p1.ip} real"]
+    assert _count(n2, Reason.DROP_SOURCE_NOT_OF_NODE, Direction.INGRESS) == not_of_node + 1
+    assert _count(n2, Reason.DROP_IDENTITY_NOT_OF_NODE, Direction.INGRESS) == bad_identity + 1
+    assert (stranger.tunnel_src, stranger.saddr) == (n1.ip, "10.1.9.9")
+    assert (foreign.tunnel_src, foreign.src_identity) == (n1.ip, make_cluster_identity(2, 300))
+
+
+def test_a_pod_cannot_reach_the_vxlan_port(mesh: Mesh) -> None:
+    """p1 sends crafted VXLAN (p3 talking to p2) to its own node's VXLAN port and
+    to the other node's: dropped as it leaves p1; ordinary UDP to another port of
+    its node still arrives."""
+    n1, p1, p2, p3 = mesh.nodes["n1"], mesh.pods["p1"], mesh.pods["p2"], mesh.pods["p3"]
+    drops = _count(n1, Reason.DROP_OVERLAY_PORT, Direction.EGRESS)
+    forged = _forged(p3.identity, p3.ip, p2.ip, "forged")
+    with (
+        nu.udp_listener(p2.ns, p2.ip, LISTEN_PORT) as got,
+        nu.udp_listener(n1.ns, n1.ip, LISTEN_PORT) as node_got,
+        EventReader(n1.pin) as events,
+    ):
+        events.poll()
+        for node in mesh.nodes.values():
+            nu.udp_send(p1.ns, node.ip, netlink.VXLAN_PORT, forged)
+        seen = _drops(events, Reason.DROP_OVERLAY_PORT, Reason.DROP_OVERLAY_PORT)
+        nu.udp_send(p1.ns, n1.ip, LISTEN_PORT, b"ordinary")
+        assert node_got.wait_for(f"{p1.ip} ordinary") == [f"{p1.ip} ordinary"]
+        nu.udp_send(p3.ns, p2.ip, LISTEN_PORT, b"real")
+        assert got.wait_for(f"{p3.ip} real") == [f"{p3.ip} real"]
+    assert _count(n1, Reason.DROP_OVERLAY_PORT, Direction.EGRESS) == drops + 2
+    assert sorted((ev.daddr, ev.dport, ev.saddr) for ev in seen) == [
+        (node.ip, netlink.VXLAN_PORT, p1.ip) for node in mesh.nodes.values()
+    ]
+
+
+def test_without_the_port_guard_the_overlay_still_refuses_a_pod(mesh: Mesh) -> None:
+    """With n1's VXLAN port unknown to its programs (no guard on the sending side),
+    p1's crafted VXLAN reaches n1's VXLAN socket, as the issue found; from_overlay
+    refuses it, since p1 is no node."""
+    n1, p1, p2, p3 = mesh.nodes["n1"], mesh.pods["p1"], mesh.pods["p2"], mesh.pods["p3"]
+    drops = _count(n1, Reason.DROP_UNKNOWN_NODE, Direction.INGRESS)
+    _configure(n1, 0)
+    try:
+        with nu.udp_listener(p2.ns, p2.ip, LISTEN_PORT) as got, EventReader(n1.pin) as events:
+            events.poll()
+            nu.udp_send(p1.ns, n1.ip, netlink.VXLAN_PORT, _forged(p3.identity, p3.ip, p2.ip, "x"))
+            (ev,) = _drops(events, Reason.DROP_UNKNOWN_NODE)
+            nu.udp_send(p3.ns, p2.ip, LISTEN_PORT, b"real")
+            assert got.wait_for(f"{p3.ip} real") == [f"{p3.ip} real"]
+    finally:
+        _configure(n1, netlink.VXLAN_PORT)
+    assert _count(n1, Reason.DROP_UNKNOWN_NODE, Direction.INGRESS) == drops + 1
+    assert (ev.tunnel_src, ev.saddr, ev.src_identity) == (p1.ip, p3.ip, p3.identity)

@@ -15,6 +15,7 @@ from glia.kvstore.client import KVClient
 from glia.lab.etcd import RW_USER, EtcdServer
 from glia.model import codec
 from glia.model.endpoint import Endpoint, EndpointState
+from glia.model.node import PodCIDRAllocation
 from glia.model.service import (
     BackendHealth,
     ClusterService,
@@ -29,6 +30,7 @@ from glia.service import store
 
 CLUSTER = "c1"
 CIDR = "100.64.0.0/16"
+NODE_CIDRS = {"n1": "10.1.1.0/24", "n2": "10.1.2.0/24"}
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +43,9 @@ def svc_etcd() -> Iterator[EtcdServer]:
 async def kv(svc_etcd: EtcdServer) -> AsyncIterator[KVClient]:
     c = await KVClient.connect(svc_etcd.client_config(RW_USER))
     await c.delete_prefix(keys.ROOT)
+    # The operator's pod CIDR allocations bound what each node's endpoints may claim.
+    for node, block in NODE_CIDRS.items():
+        await c.put(keys.podcidr_node(CLUSTER, node), codec.encode(PodCIDRAllocation(node, block)))
     yield c
     await c.close()
 
@@ -81,7 +86,7 @@ def endpoint(name: str, ip: str, node: str = "n1", app: str = "web") -> Endpoint
 
 
 async def put_endpoint(kv: KVClient, ep: Endpoint) -> None:
-    await kv.put(keys.endpoint(CLUSTER, ep.namespace, ep.name), codec.encode(ep))
+    await kv.put(keys.endpoint(CLUSTER, ep.node, ep.namespace, ep.name), codec.encode(ep))
 
 
 async def put_health(kv: KVClient, node: str, *results: tuple[str, int, bool]) -> None:
@@ -137,7 +142,7 @@ async def test_records_follow_config_endpoints_and_health(
     await put_endpoint(kv, endpoint("b", "10.1.2.7", node="n2"))
     await put_health(kv, "n2", ("10.1.2.7", 8080, True))
     await until_backends(kv, [("10.1.1.5", 8080, True), ("10.1.2.7", 8080, True)])
-    await kv.delete(keys.endpoint(CLUSTER, "shop", "a"))
+    await kv.delete(keys.endpoint(CLUSTER, "n1", "shop", "a"))
     await until_backends(kv, [("10.1.2.7", 8080, True)])
 
     # a config change (another target port) re-resolves; the probes of 9090 are not in yet
@@ -259,3 +264,30 @@ async def test_the_operator_runs_the_resolver_when_it_leads(
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+async def test_forged_endpoints_and_probe_results_never_make_backends(
+    kv: KVClient, resolver: ServiceResolver
+) -> None:
+    await store.apply(kv, [web_spec()], CIDR)
+    await put_endpoint(kv, endpoint("a", "10.1.1.5"))
+    # n2 writes endpoints with n1's address, etcd's, one of no block at all, and
+    # one naming n1 under its own key; then claims n1's backend is down.
+    await put_endpoint(kv, endpoint("steal", "10.1.1.6", node="n2"))
+    await put_endpoint(kv, endpoint("etcd", "127.0.0.1", node="n2"))
+    await put_endpoint(kv, endpoint("far", "10.9.0.1", node="n2"))
+    await kv.put(
+        keys.endpoint(CLUSTER, "n2", "shop", "liar"),
+        codec.encode(endpoint("liar", "10.1.2.8", node="n1")),
+    )
+    await put_health(kv, "n2", ("10.1.1.5", 8080, False))
+    await put_health(kv, "n1", ("10.1.1.5", 8080, True))
+    await until_backends(kv, [("10.1.1.5", 8080, True)])
+    rejected = resolver.rejects.current()
+    for name in ("steal", "etcd", "far", "liar"):
+        assert keys.endpoint(CLUSTER, "n2", "shop", name) in rejected, rejected
+    assert keys.health(CLUSTER, "n2") in rejected
+    # A good endpoint of n2 written afterwards still becomes a backend.
+    await put_endpoint(kv, endpoint("b", "10.1.2.7", node="n2"))
+    await put_health(kv, "n2", ("10.1.2.7", 8080, True))
+    await until_backends(kv, [("10.1.1.5", 8080, True), ("10.1.2.7", 8080, True)])

@@ -237,11 +237,13 @@ async def db_ip(kv: KVClient) -> str:
 class FakeAgent:
     kv: KVClient | None
     cfg: AgentConfig
+    config_kv: KVClient | None = None
 
 
 @pytest.fixture
 async def api(kv: KVClient) -> AsyncIterator[tuple[TestClient[Any, Any], FakeAgent]]:
-    agent = FakeAgent(kv, AgentConfig("c1", 1, "n1", "198.18.1.1", service_cidr=CIDR))
+    cfg = AgentConfig("c1", 1, "n1", "198.18.1.1", service_cidr=CIDR, config_etcd=kv.cfg)
+    agent = FakeAgent(kv, cfg, config_kv=kv)
     app = web.Application()
     add_routes(app, agent)
     async with TestClient(TestServer(app)) as client:
@@ -324,7 +326,11 @@ async def test_api_services_and_unready_agent(api: tuple[TestClient[Any, Any], F
     resp = await client.post("/v1/config/apply", json={"documents": [WEB]})
     assert resp.status == 503
     assert "no service_cidr" in (await resp.json())["error"]["msg"]
-    agent.kv = None
+    agent.config_kv = None
     resp = await client.get("/v1/services")
     assert resp.status == 503
     assert (await resp.json())["error"]["code"] == 11
+    agent.cfg = replace(agent.cfg, config_etcd=None)
+    resp = await client.get("/v1/services")
+    assert resp.status == 503
+    assert "serves no declared resources" in (await resp.json())["error"]["msg"]

@@ -451,3 +451,35 @@ def test_default_socket_is_the_agents_default() -> None:
     from glia.cni.spec import DEFAULT_AGENT_SOCKET
 
     assert DEFAULT_SOCKET == AGENT_DEFAULT == DEFAULT_AGENT_SOCKET == client_mod.DEFAULT_SOCKET
+
+
+def test_answer_before_the_body_is_read_still_reaches_the_caller() -> None:
+    """An agent may refuse a body over its limit and close without reading the rest."""
+    answer = json.dumps(
+        {"error": {"code": 7, "msg": "request body of 4194304 bytes exceeds the limit"}}
+    ).encode()
+    with short_tmpdir() as d:
+        path = os.path.join(d, "agent.sock")
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        srv.bind(path)
+        srv.listen(1)
+
+        def refuse() -> None:
+            conn, _ = srv.accept()
+            conn.recv(4096)  # the head and a little of the body
+            conn.sendall(
+                b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(answer), answer)
+            )
+            conn.close()  # with most of the body unread
+
+        t = threading.Thread(target=refuse, daemon=True)
+        t.start()
+        try:
+            with pytest.raises(AgentError) as ei:
+                AgentClient(path, timeout=10).post("/v1/config/apply", {"x": "y" * 4 * 2**20})
+        finally:
+            t.join(timeout=5)
+            srv.close()
+    assert (ei.value.http_status, ei.value.code) == (413, 7)
+    assert ei.value.msg == "request body of 4194304 bytes exceeds the limit"

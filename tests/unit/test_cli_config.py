@@ -178,6 +178,32 @@ def test_apply_with_agent_trouble(app: typer.Typer, agent: FakeAgent, manifest_f
     assert "without a list of results" in r.stderr
 
 
+def test_apply_json_and_yaml_are_the_results(
+    app: typer.Typer, agent: FakeAgent, manifest_file: str
+) -> None:
+    agent.answer("POST", "/v1/config/apply", applied)
+    _, answer = applied({"documents": load_yaml(WEB + "---\n" + DB, "x")})
+    r = run(app, "apply", "-f", manifest_file, "-o", "json", "--socket", agent.path)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout) == answer["results"]
+    r = run(app, "apply", "-f", manifest_file, "-o", "Yaml", "--socket", agent.path)
+    assert r.exit_code == 0, r.output
+    assert yaml.safe_load(r.stdout) == answer["results"]
+    r = run(app, "apply", "-f", manifest_file, "-o", "xml", "--socket", agent.path)
+    assert r.exit_code == 2
+    assert "'xml' is not one of table, json, yaml" in r.stderr
+
+
+def test_apply_over_the_agents_body_limit_says_the_limit(
+    app: typer.Typer, agent: FakeAgent, manifest_file: str
+) -> None:
+    msg = "request body of 9000000 bytes exceeds the limit of 8388608 bytes (8 MiB)"
+    agent.answer("POST", "/v1/config/apply", error(413, 7, msg, "split the request"))
+    r = run(app, "apply", "-f", manifest_file, "--socket", agent.path)
+    assert r.exit_code == 1
+    assert r.stderr == msg + "\nsplit the request\n"
+
+
 def test_apply_of_a_missing_file(app: typer.Typer, agent: FakeAgent, tmp_path: Any) -> None:
     path = os.path.join(str(tmp_path), "nope.yaml")
     r = run(app, "apply", "-f", path, "--socket", agent.path)
@@ -185,6 +211,33 @@ def test_apply_of_a_missing_file(app: typer.Typer, agent: FakeAgent, tmp_path: A
     assert r.stderr == f"cannot read {path}: No such file or directory\n"
     r = run(app, "apply", "--socket", agent.path)
     assert r.exit_code == 2  # -f is required
+    assert agent.requests == []
+
+
+def test_apply_refuses_a_yaml_bomb_and_huge_input_before_asking_the_agent(
+    app: typer.Typer, agent: FakeAgent, tmp_path: Any
+) -> None:
+    bomb = WEB + "status:\n  l0: &l0 [" + ", ".join(['"lol"'] * 9) + "]\n"
+    bomb += "".join(f"  l{n}: &l{n} [" + ", ".join([f"*l{n - 1}"] * 9) + "]\n" for n in range(1, 9))
+    path = os.path.join(str(tmp_path), "bomb.yaml")
+    with open(path, "w") as f:
+        f.write(bomb)
+    r = run(app, "apply", "-f", path, "--socket", agent.path)
+    assert r.exit_code == 1
+    assert r.stderr.startswith(f"{path}: document 1, line 18, column ")
+    assert "characters of data once aliases are expanded" in r.stderr
+    r = run(app, "apply", "-f", "/dev/zero", "--socket", agent.path)
+    assert (r.exit_code, r.stderr) == (
+        1,
+        "/dev/zero: larger than 1048576 bytes, the most a file may have\n",
+    )
+    r = run(app, "delete", "-f", "-", "--socket", agent.path, input="a" * (1 << 20) + "b")
+    assert (r.exit_code, r.stderr) == (
+        1,
+        "<stdin>: larger than 1048576 bytes, the most a file may have\n",
+    )
+    r = run(app, "apply", "-f", str(tmp_path), "--socket", agent.path)
+    assert (r.exit_code, r.stderr) == (1, f"cannot read {tmp_path}: Is a directory\n")
     assert agent.requests == []
 
 
@@ -216,6 +269,32 @@ def test_delete(app: typer.Typer, agent: FakeAgent, manifest_file: str) -> None:
     assert [d["metadata"]["name"] for d in body["documents"]] == ["web", "db"]
 
 
+def test_delete_json_still_exits_1_when_one_is_missing(
+    app: typer.Typer, agent: FakeAgent, manifest_file: str
+) -> None:
+    results = [
+        {"namespace": "default", "name": "web", "action": "deleted", "cluster_ip": "100.64.0.1"},
+        {"namespace": "default", "name": "db", "action": "not found", "cluster_ip": ""},
+    ]
+    agent.answer("POST", "/v1/config/delete", (200, {"results": results}))
+    r = run(app, "delete", "-f", manifest_file, "-o", "json", "--socket", agent.path)
+    assert r.exit_code == 1
+    assert json.loads(r.stdout) == results
+    assert r.stderr == 'service "db" not found in namespace "default"\n'
+    r = run(
+        app,
+        "delete",
+        "-f",
+        manifest_file,
+        "-o",
+        "yaml",
+        "--ignore-not-found",
+        "--socket",
+        agent.path,
+    )
+    assert (r.exit_code, yaml.safe_load(r.stdout), r.stderr) == (0, results, "")
+
+
 def test_delete_needs_only_names(app: typer.Typer, agent: FakeAgent) -> None:
     agent.answer("POST", "/v1/config/delete", (200, {"results": []}))
     r = run(
@@ -235,9 +314,10 @@ def test_get_services_table(app: typer.Typer, agent: FakeAgent) -> None:
     agent.answer("GET", "/v1/config/services?namespace=default", (200, [WEB_MANIFEST]))
     r = run(app, "get", "services", "--socket", agent.path)
     assert r.exit_code == 0, r.output
-    lines = [line.split() for line in r.stdout.splitlines() if line.strip()]
-    assert lines[0] == ["NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "SELECTOR"]
-    assert lines[2] == ["web", "ClusterIP", "100.64.0.10", "80/TCP,53/UDP", "app=web"]
+    assert r.stdout.splitlines() == [
+        "NAME  TYPE       CLUSTER-IP   PORT(S)        SELECTOR",
+        "web   ClusterIP  100.64.0.10  80/TCP,53/UDP  app=web",
+    ]
 
 
 def test_get_services_all_namespaces(app: typer.Typer, agent: FakeAgent) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import typer
+import yaml
 from test_agent_client import FakeAgent, error, running_fake_agent
 from typer.testing import CliRunner
 
@@ -75,17 +76,21 @@ def run(app: typer.Typer, *args: str) -> Any:
 def test_table_has_one_row_per_frontend(app: typer.Typer, agent: FakeAgent) -> None:
     r = run(app, "service", "list", "--socket", agent.path)
     assert r.exit_code == 0, r.output
-    lines = [line.split() for line in r.stdout.splitlines() if line.strip()]
-    assert lines[0] == ["SERVICE", "FRONTEND", "FLAGS", "BACKENDS"]
-    body = lines[2:]
-    # sorted by namespace/name; multi-line cells continue on the next lines
-    assert body[0] == ["default/lonely", "100.64.0.11:443/TCP", "-", "(none)"]
-    assert body[1][:2] == ["shop/web", "100.64.0.10:80/TCP"]
-    assert body[1][-3:] == ["10.1.1.5:8080", "ready", "(n1)"]
-    assert body[2][-3:] == ["10.1.2.7:8080", "not-ready", "(n2)"]
-    assert "global, ClientIP affinity 60s, maglev" in r.stdout
-    assert body[3][:2] == ["shop/web", "100.64.0.10:53/UDP"]
-    assert body[3][-3:] == ["10.1.1.5:53", "ready", "(n1)"]
+    # Sorted by namespace/name; in a pipe each row's backends stay on its line.
+    flags = "global, ClientIP affinity 60s, maglev"
+    assert r.stdout.splitlines() == [
+        f"SERVICE         FRONTEND             {'FLAGS':{len(flags)}}  BACKENDS",
+        f"default/lonely  100.64.0.11:443/TCP  {'-':{len(flags)}}  (none)",
+        f"shop/web        100.64.0.10:80/TCP   {flags}  "
+        "10.1.1.5:8080 ready (n1), 10.1.2.7:8080 not-ready (n2)",
+        f"shop/web        100.64.0.10:53/UDP   {flags}  10.1.1.5:53 ready (n1)",
+    ]
+
+
+def test_yaml_is_the_records(app: typer.Typer, agent: FakeAgent) -> None:
+    r = run(app, "service", "list", "-o", "YAML", "--socket", agent.path)
+    assert r.exit_code == 0, r.output
+    assert yaml.safe_load(r.stdout) == [RECORDS[1], RECORDS[0]]
 
 
 def test_json_is_the_records(app: typer.Typer, agent: FakeAgent) -> None:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import typer
+import yaml
 from test_agent_client import (
     BPF_ENDPOINTS,
     ENDPOINTS,
@@ -76,6 +78,31 @@ def test_status_json(app: typer.Typer, agent: FakeAgent) -> None:
     assert r.exit_code == 0
     assert json.loads(r.stdout) == STATUS
     assert r.stdout == json.dumps(STATUS, sort_keys=True, indent=2) + "\n"
+
+
+def test_status_yaml(app: typer.Typer, agent: FakeAgent) -> None:
+    r = run(app, "status", "--socket", agent.path, "-o", "YAML")
+    assert r.exit_code == 0, r.output
+    assert yaml.safe_load(r.stdout) == STATUS
+
+
+def test_status_in_a_pipe_is_plain_lines(app: typer.Typer, agent: FakeAgent) -> None:
+    r = run(app, "status", "--socket", agent.path)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines() == [
+        "Node:        n1  node IP 198.18.1.1, pod CIDR 10.1.1.0/24",
+        "Cluster:     c1 (id 1)",
+        "KVStore:     ok  endpoints=https://198.18.0.10:2379",
+        "Datapath:    ok  pin_dir=/sys/fs/bpf/glia/c1-n1",
+        "Endpoints:   2",
+        "Identities:  2",
+        "Uptime:      1h 2m 3s",
+        "Healthy:     yes",
+        "",
+        "SUBSYSTEM  HEALTH  MESSAGE",
+        "datapath   ok      loaded",
+        "kvstore    ok      connected",
+    ]
 
 
 def test_status_unhealthy_exits_1(app: typer.Typer, agent: FakeAgent) -> None:
@@ -228,15 +255,63 @@ def test_node_option_finds_the_lab_socket(app: typer.Typer) -> None:
     assert len(json.loads(r.stdout)) == 2
 
 
-def test_unreachable_agent_is_one_clear_line(app: typer.Typer) -> None:
+def test_node_option_finds_a_named_lab(app: typer.Typer) -> None:
     with short_tmpdir() as lab:
-        r = run(app, "status", "--node", "c1/n9", env={"GLIA_LAB_DIR": lab})
-        sock = os.path.join(lab, "nodes", "c1-n9", "agent.sock")
+        node_dir = os.path.join(lab, "nodes", "c2-n1")
+        os.makedirs(node_dir)
+        agent = FakeAgent(os.path.join(node_dir, "agent.sock"))
+        agent.start()
+        try:
+            for args, env in (
+                (["--lab", "gliacli"], {"GLIA_LAB_DIR": lab}),
+                ([], {"GLIA_LAB_DIR": lab, "GLIA_LAB_NAME": "gliacli"}),
+            ):
+                r = run(app, "node", "list", "--node", "c2/n1", "-o", "json", *args, env=env)
+                assert r.exit_code == 0, r.output
+                assert len(json.loads(r.stdout)) == 2
+        finally:
+            agent.stop()
+
+
+def test_node_of_a_lab_that_is_not_up(app: typer.Typer) -> None:
+    env = {"GLIA_LAB_DIR": "", "GLIA_LAB_NAME": ""}
+    r = run(app, "status", "--node", "c1/n1", "--lab", "gliazz9", env=env)
     assert r.exit_code == 1
     assert r.stdout == ""
     assert r.stderr == (
-        f"cannot reach the glia agent at {sock}: No such file or directory "
-        "(is it running? use --node CLUSTER/NODE for the lab)\n"
+        "lab 'gliazz9' is not up: its directory /run/glia/lab-gliazz9 does not exist "
+        "(`glia lab up --lab gliazz9` builds it; --lab NAME or $GLIA_LAB_NAME picks another lab)\n"
+    )
+    r = run(app, "status", "--lab", "gliazz9", env=env)
+    assert r.exit_code == 2
+    assert "--lab names the lab of --node CLUSTER/NODE: give --node too" in r.stderr
+
+
+def test_unreachable_agent_is_one_clear_line(app: typer.Typer) -> None:
+    with short_tmpdir() as lab:
+        r = run(app, "status", "--node", "c1/n9", env={"GLIA_LAB_DIR": lab})
+        assert r.exit_code == 1
+        assert r.stdout == ""
+        assert r.stderr == (
+            f"lab 'glia' has no node c1/n9 (no {lab}/nodes/c1-n9; "
+            "`glia lab status` lists its nodes)\n"
+        )
+        sock = os.path.join(lab, "nodes", "c1-n9", "agent.sock")
+        os.makedirs(os.path.dirname(sock))
+        r = run(app, "status", "--node", "c1/n9", env={"GLIA_LAB_DIR": lab})
+        assert r.exit_code == 1
+        assert r.stderr == (
+            f"the agent of node c1/n9 in lab 'glia' is not running: no socket at {sock} "
+            "(`glia lab status` shows the lab's processes)\n"
+        )
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(sock)
+        s.close()  # the file stays, nobody listens: what a killed agent leaves
+        r = run(app, "status", "--node", "c1/n9", env={"GLIA_LAB_DIR": lab})
+    assert r.exit_code == 1
+    assert r.stderr == (
+        f"cannot reach the glia agent at {sock}: Connection refused "
+        "(is it running? use --node CLUSTER/NODE for a lab node)\n"
     )
     assert r.exception is None or isinstance(r.exception, SystemExit)
 

@@ -18,7 +18,7 @@ from test_agent_client import FakeAgent, error, running_fake_agent, short_tmpdir
 
 from glia.agent.client import AgentClient
 from glia.cni import main as cni_main
-from glia.cni import plugin
+from glia.cni import plugin, spec
 from glia.cni.deletion_queue import DeletionQueue
 
 ENV = {
@@ -527,8 +527,8 @@ _env = st.builds(
             "CNI_COMMAND": st.sampled_from(
                 ["ADD", "DEL", "CHECK", "GC", "STATUS"] * 3 + ["VERSION", "", "add", "X"]
             ),
-            "CNI_CONTAINERID": _mostly("f00d", "", "-x", "a b", text=12),
-            "CNI_NETNS": _mostly("/run/netns/x", "", "rel", text=12),
+            "CNI_CONTAINERID": _mostly("f00d", "", "-x", "a b", "a" * 128, "a" * 250, text=12),
+            "CNI_NETNS": _mostly("/run/netns/x", "", "rel", "/" + "n" * 5000, text=12),
             "CNI_IFNAME": _mostly("eth0", "", "x" * 16, ".", text=18),
             "CNI_ARGS": _mostly("IgnoreUnknown=1;K8S_POD_NAME=x", "bad", ";", text=20),
         }
@@ -543,8 +543,19 @@ _conf = st.builds(
         {
             "cniVersion": _mostly("1.1.0", "1.0.0", "0.4.0", "0.2.0", "x", 1),
             "name": _mostly("glia", "", "a b", None, text=6),
-            "type": st.just("glia-cni"),
-            "prevResult": _mostly(PREV, {}, [], "x"),
+            "type": _mostly("glia-cni", "", "a/b", None, 1),
+            "prevResult": _mostly(
+                PREV,
+                {},
+                [],
+                "x",
+                {"ips": "x"},
+                {"ips": [{"address": "nope"}]},
+                {**PREV, "ips": [{"address": "10.1.1.5/24", "interface": 7}]},
+                {"interfaces": [{"name": 5}]},
+                {"routes": [{"dst": "10.0.0.0/8", "gw": "x"}]},
+                {"dns": {"nameservers": "x"}},
+            ),
             "cni.dev/valid-attachments": _mostly(
                 [{"containerID": "c", "ifname": "eth0"}], [], {}, [{"containerID": 1}]
             ),
@@ -552,7 +563,10 @@ _conf = st.builds(
             "extra": _json,
         }
     ),
-    st.sets(st.sampled_from(["cniVersion", "name", "prevResult", "agentWaitSeconds"]), max_size=1),
+    st.sets(
+        st.sampled_from(["cniVersion", "name", "type", "prevResult", "agentWaitSeconds"]),
+        max_size=1,
+    ),
 )
 
 
@@ -575,6 +589,7 @@ def test_fuzz_output_is_always_cni_json(
     # The agent socket is never random: everything the plugin reaches is the fake agent
     # (or its default, a path in the same temp dir), whatever the fuzzed config says.
     stdin = garbage if garbage is not None else json.dumps(conf_values).encode()
+    seen = len(module_agent.requests)
     rc, out, err = invoke(env, stdin, default_socket=module_agent.path)
     assert rc in (0, 1)
     assert "Traceback" not in err
@@ -582,7 +597,16 @@ def test_fuzz_output_is_always_cni_json(
         e = cni_error(out)
         assert isinstance(e["code"], int) and isinstance(e["msg"], str) and e["msg"]
         assert isinstance(e["cniVersion"], str)
+        if e["code"] in (1, 2, 4, 6, 7):  # refused by the plugin: the agent heard nothing
+            assert len(module_agent.requests) == seen, e
     elif env["CNI_COMMAND"] in ("ADD", "VERSION"):
         assert isinstance(json.loads(out), dict)
     else:
         assert out == ""
+    for _, path, body in module_agent.requests[seen:]:
+        # What reaches the agent passed every check the agent makes again.
+        if path in ("/v1/cni/add", "/v1/cni/check"):
+            assert len(body["container_id"]) <= spec.MAX_CONTAINER_ID
+            assert body["config"]["type"] and "/" not in body["config"]["type"]
+        if path == "/v1/cni/check":
+            spec.check_prev_result(body["prev_result"])

@@ -210,12 +210,14 @@ def test_gc_request() -> None:
 def test_prev_result_is_normalized_to_1_0() -> None:
     prev = {
         "cniVersion": "0.4.0",
+        "interfaces": [{"name": "eth0"}],
         "ips": [{"version": "4", "address": "10.1.1.5/24", "interface": 0}],
     }
     conf = {**CONF, "cniVersion": "0.4.0", "prevResult": prev}
     inv = spec.parse_invocation(ENV | {"CNI_COMMAND": "DEL"}, raw(conf))
     assert spec.agent_request(inv)["prev_result"] == {
         "cniVersion": "0.4.0",
+        "interfaces": [{"name": "eth0"}],
         "ips": [{"address": "10.1.1.5/24", "interface": 0}],
     }
 
@@ -308,3 +310,174 @@ def test_ifname_rules(name: str) -> None:
     else:
         assert len(name.encode()) <= 15 and name not in (".", "..")
         assert not any(c in "/:" or c.isspace() for c in name)
+
+
+# -- limits, plugin type, prevResult -------------------------------------------------
+
+
+def test_container_id_length_is_limited_where_an_endpoint_is_made_or_read() -> None:
+    ok = "a" * spec.MAX_CONTAINER_ID
+    assert spec.parse_invocation(ENV | {"CNI_CONTAINERID": ok}, raw(CONF)).container_id == ok
+    for cmd in ("ADD", "CHECK"):
+        conf = {**CONF, "prevResult": RESULT} if cmd == "CHECK" else CONF
+        with pytest.raises(CniError) as ei:
+            spec.parse_invocation(
+                ENV | {"CNI_COMMAND": cmd, "CNI_CONTAINERID": "a" * 250}, raw(conf)
+            )
+        assert (ei.value.code, ei.value.msg) == (4, "CNI_CONTAINERID is longer than 128 characters")
+        assert ei.value.details.startswith("250 characters: aaaa")
+    # DEL takes any length: an endpoint made before the limit existed can still go.
+    env = ENV | {"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "a" * 250}
+    assert spec.parse_invocation(env, raw(CONF)).container_id == "a" * 250
+
+
+def test_netns_path_rules() -> None:
+    spec.check_netns_path("/run/netns/x")
+    for bad, msg in [
+        ("run/netns/x", "CNI_NETNS must be an absolute path"),
+        ("/run/\0x", "CNI_NETNS contains a NUL character"),
+        ("/" + "n" * 4095, "CNI_NETNS is longer than 4095 bytes (PATH_MAX)"),
+    ]:
+        with pytest.raises(CniError) as ei:
+            spec.check_netns_path(bad)
+        assert (ei.value.code, ei.value.msg) == (4, msg)
+
+
+@pytest.mark.parametrize(
+    ("conf", "msg"),
+    [
+        ({"cniVersion": "1.0.0", "name": "glia"}, "missing plugin type"),
+        ({**CONF, "type": ""}, "missing plugin type"),
+        ({**CONF, "type": 7}, "missing plugin type"),
+        ({**CONF, "type": "../glia-cni"}, "invalid characters found in plugin type"),
+    ],
+)
+def test_a_config_needs_a_plugin_type(conf: dict[str, Any], msg: str) -> None:
+    with pytest.raises(CniError) as ei:
+        spec.parse_invocation(ENV, raw(conf))
+    assert ei.value.code == 7
+    assert ei.value.msg.startswith(msg)
+
+
+def test_an_old_config_without_type_is_told_about_its_version_first() -> None:
+    with pytest.raises(CniError) as ei:
+        spec.parse_invocation(ENV, b'{"cniVersion": "0.2.0", "name": "x"}')
+    assert ei.value.code == 1
+
+
+@pytest.mark.parametrize(
+    ("prev", "msg"),
+    [
+        ({"interfaces": {}}, "prevResult.interfaces: expected a list, got {}"),
+        ({"interfaces": [1]}, "prevResult.interfaces[0]: expected an object, got 1"),
+        (
+            {"interfaces": [{}]},
+            "prevResult.interfaces[0].name: expected an interface name, got null",
+        ),
+        (
+            {"interfaces": [{"name": "e", "mac": 1}]},
+            "prevResult.interfaces[0].mac: expected a string",
+        ),
+        (
+            {"interfaces": [{"name": "e", "mtu": -1}]},
+            "prevResult.interfaces[0].mtu: expected a number",
+        ),
+        ({"ips": "x"}, 'prevResult.ips: expected a list, got "x"'),
+        ({"ips": [{}]}, "prevResult.ips[0].address: expected an address with its prefix length"),
+        ({"ips": [{"address": "10.1.1.5"}]}, "prevResult.ips[0].address: expected an address with"),
+        ({"ips": [{"address": "10.1.1.5/33"}]}, "prevResult.ips[0].address: expected an address"),
+        (
+            {"ips": [{"address": "10.1.1.5/24", "gateway": "x"}]},
+            "prevResult.ips[0].gateway: expected an IP",
+        ),
+        (
+            {"ips": [{"address": "10.1.1.5/24", "interface": 0}]},
+            "prevResult.ips[0].interface: expected absent (prevResult has no interfaces), got 0",
+        ),
+        (
+            {**RESULT, "ips": [{"address": "10.1.1.5/24", "interface": 1}]},
+            "prevResult.ips[0].interface: expected an index of prevResult.interfaces (0..0), got 1",
+        ),
+        (
+            {**RESULT, "ips": [{"address": "10.1.1.5/24", "interface": True}]},
+            "prevResult.ips[0].interface: expected an index",
+        ),
+        ({"routes": [{"gw": "10.0.0.1"}]}, "prevResult.routes[0].dst: expected an address with"),
+        ({"routes": [{"dst": "0.0.0.0/0", "gw": 5}]}, "prevResult.routes[0].gw: expected an IP"),
+        ({"dns": []}, "prevResult.dns: expected an object, got []"),
+        ({"dns": {"nameservers": [1]}}, "prevResult.dns.nameservers: expected a list of strings"),
+        ({"dns": {"domain": 1}}, "prevResult.dns.domain: expected a string, got 1"),
+    ],
+)
+def test_check_refuses_a_malformed_prev_result_naming_the_field(prev: Any, msg: str) -> None:
+    conf = {**CONF, "prevResult": prev}
+    with pytest.raises(CniError) as ei:
+        spec.parse_invocation(ENV | {"CNI_COMMAND": "CHECK"}, raw(conf))
+    assert ei.value.code == 7
+    assert ei.value.msg.startswith("invalid prevResult: " + msg), ei.value.msg
+
+
+def test_well_formed_prev_results_pass() -> None:
+    for version in spec.SUPPORTED_VERSIONS:
+        shaped = spec.result_for_version(RESULT, version)
+        spec.check_prev_result(spec.normalize_prev_result(shaped))
+        conf = {**CONF, "cniVersion": version, "prevResult": shaped}
+        if version >= "0.4.0":
+            env = ENV | {"CNI_COMMAND": "CHECK"}
+            assert spec.parse_invocation(env, raw(conf)).command == "CHECK"
+    spec.check_prev_result({})  # nothing expected is still a result
+    assert code_of(spec.check_prev_result, []) == 7
+    spec.check_prev_result({**RESULT, "extra": {"any": "thing"}, "dns": {"domain": "x"}})
+
+
+def test_del_with_a_malformed_prev_result_still_goes_to_the_agent_without_it() -> None:
+    conf = {**CONF, "prevResult": {"ips": "x"}}
+    inv = spec.parse_invocation(ENV | {"CNI_COMMAND": "DEL"}, raw(conf))
+    assert spec.agent_request(inv)["prev_result"] is None
+
+
+_env_values = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(["ADD", "DEL", "CHECK", "GC", "STATUS", "/run/netns/x", "eth0", "a" * 250]),
+)
+_configs = st.one_of(
+    st.binary(max_size=60),
+    st.builds(
+        lambda c: json.dumps(c).encode(),
+        st.dictionaries(
+            st.sampled_from(["cniVersion", "name", "type", "prevResult", "x"]),
+            st.one_of(
+                st.sampled_from(["1.0.0", "0.4.0", "glia", "glia-cni", "a/b", ""]),
+                st.just(RESULT),
+                st.none(),
+                st.integers(),
+                st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=3),
+            ),
+        ),
+    ),
+)
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(["CNI_COMMAND", "CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS"]),
+        _env_values,
+    ),
+    _configs,
+)
+def test_any_invocation_is_parsed_or_refused_with_a_spec_code(
+    env: dict[str, str], stdin: bytes
+) -> None:
+    try:
+        inv = spec.parse_invocation(env, stdin)
+    except CniError as e:
+        assert e.code in (1, 2, 4, 6, 7), e.msg
+        assert e.msg
+    else:
+        assert inv.command in spec.COMMANDS
+        if inv.command in ("ADD", "CHECK"):
+            assert 0 < len(inv.container_id) <= spec.MAX_CONTAINER_ID
+            assert inv.netns.startswith("/")
+        if inv.command == "CHECK":
+            spec.check_prev_result(inv.config["prevResult"])
+        assert isinstance(inv.config.get("type"), str)

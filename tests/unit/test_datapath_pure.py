@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import ipaddress
+import re
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -12,19 +14,22 @@ from hypothesis import strategies as st
 from glia.datapath.drop import REASON_MAX, Direction, Reason, direction_c_name, reason_c_name
 from glia.datapath.errors import DatapathError
 from glia.datapath.events import DropEvent
-from glia.datapath.maps import EndpointInfo, IPCacheInfo
+from glia.datapath.maps import EndpointInfo, IPCacheInfo, NodeConfig
 from glia.datapath.netlink import HOST_PREFIX, IFNAMSIZ, VXLAN_NAME, host_ifname_for
 from glia.datapath.structs import (
     ALL_MAPS,
     METRICS,
+    RETIRED_MAPS,
     be16_to_int,
     be32_to_ip,
     glia_drop_event,
+    int_to_be16,
     ip_to_be32,
     mac_to_bytes,
     mac_to_str,
     prefix_to_key,
 )
+from glia.model.identity import MAX_LOCAL, MIN_LOCAL, ReservedIdentity
 
 
 @given(st.ip_addresses(v=4))
@@ -88,6 +93,42 @@ def test_map_names_fit_the_kernel_and_carry_a_version() -> None:
         assert spec.name.rsplit("_", 1)[1].startswith("v"), spec.name
 
 
+def test_retired_map_names_are_not_in_use() -> None:
+    assert not {spec.name for spec in ALL_MAPS} & set(RETIRED_MAPS)
+
+
+def test_identity_header_mirrors_the_model() -> None:
+    """bpf/include/identity.h's constants are glia.model.identity's numbers."""
+    header = Path(__file__).resolve().parents[2] / "bpf" / "include" / "identity.h"
+    defines = {
+        m.group(1): int(m.group(2), 0)
+        for m in re.finditer(r"^#define (GLIA_ID_\w+) (\w+)", header.read_text(), re.M)
+    }
+    assert defines == {
+        "GLIA_ID_HOST": ReservedIdentity.HOST,
+        "GLIA_ID_INIT": ReservedIdentity.INIT,
+        "GLIA_ID_REMOTE_NODE": ReservedIdentity.REMOTE_NODE,
+        "GLIA_ID_MIN_LOCAL": MIN_LOCAL,
+        "GLIA_ID_CLUSTER_SHIFT": 16,
+        "GLIA_ID_LOCAL_MASK": MAX_LOCAL,
+    }
+
+
+def test_node_config_is_validated() -> None:
+    assert NodeConfig("198.18.0.1", 4, 3, 8472).vxlan_port == 8472
+    with pytest.raises(ValueError, match="VXLAN port 70000"):
+        NodeConfig("198.18.0.1", 4, 3, 70000)
+    with pytest.raises(ValueError, match="not an IPv4 address"):
+        NodeConfig("node-1", 4, 3, 8472)
+
+
+@given(st.integers(0, 0xFFFF))
+def test_be16_round_trip_keeps_network_order_in_memory(port: int) -> None:
+    value = int_to_be16(port)
+    assert bytes(ctypes.c_uint16(value)) == port.to_bytes(2, "big")
+    assert be16_to_int(value) == port
+
+
 def test_endpoint_info_is_validated() -> None:
     with pytest.raises(ValueError, match="MAC"):
         EndpointInfo(3, 1, "nope", "02:00:00:00:00:01")
@@ -144,6 +185,20 @@ def test_drop_event_decodes() -> None:
     assert ev.summary() == (
         "drop invalid-source egress ifindex 5 tcp 10.1.1.99:40000 -> 10.1.1.6:80 "
         "identity 0 -> 65837 len 74"
+    )
+
+
+def test_overlay_drop_event_names_the_outer_source() -> None:
+    raw = _event(
+        reason=int(Reason.DROP_UNKNOWN_NODE),
+        direction=int(Direction.INGRESS),
+        tunnel_src=ip_to_be32("198.18.0.99"),
+    )
+    ev = DropEvent.from_bytes(raw)
+    assert (ev.reason, ev.tunnel_src) == (Reason.DROP_UNKNOWN_NODE, "198.18.0.99")
+    assert ev.summary() == (
+        "drop unknown-node ingress ifindex 5 tcp 10.1.1.99:40000 -> 10.1.1.6:80 "
+        "via 198.18.0.99 identity 0 -> 65837 len 74"
     )
 
 

@@ -15,15 +15,25 @@ part = st.text(
 
 
 def test_builders_and_their_prefixes() -> None:
-    assert keys.node("c1", "n1") == "glia/state/nodes/v1/c1/n1"
+    assert keys.node("c1", "n1") == "glia/state/nodes/v2/c1/n1"
     assert keys.node("c1", "n1").startswith(keys.nodes("c1"))
-    assert keys.ipcache("c1", "10.1.0.5") == "glia/state/ip/v1/c1/10.1.0.5"
-    assert keys.endpoint("c1", "default", "web") == "glia/state/endpoints/v1/c1/default/web"
-    assert keys.endpoint("c1", "default", "web").startswith(keys.endpoints("c1"))
-    assert keys.identity_id("c1", 65792) == "glia/state/identities/v1/c1/id/65792"
-    assert keys.identity_ref("c1", 65792, "n1").startswith(keys.identity_refs("c1", 65792))
-    assert keys.identity_refs("c1", 65792).startswith(keys.identity_refs("c1"))
+    assert keys.ipcache("c1", "n1", "10.1.0.5") == "glia/state/ip/v2/c1/n1/10.1.0.5"
+    assert keys.ipcache("c1", "n1", "10.1.0.5").startswith(keys.ipcaches("c1", "n1"))
+    assert keys.ipcaches("c1", "n1").startswith(keys.ipcaches("c1"))
+    assert keys.endpoint("c1", "n1", "default", "web") == (
+        "glia/state/endpoints/v2/c1/n1/default/web"
+    )
+    assert keys.endpoint("c1", "n1", "default", "web").startswith(keys.endpoints("c1", "n1"))
+    assert keys.endpoints("c1", "n1").startswith(keys.endpoints("c1"))
+    assert keys.identity_id("c1", 65792) == "glia/state/identities/v2/c1/id/65792"
+    assert keys.identity_ref("c1", 65792, "n1") == "glia/state/identities/v2/c1/refs/n1/65792"
+    assert keys.identity_ref("c1", 65792, "n1").startswith(keys.identity_refs("c1", "n1"))
+    assert keys.identity_refs("c1", "n1").startswith(keys.identity_refs("c1"))
     assert keys.identity_labels("c1", "k").startswith(keys.identities("c1"))
+    assert keys.parse_identity_ref("c1", keys.identity_ref("c1", 65792, "n1")) == ("n1", 65792)
+    assert keys.parse_identity_ref("c1", keys.identity_refs("c1") + "n1/x") is None
+    assert keys.parse_identity_ref("c1", keys.identity_id("c1", 7)) is None
+    assert keys.health("c1", "n1") == "glia/state/health/v1/c1/n1"
     assert keys.podcidr_block("c1", "10.1.2.0/24") == "glia/state/podcidrs/v1/c1/cidrs/10.1.2.0_24"
     assert keys.service("c1", "ns", "svc") == "glia/state/services/v1/c1/ns/svc"
     assert keys.config("Service", "ns", "svc") == "glia/config/v1/Service/ns/svc"
@@ -39,7 +49,8 @@ def test_builders_and_their_prefixes() -> None:
     [
         lambda: keys.node("", "n"),
         lambda: keys.node("c/x", "n"),
-        lambda: keys.endpoint("c", "ns", "a/b"),
+        lambda: keys.endpoint("c", "n", "ns", "a/b"),
+        lambda: keys.ipcache("c", "n/x", "10.0.0.1"),
         lambda: keys.service("c", "ns", "a/b"),
         lambda: keys.service("c", "ns", ""),
         lambda: keys.config("Service", "", "x"),
@@ -70,10 +81,13 @@ def test_prefix_end_bounds_exactly_the_prefixed_keys(prefix: str, rest: str) -> 
 
 
 @settings(deadline=None)  # timing is not under test; CI machines are busy
-@given(part, part, part)
-def test_parse_round_trips(cluster: str, ns: str, name: str) -> None:
-    assert keys.parse(keys.endpoint(cluster, ns, name)) == keys.KeyParts(
-        keys.ENDPOINTS, (cluster, ns, name)
+@given(part, part, part, part)
+def test_parse_round_trips(cluster: str, node: str, ns: str, name: str) -> None:
+    assert keys.parse(keys.endpoint(cluster, node, ns, name)) == keys.KeyParts(
+        keys.ENDPOINTS, (cluster, node, ns, name)
+    )
+    assert keys.parse(keys.ipcache(cluster, node, name)) == keys.KeyParts(
+        keys.IPCACHE, (cluster, node, name)
     )
     assert keys.parse(keys.node(cluster, name)) == keys.KeyParts(keys.NODES, (cluster, name))
     assert keys.parse(keys.config(cluster, ns, name)).parts == (cluster, ns, name)
@@ -85,6 +99,6 @@ def test_parse_refuses_foreign_keys() -> None:
     with pytest.raises(ValueError, match="known glia prefix"):
         keys.parse(keys.HEARTBEAT)
     with pytest.raises(ValueError, match="empty component"):
-        keys.parse("glia/state/nodes/v1/c1//n")
+        keys.parse("glia/state/nodes/v2/c1//n")
     assert keys.parse(keys.identity_id("c1", 7)).parts == ("c1", "id", "7")
     assert keys.last(keys.identity_id("c1", 7)) == "7"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -25,6 +26,7 @@ from glia.service.manifest import (
     parse_services,
     to_manifest,
 )
+from glia.service.yamlload import MAX_EXPANDED
 
 FIELD_NAMES = [
     "apiVersion", "kind", "metadata", "spec", "status", "name", "namespace", "labels",
@@ -173,3 +175,56 @@ def test_to_manifest_then_parse_gives_the_spec_back(spec: ServiceSpec) -> None:
     # The annotations now say what the fields said; everything else is identical.
     assert replace(back, annotations={}) == spec
     assert parse_service(to_manifest(back)) == back
+
+
+# -- YAML text, bounded ---------------------------------------------------------------
+
+VALID_YAML = """apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80}]
+"""
+
+
+@st.composite
+def hostile_fields(draw: st.DrawFn) -> str:
+    """A YAML value that is big, deep, aliased or malformed (indented under a key)."""
+    kind = draw(st.sampled_from(["laughs", "deep", "scalar", "aliases", "cycle", "tag", "junk"]))
+    n = draw(st.integers(1, 12))
+    if kind == "laughs":
+        rows = ["\n  l0: &l0 [" + ", ".join(['"lol"'] * 9) + "]"]
+        rows += [f"\n  l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 9) + "]" for i in range(1, n)]
+        return "".join(rows)
+    if kind == "deep":
+        depth = draw(st.integers(1, 200))
+        return " " + "[" * depth + "]" * depth
+    if kind == "scalar":
+        return " " + "x" * draw(st.integers(0, 300_000))
+    if kind == "aliases":
+        return " &a [" + ", ".join(["1"] * 3) + "]\n  b: [" + ", ".join(["*a"] * n * 100) + "]"
+    if kind == "cycle":
+        return " &c {a: [*c]}"
+    if kind == "tag":
+        return " " + draw(st.sampled_from(["!!int x", "!!binary '@'", "!!float y", "!!set {a}"]))
+    return " " + draw(st.text(max_size=50)).replace("\n", " ")
+
+
+@given(
+    st.sampled_from(["status:", "metadata:\n  labels:", "spec:\n  x:", "x:"]),
+    hostile_fields(),
+    st.integers(0, 2),
+)
+@settings(max_examples=150, deadline=None)
+def test_hostile_yaml_only_raises_manifest_errors(where: str, value: str, copies: int) -> None:
+    text = "---\n".join([VALID_YAML] * copies + [VALID_YAML + where + value + "\n"])
+    try:
+        docs = load_yaml(text, "h.yaml")
+        parse_services(docs, "h.yaml", service_cidr="100.64.0.0/16")
+    except ManifestError as e:
+        assert e.problems and all(p.startswith("h.yaml: ") for p in e.problems)
+    else:
+        # Accepted: then what the CLI sends is bounded, whatever the aliases (a
+        # character becomes at most a 6-character JSON escape, a value adds ", ").
+        assert len(json.dumps(docs, default=str)) <= 8 * MAX_EXPANDED

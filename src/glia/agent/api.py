@@ -1,13 +1,16 @@
 """The agent's REST API on a root-only unix socket (docs/agent-api.md).
 
 Called by glia-cni and the CLI. Handlers translate HTTP to calls on the
-:class:`~glia.agent.daemon.Agent`'s subsystems; errors come back as
-``{"error": {"code", "msg", "details"}}``, with CNI error codes on ``/v1/cni/*``.
+:class:`~glia.agent.daemon.Agent`'s subsystems. Every error, the handlers' and
+aiohttp's own (no route, wrong method, body over
+:data:`~glia.agent.api_http.MAX_REQUEST_BODY`, malformed JSON), comes back as
+``{"error": {"code", "msg", "details"}}`` (:mod:`glia.agent.api_http`), with
+CNI error codes on ``/v1/cni/*``. :meth:`ApiServer.build_app` holds the route
+table; a unit test checks it against docs/agent-api.md.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -18,8 +21,16 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from glia.agent import api_config
+from glia.agent.api_http import (
+    CODE_INTERNAL,
+    MAX_REQUEST_BODY,
+    ApiError,
+    error_response,
+    http_error,
+    read_json_object,
+)
 from glia.datapath.ct import ct_entries
-from glia.endpoint.manager import CNI_NOT_READY, CNI_TRY_AGAIN, CniError
+from glia.endpoint.manager import CNI_IO_ERROR, CNI_NOT_READY, CNI_TRY_AGAIN, CniError
 from glia.identity.allocator import list_identities
 from glia.kvstore import keys
 from glia.kvstore.errors import KVStoreError
@@ -33,10 +44,13 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _error(status: int, code: int, msg: str, details: str = "") -> web.Response:
-    return web.json_response(
-        {"error": {"code": code, "msg": msg, "details": details}}, status=status
-    )
+def cni_http_status(code: int) -> int:
+    """The HTTP status of a CNI error code: later (503), the agent's fault (500), the caller's."""
+    if code in (CNI_TRY_AGAIN, CNI_NOT_READY):
+        return 503
+    if code == CNI_IO_ERROR or code >= 100:
+        return 500
+    return 400
 
 
 class ApiServer:
@@ -45,24 +59,30 @@ class ApiServer:
         self._path = socket_path
         self._runner: web.AppRunner | None = None
 
-    async def start(self) -> None:
-        app = web.Application(middlewares=[self._errors])
+    def build_app(self) -> web.Application:
+        """The application: every route of docs/agent-api.md, behind the error middleware."""
+        app = web.Application(middlewares=[self._errors], client_max_size=MAX_REQUEST_BODY)
         r = app.router
         r.add_post("/v1/cni/add", self._cni_add)
         r.add_post("/v1/cni/del", self._cni_del)
         r.add_post("/v1/cni/check", self._cni_check)
         r.add_post("/v1/cni/gc", self._cni_gc)
-        r.add_get("/v1/cni/status", self._cni_status)
-        r.add_get("/v1/status", self._status)
-        r.add_get("/v1/nodes", self._nodes)
-        r.add_get("/v1/endpoints", self._endpoints)
-        r.add_get("/v1/identities", self._identities)
-        r.add_get("/v1/bpf/ipcache", self._bpf_ipcache)
-        r.add_get("/v1/bpf/endpoints", self._bpf_endpoints)
-        r.add_get("/v1/bpf/metrics", self._bpf_metrics)
-        r.add_get("/v1/bpf/lb", self._bpf_lb)
-        r.add_get("/v1/bpf/ct", self._bpf_ct)
+        # No implicit HEAD routes: the API answers exactly the documented methods.
+        r.add_get("/v1/cni/status", self._cni_status, allow_head=False)
+        r.add_get("/v1/status", self._status, allow_head=False)
+        r.add_get("/v1/nodes", self._nodes, allow_head=False)
+        r.add_get("/v1/endpoints", self._endpoints, allow_head=False)
+        r.add_get("/v1/identities", self._identities, allow_head=False)
+        r.add_get("/v1/bpf/ipcache", self._bpf_ipcache, allow_head=False)
+        r.add_get("/v1/bpf/endpoints", self._bpf_endpoints, allow_head=False)
+        r.add_get("/v1/bpf/metrics", self._bpf_metrics, allow_head=False)
+        r.add_get("/v1/bpf/lb", self._bpf_lb, allow_head=False)
+        r.add_get("/v1/bpf/ct", self._bpf_ct, allow_head=False)
         api_config.add_routes(app, self._agent)
+        return app
+
+    async def start(self) -> None:
+        app = self.build_app()
         Path(self._path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if os.path.exists(self._path):
             os.unlink(self._path)  # a socket left by a killed agent
@@ -80,17 +100,17 @@ class ApiServer:
     async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             return await handler(request)
-        except web.HTTPException:
-            raise
+        except web.HTTPException as e:
+            return http_error(request, e)
+        except ApiError as e:
+            return e.response()
         except CniError as e:
-            return _error(400 if e.code < 100 else 500, e.code, e.msg, e.details)
+            return error_response(cni_http_status(e.code), e.code, e.msg, e.details)
         except KVStoreError as e:
-            return _error(503, CNI_TRY_AGAIN, f"kvstore: {e}")
-        except json.JSONDecodeError as e:
-            return _error(400, 7, f"request body is not valid JSON: {e}")
+            return error_response(503, CNI_TRY_AGAIN, f"kvstore: {e}")
         except Exception as e:
             log.exception("API %s %s failed", request.method, request.path)
-            return _error(500, 999, f"{type(e).__name__}: {e}")
+            return error_response(500, CODE_INTERNAL, f"{type(e).__name__}: {e}")
 
     def _ready_endpoints(self) -> Any:
         if not self._agent.ready.is_set() or self._agent.endpoints is None:
@@ -99,21 +119,21 @@ class ApiServer:
         return self._agent.endpoints
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
-        body = await request.json()
-        if not isinstance(body, dict):
-            raise CniError(7, "request body must be a JSON object")
-        return body
+        return await read_json_object(request)
 
     async def _cni_add(self, request: web.Request) -> web.Response:
-        result = await self._ready_endpoints().add(await self._body(request))
+        body = await self._body(request)  # a malformed request is wrong, ready or not
+        result = await self._ready_endpoints().add(body)
         return web.json_response(result)
 
     async def _cni_del(self, request: web.Request) -> web.Response:
-        await self._ready_endpoints().delete(await self._body(request))
+        body = await self._body(request)
+        await self._ready_endpoints().delete(body)
         return web.json_response({})
 
     async def _cni_check(self, request: web.Request) -> web.Response:
-        await self._ready_endpoints().check(await self._body(request))
+        body = await self._body(request)
+        await self._ready_endpoints().check(body)
         return web.json_response({})
 
     async def _cni_gc(self, request: web.Request) -> web.Response:
@@ -129,7 +149,7 @@ class ApiServer:
     async def _cni_status(self, request: web.Request) -> web.Response:
         if not self._agent.ready.is_set():
             msgs = [f"{n}: {s.msg}" for n, s in self._agent.status.items() if not s.ok]
-            return _error(503, CNI_NOT_READY, "glia agent is not ready", "; ".join(msgs))
+            return error_response(503, CNI_NOT_READY, "glia agent is not ready", "; ".join(msgs))
         return web.json_response({})
 
     async def _status(self, request: web.Request) -> web.Response:
@@ -156,7 +176,7 @@ class ApiServer:
         kv = self._agent.kv
         if kv is None:
             return web.json_response([])
-        idents = await list_identities(kv, self._agent.cfg.cluster)
+        idents = await list_identities(kv, self._agent.cfg.cluster, self._agent.cfg.cluster_id)
         return web.json_response([{"id": i.id, "labels": i.labels} for i in idents])
 
     def _dp(self) -> Any:

@@ -4,10 +4,13 @@ Mounted by :class:`glia.agent.api.ApiServer` through :func:`add_routes`; called
 by ``glia apply/delete -f``, ``glia get services`` and ``glia service list``
 (:class:`glia.agent.client.AgentClient`). The documents a client sends are
 validated again here (:mod:`glia.service.manifest`): a client is never
-trusted. Errors are ``{"error": {"code", "msg", "details"}}``: HTTP 400 with
-code 7 for invalid input (``msg`` has one line per problem, each naming the
-field), 503 with code 11 when the kvstore is unavailable or the agent not yet
-connected, 409 with code 11 after too many conflicting concurrent writes.
+trusted. Errors are ``{"error": {"code", "msg", "details"}}``
+(:mod:`glia.agent.api_http`): HTTP 400 with code 7 for invalid input (``msg``
+has one line per problem, each naming the field), 413 with code 7 for a body
+over :data:`~glia.agent.api_http.MAX_REQUEST_BODY`, 503 with code 11 when the
+kvstore is unavailable or the agent not yet connected, 409 with code 11 after
+too many conflicting concurrent writes. The routes answer so on any
+application that mounts them, not only on :class:`glia.agent.api.ApiServer`'s.
 """
 
 from __future__ import annotations
@@ -19,6 +22,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
+from glia.agent.api_http import (
+    CODE_INVALID,
+    CODE_TRY_AGAIN,
+    ApiError,
+    error_response,
+    read_json_object,
+)
 from glia.kvstore import keys
 from glia.kvstore.client import KVClient
 from glia.kvstore.errors import KVStoreError
@@ -32,8 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CODE_INVALID = 7  # as CNI's "invalid network config": the input is wrong
-CODE_TRY_AGAIN = 11  # as CNI's "try again later"
 MAX_DOCUMENTS = 1000
 
 
@@ -44,19 +52,10 @@ class ConfigAgent(Protocol):
     def kv(self) -> KVClient | None: ...
 
     @property
+    def config_kv(self) -> KVClient | None: ...
+
+    @property
     def cfg(self) -> AgentConfig: ...
-
-
-class _Fail(Exception):
-    def __init__(self, status: int, code: int, msg: str, details: str = "") -> None:
-        super().__init__(msg)
-        self.status, self.code, self.msg, self.details = status, code, msg, details
-
-
-def _error(status: int, code: int, msg: str, details: str = "") -> web.Response:
-    return web.json_response(
-        {"error": {"code": code, "msg": msg, "details": details}}, status=status
-    )
 
 
 Route = Callable[[web.Request], Awaitable[Any]]
@@ -68,16 +67,16 @@ def _route(fn: Route) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
         try:
             return web.json_response(await fn(request))
-        except _Fail as e:
-            return _error(e.status, e.code, e.msg, e.details)
+        except ApiError as e:
+            return e.response()
         except ManifestError as e:
-            return _error(400, CODE_INVALID, str(e))
+            return error_response(400, CODE_INVALID, str(e))
         except clusterip.ClusterIPExhausted as e:
-            return _error(400, CODE_INVALID, str(e))
+            return error_response(400, CODE_INVALID, str(e))
         except store.StoreConflict as e:
-            return _error(409, CODE_TRY_AGAIN, str(e))
+            return error_response(409, CODE_TRY_AGAIN, str(e))
         except KVStoreError as e:
-            return _error(503, CODE_TRY_AGAIN, f"kvstore: {e}")
+            return error_response(503, CODE_TRY_AGAIN, f"kvstore: {e}")
 
     return handler
 
@@ -86,30 +85,36 @@ def add_routes(app: web.Application, agent: ConfigAgent) -> None:
     """Mount ``/v1/config/*`` and ``/v1/services`` on the agent's API application."""
 
     def kv() -> KVClient:
-        if agent.kv is None:
-            raise _Fail(503, CODE_TRY_AGAIN, "glia agent is not connected to the kvstore yet")
-        return agent.kv
+        # Declared resources go through the CLI path's own etcd user, never
+        # the node's (which may write only its node's records).
+        if agent.cfg.config_etcd is None:
+            raise ApiError(
+                503,
+                CODE_INVALID,
+                "this agent serves no declared resources: its config has no config_etcd "
+                "(the etcd user of the CLI path, see docs/kvstore.md)",
+            )
+        if agent.config_kv is None:
+            raise ApiError(503, CODE_TRY_AGAIN, "glia agent is not connected to the kvstore yet")
+        return agent.config_kv
 
     def service_cidr() -> str:
         cidr = agent.cfg.service_cidr
         if not cidr:
-            raise _Fail(
+            raise ApiError(
                 503, CODE_TRY_AGAIN, "this agent has no service_cidr configured: cannot apply"
             )
         return cidr
 
     async def body(request: web.Request) -> tuple[list[Any], str]:
-        try:
-            data = await request.json()
-        except (ValueError, RecursionError) as e:
-            raise _Fail(400, CODE_INVALID, f"request body is not valid JSON: {e}") from None
-        if not isinstance(data, dict):
-            raise _Fail(400, CODE_INVALID, "request body must be a JSON object")
+        data = await read_json_object(request)
         docs = data.get("documents")
         if not isinstance(docs, list) or not docs:
-            raise _Fail(400, CODE_INVALID, '"documents" must be a non-empty list of objects')
+            raise ApiError(400, CODE_INVALID, '"documents" must be a non-empty list of objects')
         if len(docs) > MAX_DOCUMENTS:
-            raise _Fail(400, CODE_INVALID, f"at most {MAX_DOCUMENTS} documents per request")
+            raise ApiError(
+                400, CODE_INVALID, f"{len(docs)} documents: at most {MAX_DOCUMENTS} per request"
+            )
         source = data.get("source")
         return docs, source if isinstance(source, str) and source else "request"
 
@@ -117,13 +122,13 @@ def add_routes(app: web.Application, agent: ConfigAgent) -> None:
         docs, source = await body(request)
         cidr = service_cidr()
         parsed = manifest.parse_services(docs, source, service_cidr=cidr)
-        results = await store.apply(kv(), parsed, cidr)
+        results = await store.apply(kv(), parsed, cidr, max_txn_ops=agent.cfg.etcd_max_txn_ops)
         return {"results": [asdict(r) for r in results]}
 
     async def delete(request: web.Request) -> Any:
         docs, source = await body(request)
         refs = manifest.parse_refs(docs, source)
-        results = await store.delete(kv(), refs)
+        results = await store.delete(kv(), refs, max_txn_ops=agent.cfg.etcd_max_txn_ops)
         return {"results": [asdict(r) for r in results]}
 
     async def config_services(request: web.Request) -> Any:
@@ -131,7 +136,7 @@ def add_routes(app: web.Application, agent: ConfigAgent) -> None:
         name = request.query.get("name") or None
         for what, value in (("namespace", ns), ("name", name)):
             if value is not None and ("/" in value or not value.strip()):
-                raise _Fail(400, CODE_INVALID, f"invalid {what} {value!r}")
+                raise ApiError(400, CODE_INVALID, f"invalid {what} {value!r}")
         if name is not None:
             spec = await store.get_spec(kv(), ns or manifest.DEFAULT_NAMESPACE, name)
             specs = [spec] if spec is not None else []
@@ -152,5 +157,5 @@ def add_routes(app: web.Application, agent: ConfigAgent) -> None:
     r = app.router
     r.add_post("/v1/config/apply", _route(apply))
     r.add_post("/v1/config/delete", _route(delete))
-    r.add_get("/v1/config/services", _route(config_services))
-    r.add_get("/v1/services", _route(services))
+    r.add_get("/v1/config/services", _route(config_services), allow_head=False)
+    r.add_get("/v1/services", _route(services), allow_head=False)

@@ -89,13 +89,26 @@ def _exchange(socket_path: str, timeout: float, request: bytes) -> tuple[int, by
             raise
         except OSError as e:
             raise AgentUnreachable(socket_path, e) from e
-        sock.sendall(request)
-        chunks = []
+        send_error: OSError | None = None
+        try:
+            sock.sendall(request)
+        except (BrokenPipeError, ConnectionResetError) as e:
+            # The agent may answer before it has read the whole body (a body
+            # over its limit) and then close: its answer says why, so read it.
+            send_error = e
+        chunks: list[bytes] = []
         while True:
-            chunk = sock.recv(65536)
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                if not chunks:
+                    raise
+                break  # the answer came; the reset only says the body went unread
             if not chunk:
                 break
             chunks.append(chunk)
+        if send_error is not None and not chunks:
+            raise send_error
     finally:
         sock.close()
     raw = b"".join(chunks)

@@ -19,7 +19,15 @@ class AgentConfig:
     cluster_id: int  # 1..255
     node: str  # this node's name
     node_ip: str  # underlay address, VXLAN tunnel endpoint
-    etcd: EtcdConfig = field(default_factory=EtcdConfig)
+    etcd: EtcdConfig = field(default_factory=EtcdConfig)  # this node's own etcd user
+    # The CLI path's etcd user (declared resources, `glia apply` through this
+    # agent's API); None: this agent serves no apply. Apart from `etcd` so the
+    # node's own user can write only its node's records (glia.kvstore.rbac).
+    config_etcd: EtcdConfig | None = None
+    # The etcd server's --max-txn-ops: `glia apply` stores a file in one
+    # transaction of two operations per Service, so this bounds a file's size
+    # (128, etcd's default, is ~64 Services; the lab's etcd allows 10000).
+    etcd_max_txn_ops: int = 128
     socket: str = DEFAULT_SOCKET  # REST API (root-only unix socket)
     state_dir: str = "/var/lib/glia"  # endpoint records and IPAM, survive restarts
     bpf_pin_dir: str = "/sys/fs/bpf/glia/node"  # per-node: pins outlive the agent
@@ -28,6 +36,9 @@ class AgentConfig:
     vxlan_port: int = 8472
     lease_ttl: int = 15  # seconds: a dead agent's keys vanish after this
     service_cidr: str = ""  # the cluster's ClusterIP range; `glia apply` allocates from it
+    # The cluster's pod pool (the operator's pod_pool): no record read from the
+    # kvstore may claim a pod address outside it. "" = only node CIDRs bound them.
+    pod_pool: str = ""
     # Socket-level load-balancing: a cgroup v2 directory whose processes'
     # connect()/sendmsg() to a VIP go straight to a backend (no per-packet NAT).
     # On a host: the cgroup2 root (all pods and the host itself); in the lab:

@@ -44,6 +44,7 @@ from glia.kvstore.publisher import LeasedPublisher
 from glia.kvstore.reflector import Reflector
 from glia.model import codec
 from glia.model.node import Node, PodCIDRAllocation
+from glia.validate.bounds import ClusterBounds
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -52,14 +53,24 @@ VXLAN_DEVICE = "glia_vxlan"
 
 
 class Subsystem:
-    """Health of one part of the agent, as ``glia status`` shows it."""
+    """Health of one part of the agent, as ``glia status`` shows it.
+
+    ``ok`` is False when the part does not do its job (the agent is then not
+    healthy); ``degraded`` when it does, but refuses some of its input (records
+    that failed validation: the agent protects itself, a person should look).
+    """
 
     def __init__(self) -> None:
         self.ok = False
+        self.degraded = False
         self.msg = "starting"
 
-    def set(self, ok: bool, msg: str) -> None:
-        self.ok, self.msg = ok, msg
+    def set(self, ok: bool, msg: str, *, degraded: bool = False) -> None:
+        self.ok, self.msg, self.degraded = ok, msg, degraded
+
+    @property
+    def state(self) -> str:
+        return "failed" if not self.ok else "degraded" if self.degraded else "ok"
 
 
 class Agent:
@@ -73,6 +84,7 @@ class Agent:
         }
         self.ready = asyncio.Event()
         self.kv: KVClient | None = None
+        self.config_kv: KVClient | None = None  # the CLI path's user, for apply (optional)
         self.publisher: LeasedPublisher | None = None
         self.datapath: Datapath | None = None
         self.endpoints: EndpointManager | None = None
@@ -80,6 +92,8 @@ class Agent:
         self.services: AgentServices | None = None
         self.node: Node | None = None
         self._reflectors: list[Reflector] = []
+        self._ipcache_reflectors: list[Reflector] = []
+        self._services_reflector: Reflector | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="datapath")
         self._obj_dir = Path(cfg.bpf_obj_dir) if cfg.bpf_obj_dir else _default_obj_dir(repo_root)
 
@@ -91,8 +105,14 @@ class Agent:
     async def start(self) -> None:
         cfg = self.cfg
         self.kv = await KVClient.connect(
-            cfg.etcd, check_read=[keys.STATE], check_write=[keys.STATE]
+            cfg.etcd,
+            check_read=[keys.STATE],
+            check_write=[keys.node(cfg.cluster, cfg.node), keys.ipcaches(cfg.cluster, cfg.node)],
         )
+        if cfg.config_etcd is not None:
+            self.config_kv = await KVClient.connect(
+                cfg.config_etcd, check_read=[keys.CONFIG], check_write=[keys.CONFIG]
+            )
         self.status["kvstore"].set(True, f"connected to {', '.join(cfg.etcd.endpoints)}")
         self.publisher = LeasedPublisher(self.kv, cfg.lease_ttl)
         await self.publisher.start()
@@ -103,7 +123,10 @@ class Agent:
         dp = self.datapath
         await self.run_dp(
             lambda: dp.configure(
-                node_ip=cfg.node_ip, vxlan_ifindex=vxlan, cluster_id=cfg.cluster_id
+                node_ip=cfg.node_ip,
+                vxlan_ifindex=vxlan,
+                cluster_id=cfg.cluster_id,
+                vxlan_port=cfg.vxlan_port,
             )
         )
         await self.run_dp(lambda: dp.attach_overlay(vxlan))
@@ -145,32 +168,41 @@ class Agent:
         summary = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in stats.items())
         self.status["endpoints"].set(True, f"restored: {summary}")
 
-        self.ipcache = IPCacheSync(self.datapath, self.run_dp, cfg.node)
+        bounds = ClusterBounds.of(cfg.cluster, cfg.cluster_id, cfg.pod_pool, cfg.service_cidr)
+        self.ipcache = IPCacheSync(self.datapath, self.run_dp, bounds, cfg.node, cfg.node_ip)
         for part, prefix in (
             ("nodes", keys.nodes(cfg.cluster)),
+            ("podcidrs", keys.podcidr_nodes(cfg.cluster)),
             ("ip", keys.ipcaches(cfg.cluster)),
         ):
-            r = Reflector(self.kv, prefix, self.ipcache.handler(part))
+            r = Reflector(self.kv, prefix, self.ipcache.handler(part), name=f"ipcache: {part}")
             await r.start()
             self._reflectors.append(r)
+            self._ipcache_reflectors.append(r)
         # Identities this node uses whose master keys vanish are re-created.
         keeper = Reflector(self.kv, keys.identity_ids(cfg.cluster), MasterKeyKeeper(identities))
         await keeper.start()
         self._reflectors.append(keeper)
-        self.status["ipcache"].set(True, "in sync with the kvstore")
 
+        ipcache = self.ipcache
         self.services = AgentServices(
             cluster=cfg.cluster,
             node=cfg.node,
             datapath=self.datapath,
             run_dp=self.run_dp,
             publisher=self.publisher,
+            bounds=bounds,
+            cidrs=lambda: ipcache.cidrs,
         )
+        self.ipcache.on_cidrs_changed(self.services.revalidate)
         self.services.start()
-        svc_reflector = Reflector(self.kv, keys.services(cfg.cluster), self.services)
+        svc_reflector = Reflector(
+            self.kv, keys.services(cfg.cluster), self.services, name="services"
+        )
         await svc_reflector.start()
         self._reflectors.append(svc_reflector)
-        self.status["services"].set(True, "load-balancer maps in sync with the kvstore")
+        self._services_reflector = svc_reflector
+        self._refresh_status()
         self.ready.set()
         log.info("agent %s/%s ready (pod CIDR %s)", cfg.cluster, cfg.node, cidr)
 
@@ -215,9 +247,10 @@ class Agent:
         if self.publisher:
             with contextlib.suppress(Exception):
                 await self.publisher.stop(revoke=False)
-        if self.kv:
-            with contextlib.suppress(Exception):
-                await self.kv.close()
+        for client in (self.config_kv, self.kv):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.close()
         if self.datapath:
             dp = self.datapath
             await self.run_dp(dp.close)
@@ -238,10 +271,37 @@ class Agent:
             log.info("replayed %d CNI DELs queued while the agent was down", done)
         return done
 
+    def _refresh_status(self) -> None:
+        """ipcache and services health from what they do now, not from start-up."""
+        if self.ipcache is not None:
+            st = self.ipcache.status()
+            lagging = [r.name for r in self._ipcache_reflectors if not r.synced.is_set()]
+            if lagging or not st["synced"]:
+                self.status["ipcache"].set(False, f"not in sync: waiting for {', '.join(lagging)}")
+            else:
+                base = f"in sync with the kvstore: {st['entries']} entries, {st['nodes']} nodes"
+                problems = _problems(st)
+                self.status["ipcache"].set(
+                    True, f"{base}; {problems}" if problems else base, degraded=bool(problems)
+                )
+        if self.services is not None and self._services_reflector is not None:
+            st = self.services.status()
+            if not self._services_reflector.synced.is_set():
+                self.status["services"].set(False, "not in sync with the kvstore")
+            else:
+                base = f"load-balancer maps in sync with the kvstore: {st['services']} services"
+                problems = _problems(st)
+                self.status["services"].set(
+                    True, f"{base}; {problems}" if problems else base, degraded=bool(problems)
+                )
+
     def healthy(self) -> bool:
+        """Every subsystem does its job (degraded ones too: they refuse bad input)."""
+        self._refresh_status()
         return self.ready.is_set() and all(s.ok for s in self.status.values())
 
     def status_dict(self) -> dict[str, Any]:
+        healthy = self.healthy()
         eps = self.endpoints.all() if self.endpoints else []
         return {
             "node": codec.to_dict(self.node) if self.node else None,
@@ -256,10 +316,28 @@ class Agent:
             "endpoints": len(eps),
             "identities": len({e.identity for e in eps}),
             "uptime": round(time.time() - self.started_at, 1),
-            "healthy": self.healthy(),
-            "subsystems": {n: {"ok": s.ok, "msg": s.msg} for n, s in self.status.items()},
+            "healthy": healthy,
+            "degraded": sorted(n for n, s in self.status.items() if s.ok and s.degraded),
+            "subsystems": {
+                n: {"ok": s.ok, "state": s.state, "msg": s.msg} for n, s in self.status.items()
+            },
+            "ipcache": self.ipcache.status() if self.ipcache else None,
             "services": self.services.status() if self.services else None,
         }
+
+
+def _problems(st: dict[str, Any]) -> str:
+    """What a subsystem refused, for its status line ("" when nothing)."""
+    out = []
+    if st.get("rejected"):
+        last = st.get("last_rejected") or {}
+        out.append(
+            f"degraded: {st['rejected']} record(s) rejected, last {last.get('key')}: "
+            f"{last.get('reason')}"
+        )
+    if st.get("map_errors"):
+        out.append(f"{st['map_errors']} map update(s) refused, last {st.get('last_map_error')}")
+    return "; ".join(out)
 
 
 def _default_obj_dir(repo_root: Path | None) -> Path:

@@ -1,7 +1,11 @@
 """The agent's view of the cluster's Services.
 
 A reflector on the cluster's ClusterService records (written by the operator)
-feeds two consumers:
+feeds two consumers, after :func:`glia.validate.services.check_cluster_service`
+has checked each record (a bad frontend rejects the record, a bad backend is
+dropped alone; both are counted and shown by ``glia status``; the backends are
+checked against the node CIDRs the ipcache sync knows, and every record is
+checked again when those change):
 
 - the load-balancer maps, through :class:`glia.service.lbsync.ServiceMapSync`
   (the only writer of the lb4 maps);
@@ -18,6 +22,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable, Mapping
+from ipaddress import IPv4Network
 from typing import Any
 
 from glia.datapath.ct import ct_gc
@@ -30,6 +36,10 @@ from glia.model import codec
 from glia.model.service import BackendHealth, ClusterService, Protocol
 from glia.service.health import HealthProber, ProbeTarget
 from glia.service.lbsync import ServiceMapSync
+from glia.validate.bounds import ClusterBounds
+from glia.validate.errors import Rejected
+from glia.validate.rejects import RejectLog
+from glia.validate.services import check_cluster_service
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +72,15 @@ class AgentServices:
         datapath: Datapath,
         run_dp: RunDatapath,
         publisher: LeasedPublisher,
+        bounds: ClusterBounds,
+        cidrs: Callable[[], Mapping[str, IPv4Network]],
         ct_gc_interval: float = 10.0,
     ) -> None:
         self._cluster = cluster
+        self._bounds = bounds
+        self._cidrs = cidrs
+        self._raw: dict[str, bytes] = {}  # every record as read, to check again later
+        self.rejects = RejectLog("services")
         self._node = node
         self._dp = datapath
         self._run_dp = run_dp
@@ -76,7 +92,6 @@ class AgentServices:
         self.prober = HealthProber(self._health_changed)
         self._tasks: list[asyncio.Task[None]] = []
         self._ct_gc_interval = ct_gc_interval
-        self.invalid = 0
         self.ct_collected = 0
 
     def start(self) -> None:
@@ -97,18 +112,44 @@ class AgentServices:
     # Reflector handler on keys.services(cluster) ------------------------
 
     async def on_upsert(self, key: str, kv: KeyValue) -> None:
+        self._raw[key] = kv.value
+        await self._take(key, kv.value)
+
+    async def _take(self, key: str, raw: bytes) -> None:
+        """Check one record and hand what passed to the maps (a rejected one leaves them)."""
+        old = self.services.get(key)
         try:
-            svc = codec.decode(ClusterService, kv.value)
-        except codec.InvalidValue as e:
-            self.invalid += 1
-            log.warning("ignoring invalid service record %s: %s", key, e)
+            checked = check_cluster_service(key, raw, self._bounds, self._cidrs())
+        except Rejected as e:
+            self.rejects.reject(key, str(e))
+            svc = self.services.pop(key, None)
+            if svc is not None and self._synced:
+                await self.lb.delete(svc.namespace, svc.name)
+                self._retarget()
+            return
+        if checked.dropped:
+            more = f" (and {len(checked.dropped) - 1} more)" if len(checked.dropped) > 1 else ""
+            self.rejects.reject(
+                key, f"{len(checked.dropped)} backends dropped: {checked.dropped[0]}{more}"
+            )
+        else:
+            self.rejects.accept(key)
+        svc = checked.service
+        if old == svc:
             return
         self.services[key] = svc
         if self._synced:
             await self.lb.upsert(svc)
             self._retarget()
 
+    async def revalidate(self) -> None:
+        """Check every record again (the node CIDRs backends are checked against changed)."""
+        for key, raw in list(self._raw.items()):
+            await self._take(key, raw)
+
     async def on_delete(self, key: str, old: KeyValue | None) -> None:
+        self._raw.pop(key, None)
+        self.rejects.forget(key)
         svc = self.services.pop(key, None)
         if svc is not None and self._synced:
             await self.lb.delete(svc.namespace, svc.name)
@@ -160,6 +201,6 @@ class AgentServices:
             "services": len(self.services),
             "lb": self.lb.status(),
             "probes": len(self.prober.results()),
-            "invalid": self.invalid,
             "ct_collected": self.ct_collected,
+            **self.rejects.status(),
         }

@@ -1,18 +1,29 @@
-"""Options shared by the CLI commands that ask an agent: which agent, which output format.
+"""Options shared by the CLI commands that ask an agent: which agent, and agent failures.
 
-Called by :mod:`glia.cli.inspect` and any other command module that talks to an
-agent's API. Which socket (docs/agent-api.md):
-``--socket PATH`` wins; ``--node CLUSTER/NODE`` means the lab's
-``$GLIA_LAB_DIR/nodes/CLUSTER-NODE/agent.sock`` (``GLIA_LAB_DIR`` defaults to
-``/run/glia/lab``); otherwise the host's ``/run/glia/agent.sock``.
-Agent failures become one clear line on stderr and exit code 1, never a traceback.
+Called by :mod:`glia.cli.inspect`, :mod:`glia.cli.services`,
+:mod:`glia.cli.config` and any other command module that talks to an agent's
+API. Which socket (docs/agent-api.md):
+
+- ``--socket PATH`` wins;
+- ``--node CLUSTER/NODE`` means that node's ``agent.sock`` in a lab: the lab
+  ``--lab NAME``, else ``$GLIA_LAB_NAME``, else "glia", in its directory as
+  ``glia lab`` finds it (``$GLIA_LAB_DIR``, else ``/run/glia/lab`` for "glia",
+  ``/run/glia/lab-NAME`` for another; :mod:`glia.lab.topology`);
+- otherwise the host's ``/run/glia/agent.sock``.
+
+A ``--node`` whose lab is not up, whose node the lab does not have, or whose
+agent is not running is said so in one line (exit code 1) before any
+connection is tried. Agent failures become one clear line on stderr and exit
+code 1, never a traceback.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -24,11 +35,25 @@ from glia.agent.client import (
     AgentProtocolError,
     AgentUnreachable,
 )
-from glia.cli.output import OutputFormat
+from glia.cli.output import OutputFormat, OutputOption
+from glia.lab import topology
 from glia.model.cluster import validate_name
 
-LAB_DIR_ENV = "GLIA_LAB_DIR"
-DEFAULT_LAB_DIR = "/run/glia/lab"
+__all__ = [
+    "EXIT_FAILURE",
+    "LabOption",
+    "NodeOption",
+    "OutputFormat",
+    "OutputOption",
+    "SocketOption",
+    "Target",
+    "agent_errors",
+    "client_for",
+    "fail",
+    "parse_node",
+    "resolve_target",
+]
+
 EXIT_FAILURE = 1
 
 NodeOption = Annotated[
@@ -36,7 +61,19 @@ NodeOption = Annotated[
     typer.Option(
         "--node",
         metavar="CLUSTER/NODE",
-        help="Ask the agent of this lab node (its socket under $GLIA_LAB_DIR).",
+        help="Ask the agent of this lab node (its socket in the lab's directory).",
+        show_default=False,
+    ),
+]
+LabOption = Annotated[
+    str | None,
+    typer.Option(
+        "--lab",
+        metavar="NAME",
+        help=(
+            "The lab of --node (default $GLIA_LAB_NAME, else 'glia'); "
+            "its directory is $GLIA_LAB_DIR if set."
+        ),
         show_default=False,
     ),
 ]
@@ -49,10 +86,21 @@ SocketOption = Annotated[
         show_default=False,
     ),
 ]
-OutputOption = Annotated[
-    OutputFormat,
-    typer.Option("--output", "-o", help="Output format.", case_sensitive=False),
-]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The agent the options designate: its socket and, for ``--node``, where in which lab."""
+
+    socket: str
+    lab: str | None = None  # lab name, for --node
+    lab_dir: Path | None = None
+    node: str | None = None  # "CLUSTER/NODE", for --node
+
+    @property
+    def lab_hint(self) -> str:
+        """The ``--lab NAME`` to repeat in a suggested command ("" for the default lab)."""
+        return "" if self.lab in (None, topology.DEFAULT_LAB) else f" --lab {self.lab}"
 
 
 def parse_node(value: str) -> tuple[str, str]:
@@ -63,18 +111,38 @@ def parse_node(value: str) -> tuple[str, str]:
     return validate_name("cluster", cluster), validate_name("node", node)
 
 
-def lab_socket(cluster: str, node: str, lab_dir: str) -> str:
-    return os.path.join(lab_dir, "nodes", f"{cluster}-{node}", "agent.sock")
+def lab_socket(cluster: str, node: str, lab_dir: Path) -> Path:
+    # The layout glia.lab.topology.NodeSpec.socket gives a node: <dir>/nodes/<c>-<n>.
+    return lab_dir / "nodes" / f"{cluster}-{node}" / "agent.sock"
 
 
-def resolve_socket(socket: str | None, node: str | None, env: Mapping[str, str]) -> str:
-    """The socket the options designate (see the module docstring); ValueError on a bad --node."""
+def resolve_target(socket: str | None, node: str | None, lab: str | None = None) -> Target:
+    """The agent the options designate (see the module docstring).
+
+    Raises :class:`typer.BadParameter` for a malformed ``--node`` or lab name,
+    or ``--lab`` without ``--node``.
+    """
     if socket:
-        return socket
-    if node:
+        return Target(socket)
+    if not node:
+        if lab:
+            raise typer.BadParameter(
+                "--lab names the lab of --node CLUSTER/NODE: give --node too", param_hint="--lab"
+            )
+        return Target(DEFAULT_SOCKET)
+    try:
         cluster, name = parse_node(node)
-        return lab_socket(cluster, name, env.get(LAB_DIR_ENV) or DEFAULT_LAB_DIR)
-    return DEFAULT_SOCKET
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--node") from None
+    from_env = not lab
+    lab_name = lab or topology.default_lab_name()
+    try:
+        topology.validate_lab_name(lab_name)
+    except topology.TopologyError as e:
+        where = f"${topology.LAB_NAME_ENV}" if from_env else "--lab"
+        raise typer.BadParameter(str(e), param_hint=where) from None
+    lab_dir = topology.default_lab_dir(lab_name)
+    return Target(str(lab_socket(cluster, name, lab_dir)), lab_name, lab_dir, f"{cluster}/{name}")
 
 
 def fail(message: str) -> NoReturn:
@@ -82,19 +150,43 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(EXIT_FAILURE)
 
 
-def client_for(node: str | None, socket: str | None) -> AgentClient:
-    try:
-        path = resolve_socket(socket, node, os.environ)
-    except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--node") from None
-    return AgentClient(path)
+def lab_problem(target: Target) -> str | None:
+    """Why a ``--node`` target cannot answer, from the files alone; None if its socket is there."""
+    if target.lab_dir is None or target.node is None or os.path.exists(target.socket):
+        return None
+    lab = f"lab {target.lab!r}"
+    if not target.lab_dir.is_dir():
+        return (
+            f"{lab} is not up: its directory {target.lab_dir} does not exist "
+            f"(`glia lab up{target.lab_hint}` builds it; --lab NAME or "
+            f"${topology.LAB_NAME_ENV} picks another lab)"
+        )
+    node_dir = Path(target.socket).parent
+    if not node_dir.is_dir():
+        return (
+            f"{lab} has no node {target.node} (no {node_dir}; "
+            f"`glia lab status{target.lab_hint}` lists its nodes)"
+        )
+    return (
+        f"the agent of node {target.node} in {lab} is not running: no socket at "
+        f"{target.socket} (`glia lab status{target.lab_hint}` shows the lab's processes)"
+    )
+
+
+def client_for(node: str | None, socket: str | None, lab: str | None = None) -> AgentClient:
+    """A client of the agent the options designate; exits (code 1) if a lab node cannot answer."""
+    target = resolve_target(socket, node, lab)
+    problem = lab_problem(target)
+    if problem:
+        fail(problem)
+    return AgentClient(target.socket)
 
 
 def unreachable_message(e: AgentUnreachable) -> str:
     reason = e.error.strerror or str(e.error)
     return (
         f"cannot reach the glia agent at {e.socket_path}: {reason} "
-        "(is it running? use --node CLUSTER/NODE for the lab)"
+        "(is it running? use --node CLUSTER/NODE for a lab node)"
     )
 
 

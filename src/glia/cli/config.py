@@ -4,36 +4,28 @@ Registered on the top-level app by :mod:`glia.cli.main` through :func:`register`
 Files (``-f -`` is stdin) are parsed and validated here first
 (:mod:`glia.service.manifest`), so mistakes show before any agent is asked;
 the agent validates again and stores (docs/services.md). Every command takes
-``--node CLUSTER/NODE`` / ``--socket PATH`` like the other agent commands.
+``--node CLUSTER/NODE`` (``--lab NAME``) / ``--socket PATH`` and
+``-o table|json|yaml`` like the other agent commands.
 """
 
 from __future__ import annotations
 
-import enum
 import json
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
 
 from glia.agent.client import AgentError
 from glia.cli import output
-from glia.cli.common import NodeOption, SocketOption, agent_errors, client_for, fail
-from glia.cli.output import Column
-from glia.service import manifest
+from glia.cli.common import LabOption, NodeOption, SocketOption, agent_errors, client_for, fail
+from glia.cli.output import Column, OutputFormat, OutputOption
+from glia.service import manifest, yamlload
 from glia.service.manifest import ManifestError
 
 get_app = typer.Typer(help="Show declared resources (as Kubernetes objects).", no_args_is_help=True)
-
-
-class GetFormat(enum.StrEnum):
-    table = "table"
-    json = "json"
-    yaml = "yaml"
 
 
 FileOption = Annotated[
@@ -59,24 +51,22 @@ def register(app: typer.Typer) -> None:
 
 
 def _load(filename: str) -> tuple[list[Any], str]:
-    """The file's YAML documents and its name for messages; exits with the reason on failure."""
-    if filename == "-":
-        source = "<stdin>"
-        try:
-            text = sys.stdin.read()
-        except (OSError, UnicodeDecodeError) as e:
-            fail(f"cannot read stdin: {e}")
-    else:
-        source = filename
-        try:
-            text = Path(filename).read_text(encoding="utf-8")
-        except OSError as e:
-            fail(f"cannot read {filename}: {e.strerror or e}")
-        except UnicodeDecodeError as e:
-            fail(f"cannot read {filename}: not UTF-8 text ({e.reason} at byte {e.start})")
+    """The file's YAML documents and its name for messages; exits with the reason on failure.
+
+    Reads at most yamlload.MAX_BYTES (and one more to tell): a huge file or
+    /dev/zero is refused without reading it all.
+    """
+    source = "<stdin>" if filename == "-" else filename
     try:
+        if filename == "-":
+            text = yamlload.read_text(sys.stdin.buffer, source)
+        else:
+            with open(filename, "rb") as f:
+                text = yamlload.read_text(f, source)
         return manifest.load_yaml(text, source), source
-    except ManifestError as e:
+    except OSError as e:
+        fail(f"cannot read {source}: {e.strerror or e}")
+    except (yamlload.YamlError, ManifestError) as e:
         fail(str(e))
 
 
@@ -94,7 +84,7 @@ def _agent_call() -> Iterator[None]:
         try:
             yield
         except AgentError as e:
-            if e.http_status == 400:
+            if e.http_status in (400, 413):
                 fail(e.msg + (f"\n{e.details}" if e.details else ""))
             raise
 
@@ -112,22 +102,28 @@ def _results(answer: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 def apply(
     filename: FileOption,
     node: NodeOption = None,
+    lab: LabOption = None,
     socket: SocketOption = None,
+    out: OutputOption = OutputFormat.table,
 ) -> None:
     """Create or update the Services of a file, all of them or (on any error) none.
 
     A Service without spec.clusterIP gets one from the cluster's service CIDR;
-    an existing Service keeps its ClusterIP.
+    an existing Service keeps its ClusterIP. -o json|yaml prints one result per
+    Service: namespace, name, action (created, configured, unchanged), cluster_ip.
     """
     docs, source = _load(filename)
     try:
         manifest.parse_services(docs, source)
     except ManifestError as e:
         fail(str(e))
-    client = client_for(node, socket)
+    client = client_for(node, socket, lab)
     with _agent_call():
         answer = client.config_apply(_jsonable(docs), source)
-    for r in _results(answer):
+    results = _results(answer)
+    if output.print_structured(results, out):
+        return
+    for r in results:
         typer.echo(f"service/{r.get('name')} {r.get('action')}")
 
 
@@ -138,21 +134,31 @@ def delete(
         typer.Option("--ignore-not-found", help="A Service that does not exist is no error."),
     ] = False,
     node: NodeOption = None,
+    lab: LabOption = None,
     socket: SocketOption = None,
+    out: OutputOption = OutputFormat.table,
 ) -> None:
-    """Delete the Services a file names (and release their ClusterIPs)."""
+    """Delete the Services a file names (and release their ClusterIPs).
+
+    Exits with code 1 if one of them does not exist (unless --ignore-not-found),
+    also with -o json|yaml, which prints one result per Service: namespace, name,
+    action (deleted, not found), cluster_ip.
+    """
     docs, source = _load(filename)
     try:
         manifest.parse_refs(docs, source)
     except ManifestError as e:
         fail(str(e))
-    client = client_for(node, socket)
+    client = client_for(node, socket, lab)
     with _agent_call():
         answer = client.config_delete(_jsonable(docs), source)
+    results = _results(answer)
+    structured = output.print_structured(results, out)
     missing = 0
-    for r in _results(answer):
+    for r in results:
         if r.get("action") == "deleted":
-            typer.echo(f'service "{r.get("name")}" deleted')
+            if not structured:
+                typer.echo(f'service "{r.get("name")}" deleted')
         elif not ignore_not_found:
             missing += 1
             typer.echo(
@@ -201,13 +207,6 @@ COLUMNS: Sequence[Column] = (
 )
 
 
-def _print(data: Any, fmt: GetFormat) -> None:
-    if fmt is GetFormat.json:
-        output.print_json(data)
-    else:
-        typer.echo(yaml.safe_dump(data, sort_keys=False).rstrip("\n"))
-
-
 @get_app.command("services")
 def get_services(
     name: Annotated[str | None, typer.Argument(metavar="NAME", help="Only this Service.")] = None,
@@ -217,27 +216,24 @@ def get_services(
     all_namespaces: Annotated[
         bool, typer.Option("--all-namespaces", "-A", help="Services of every namespace.")
     ] = False,
-    out: Annotated[
-        GetFormat, typer.Option("--output", "-o", help="Output format.", case_sensitive=False)
-    ] = GetFormat.table,
+    out: OutputOption = OutputFormat.table,
     node: NodeOption = None,
+    lab: LabOption = None,
     socket: SocketOption = None,
 ) -> None:
     """List declared Services, or show one, as Kubernetes v1 Service objects."""
     if name is not None and all_namespaces:
         raise typer.BadParameter("a NAME is looked up in one namespace: drop -A", param_hint="-A")
-    client = client_for(node, socket)
+    client = client_for(node, socket, lab)
     ns = None if all_namespaces else namespace
     with _agent_call():
         items = client.config_services(namespace=ns, name=name)
     if name is not None:
         if not items:
             fail(f'service "{name}" not found in namespace "{namespace}"')
-        if out is not GetFormat.table:
-            _print(items[0], out)
+        if output.print_structured(items[0], out):
             return
-    elif out is not GetFormat.table:
-        _print({"apiVersion": "v1", "kind": "List", "items": items}, out)
+    elif output.print_structured({"apiVersion": "v1", "kind": "List", "items": items}, out):
         return
     if not items:
         where = "any namespace" if all_namespaces else f"the {namespace} namespace"
@@ -246,7 +242,7 @@ def get_services(
     columns = list(COLUMNS)
     if all_namespaces:
         columns.insert(0, Column("NAMESPACE", _meta_field("namespace")))
-    output.console().print(output.build_table(items, columns))
+    output.print_table(output.build_table(items, columns))
 
 
 get_app.command("service", hidden=True)(get_services)

@@ -3,7 +3,7 @@
 Registered on the top-level app by :mod:`glia.cli.main` through :func:`register`.
 The sub-apps are module attributes so other command modules can add to them
 (e.g. ``bpf_app`` gets ``bpf lb list`` and ``bpf ct list``). Every command takes
-``--node CLUSTER/NODE`` / ``--socket PATH`` and ``-o table|json``.
+``--node CLUSTER/NODE`` (``--lab NAME``) / ``--socket PATH`` and ``-o table|json|yaml``.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from rich.table import Table
 
 from glia.agent.client import AgentClient
 from glia.cli import output
-from glia.cli.common import NodeOption, OutputOption, SocketOption, agent_errors, client_for
-from glia.cli.output import Column, OutputFormat, Row, format_value
+from glia.cli.common import LabOption, NodeOption, SocketOption, agent_errors, client_for
+from glia.cli.output import Column, OutputFormat, OutputOption, Row, format_value
 from glia.model.identity import MIN_LOCAL, ReservedIdentity, identity_cluster
 
 node_app = typer.Typer(help="Nodes of the agent's cluster.", no_args_is_help=True)
@@ -52,11 +52,12 @@ def register(app: typer.Typer) -> None:
 
 def _fetch_rows(
     node: str | None,
+    lab: str | None,
     socket: str | None,
     fetch: Callable[[AgentClient], list[dict[str, Any]]],
     sort_key: Callable[[Row], Any],
 ) -> list[dict[str, Any]]:
-    client = client_for(node, socket)
+    client = client_for(node, socket, lab)
     with agent_errors():
         rows = fetch(client)
     return sorted(rows, key=sort_key)
@@ -137,21 +138,20 @@ def _subsystem_summary(value: Any) -> str:
 
 def status(
     node: NodeOption = None,
+    lab: LabOption = None,
     socket: SocketOption = None,
     out: OutputOption = OutputFormat.table,
 ) -> None:
     """Show the agent's node, cluster, kvstore and datapath state, counts and subsystem health.
 
-    Exits with code 1 when the agent reports itself not healthy, also with -o json.
+    Exits with code 1 when the agent reports itself not healthy, also with -o json or yaml.
     """
-    client = client_for(node, socket)
+    client = client_for(node, socket, lab)
     with agent_errors():
         st = client.status()
-    if out is OutputFormat.json:
-        output.print_json(st)
-    else:
+    if not output.print_structured(st, out):
         console = output.console()
-        console.print(_status_grid(st))
+        output.print_table(_status_grid(st), console)
         subsystems = st.get("subsystems")
         if isinstance(subsystems, Mapping) and subsystems:
             rows = [
@@ -163,7 +163,9 @@ def status(
                 Column("HEALTH", "ok", _health, markup=True),
                 Column("MESSAGE", "msg"),
             ]
-            console.print(output.build_table(rows, columns))
+            if not console.is_terminal:
+                console.file.write("\n")  # rich leaves a blank line above a table; so does a pipe
+            output.print_table(output.build_table(rows, columns), console)
     if st.get("healthy") is not True:
         raise typer.Exit(1)
 
@@ -212,12 +214,17 @@ NODE_COLUMNS: Sequence[Column] = (
 @node_app.command("list")
 def node_list(
     node: NodeOption = None,
+    lab: LabOption = None,
     socket: SocketOption = None,
     out: OutputOption = OutputFormat.table,
 ) -> None:
     """List the nodes of the agent's cluster, as published in the kvstore."""
     rows = _fetch_rows(
-        node, socket, AgentClient.nodes, lambda r: (_text(r.get("cluster")), _text(r.get("name")))
+        node,
+        lab,
+        socket,
+        AgentClient.nodes,
+        lambda r: (_text(r.get("cluster")), _text(r.get("name"))),
     )
     output.print_rows(rows, NODE_COLUMNS, out, empty="No nodes.")
 
@@ -237,12 +244,14 @@ ENDPOINT_COLUMNS: Sequence[Column] = (
 @endpoint_app.command("list")
 def endpoint_list(
     node: NodeOption = None,
+    lab: LabOption = None,
     socket: SocketOption = None,
     out: OutputOption = OutputFormat.table,
 ) -> None:
     """List this node's endpoints: address, identity, state, readiness, labels."""
     rows = _fetch_rows(
         node,
+        lab,
         socket,
         AgentClient.endpoints,
         lambda r: (_text(r.get("namespace")), _text(r.get("name")), _text(r.get("ifname"))),
@@ -260,11 +269,12 @@ IDENTITY_COLUMNS: Sequence[Column] = (
 @identity_app.command("list")
 def identity_list(
     node: NodeOption = None,
+    lab: LabOption = None,
     socket: SocketOption = None,
     out: OutputOption = OutputFormat.table,
 ) -> None:
     """List the cluster's identities (numeric id -> label set), from the kvstore."""
-    rows = _fetch_rows(node, socket, AgentClient.identities, _by_int("id"))
+    rows = _fetch_rows(node, lab, socket, AgentClient.identities, _by_int("id"))
     output.print_rows(rows, IDENTITY_COLUMNS, out, empty="No identities.")
 
 
@@ -290,11 +300,14 @@ IPCACHE_COLUMNS: Sequence[Column] = (
 @bpf_ipcache_app.command("list")
 def bpf_ipcache_list(
     node: NodeOption = None,
+    lab: LabOption = None,
     socket: SocketOption = None,
     out: OutputOption = OutputFormat.table,
 ) -> None:
     """List the ipcache BPF map as the kernel holds it (prefix -> identity, tunnel endpoint)."""
-    rows = _fetch_rows(node, socket, AgentClient.bpf_ipcache, lambda r: _ip_key(r.get("prefix")))
+    rows = _fetch_rows(
+        node, lab, socket, AgentClient.bpf_ipcache, lambda r: _ip_key(r.get("prefix"))
+    )
     output.print_rows(rows, IPCACHE_COLUMNS, out, empty="The ipcache map is empty.")
 
 
@@ -311,11 +324,12 @@ BPF_ENDPOINT_COLUMNS: Sequence[Column] = (
 @bpf_endpoint_app.command("list")
 def bpf_endpoint_list(
     node: NodeOption = None,
+    lab: LabOption = None,
     socket: SocketOption = None,
     out: OutputOption = OutputFormat.table,
 ) -> None:
     """List the endpoints BPF map as the kernel holds it (local IP -> ifindex, identity, MACs)."""
-    rows = _fetch_rows(node, socket, AgentClient.bpf_endpoints, lambda r: _ip_key(r.get("ip")))
+    rows = _fetch_rows(node, lab, socket, AgentClient.bpf_endpoints, lambda r: _ip_key(r.get("ip")))
     output.print_rows(rows, BPF_ENDPOINT_COLUMNS, out, empty="The endpoints map is empty.")
 
 
@@ -331,12 +345,14 @@ METRICS_COLUMNS: Sequence[Column] = (
 @bpf_app.command("metrics")
 def bpf_metrics(
     node: NodeOption = None,
+    lab: LabOption = None,
     socket: SocketOption = None,
     out: OutputOption = OutputFormat.table,
 ) -> None:
     """Show the datapath's packet and byte counters per verdict (forwarded, drop reasons)."""
     rows = _fetch_rows(
         node,
+        lab,
         socket,
         AgentClient.bpf_metrics,
         lambda r: (_text(r.get("direction")), _text(r.get("reason"))),
@@ -375,11 +391,12 @@ BPF_LB_COLUMNS: Sequence[Column] = (
 @bpf_lb_app.command("list")
 def bpf_lb_list(
     node: NodeOption = None,
+    lab: LabOption = None,
     socket: SocketOption = None,
     out: OutputOption = OutputFormat.table,
 ) -> None:
     """List the load-balancer maps as the kernel holds them (frontend -> backends)."""
-    rows = _fetch_rows(node, socket, AgentClient.bpf_lb, lambda r: _ip_key(r.get("vip")))
+    rows = _fetch_rows(node, lab, socket, AgentClient.bpf_lb, lambda r: _ip_key(r.get("vip")))
     output.print_rows(rows, BPF_LB_COLUMNS, out, empty="No service frontends are programmed.")
 
 
@@ -398,11 +415,12 @@ BPF_CT_COLUMNS: Sequence[Column] = (
 @bpf_ct_app.command("list")
 def bpf_ct_list(
     node: NodeOption = None,
+    lab: LabOption = None,
     socket: SocketOption = None,
     out: OutputOption = OutputFormat.table,
 ) -> None:
     """List the conntrack map: each service connection, its NAT and expiry."""
     rows = _fetch_rows(
-        node, socket, AgentClient.bpf_ct, lambda r: (_text(r.get("src")), _text(r.get("dst")))
+        node, lab, socket, AgentClient.bpf_ct, lambda r: (_text(r.get("src")), _text(r.get("dst")))
     )
     output.print_rows(rows, BPF_CT_COLUMNS, out, empty="The conntrack map is empty.")

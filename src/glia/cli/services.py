@@ -3,7 +3,8 @@
 Registered on the top-level app by :mod:`glia.cli.main` through :func:`register`;
 ``service_app`` is a module attribute so other command modules can add to it.
 One table row per frontend (ClusterIP:port/protocol) with the backends serving
-it, each with its state (ready / not-ready) and node; ``-o json`` prints the
+it, each with its state (ready / not-ready) and node (on a terminal one line per
+backend; in a pipe all on the row's line); ``-o json|yaml`` prints the
 ClusterService records as the agent returns them.
 """
 
@@ -15,8 +16,8 @@ from typing import Any
 import typer
 
 from glia.cli import output
-from glia.cli.common import NodeOption, OutputOption, SocketOption, agent_errors, client_for
-from glia.cli.output import Column, OutputFormat
+from glia.cli.common import LabOption, NodeOption, SocketOption, agent_errors, client_for
+from glia.cli.output import Column, OutputFormat, OutputOption
 
 service_app = typer.Typer(help="Services of the agent's cluster.", no_args_is_help=True)
 
@@ -88,15 +89,15 @@ COLUMNS: Sequence[Column] = (
 @service_app.command("list")
 def service_list(
     node: NodeOption = None,
+    lab: LabOption = None,
     socket: SocketOption = None,
     out: OutputOption = OutputFormat.table,
 ) -> None:
     """List the cluster's Services: frontends and their backends (ready / not-ready, node)."""
-    client = client_for(node, socket)
+    client = client_for(node, socket, lab)
     with agent_errors():
         services = client.services()
     services.sort(key=lambda s: (_str(s.get("namespace")), _str(s.get("name"))))
-    if out is OutputFormat.json:
-        output.print_json(services)
+    if output.print_structured(services, out):
         return
     output.print_rows(frontend_rows(services), COLUMNS, out, empty="No services.")

@@ -14,7 +14,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 # Well-known error codes (spec section "Error").
 ERR_INCOMPATIBLE_VERSION = 1
@@ -58,6 +58,17 @@ VALID_ATTACHMENTS_KEYS = ("cni.dev/valid-attachments", "cni.dev/attachments")
 
 _NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 _MAX_IFNAME = 15
+# The spec sets no length; runtimes use 64 hex digits (a sha256: podman, Docker,
+# containerd, CRI-O). What the agent makes of an id: the host veth's name is a
+# hash of it (gliae + 10 hex digits, any length fits IFNAMSIZ); the endpoint
+# record's file name is ``<id>-<ifname>.json`` (NAME_MAX 255 bytes, so at most
+# 234 characters); the IPAM owner, the endpoint's value in etcd and every log
+# line carry it. 128 leaves room for a prefixed id and keeps all of those far
+# from a limit. Enforced on ADD and CHECK (what creates or reads an endpoint);
+# DEL takes any length, so an endpoint made before this limit can still go.
+MAX_CONTAINER_ID = 128
+# PATH_MAX including the terminating NUL: the kernel refuses longer paths.
+MAX_PATH = 4095
 
 
 class CniError(Exception):
@@ -126,7 +137,29 @@ def valid_name(name: str) -> bool:
 
 def validate_container_id(container_id: str) -> None:
     if not valid_name(container_id):
-        raise CniError(ERR_INVALID_ENV, "invalid characters in containerID", container_id)
+        raise CniError(ERR_INVALID_ENV, "invalid characters in containerID", container_id[:200])
+
+
+def check_container_id_length(container_id: str) -> None:
+    """Code 4 (spec: invalid necessary environment variable, named in the message)."""
+    if len(container_id) > MAX_CONTAINER_ID:
+        raise CniError(
+            ERR_INVALID_ENV,
+            f"CNI_CONTAINERID is longer than {MAX_CONTAINER_ID} characters",
+            f"{len(container_id)} characters: {container_id[:40]}...",
+        )
+
+
+def check_netns_path(netns: str) -> None:
+    """What can be said of ``CNI_NETNS`` without opening it (code 4)."""
+    if not netns.startswith("/"):
+        raise CniError(ERR_INVALID_ENV, "CNI_NETNS must be an absolute path", netns[:200])
+    if "\0" in netns:
+        raise CniError(ERR_INVALID_ENV, "CNI_NETNS contains a NUL character", repr(netns[:200]))
+    if len(netns.encode("utf-8", "surrogateescape")) > MAX_PATH:
+        raise CniError(
+            ERR_INVALID_ENV, f"CNI_NETNS is longer than {MAX_PATH} bytes (PATH_MAX)", netns[:200]
+        )
 
 
 def validate_ifname(ifname: str) -> None:
@@ -159,11 +192,12 @@ def check_env(cmd: str, env: Mapping[str, str]) -> None:
         raise CniError(ERR_INVALID_ENV, f"required env variables [{','.join(missing)}] missing")
     if env.get("CNI_CONTAINERID"):
         validate_container_id(env["CNI_CONTAINERID"])
+        if cmd in ("ADD", "CHECK"):
+            check_container_id_length(env["CNI_CONTAINERID"])
     if env.get("CNI_IFNAME"):
         validate_ifname(env["CNI_IFNAME"])
-    netns = env.get("CNI_NETNS", "")
-    if netns and not netns.startswith("/"):
-        raise CniError(ERR_INVALID_ENV, "CNI_NETNS must be an absolute path", netns)
+    if env.get("CNI_NETNS"):
+        check_netns_path(env["CNI_NETNS"])
 
 
 # -- versions ---------------------------------------------------------------------
@@ -216,8 +250,23 @@ def parse_config(raw: bytes) -> dict[str, Any]:
     if not isinstance(name, str):
         raise CniError(ERR_INVALID_CONFIG, "missing network name")
     if not valid_name(name):
-        raise CniError(ERR_INVALID_CONFIG, "invalid characters found in network name", name)
+        raise CniError(ERR_INVALID_CONFIG, "invalid characters found in network name", name[:200])
     return conf
+
+
+def check_plugin_type(conf: Mapping[str, Any]) -> None:
+    """The configuration's ``type`` (code 7); after the version, which tells more when both fail."""
+    # The spec: "type (string): the name of the CNI plugin binary on disk. Must
+    # not contain characters disallowed in file paths for the system" (/ here).
+    ptype = conf.get("type")
+    if not isinstance(ptype, str) or not ptype:
+        raise CniError(
+            ERR_INVALID_CONFIG,
+            'missing plugin type: the network configuration needs a string "type"',
+            f"type: {json.dumps(ptype)[:200]}" if "type" in conf else "",
+        )
+    if any(c in "/\\\0" for c in ptype):
+        raise CniError(ERR_INVALID_CONFIG, "invalid characters found in plugin type", ptype[:200])
 
 
 def config_version(conf: Mapping[str, Any]) -> str:
@@ -288,6 +337,7 @@ def parse_invocation(env: Mapping[str, str], stdin: bytes) -> Invocation:
     conf = parse_config(stdin)
     version = config_version(conf)
     check_version(cmd, version)
+    check_plugin_type(conf)
     args = parse_cni_args(env.get("CNI_ARGS", ""))
     if cmd == "ADD" and "prevResult" in conf:
         raise CniError(
@@ -295,8 +345,10 @@ def parse_invocation(env: Mapping[str, str], stdin: bytes) -> Invocation:
             "unsupported field in network configuration: prevResult",
             "glia-cni creates the interface and must be the first plugin of the list",
         )
-    if cmd == "CHECK" and not isinstance(conf.get("prevResult"), dict):
-        raise CniError(ERR_INVALID_CONFIG, "CHECK needs the prevResult of the ADD")
+    if cmd == "CHECK":
+        if not isinstance(conf.get("prevResult"), dict):
+            raise CniError(ERR_INVALID_CONFIG, "CHECK needs the prevResult of the ADD")
+        check_prev_result(normalize_prev_result(conf["prevResult"]))
     return Invocation(
         command=cmd,
         container_id=env.get("CNI_CONTAINERID", ""),
@@ -309,8 +361,18 @@ def parse_invocation(env: Mapping[str, str], stdin: bytes) -> Invocation:
 
 
 def agent_request(inv: Invocation) -> dict[str, Any]:
-    """The ``CniRequest`` body of ``POST /v1/cni/{add,del,check}`` (docs/agent-api.md)."""
+    """The ``CniRequest`` body of ``POST /v1/cni/{add,del,check}`` (docs/agent-api.md).
+
+    ``prev_result`` is the configuration's, in the 1.0 shape; a malformed one
+    (only DEL gets this far with one, and DEL must not fail for it) is left out.
+    """
     prev = inv.config.get("prevResult")
+    if isinstance(prev, dict):
+        prev = normalize_prev_result(prev)
+        try:
+            check_prev_result(prev)
+        except CniError:
+            prev = None
     return {
         "command": inv.command,
         "container_id": inv.container_id,
@@ -318,13 +380,122 @@ def agent_request(inv: Invocation) -> dict[str, Any]:
         "ifname": inv.ifname,
         "args": inv.args,
         "config": inv.config,
-        "prev_result": normalize_prev_result(prev) if isinstance(prev, dict) else None,
+        "prev_result": prev if isinstance(prev, dict) else None,
     }
 
 
 def gc_request(inv: Invocation) -> dict[str, Any]:
     """The body of ``POST /v1/cni/gc``."""
     return {"valid_attachments": valid_attachments(inv.config), "config": inv.config}
+
+
+# -- prevResult -------------------------------------------------------------------
+
+
+def check_prev_result(prev: Any) -> None:
+    """A 1.0 result's shape (code 7, naming the field): what CHECK compares against.
+
+    Spec "Success" result: ``interfaces`` [{name, mac?, mtu?, sandbox?}], ``ips``
+    [{address (CIDR), gateway?, interface? (an index of interfaces)}], ``routes``
+    [{dst (CIDR), gw?}], ``dns`` {nameservers?, domain?, search?, options?}. Keys
+    the spec does not name are allowed: a chained plugin may add its own.
+    """
+    if not isinstance(prev, dict):
+        _bad_prev("prevResult", "a JSON object", prev)
+    interfaces = _prev_list(prev, "interfaces")
+    for i, itf in enumerate(interfaces):
+        where = f"prevResult.interfaces[{i}]"
+        if not isinstance(itf, dict):
+            _bad_prev(where, "an object", itf)
+        if not isinstance(itf.get("name"), str) or not itf["name"]:
+            _bad_prev(f"{where}.name", "an interface name", itf.get("name"))
+        for key in ("mac", "sandbox", "socketPath", "pciID"):
+            if key in itf and not isinstance(itf[key], str):
+                _bad_prev(f"{where}.{key}", "a string", itf[key])
+        if "mtu" in itf and not _is_uint(itf["mtu"]):
+            _bad_prev(f"{where}.mtu", "a number of bytes", itf["mtu"])
+    for i, ip in enumerate(_prev_list(prev, "ips")):
+        where = f"prevResult.ips[{i}]"
+        if not isinstance(ip, dict):
+            _bad_prev(where, "an object", ip)
+        _prev_cidr(ip.get("address"), f"{where}.address")
+        if ip.get("gateway") is not None:
+            _prev_ip(ip["gateway"], f"{where}.gateway")
+        index = ip.get("interface")
+        if index is not None and (not _is_uint(index) or index >= len(interfaces)):
+            _bad_prev(
+                f"{where}.interface",
+                f"an index of prevResult.interfaces (0..{len(interfaces) - 1})"
+                if interfaces
+                else "absent (prevResult has no interfaces)",
+                index,
+            )
+    for i, route in enumerate(_prev_list(prev, "routes")):
+        where = f"prevResult.routes[{i}]"
+        if not isinstance(route, dict):
+            _bad_prev(where, "an object", route)
+        _prev_cidr(route.get("dst"), f"{where}.dst")
+        if route.get("gw") is not None:
+            _prev_ip(route["gw"], f"{where}.gw")
+    dns = prev.get("dns")
+    if dns is not None:
+        if not isinstance(dns, dict):
+            _bad_prev("prevResult.dns", "an object", dns)
+        if "domain" in dns and not isinstance(dns["domain"], str):
+            _bad_prev("prevResult.dns.domain", "a string", dns["domain"])
+        for key in ("nameservers", "search", "options"):
+            value = dns.get(key)
+            if value is not None and (
+                not isinstance(value, list) or not all(isinstance(v, str) for v in value)
+            ):
+                _bad_prev(f"prevResult.dns.{key}", "a list of strings", value)
+
+
+def _prev_list(prev: dict[str, Any], key: str) -> list[Any]:
+    value = prev.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        _bad_prev(f"prevResult.{key}", "a list", value)
+    return value
+
+
+def _prev_cidr(value: Any, where: str) -> None:
+    try:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        ipaddress.ip_interface(value)
+        if "/" not in value:
+            raise ValueError(value)
+    except ValueError:
+        _bad_prev(where, "an address with its prefix length (CIDR)", value)
+
+
+def _prev_ip(value: Any, where: str) -> None:
+    try:
+        if not isinstance(value, str):
+            raise ValueError(value)
+        ipaddress.ip_address(value)
+    except ValueError:
+        _bad_prev(where, "an IP address", value)
+
+
+def _is_uint(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _bad_prev(where: str, expected: str, got: Any) -> NoReturn:
+    try:
+        shown = json.dumps(got)
+    except (TypeError, ValueError):
+        shown = repr(got)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    raise CniError(
+        ERR_INVALID_CONFIG,
+        f"invalid prevResult: {where}: expected {expected}, got {shown}",
+        "CHECK compares the container's networking with the prevResult of its ADD",
+    )
 
 
 # -- results ----------------------------------------------------------------------

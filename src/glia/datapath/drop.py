@@ -29,6 +29,10 @@ class Reason(enum.IntEnum):
     DROP_NO_SERVICE = 9  # no ready backend: refused with a TCP RST or ICMP unreachable
     DROP_NAT_FAILED = 10
     SOCK_XLATE = 11  # a socket's VIP:port rewritten to a backend at connect/sendmsg
+    DROP_UNKNOWN_NODE = 12  # overlay: the outer (VXLAN) source is not a node of the mesh
+    DROP_SOURCE_NOT_OF_NODE = 13  # overlay: the inner source is not an IP of the sending node
+    DROP_IDENTITY_NOT_OF_NODE = 14  # overlay: the VNI names an identity its node cannot send
+    DROP_OVERLAY_PORT = 15  # a pod's UDP to the VXLAN port, handed to the node stack
 
     @property
     def is_drop(self) -> bool:

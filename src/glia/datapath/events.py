@@ -48,6 +48,7 @@ class DropEvent:
     src_identity: int
     dst_identity: int
     length: int
+    tunnel_src: str | None = None  # overlay drops: the outer (VXLAN) source
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> DropEvent:
@@ -72,6 +73,7 @@ class DropEvent:
             src_identity=ev.src_identity,
             dst_identity=ev.dst_identity,
             length=ev.len,
+            tunnel_src=be32_to_ip(ev.tunnel_src) if ev.tunnel_src else None,
         )
 
     def summary(self) -> str:
@@ -84,9 +86,10 @@ class DropEvent:
                 f"drop {self.reason.label} {self.direction} ifindex {self.ifindex} "
                 f"ethertype 0x{self.l3_proto:04x} len {self.length}"
             )
+        via = f" via {self.tunnel_src}" if self.tunnel_src else ""
         return (
             f"drop {self.reason.label} {self.direction} ifindex {self.ifindex} {proto} "
-            f"{src} -> {dst} identity {self.src_identity} -> {self.dst_identity} "
+            f"{src} -> {dst}{via} identity {self.src_identity} -> {self.dst_identity} "
             f"len {self.length}"
         )
 

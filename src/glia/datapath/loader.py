@@ -7,6 +7,12 @@ with their entries, missing ones are created and pinned) -> ``configure()`` ->
 ``attach_*()`` -> ``close()``. Closing releases only this process's handles:
 attached programs and pinned maps keep the datapath running, so an agent
 restart does not interrupt traffic. :func:`unpin` removes a node's pins.
+
+Upgrades: a map whose layout changed has a new versioned name, so the new
+objects create it next to the old pin; ``load()`` then removes the pins of
+retired versions (structs.RETIRED_MAPS). Programs of the old version that are
+still attached keep their maps (a pin is one reference among others) until
+the agent attaches the new programs, after ``configure()``.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from glia.datapath.structs import (
     ENDPOINTS,
     IPCACHE,
     METRICS,
+    RETIRED_MAPS,
     glia_config,
     glia_ct4_entry,
     glia_ct4_key,
@@ -168,6 +175,8 @@ class Datapath:
                     for spec in PROGRAMS:
                         if spec.object_file == object_file:
                             self._prog_fds[spec.program] = self._pin_program(obj, spec)
+            for retired in RETIRED_MAPS:
+                (self.pin_dir / retired).unlink(missing_ok=True)
             first = self._objects[0]
             self._endpoints = EndpointMap(
                 BPFMap(
@@ -269,8 +278,12 @@ class Datapath:
         """The service conntrack map (glia.datapath.ct)."""
         return self._loaded(self._ct)
 
-    def configure(self, *, node_ip: str, vxlan_ifindex: int, cluster_id: int) -> None:
-        self.config.set(NodeConfig(node_ip, vxlan_ifindex, cluster_id))
+    def configure(
+        self, *, node_ip: str, vxlan_ifindex: int, cluster_id: int, vxlan_port: int
+    ) -> None:
+        """Tell the programs their node: its IP (the tunnel endpoint), glia_vxlan's
+        ifindex and UDP port (pods may not send to it), its cluster id."""
+        self.config.set(NodeConfig(node_ip, vxlan_ifindex, cluster_id, vxlan_port))
 
     # --- programs -----------------------------------------------------------
 

@@ -29,6 +29,7 @@ from glia.datapath.structs import (
     METRICS,
     MacBytes,
     MapSpec,
+    be16_to_int,
     be32_to_ip,
     glia_config,
     glia_endpoint,
@@ -36,6 +37,7 @@ from glia.datapath.structs import (
     glia_ipcache_entry,
     glia_ipcache_key,
     glia_metrics,
+    int_to_be16,
     ip_to_be32,
     mac_to_bytes,
     mac_to_str,
@@ -518,11 +520,17 @@ class NodeConfig:
     node_ip: str
     vxlan_ifindex: int
     cluster_id: int
+    vxlan_port: int = 0  # glia_vxlan's UDP port, which pods may not send to; 0 = no guard
     flags: int = 0
+
+    def __post_init__(self) -> None:
+        ip_to_be32(self.node_ip)
+        if not 0 <= self.vxlan_port <= 0xFFFF:
+            raise ValueError(f"VXLAN port {self.vxlan_port} is not a UDP port (0..65535)")
 
 
 class ConfigMap:
-    """glia_config_v1: one entry."""
+    """glia_config_v2: one entry."""
 
     def __init__(self, m: BPFMap[c_uint32, glia_config]) -> None:
         self.map = m
@@ -537,6 +545,7 @@ class ConfigMap:
             vxlan_ifindex=config.vxlan_ifindex,
             cluster_id=config.cluster_id,
             flags=config.flags,
+            vxlan_port=int_to_be16(config.vxlan_port),
         )
         self.map.update(c_uint32(0), value)
 
@@ -544,7 +553,13 @@ class ConfigMap:
         v = self.map.lookup(c_uint32(0))
         if v is None:  # an array map always has its entries
             raise DatapathError(f"{self.map.spec.name} has no entry 0")
-        return NodeConfig(be32_to_ip(v.node_ip), v.vxlan_ifindex, v.cluster_id, v.flags)
+        return NodeConfig(
+            be32_to_ip(v.node_ip),
+            v.vxlan_ifindex,
+            v.cluster_id,
+            be16_to_int(v.vxlan_port),
+            v.flags,
+        )
 
     def close(self) -> None:
         self.map.close()

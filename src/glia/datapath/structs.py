@@ -77,6 +77,8 @@ class glia_config(Structure):
         ("vxlan_ifindex", c_uint32),
         ("cluster_id", c_uint32),
         ("flags", c_uint32),
+        ("vxlan_port", c_uint16),
+        ("pad", c_uint16),
     ]
 
 
@@ -97,7 +99,7 @@ class glia_drop_event(Structure):
         ("src_identity", c_uint32),
         ("dst_identity", c_uint32),
         ("len", c_uint32),
-        ("pad2", c_uint32),
+        ("tunnel_src", c_uint32),
     ]
 
 
@@ -304,7 +306,7 @@ METRICS = MapSpec(
     REASON_MAX * len(Direction),
     percpu=True,
 )
-CONFIG = MapSpec("glia_config_v1", BPF_MAP_TYPE_ARRAY, c_uint32, glia_config, 1)
+CONFIG = MapSpec("glia_config_v2", BPF_MAP_TYPE_ARRAY, c_uint32, glia_config, 1)
 EVENTS = MapSpec("glia_events_v1", BPF_MAP_TYPE_RINGBUF, None, None, 256 * 1024)
 
 
@@ -350,6 +352,10 @@ LB_RSK = MapSpec(
 )
 LB_MAPS = (LB_SERVICES, LB_SLOTS, LB_MAGLEV, LB_BACKENDS, LB_REVNAT, LB_AFFINITY, LB_AFFMATCH)
 ALL_MAPS = (ENDPOINTS, IPCACHE, METRICS, CONFIG, EVENTS, *LB_MAPS, CT4, LB_SOCK, LB_RSK)
+# Pins of earlier layout versions, which no program of this version uses: the
+# loader removes them (programs of the old version still attached keep their
+# maps until they are replaced, since a pin is only one reference).
+RETIRED_MAPS = ("glia_config_v1", "glia_ct4_v1")
 
 
 def ip_to_be32(ip: str) -> int:
@@ -381,6 +387,11 @@ def prefix_to_key(prefix: str) -> tuple[int, int]:
 
 def be32_to_ip(value: int) -> str:
     return socket.inet_ntoa(struct.pack("=I", value))
+
+
+def int_to_be16(value: int) -> int:
+    """A port number as the c_uint16 whose memory holds it in network order."""
+    return int(struct.unpack("=H", struct.pack("!H", value))[0])
 
 
 def be16_to_int(value: int) -> int:

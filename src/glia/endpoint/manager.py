@@ -19,15 +19,17 @@ import asyncio
 import contextlib
 import functools
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, Protocol
 
+from glia.cni import spec
+from glia.cni.spec import CniError as CniError  # re-exported: the API catches it
 from glia.datapath import netlink
 from glia.datapath.loader import Datapath
 from glia.datapath.maps import EndpointInfo
 from glia.datapath.runner import RunDatapath
+from glia.endpoint import netns_check, request
 from glia.endpoint.cni_result import add_result
 from glia.endpoint.store import EndpointStore, endpoint_key
 from glia.identity.allocator import IdentityAllocator
@@ -43,22 +45,15 @@ from glia.model.ipcache import IPCacheEntry
 
 log = logging.getLogger(__name__)
 
-# CNI spec error codes (https://www.cni.dev/docs/spec/#error).
-CNI_INCOMPATIBLE_VERSION = 1
-CNI_UNKNOWN_CONTAINER = 3
-CNI_INVALID_ENV = 4
-CNI_IO_ERROR = 5
-CNI_INVALID_CONFIG = 7
-CNI_TRY_AGAIN = 11
-CNI_NOT_READY = 50
-
-
-class CniError(Exception):
-    def __init__(self, code: int, msg: str, details: str = "") -> None:
-        super().__init__(msg)
-        self.code = code
-        self.msg = msg
-        self.details = details
+# CNI spec error codes (https://www.cni.dev/docs/spec/#error), one definition
+# with glia-cni's, as is the error (the API turns it into the error body).
+CNI_INCOMPATIBLE_VERSION = spec.ERR_INCOMPATIBLE_VERSION
+CNI_UNKNOWN_CONTAINER = spec.ERR_UNKNOWN_CONTAINER
+CNI_INVALID_ENV = spec.ERR_INVALID_ENV
+CNI_IO_ERROR = spec.ERR_IO
+CNI_INVALID_CONFIG = spec.ERR_INVALID_CONFIG
+CNI_TRY_AGAIN = spec.ERR_TRY_AGAIN_LATER
+CNI_NOT_READY = spec.ERR_NOT_AVAILABLE
 
 
 class LabelSource(Protocol):
@@ -112,15 +107,14 @@ class EndpointManager:
     # ---- CNI -----------------------------------------------------------
 
     async def add(self, req: dict[str, Any]) -> dict[str, Any]:
-        cid, netns, ifname = _req_fields(req)
-        args = req.get("args") or {}
-        name = str(args.get("K8S_POD_NAME") or cid[:12])
-        namespace = str(args.get("K8S_POD_NAMESPACE") or "default")
-        cni_version = str((req.get("config") or {}).get("cniVersion", "1.0.0"))
-        if not os.path.exists(netns):
-            raise CniError(CNI_INVALID_ENV, f"network namespace {netns} does not exist")
+        # Everything about the request is checked before anything is allocated.
+        r = request.parse_add(req)
+        cid, netns, ifname = r.container_id, r.netns, r.ifname
+        name, namespace, cni_version = r.name, r.namespace, r.cni_version
+        target = await asyncio.to_thread(netns_check.check_pod_netns, netns)
         key = endpoint_key(cid, ifname)
         async with self._lock:
+            request.check_one_netns(cid, netns, target, await self._attached(cid))
             existing = self._eps.get(key)
             if existing is not None:
                 # A runtime retrying ADD: same answer, nothing allocated twice.
@@ -186,7 +180,9 @@ class EndpointManager:
             for step in reversed(undo):
                 with contextlib.suppress(Exception):
                     await step()
-            self._store.remove(cid, ifname)
+            # The rollback must not replace the error the caller needs to see.
+            with contextlib.suppress(OSError):
+                self._store.remove(cid, ifname)
             if isinstance(e, CniError):
                 raise
             if isinstance(e, Exception):
@@ -221,15 +217,25 @@ class EndpointManager:
         log.info("endpoint %s/%s removed (%s)", ep.namespace, ep.name, ep.ip)
 
     async def check(self, req: dict[str, Any]) -> None:
-        cid, _, ifname = _req_fields(req)
+        r = request.parse_check(req)
+        cid, ifname = r.container_id, r.ifname
+        target = await asyncio.to_thread(netns_check.check_pod_netns, r.netns)
+        request.check_one_netns(cid, r.netns, target, await self._attached(cid))
         ep = self._eps.get(endpoint_key(cid, ifname))
         if ep is None:
             raise CniError(CNI_UNKNOWN_CONTAINER, f"no endpoint for container {cid[:12]}/{ifname}")
+        request.check_prev_matches(ep, r.prev_result)
         links = dict(await self._run_dp(lambda: netlink.list_links(netlink.HOST_PREFIX)))
         if ep.host_ifname not in links:
             raise CniError(CNI_IO_ERROR, f"host interface {ep.host_ifname} is missing")
         if await self._run_dp(lambda: self._dp.endpoints.get(ep.ip)) is None:
             raise CniError(CNI_IO_ERROR, f"endpoint map has no entry for {ep.ip}")
+
+    async def _attached(self, cid: str) -> list[tuple[Endpoint, request.NetnsId | None]]:
+        """The container's endpoints, each with the namespace its path names now."""
+        eps = [ep for ep in self._eps.values() if ep.container_id == cid]
+        ids = [await asyncio.to_thread(netns_check.identity, ep.netns) for ep in eps]
+        return list(zip(eps, ids, strict=True))
 
     async def gc(self, valid: list[tuple[str, str]]) -> int:
         """Remove every endpoint whose (container id, ifname) is not in ``valid``."""
@@ -354,32 +360,30 @@ class EndpointManager:
             cluster_id=self._cluster_id,
             node=self._node,
         )
-        await self._pub.publish(keys.ipcache(self._cluster, ep.ip), codec.encode(entry))
+        await self._pub.publish(keys.ipcache(self._cluster, self._node, ep.ip), codec.encode(entry))
         await self._pub.publish(
-            keys.endpoint(self._cluster, ep.namespace, ep.name), codec.encode(ep)
+            keys.endpoint(self._cluster, self._node, ep.namespace, ep.name), codec.encode(ep)
         )
 
     async def _withdraw(self, ep: Endpoint) -> None:
-        await self._pub.withdraw(keys.ipcache(self._cluster, ep.ip))
-        await self._pub.withdraw(keys.endpoint(self._cluster, ep.namespace, ep.name))
+        await self._pub.withdraw(keys.ipcache(self._cluster, self._node, ep.ip))
+        await self._pub.withdraw(keys.endpoint(self._cluster, self._node, ep.namespace, ep.name))
 
     async def _withdraw_strays(self) -> int:
-        """Delete this node's endpoint and ipcache keys that no adopted endpoint claims."""
+        """Delete this node's endpoint and ipcache keys that no adopted endpoint claims.
+
+        Layout v2 keys carry the writing node, so "this node's" is a prefix:
+        never another node's key, whatever its value says.
+        """
         mine = self._pub.published()
         removed = 0
-        for prefix, owner in (
-            (keys.endpoints(self._cluster), _endpoint_node),
-            (keys.ipcaches(self._cluster), _ipcache_node),
+        for prefix in (
+            keys.endpoints(self._cluster, self._node),
+            keys.ipcaches(self._cluster, self._node),
         ):
             items, _ = await self._kv.list(prefix)
             for kv in items:
-                if kv.key in mine:
-                    continue
-                try:
-                    node = owner(kv.value)
-                except codec.InvalidValue:
-                    continue  # not provably this node's: leave it to its writer
-                if node == self._node and await self._kv.delete_if(
+                if kv.key not in mine and await self._kv.delete_if(
                     kv.key, mod_revision=kv.mod_revision
                 ):
                     log.info("withdrew stray key %s", kv.key)
@@ -393,27 +397,6 @@ class EndpointManager:
             with contextlib.suppress(BaseException):
                 await task
         self._label_tasks.clear()
-
-
-def _req_fields(req: dict[str, Any]) -> tuple[str, str, str]:
-    cid = req.get("container_id")
-    netns = req.get("netns")
-    ifname = req.get("ifname") or "eth0"
-    if not isinstance(cid, str) or not cid:
-        raise CniError(CNI_INVALID_ENV, "container_id (CNI_CONTAINERID) is required")
-    if not isinstance(netns, str) or not netns:
-        raise CniError(CNI_INVALID_ENV, "netns (CNI_NETNS) is required")
-    if not isinstance(ifname, str) or len(ifname) > 15 or "/" in ifname:
-        raise CniError(CNI_INVALID_ENV, f"ifname {ifname!r} is not a valid interface name")
-    return cid, netns, ifname
-
-
-def _endpoint_node(raw: bytes) -> str:
-    return codec.decode(Endpoint, raw).node
-
-
-def _ipcache_node(raw: bytes) -> str:
-    return codec.decode(IPCacheEntry, raw).node
 
 
 async def _aw(value: object) -> None:

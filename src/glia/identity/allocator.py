@@ -24,6 +24,9 @@ from glia.kvstore.client import Compare, KeyValue, KVClient, Put
 from glia.kvstore.publisher import LeasedPublisher
 from glia.model import codec
 from glia.model.identity import MAX_LOCAL, MIN_LOCAL, Identity, labels_key, make_cluster_identity
+from glia.validate.bounds import ClusterBounds
+from glia.validate.errors import Rejected
+from glia.validate.identities import check_identity, cluster_range
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +76,13 @@ class IdentityAllocator:
         references of the previous run would otherwise keep unused ids alive
         until that run's lease expires.
         """
-        items, _ = await self._kv.list(keys.identity_refs(self._cluster))
+        items, _ = await self._kv.list(keys.identity_refs(self._cluster, self._node))
         pruned = 0
         for kv in items:
-            parts = kv.key.rsplit("/", 2)
-            if len(parts) != 3 or parts[2] != self._node or not parts[1].isdigit():
+            ref = keys.parse_identity_ref(self._cluster, kv.key)
+            if ref is None or ref[0] != self._node:
                 continue
-            if int(parts[1]) not in self._users and await self._kv.delete_if(
+            if ref[1] not in self._users and await self._kv.delete_if(
                 kv.key, mod_revision=kv.mod_revision
             ):
                 pruned += 1
@@ -114,7 +117,7 @@ class IdentityAllocator:
         for _ in range(64):
             kv = await self._kv.get(lkey)
             if kv is not None:
-                numeric = _parse_id(kv.value, lkey)
+                numeric = _parse_id(kv.value, lkey, self._cluster_id)
                 return Identity(numeric, dict(labels))
             numeric = await self._pick_free()
             ident = Identity(numeric, dict(labels))
@@ -179,23 +182,30 @@ class MasterKeyKeeper:
         await self._alloc.ensure_master_keys()
 
 
-def _parse_id(raw: bytes, key: str) -> int:
+def _parse_id(raw: bytes, key: str, cluster_id: int) -> int:
+    """The id a label index names; only one of this cluster's range is believed
+    (any agent may write the index: a forged one must not hand out a reserved
+    identity or another cluster's)."""
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError):
         value = None
-    if not isinstance(value, int) or value < MIN_LOCAL:
-        raise codec.InvalidValue(f"{key}: expected a numeric identity, got {raw[:40]!r}")
+    lo, hi = cluster_range(cluster_id)
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise codec.InvalidValue(
+            f"{key}: expected an identity of this cluster ({lo}..{hi}), got {raw[:40]!r}"
+        )
     return value
 
 
-async def list_identities(client: KVClient, cluster: str) -> list[Identity]:
-    """Every identity stored for ``cluster``, skipping (and logging) invalid values."""
+async def list_identities(client: KVClient, cluster: str, cluster_id: int) -> list[Identity]:
+    """Every valid identity stored for ``cluster``, skipping (and logging) the rest."""
     items, _ = await client.list(keys.identity_ids(cluster))
+    bounds = ClusterBounds(cluster, cluster_id)
     out = []
     for kv in items:
         try:
-            out.append(codec.decode(Identity, kv.value))
-        except codec.InvalidValue as e:
+            out.append(check_identity(kv.key, kv.value, bounds))
+        except Rejected as e:
             log.warning("skipping invalid identity %s: %s", kv.key, e)
     return sorted(out, key=lambda i: i.id)

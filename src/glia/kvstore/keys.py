@@ -1,8 +1,34 @@
 """The kvstore key layout. STABLE: other clusters read these keys.
 
-One writer per prefix (see DESIGN.md, "State and ownership"). Every key is
-versioned (``v1``) so a layout change gets a new prefix, never an in-place
-reinterpretation. Helpers build keys; :func:`parse` takes them apart again.
+One writer per prefix (see DESIGN.md, "State and ownership", and
+docs/kvstore.md). Every key is versioned so a layout change gets a new
+prefix, never an in-place reinterpretation. Helpers build keys; :func:`parse`
+takes them apart again.
+
+Layout v2 (this version) puts the writing node right after the cluster in
+every key an agent writes, so etcd's prefix-based RBAC can give each agent its
+own user that may write only its own node's records
+(:mod:`glia.kvstore.rbac`)::
+
+    glia/state/nodes/v2/<cluster>/<node>                      Node, that agent
+    glia/state/ip/v2/<cluster>/<node>/<ip>                    IPCacheEntry, that agent
+    glia/state/endpoints/v2/<cluster>/<node>/<ns>/<name>      Endpoint, that agent
+    glia/state/health/v1/<cluster>/<node>                     BackendHealth, that agent
+    glia/state/identities/v2/<cluster>/id/<n>                 Identity, any agent (allocator)
+    glia/state/identities/v2/<cluster>/labels/<digest>        id, any agent (allocator)
+    glia/state/identities/v2/<cluster>/refs/<node>/<n>        "", that agent
+    glia/state/podcidrs/v1/<cluster>/nodes/<node>             PodCIDRAllocation, operator
+    glia/state/podcidrs/v1/<cluster>/cidrs/<cidr>             node name, operator
+    glia/state/services/v1/<cluster>/<ns>/<name>              ClusterService, operator
+    glia/state/operator/v1/<cluster>/leader                   operator replica, operator
+    glia/.heartbeat                                           operator
+    glia/config/v1/<kind>/<ns>/<name>                         declared resources, CLI path
+    glia/config/v1/clusterips/<ip>                            ClusterIP reservation, CLI path
+
+v1 put the IP (or namespace) first, so one etcd user had to be allowed to
+write every node's records. Readers of v2 still check that what a node wrote
+is its own (an IP inside the pod CIDR the operator gave that node): RBAC keeps
+a node to its own keys, validation keeps it to its own addresses.
 """
 
 from __future__ import annotations
@@ -14,10 +40,10 @@ STATE = "glia/state/"
 CONFIG = "glia/config/v1/"
 HEARTBEAT = "glia/.heartbeat"
 
-NODES = "glia/state/nodes/v1/"
-IPCACHE = "glia/state/ip/v1/"
-ENDPOINTS = "glia/state/endpoints/v1/"
-IDENTITIES = "glia/state/identities/v1/"
+NODES = "glia/state/nodes/v2/"
+IPCACHE = "glia/state/ip/v2/"
+ENDPOINTS = "glia/state/endpoints/v2/"
+IDENTITIES = "glia/state/identities/v2/"
 SERVICES = "glia/state/services/v1/"
 # Pod CIDR allocations are the operator's (not under a node's lease: a node
 # that restarts must get its CIDR back, its endpoints still hold IPs from it).
@@ -43,29 +69,30 @@ def nodes(cluster: str) -> str:
     return f"{NODES}{_check(cluster, 'cluster')}/"
 
 
-def ipcache(cluster: str, ip: str) -> str:
-    return f"{IPCACHE}{_check(cluster, 'cluster')}/{_check(ip, 'ip')}"
+def ipcache(cluster: str, node_name: str, ip: str) -> str:
+    return f"{ipcaches(cluster, node_name)}{_check(ip, 'ip')}"
 
 
-def ipcaches(cluster: str) -> str:
-    return f"{IPCACHE}{_check(cluster, 'cluster')}/"
+def ipcaches(cluster: str, node_name: str | None = None) -> str:
+    """Every ipcache entry of ``cluster``, or only those ``node_name`` wrote."""
+    base = f"{IPCACHE}{_check(cluster, 'cluster')}/"
+    return base if node_name is None else f"{base}{_check(node_name, 'node')}/"
 
 
-def endpoint(cluster: str, namespace: str, name: str) -> str:
-    return (
-        f"{ENDPOINTS}{_check(cluster, 'cluster')}/"
-        f"{_check(namespace, 'namespace')}/{_check(name, 'name')}"
-    )
+def endpoint(cluster: str, node_name: str, namespace: str, name: str) -> str:
+    return f"{endpoints(cluster, node_name)}{_check(namespace, 'namespace')}/{_check(name, 'name')}"
 
 
-def endpoints(cluster: str) -> str:
-    return f"{ENDPOINTS}{_check(cluster, 'cluster')}/"
+def endpoints(cluster: str, node_name: str | None = None) -> str:
+    """Every endpoint record of ``cluster``, or only those of ``node_name``."""
+    base = f"{ENDPOINTS}{_check(cluster, 'cluster')}/"
+    return base if node_name is None else f"{base}{_check(node_name, 'node')}/"
 
 
 # Identities (allocator layout, per cluster etcd):
 #   .../id/<numeric>              -> Identity (labels)          master key, no lease
 #   .../labels/<labels_key>       -> numeric id                 reverse index, no lease
-#   .../refs/<numeric>/<node>     -> ""                         on the user node's lease
+#   .../refs/<node>/<numeric>     -> ""                         on the user node's lease
 def identity_id(cluster: str, numeric: int) -> str:
     return f"{IDENTITIES}{_check(cluster, 'cluster')}/id/{numeric}"
 
@@ -75,16 +102,30 @@ def identity_ids(cluster: str) -> str:
 
 
 def identity_labels(cluster: str, lkey: str) -> str:
-    return f"{IDENTITIES}{_check(cluster, 'cluster')}/labels/{_check(lkey, 'labels key')}"
+    return f"{identity_labels_prefix(cluster)}{_check(lkey, 'labels key')}"
+
+
+def identity_labels_prefix(cluster: str) -> str:
+    return f"{IDENTITIES}{_check(cluster, 'cluster')}/labels/"
 
 
 def identity_ref(cluster: str, numeric: int, node_name: str) -> str:
-    return f"{IDENTITIES}{_check(cluster, 'cluster')}/refs/{numeric}/{_check(node_name, 'node')}"
+    return f"{identity_refs(cluster, node_name)}{numeric}"
 
 
-def identity_refs(cluster: str, numeric: int | None = None) -> str:
+def identity_refs(cluster: str, node_name: str | None = None) -> str:
+    """Every reference of ``cluster``, or only those ``node_name`` holds."""
     base = f"{IDENTITIES}{_check(cluster, 'cluster')}/refs/"
-    return base if numeric is None else f"{base}{numeric}/"
+    return base if node_name is None else f"{base}{_check(node_name, 'node')}/"
+
+
+def parse_identity_ref(cluster: str, key: str) -> tuple[str, int] | None:
+    """``(node, numeric)`` of a reference key of ``cluster``; None if it is not one."""
+    rest = key.removeprefix(identity_refs(cluster))
+    node_name, sep, numeric = rest.partition("/")
+    if rest == key or not sep or not node_name or not numeric.isdigit() or len(numeric) > 10:
+        return None
+    return node_name, int(numeric)
 
 
 def identities(cluster: str) -> str:
@@ -93,6 +134,11 @@ def identities(cluster: str) -> str:
 
 def podcidr_node(cluster: str, node_name: str) -> str:
     return f"{PODCIDRS}{_check(cluster, 'cluster')}/nodes/{_check(node_name, 'node')}"
+
+
+def podcidrs(cluster: str) -> str:
+    """Every pod CIDR record of ``cluster`` (allocations and blocks)."""
+    return f"{PODCIDRS}{_check(cluster, 'cluster')}/"
 
 
 def podcidr_nodes(cluster: str) -> str:
@@ -161,7 +207,10 @@ def last(key: str) -> str:
 
 # Longest first, so a prefix that extends another would win (none does today).
 _KNOWN = tuple(
-    sorted((NODES, IPCACHE, ENDPOINTS, IDENTITIES, SERVICES, PODCIDRS, OPERATOR, CONFIG), key=len)
+    sorted(
+        (NODES, IPCACHE, ENDPOINTS, IDENTITIES, SERVICES, PODCIDRS, OPERATOR, HEALTH, CONFIG),
+        key=len,
+    )
 )[::-1]
 
 

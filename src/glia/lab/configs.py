@@ -15,16 +15,23 @@ import yaml
 
 from glia.agent.config import AgentConfig
 from glia.kvstore.config import EtcdConfig
+from glia.lab.etcd import MAX_TXN_OPS
 from glia.lab.podman import podman_env
-from glia.lab.topology import NODE_MASK_SIZE, ClusterSpec, NodeSpec, service_cidr
+from glia.lab.topology import NODE_MASK_SIZE, ClusterSpec, NodeSpec, pod_pool, service_cidr
 from glia.model import codec
 from glia.operator.config import OperatorConfig
 
 
 def agent_config(
-    node: NodeSpec, etcd: EtcdConfig, bpf_obj_dir: Path, socket_lb_cgroup: Path | None = None
+    node: NodeSpec,
+    etcd: EtcdConfig,
+    bpf_obj_dir: Path,
+    socket_lb_cgroup: Path | None = None,
+    config_etcd: EtcdConfig | None = None,
 ) -> AgentConfig:
-    """``socket_lb_cgroup``: the node's cgroup v2 directory (None: socket load-balancing off)."""
+    """``etcd``: the node's own etcd user; ``config_etcd``: the CLI path's user, for
+    ``glia apply`` through this agent (None: the agent serves no apply);
+    ``socket_lb_cgroup``: the node's cgroup v2 directory (None: socket LB off)."""
     return AgentConfig(
         cluster=node.cluster,
         cluster_id=node.cluster_id,
@@ -38,6 +45,9 @@ def agent_config(
         runtime="podman",
         runtime_env=podman_env(node),
         service_cidr=str(service_cidr(node.cluster_id)),
+        pod_pool=str(pod_pool(node.cluster_id)),
+        config_etcd=config_etcd,
+        etcd_max_txn_ops=MAX_TXN_OPS,
         socket_lb_cgroup=str(socket_lb_cgroup) if socket_lb_cgroup is not None else "",
     )
 

@@ -4,15 +4,9 @@ Called by the lab (one etcd per cluster, inside the cluster's etcd network
 namespace, optionally three members) and by ``tests/integration/conftest.py``
 (one etcd on 127.0.0.1). TLS on client and peer URLs, client-certificate auth
 (the certificate's CN is the etcd user), RBAC set up by
-:meth:`EtcdServer.bootstrap_auth`:
-
-=============  =========  ==================================================
-user           role       may
-=============  =========  ==================================================
-root           root       everything (bootstrap, operators)
-glia           glia-rw    read and write ``glia/``
-glia-remote    glia-ro    read ``glia/state/`` and ``glia/.heartbeat``
-=============  =========  ==================================================
+:meth:`EtcdServer.bootstrap_auth` with the users and roles of
+:mod:`glia.kvstore.rbac` (one user per writer: an agent per node, the
+operator, the CLI path, the read-only remote user; root for bootstrap).
 
 The process is started by PID (``nsenter --net=/run/netns/NS etcd ...`` when
 it lives in a namespace: nsenter execs etcd, so the PID is etcd's) and ended by
@@ -34,14 +28,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from glia.kvstore.config import EtcdConfig
+from glia.kvstore.rbac import RO_USER as RO_USER  # re-exported for the lab and tests
+from glia.kvstore.rbac import ROLE_RO, ROLE_RW, RoleSpec, etcdctl_commands
+from glia.kvstore.rbac import RW_USER as RW_USER
 from glia.lab.pki import CertPaths, issue, make_ca
 
 ROOT_USER = "root"
-RW_USER = "glia"
-RO_USER = "glia-remote"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -50,26 +44,12 @@ class EtcdError(RuntimeError):
     """Starting, stopping or configuring the etcd process failed."""
 
 
-@dataclass(frozen=True, slots=True)
-class Grant:
-    """One RBAC permission: ``perm`` on ``key`` (a prefix unless ``prefix=False``)."""
-
-    key: str
-    perm: Literal["read", "write", "readwrite"]
-    prefix: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class RoleSpec:
-    name: str
-    grants: tuple[Grant, ...]
-
-
-ROLE_RW = RoleSpec("glia-rw", (Grant("glia/", "readwrite"),))
-ROLE_RO = RoleSpec(
-    "glia-ro", (Grant("glia/state/", "read"), Grant("glia/.heartbeat", "read", prefix=False))
-)
 DEFAULT_USERS: Mapping[str, RoleSpec] = {RW_USER: ROLE_RW, RO_USER: ROLE_RO}
+# One transaction of `glia apply` holds two operations per Service (its
+# config and its ClusterIP reservation) and as many compares; etcd's default
+# of 128 would cap a file at ~64 Services. 1,000 Services need 2,000.
+MAX_TXN_OPS = 10000
+MAX_REQUEST_BYTES = 16 * 1024 * 1024  # etcd's default is 1.5 MiB
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +214,8 @@ class EtcdServer:
             "--logger=zap",
             "--log-outputs=stderr",
             "--enable-v2=false",
+            f"--max-txn-ops={MAX_TXN_OPS}",
+            f"--max-request-bytes={MAX_REQUEST_BYTES}",
         ]
 
     @property
@@ -382,6 +364,8 @@ class EtcdServer:
     def bootstrap_auth(self, users: Mapping[str, RoleSpec] | None = None) -> None:
         """Create root, glia (glia-rw), glia-remote (glia-ro) and ``users``; enable auth.
 
+        ``users``: user -> role, e.g. :func:`glia.kvstore.rbac.cluster_users`.
+
         Safe to run again (on a restarted cluster): existing users, roles and
         grants are kept. Users have no password: etcd authenticates them by the
         CN of their client certificate, issued here.
@@ -391,15 +375,8 @@ class EtcdServer:
         self._etcdctl_idempotent("role", "add", "root")
         self._etcdctl_idempotent("user", "add", ROOT_USER, "--no-password")
         self._etcdctl_idempotent("user", "grant-role", ROOT_USER, "root")
-        for role in {spec.name: spec for spec in wanted.values()}.values():
-            self._etcdctl_idempotent("role", "add", role.name)
-            for g in role.grants:
-                prefix = f"--prefix={str(g.prefix).lower()}"
-                self._etcdctl_idempotent(
-                    "role", "grant-permission", prefix, role.name, g.perm, g.key
-                )
-        for user, spec in wanted.items():
+        for user in wanted:
             self.user_cert(user)
-            self._etcdctl_idempotent("user", "add", user, "--no-password")
-            self._etcdctl_idempotent("user", "grant-role", user, spec.name)
+        for args in etcdctl_commands(dict(wanted)):
+            self._etcdctl_idempotent(*args)
         self.etcdctl("auth", "enable")

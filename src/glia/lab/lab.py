@@ -40,6 +40,7 @@ from glia.agent.config import AgentConfig
 from glia.agent.config import load as agent_config_load
 from glia.cni.config import conflist
 from glia.datapath import cgroup
+from glia.kvstore import rbac
 from glia.kvstore.config import EtcdConfig
 from glia.lab import (
     configs,
@@ -354,7 +355,9 @@ class Lab:
         for c in self.topo.clusters:
             try:
                 self.etcd(c.name).wait_ready(ETCD_TIMEOUT)
-                self.etcd(c.name).bootstrap_auth()
+                self.etcd(c.name).bootstrap_auth(
+                    rbac.cluster_users(c.name, [n.name for n in c.nodes])
+                )
             except EtcdError as e:
                 raise LabError(f"{c.name}: {e}") from None
 
@@ -484,7 +487,7 @@ class Lab:
         return self._etcd[c.name]
 
     def etcd_config(self, cluster: str, user: str = RW_USER) -> EtcdConfig:
-        """Client settings for ``cluster``'s etcd as ``user`` (root, glia, glia-remote).
+        """Client settings for ``cluster``'s etcd as ``user`` (see :mod:`glia.kvstore.rbac`).
 
         The endpoint is an underlay address: use it from inside a lab namespace.
         """
@@ -494,13 +497,16 @@ class Lab:
         n = self.node(node)
         return configs.agent_config(
             n,
-            self.etcd_config(n.cluster),
+            self.etcd_config(n.cluster, rbac.agent_user(n.name)),
             repo_dir() / "build" / "bpf",
             socket_lb_cgroup=self.node_cgroup(n.ref),
+            config_etcd=self.etcd_config(n.cluster, rbac.CONFIG_USER),
         )
 
     def operator_config(self, cluster: str) -> OperatorConfig:
-        return configs.operator_config(self.topo.cluster(cluster), self.etcd_config(cluster))
+        return configs.operator_config(
+            self.topo.cluster(cluster), self.etcd_config(cluster, rbac.OPERATOR_USER)
+        )
 
     # --- daemons -------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from glia.operator.identity_gc import IdentityGC
 from glia.operator.leader import LeaderElection
 from glia.operator.podcidr import PodCIDRAllocator
 from glia.operator.services import ServiceResolver
+from glia.validate.bounds import ClusterBounds
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,9 @@ class Operator:
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
         self.kv = await KVClient.connect(
-            cfg.etcd, check_read=[keys.STATE, keys.CONFIG], check_write=[keys.STATE]
+            cfg.etcd,
+            check_read=[keys.STATE, keys.CONFIG],
+            check_write=[keys.services(cfg.cluster), keys.podcidrs(cfg.cluster), keys.HEARTBEAT],
         )
         self.election = LeaderElection(
             self.kv, keys.operator_leader(cfg.cluster), self.identity, cfg.lease_ttl
@@ -60,7 +63,8 @@ class Operator:
         allocator = PodCIDRAllocator(self.kv, cfg.cluster, cfg.pod_pool, cfg.node_mask_size)
         self._reflector = Reflector(self.kv, keys.nodes(cfg.cluster), allocator)
         await self._reflector.start()
-        self._services = ServiceResolver(self.kv, cfg.cluster, cfg.cluster_id)
+        bounds = ClusterBounds.of(cfg.cluster, cfg.cluster_id, cfg.pod_pool, cfg.service_cidr)
+        self._services = ServiceResolver(self.kv, cfg.cluster, cfg.cluster_id, bounds=bounds)
         await self._services.start()
         gc = IdentityGC(self.kv, cfg.cluster, cfg.identity_gc_grace)
         self._tasks = [

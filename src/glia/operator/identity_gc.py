@@ -48,9 +48,9 @@ class IdentityGC:
         ref_items, _ = await self._kv.list(keys.identity_refs(self._cluster))
         refs = set()
         for kv in ref_items:
-            parts = kv.key.rsplit("/", 2)
-            if len(parts) == 3 and parts[1].isdigit():
-                refs.add(int(parts[1]))
+            ref = keys.parse_identity_ref(self._cluster, kv.key)
+            if ref is not None:
+                refs.add(ref[1])
         candidates = unreferenced(ids, refs)
         for n in list(self._since):
             if n not in candidates:

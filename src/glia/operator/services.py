@@ -1,8 +1,14 @@
 """Publishes each declared Service's ClusterService record (operator, leader only).
 
-Started by :class:`glia.operator.daemon.Operator` once it leads. Three
-reflectors feed it: the declared Services (``glia/config/v1/services/``), the
-cluster's endpoints and the agents' probe results (``BackendHealth`` per node).
+Started by :class:`glia.operator.daemon.Operator` once it leads. Four
+reflectors feed it: the pod CIDR allocations, the declared Services
+(``glia/config/v1/services/``), the cluster's endpoints and the agents' probe
+results (``BackendHealth`` per node). Endpoints and probe results are
+untrusted (any node may have written them): an endpoint becomes a backend
+only if its record is valid and its IP lies in the pod CIDR of the node that
+wrote it (:mod:`glia.validate.endpoints`), and a node's probe results count
+only for its own addresses (:mod:`glia.validate.health`). Rejections are
+counted and logged once (:class:`~glia.validate.rejects.RejectLog`).
 A change marks only the Services it can affect (a selector index finds them
 without scanning every Service); after a short debounce (~20 ms, so a burst of
 events costs one pass) the marked Services are resolved with the pure
@@ -26,9 +32,15 @@ from glia.kvstore.errors import KVStoreError
 from glia.kvstore.reflector import Reflector
 from glia.model import codec
 from glia.model.endpoint import Endpoint
-from glia.model.service import BackendHealth, ClusterService, ServiceSpec
+from glia.model.service import ClusterService, ServiceSpec
 from glia.service import store
 from glia.service.resolve import HealthKey, resolve, selects
+from glia.validate.bounds import ClusterBounds
+from glia.validate.endpoints import check_endpoint, check_endpoint_placement
+from glia.validate.errors import Rejected
+from glia.validate.health import check_health
+from glia.validate.nodes import check_podcidr
+from glia.validate.rejects import RejectLog
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +84,23 @@ def _service_ref(service: str) -> Ref | None:
 
 class ServiceResolver:
     def __init__(
-        self, kv: KVClient, cluster: str, cluster_id: int, *, debounce: float = DEBOUNCE
+        self,
+        kv: KVClient,
+        cluster: str,
+        cluster_id: int,
+        *,
+        bounds: ClusterBounds | None = None,
+        debounce: float = DEBOUNCE,
     ) -> None:
         self._kv = kv
         self._cluster = cluster
         self._cluster_id = cluster_id
+        self._bounds = bounds or ClusterBounds(cluster, cluster_id)
+        self.rejects = RejectLog("services")
+        self._cidrs: dict[str, Any] = {}  # node -> IPv4Network (operator's allocations)
+        self._cidr_keys: dict[str, str] = {}  # allocation key -> node
+        self._candidates: dict[str, Endpoint] = {}  # by key: valid records, placed or not
+        self._health_raw: dict[str, bytes] = {}  # by node: to check again when CIDRs change
         self._debounce = debounce
         self._config_prefix = keys.configs(store.KIND)
         self._records_prefix = keys.services(cluster)
@@ -116,6 +140,7 @@ class ServiceResolver:
                 log.warning("invalid ClusterService record %s (%s): rewriting it", item.key, e)
                 self._published[ref] = None
         feeds: list[tuple[str, _Handler]] = [
+            (keys.podcidr_nodes(self._cluster), _Handler(self._cidr_upsert, self._cidr_delete)),
             (self._config_prefix, _Handler(self._spec_upsert, self._spec_delete)),
             (keys.endpoints(self._cluster), _Handler(self._ep_upsert, self._ep_delete)),
             (keys.healths(self._cluster), _Handler(self._health_upsert, self._health_delete)),
@@ -158,6 +183,7 @@ class ServiceResolver:
             "passes": self.passes,
             "errors": self.errors,
             "last_error": self.last_error,
+            **self.rejects.status(),
         }
 
     # --- the debounced writer ------------------------------------------------------
@@ -293,10 +319,25 @@ class ServiceResolver:
 
     def _ep_upsert(self, key: str, kv: KeyValue) -> None:
         try:
-            ep = codec.decode(Endpoint, kv.value)
-        except codec.InvalidValue as e:
-            log.warning("ignoring invalid endpoint %s: %s", key, e)
+            ep = check_endpoint(key, kv.value, self._bounds)
+        except Rejected as e:
+            self.rejects.reject(key, str(e))
+            self._ep_delete(key, None)
             return
+        self._candidates[key] = ep
+        self._place(key, ep)
+
+    def _place(self, key: str, ep: Endpoint) -> None:
+        """Make ``ep`` a possible backend if it lies in its node's pod CIDR."""
+        try:
+            check_endpoint_placement(ep, self._cidrs.get(ep.node))
+        except Rejected as e:
+            self.rejects.reject(key, str(e))
+            old = self._forget(key)
+            if old is not None:
+                self._mark(self._affected(old))
+            return
+        self.rejects.accept(key)
         old = self._endpoints.get(key)
         if old == ep:
             return
@@ -307,6 +348,9 @@ class ServiceResolver:
         self._mark(self._affected(ep) | (self._affected(old) if old else set()))
 
     def _ep_delete(self, key: str, old_kv: KeyValue | None) -> None:
+        self._candidates.pop(key, None)
+        if old_kv is not None:
+            self.rejects.forget(key)
         old = self._forget(key)
         if old is not None:
             self._mark(self._affected(old))
@@ -326,18 +370,61 @@ class ServiceResolver:
 
     def _health_upsert(self, key: str, kv: KeyValue) -> None:
         node = keys.last(key)
+        self._health_raw[node] = kv.value
+        self._take_health(key, node, kv.value)
+
+    def _take_health(self, key: str, node: str, raw: bytes) -> None:
         try:
-            value = codec.decode(BackendHealth, kv.value)
-        except codec.InvalidValue as e:
-            log.warning("ignoring invalid probe results %s: %s", key, e)
+            value, dropped = check_health(key, raw, self._bounds, self._cidrs.get(node))
+        except Rejected as e:
+            self.rejects.reject(key, str(e))
+            self._health_changed(self._health.pop(node, {}), {})
             return
+        if dropped:
+            self.rejects.reject(key, f"{dropped} results about addresses not of node {node}")
+        else:
+            self.rejects.accept(key)
         new = {(r.service, r.ip, r.port): r.ready for r in value.results}
         self._health_changed(self._health.get(node, {}), new)
         self._health[node] = new
 
     def _health_delete(self, key: str, old_kv: KeyValue | None) -> None:
-        old = self._health.pop(keys.last(key), {})
+        node = keys.last(key)
+        self._health_raw.pop(node, None)
+        self.rejects.forget(key)
+        old = self._health.pop(node, {})
         self._health_changed(old, {})
+
+    # --- pod CIDR allocations (what bounds each node's endpoints) -------------------
+
+    def _cidr_upsert(self, key: str, kv: KeyValue) -> None:
+        try:
+            node, cidr = check_podcidr(key, kv.value, self._bounds)
+        except Rejected as e:
+            self.rejects.reject(key, str(e))
+            self._cidr_delete(key, None)
+            return
+        self.rejects.accept(key)
+        self._cidr_keys[key] = node
+        if self._cidrs.get(node) != cidr:
+            self._cidrs[node] = cidr
+            self._recheck(node)
+
+    def _cidr_delete(self, key: str, old_kv: KeyValue | None) -> None:
+        node = self._cidr_keys.pop(key, None)
+        if old_kv is not None:
+            self.rejects.forget(key)
+        if node is not None and self._cidrs.pop(node, None) is not None:
+            self._recheck(node)
+
+    def _recheck(self, node: str) -> None:
+        """Place again what depends on ``node``'s CIDR (endpoints, probe results)."""
+        for key, ep in list(self._candidates.items()):
+            if ep.node == node:
+                self._place(key, ep)
+        raw = self._health_raw.get(node)
+        if raw is not None:
+            self._take_health(keys.health(self._cluster, node), node, raw)
 
     def _health_changed(self, old: dict[HealthKey, bool], new: dict[HealthKey, bool]) -> None:
         changed = {k for k in old.keys() | new.keys() if old.get(k) != new.get(k)}

@@ -27,8 +27,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeGuard
 
-import yaml
-
 from glia.model import service as m
 from glia.model.service import (
     HealthCheck,
@@ -38,7 +36,7 @@ from glia.model.service import (
     ServicePort,
     ServiceSpec,
 )
-from glia.service import clusterip
+from glia.service import clusterip, yamlload
 
 API_VERSION = "v1"
 KIND = "Service"
@@ -89,48 +87,16 @@ def _where(source: str, index: int, namespace: str | None, name: str | None) -> 
 # --- YAML ------------------------------------------------------------------------
 
 
-class _Loader(yaml.SafeLoader):
-    """Safe YAML as Kubernetes reads it: timestamps stay strings, duplicate keys are errors."""
-
-
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> Any:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            dup = key in seen
-            seen.add(key)
-        except TypeError:  # an unhashable key: construct_mapping reports it
-            continue
-        if dup:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {_show(key)}", key_node.start_mark
-            )
-    return loader.construct_mapping(node, deep=deep)
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def load_yaml(text: str, source: str) -> list[Any]:
-    """The documents of a YAML stream (``---`` separated), empty ones dropped."""
+    """The documents of a YAML stream (``---`` separated), empty ones dropped.
+
+    Bounded and safe (:mod:`glia.service.yamlload`): size, nesting, aliases and
+    their expansion are limited before anything is built.
+    """
     try:
-        docs = [d for d in yaml.load_all(text, Loader=_Loader) if d is not None]
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        what = " ".join(p for p in (e.context, e.problem) if p) or "invalid YAML"
-        raise ManifestError([f"{source}: YAML syntax error{at}: {what}"]) from None
-    except yaml.YAMLError as e:
-        raise ManifestError([f"{source}: YAML syntax error: {e}"]) from None
-    except RecursionError:
-        raise ManifestError([f"{source}: YAML nested too deeply"]) from None
+        docs = yamlload.load(text, source)
+    except yamlload.YamlError as e:
+        raise ManifestError([str(e)]) from None
     if not docs:
         raise ManifestError([f"{source}: no documents (expected Kubernetes v1 Service objects)"])
     return docs

@@ -1,0 +1,185 @@
+"""The agent's checks of a CNI request body, before an ADD or CHECK changes or reads anything.
+
+Pure. Called by :class:`glia.endpoint.manager.EndpointManager` for ``POST
+/v1/cni/add`` and ``/v1/cni/check`` (docs/agent-api.md): the body comes from
+glia-cni, which checked the same things, but the agent trusts no client. The
+rules are glia-cni's own (:mod:`glia.cni.spec`), so both sides refuse the same
+input with the same CNI error code; what needs the file system (is
+``CNI_NETNS`` a pod's network namespace?) is :mod:`glia.endpoint.netns_check`.
+
+Codes, as the spec defines them (https://www.cni.dev/docs/spec/#error): 4 for
+a request field that comes from an environment variable (``CNI_CONTAINERID``,
+``CNI_NETNS``, ``CNI_IFNAME``, ``CNI_ARGS``; the message names it), 7 for the
+network configuration (``cniVersion``'s type, ``prevResult``), 1 for a version
+glia does not speak.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from glia.cni import spec
+from glia.cni.spec import ERR_INVALID_CONFIG, ERR_INVALID_ENV, CniError
+from glia.model.endpoint import Endpoint
+
+DEFAULT_IFNAME = "eth0"
+DEFAULT_NAMESPACE = "default"
+DEFAULT_CNI_VERSION = "1.0.0"
+# K8S_POD_NAME becomes the endpoint's name: a key segment in etcd
+# (.../endpoints/v1/<cluster>/<namespace>/<name>) and a log word. Kubernetes
+# pod names are DNS subdomains (253), podman names letters, digits, _ . -.
+MAX_POD_NAME = 253
+# K8S_POD_NAMESPACE is also a label value (io.kubernetes.pod.namespace): 63.
+MAX_POD_NAMESPACE = 63
+_POD_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
+
+
+class NetnsId(NamedTuple):
+    """A network namespace's identity: its nsfs file's device and inode."""
+
+    dev: int
+    ino: int
+
+
+@dataclass(frozen=True, slots=True)
+class AddRequest:
+    """A checked ``POST /v1/cni/add`` body."""
+
+    container_id: str
+    netns: str
+    ifname: str
+    name: str  # K8S_POD_NAME, else the container id's first 12 characters
+    namespace: str  # K8S_POD_NAMESPACE, else "default"
+    cni_version: str  # of the result
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRequest:
+    """A checked ``POST /v1/cni/check`` body."""
+
+    container_id: str
+    netns: str
+    ifname: str
+    prev_result: dict[str, Any]  # well-formed (spec.check_prev_result)
+
+
+def parse_add(body: Any) -> AddRequest:
+    """The ADD request's fields, or CniError (4, 7 or 1) naming the one that is wrong."""
+    cid, netns, ifname = _attachment(body)
+    name, namespace = _pod(body.get("args"), cid)
+    return AddRequest(cid, netns, ifname, name, namespace, _cni_version(body.get("config")))
+
+
+def parse_check(body: Any) -> CheckRequest:
+    """The CHECK request's fields; ``prev_result`` is required and must be well-formed."""
+    cid, netns, ifname = _attachment(body)
+    prev = body.get("prev_result")
+    if prev is None:
+        raise CniError(ERR_INVALID_CONFIG, "CHECK needs the prevResult of the ADD")
+    spec.check_prev_result(prev)
+    return CheckRequest(cid, netns, ifname, prev)
+
+
+def check_prev_matches(ep: Endpoint, prev: Mapping[str, Any]) -> None:
+    """CHECK: the prevResult must list the address glia gave the endpoint (code 7).
+
+    Other addresses may be there (a plugin chained after glia-cni may add its
+    own); the endpoint's must not be missing, or the runtime expects another pod.
+    """
+    listed = set()
+    for ip in prev.get("ips") or []:
+        listed.add(ipaddress.ip_interface(ip["address"]).ip)  # well-formed: checked before
+    if ipaddress.ip_address(ep.ip) not in listed:
+        shown = ", ".join(sorted(str(a) for a in listed)) or "no address"
+        raise CniError(
+            ERR_INVALID_CONFIG,
+            f"prevResult does not match container {ep.container_id[:12]}/{ep.ifname}: "
+            f"it lists {shown}, the endpoint has {ep.ip}",
+        )
+
+
+def check_one_netns(
+    container_id: str,
+    netns: str,
+    target: NetnsId,
+    attached: Iterable[tuple[Endpoint, NetnsId | None]],
+) -> None:
+    """A container has one network namespace: refuse (code 4) an ADD or CHECK naming another.
+
+    ``attached``: the container's existing endpoints with the identity of their
+    namespace now (None if its path is gone). The same path, or another path to
+    the same namespace, is the same attachment; anything else is refused,
+    rather than answering with (or adding to) an attachment somewhere else.
+    """
+    for ep, ident in attached:
+        if ep.netns != netns and (ident is None or ident != target):
+            raise CniError(
+                ERR_INVALID_ENV,
+                f"CNI_NETNS {netns[:200]} is not the network namespace of CNI_CONTAINERID "
+                f"{container_id[:40]}: its {ep.ifname} is in {ep.netns}",
+                "DEL the container first to attach it elsewhere",
+            )
+
+
+# -- fields -------------------------------------------------------------------------
+
+
+def _attachment(body: Any) -> tuple[str, str, str]:
+    if not isinstance(body, Mapping):
+        raise CniError(ERR_INVALID_CONFIG, "request body must be a JSON object")
+    cid = body.get("container_id")
+    if not isinstance(cid, str) or not cid:
+        raise CniError(ERR_INVALID_ENV, "container_id (CNI_CONTAINERID) is required")
+    spec.validate_container_id(cid)
+    spec.check_container_id_length(cid)
+    netns = body.get("netns")
+    if not isinstance(netns, str) or not netns:
+        raise CniError(ERR_INVALID_ENV, "netns (CNI_NETNS) is required")
+    spec.check_netns_path(netns)
+    ifname = body.get("ifname") or DEFAULT_IFNAME
+    if not isinstance(ifname, str):
+        raise CniError(ERR_INVALID_ENV, f"ifname (CNI_IFNAME) must be a string, got {ifname!r:.60}")
+    spec.validate_ifname(ifname)
+    return cid, netns, ifname
+
+
+def _pod(args: Any, container_id: str) -> tuple[str, str]:
+    if args is None:
+        args = {}
+    if not isinstance(args, Mapping):
+        raise CniError(ERR_INVALID_ENV, "args (CNI_ARGS) must be an object of strings")
+    for key, value in args.items():
+        if not isinstance(value, str):
+            raise CniError(
+                ERR_INVALID_ENV, f"CNI_ARGS {str(key)[:60]}: expected a string, got {value!r:.60}"
+            )
+    name = args.get("K8S_POD_NAME") or container_id[:12]
+    namespace = args.get("K8S_POD_NAMESPACE") or DEFAULT_NAMESPACE
+    for key, value, limit in (
+        ("K8S_POD_NAME", name, MAX_POD_NAME),
+        ("K8S_POD_NAMESPACE", namespace, MAX_POD_NAMESPACE),
+    ):
+        if len(value) > limit or not _POD_NAME.fullmatch(value):
+            raise CniError(
+                ERR_INVALID_ENV,
+                f"CNI_ARGS {key} must be at most {limit} letters, digits, '_', '.' or '-', "
+                "starting with a letter or digit",
+                value[:200],
+            )
+    return name, namespace
+
+
+def _cni_version(config: Any) -> str:
+    if config is None:
+        return DEFAULT_CNI_VERSION
+    if not isinstance(config, Mapping):
+        raise CniError(ERR_INVALID_CONFIG, "config (the network configuration) must be an object")
+    version = config.get("cniVersion", DEFAULT_CNI_VERSION)
+    if not isinstance(version, str):
+        raise CniError(spec.ERR_DECODE, "config.cniVersion must be a string")
+    spec.check_version("ADD", version)
+    return version

@@ -1,0 +1,41 @@
+"""Endpoint records (``endpoints/v2/<cluster>/<node>/<ns>/<name>``, that node's agent).
+
+The operator makes Service backends of them, so an endpoint must be what it
+says: an IP inside its node's pod CIDR (the etcd server's address, a node IP
+or a public one is never a backend, and is never probed).
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network
+
+from glia.kvstore import keys
+from glia.model.endpoint import Endpoint
+from glia.validate.addresses import in_block, unicast
+from glia.validate.bounds import ClusterBounds
+from glia.validate.common import decode, key_parts
+from glia.validate.errors import Rejected
+from glia.validate.identities import check_labels, check_number
+
+
+def check_endpoint(key: str, raw: bytes, bounds: ClusterBounds) -> Endpoint:
+    """Shape, key and range checks (no node CIDR needed)."""
+    cluster, node, ns, name = key_parts(key, keys.ENDPOINTS, 4, bounds)
+    ep = decode(Endpoint, raw)
+    if (ep.cluster, ep.node, ep.namespace, ep.name) != (cluster, node, ns, name):
+        raise Rejected(
+            f"value names {ep.cluster}/{ep.node}/{ep.namespace}/{ep.name}, "
+            f"its key {cluster}/{node}/{ns}/{name}"
+        )
+    ip = unicast(ep.ip, "ip")
+    if bounds.pod_pool is not None:
+        in_block(ip, bounds.pod_pool, "ip", "the pod pool")
+    check_number(ep.identity, bounds, "identity")
+    check_labels(ep.labels, f"endpoint {ns}/{name}")
+    return ep
+
+
+def check_endpoint_placement(ep: Endpoint, cidr: IPv4Network | None) -> None:
+    if cidr is None:
+        raise Rejected(f"node {ep.node!r} has no pod CIDR allocated by the operator")
+    in_block(unicast(ep.ip, "ip"), cidr, "ip", f"node {ep.node}'s pod CIDR")

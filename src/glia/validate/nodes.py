@@ -1,0 +1,108 @@
+"""Node records and the operator's pod CIDR allocations.
+
+A node's record is written by that node's agent (``nodes/v2/<cluster>/<node>``);
+its pod CIDR is the operator's allocation (``podcidrs/v1/<cluster>/nodes/<node>``),
+which is what bounds the node's addresses, never what the node says of itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+from glia.kvstore import keys
+from glia.model.cluster import validate_name
+from glia.model.node import Node, PodCIDRAllocation
+from glia.validate.addresses import network, unicast
+from glia.validate.bounds import ClusterBounds
+from glia.validate.common import decode, key_parts
+from glia.validate.errors import Rejected
+
+MAX_BOOT_ID = 64
+
+
+def check_node(key: str, raw: bytes, bounds: ClusterBounds) -> Node:
+    """A node record, checked against its key and the cluster's bounds."""
+    _, name = key_parts(key, keys.NODES, 2, bounds)
+    node = decode(Node, raw)
+    if node.name != name:
+        raise Rejected(f"name {node.name!r} does not match its key ({name!r})")
+    try:
+        validate_name("node", node.name)
+    except ValueError as e:
+        raise Rejected(str(e)) from None
+    if node.cluster != bounds.cluster:
+        raise Rejected(f"cluster {node.cluster!r} is not {bounds.cluster!r}")
+    if node.cluster_id != bounds.cluster_id:
+        raise Rejected(
+            f"cluster_id {node.cluster_id} is not {bounds.cluster!r}'s {bounds.cluster_id}"
+        )
+    ip = unicast(node.node_ip, "node_ip")
+    for block, what in (
+        (bounds.pod_pool, "the pod pool"),
+        (bounds.service_cidr, "the service CIDR"),
+    ):
+        if block is not None and ip in block:
+            raise Rejected(f"node_ip {ip} is inside {what} {block}")
+    if node.pod_cidr is not None:
+        network(node.pod_cidr, "pod_cidr")
+    if node.health_ip is not None:
+        unicast(node.health_ip, "health_ip")
+    if len(node.boot_id) > MAX_BOOT_ID:
+        raise Rejected(f"boot_id of {len(node.boot_id)} characters (at most {MAX_BOOT_ID})")
+    return node
+
+
+def check_podcidr(key: str, raw: bytes, bounds: ClusterBounds) -> tuple[str, IPv4Network]:
+    """``(node, cidr)`` of an allocation, inside the pod pool."""
+    _, kind, name = key_parts(key, keys.PODCIDRS, 3, bounds)
+    if kind != "nodes":
+        raise Rejected("not a node's pod CIDR allocation")
+    alloc = decode(PodCIDRAllocation, raw)
+    if alloc.node != name:
+        raise Rejected(f"node {alloc.node!r} does not match its key ({name!r})")
+    cidr = network(alloc.cidr, "cidr")
+    if bounds.pod_pool is not None and not cidr.subnet_of(bounds.pod_pool):
+        raise Rejected(f"cidr {cidr} is outside the pod pool {bounds.pod_pool}")
+    return name, cidr
+
+
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    cidr: IPv4Network
+    revision: int  # create revision: the older of two overlapping allocations wins
+
+
+def node_cidrs(allocs: Mapping[str, Allocation]) -> tuple[dict[str, IPv4Network], dict[str, str]]:
+    """Each node's pod CIDR, and the nodes refused because their block overlaps an older one."""
+    out: dict[str, IPv4Network] = {}
+    refused: dict[str, str] = {}
+    for name, a in sorted(allocs.items(), key=lambda kv: (kv[1].revision, kv[0])):
+        clash = next((n for n, c in out.items() if c.overlaps(a.cidr)), None)
+        if clash is not None:
+            refused[name] = f"pod CIDR {a.cidr} overlaps node {clash}'s {out[clash]}"
+        else:
+            out[name] = a.cidr
+    return out, refused
+
+
+@dataclass(frozen=True, slots=True)
+class NodeEntry:
+    node: Node
+    revision: int  # create revision: the older of two nodes claiming one node IP wins
+
+
+def unique_node_ips(nodes: Mapping[str, NodeEntry]) -> tuple[dict[str, Node], dict[str, str]]:
+    """Nodes by name with distinct node IPs, and those refused for claiming a taken IP."""
+    owner: dict[IPv4Address, str] = {}
+    out: dict[str, Node] = {}
+    refused: dict[str, str] = {}
+    for name, e in sorted(nodes.items(), key=lambda kv: (kv[1].revision, kv[0])):
+        ip = IPv4Address(e.node.node_ip)
+        if ip in owner:
+            refused[name] = f"node_ip {ip} is already node {owner[ip]}'s"
+        else:
+            owner[ip] = name
+            out[name] = e.node
+    return out, refused
