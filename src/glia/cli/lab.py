@@ -10,7 +10,6 @@ hidden ``glia lab supervise`` is the lab's supervisor process
 from __future__ import annotations
 
 import dataclasses
-import enum
 import os
 import signal
 import sys
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -48,28 +46,6 @@ DirOpt = Annotated[
     typer.Option("--dir", help="Lab directory (env GLIA_LAB_DIR; default /run/glia/lab)."),
 ]
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
-
-
-class LabFormat(enum.StrEnum):
-    # glia.cli.output.OutputFormat has no yaml yet; switch to the shared option
-    # once it has (only _emit below prints data).
-    table = "table"
-    json = "json"
-    yaml = "yaml"
-
-
-FormatOpt = Annotated[
-    LabFormat,
-    typer.Option("--output", "-o", help="Output format.", case_sensitive=False),
-]
-
-
-def _emit(data: Any, fmt: LabFormat) -> None:
-    """Data as JSON or YAML (the table formats are the commands' own)."""
-    if fmt is LabFormat.json:
-        output.print_json(data)
-    else:
-        typer.echo(yaml.safe_dump(data, sort_keys=True).rstrip("\n"))
 
 
 class RichReporter:
@@ -175,7 +151,7 @@ def down(name: NameOpt = None, lab_dir: DirOpt = None) -> None:
 
 @app.command()
 def status(
-    out: FormatOpt = LabFormat.table,
+    out: output.OutputOption = output.OutputFormat.table,
     name: NameOpt = None,
     lab_dir: DirOpt = None,
 ) -> None:
@@ -188,9 +164,7 @@ def status(
         data = lab.status()
     except LabError as e:
         _fail(str(e))
-    if out is not LabFormat.table:
-        _emit(data, out)
-    elif data["exists"]:
+    if not output.print_structured(data, out) and data["exists"]:
         _print_status(data)
     if not data["up"]:
         if data["exists"]:
@@ -288,7 +262,7 @@ def run(
     command: Annotated[list[str] | None, typer.Argument(help="Command, after --.")] = None,
     label: Annotated[list[str] | None, typer.Option(help="Label k=v (repeatable).")] = None,
     image: Annotated[str, typer.Option(help="Image.")] = topology.IMAGE,
-    out: FormatOpt = LabFormat.table,
+    out: output.OutputOption = output.OutputFormat.table,
     lab_name: NameOpt = None,
     lab_dir: DirOpt = None,
 ) -> None:
@@ -307,10 +281,9 @@ def run(
         c = lab.run_container(target, container, labels=labels, image=image, command=command)
     except (LabError, topology.TopologyError) as e:
         _fail(str(e))
-    if out is LabFormat.table:
-        output.console().print(output.build_table([dataclasses.asdict(c)], _RUN_COLUMNS))
-    else:
-        _emit(dataclasses.asdict(c), out)
+    data = dataclasses.asdict(c)
+    if not output.print_structured(data, out):
+        output.print_table(output.build_table([data], _RUN_COLUMNS))
 
 
 _RUN_COLUMNS = (
@@ -393,7 +366,7 @@ def _print_status(data: dict[str, Any]) -> None:
             _alive(c["etcd"]),
             _alive(c["operator"]),
         )
-    console.print(clusters)
+    output.print_table(clusters, console)
     nodes = Table("node", "namespace", "IP", "agent", "healthy", "containers")
     for c in data["clusters"]:
         for n in c["nodes"]:
@@ -411,7 +384,7 @@ def _print_status(data: dict[str, Any]) -> None:
                 "[green]yes[/]" if n["agent"].get("healthy") else "no",
                 ctrs or "-",
             )
-    console.print(nodes)
+    output.print_table(nodes, console)
     for c in data["clusters"]:
         console.print(Text(f"{c['name']}: etcd log {c['etcd']['log'] or '-'}", style="dim"))
         if c["operator"]["log"]:
