@@ -106,17 +106,20 @@ def up(
     --recreate is the only way to wipe it.
     """
     lab = _open(name, lab_dir, clusters=clusters, nodes=nodes)
+    try:
+        st = lab.state()
+    except LabError:
+        st = None
     if agents is None:
-        try:
-            st = lab.state()
-        except LabError:
-            st = None
         agents = st.agents if st is not None else True
+    repairing = st is not None and st.complete and not recreate
     try:
         built = lab.up(agents=agents, recreate=recreate, timeout=timeout)
     except LabAlreadyUp as e:
         _fail(str(e))
     except (LabError, PodmanError) as e:
+        if repairing:
+            _fail(str(e), f"Nothing else was changed; `{_status_cmd(lab)}` shows what is down.")
         _fail(str(e), f"The lab is left as it is for its logs; `{_down_cmd(lab)}` removes it.")
     except KeyboardInterrupt:
         err_console.print(Text(f"interrupted; `{_down_cmd(lab)}` removes what was built"))
@@ -309,6 +312,11 @@ def demo(
 def _down_cmd(lab: Lab) -> str:
     extra = "" if lab.name == topology.DEFAULT_LAB else f" --lab {lab.name}"
     return f"glia lab down{extra}"
+
+
+def _status_cmd(lab: Lab) -> str:
+    extra = "" if lab.name == topology.DEFAULT_LAB else f" --lab {lab.name}"
+    return f"glia lab status{extra}"
 
 
 def _up_cmd(lab: Lab) -> str:

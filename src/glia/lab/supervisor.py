@@ -33,6 +33,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -74,6 +75,10 @@ def run(
             # The state file went bad or its lock stayed held: nothing safe to do.
             out(f"cannot read the lab's state ({e}); exiting")
             return 1
+        except Exception:
+            # A bug or a passing failure: the next poll tries again, rather than
+            # leaving the lab unsupervised.
+            out("unexpected error, polling on:\n" + traceback.format_exc().rstrip())
         stop.wait(POLL)
     out("stopping (signal)")
     return 0
@@ -121,7 +126,7 @@ def poll(lab: Lab, me: int, policy: Policy, say: Say) -> bool:
 def _restart(lab: Lab, d: Daemon, w: Watch, policy: Policy, say: Say) -> Watch:
     try:
         rec = start(lab, d)
-    except LabError as e:
+    except Exception as e:  # whatever stops this start, the next one is due after the backoff
         failed = supervision.restart_failed(w, time.time(), str(e), policy)
         wait = (failed.retry_at or time.time()) - time.time()
         say(f"{d.process}: restart failed: {e}; next try in {wait:.1f} s")

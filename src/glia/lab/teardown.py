@@ -77,6 +77,10 @@ def down(topo: Topology, note: Callable[[str], None] = lambda _: None) -> DownRe
         recorded = None
 
     _stop_supervisor(topo, recorded, report, note)
+    if recorded is not None:
+        # Again: the supervisor may have restarted a daemon before it stopped.
+        with contextlib.suppress(state.StateError):
+            recorded = state.load(topo.state_file) or recorded
     sandboxes, container_ids = _remove_containers(topo, report, note)
 
     note("stopping processes")
