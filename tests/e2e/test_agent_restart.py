@@ -175,7 +175,7 @@ def _kill_9_mid_stream(lab: Lab, pods: Pods, gone: Container) -> None:
         st = lab.state()
         assert st is not None
         agent = st.processes[lab.node(NODE).agent_process]
-        lab.stop_agent(NODE, kill=True)
+        lab.stop_agent(NODE, kill=True, stay_down=True)  # the supervisor must not restart it
         assert not processes.alive(agent)
         # No agent on the sender's node: the pinned datapath carries on alone.
         dead = _received(lab, pods.srv)

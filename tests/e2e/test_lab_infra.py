@@ -7,6 +7,7 @@ session lab of conftest.py without sharing anything with it.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -115,7 +116,7 @@ def test_etcd_outage_and_return_keep_its_data(infra: Infra) -> None:
     lab = infra.lab
     key = f"glia/state/lab-test/{uuid.uuid4().hex}"
     assert _etcdctl(lab, "c2/n1", "c2", "glia", "put", key, "kept").returncode == 0
-    lab.stop_etcd("c2", kill=True)
+    lab.stop_etcd("c2", kill=True, stay_down=True)  # a crash the supervisor leaves alone
     assert not lab.is_up()
     down = _etcdctl(lab, "c2/n1", "c2", "glia", "--command-timeout=1s", "get", key)
     assert down.returncode != 0
@@ -196,7 +197,10 @@ def test_cli_exec_status_and_exit_code(infra: Infra) -> None:
         [glia, "lab", "status", "-o", "json"], env=env, capture_output=True, text=True, timeout=30
     )
     assert s.returncode == 0, s.stderr
-    assert '"up": true' in s.stdout and s.stdout.count('"alive": true') == 2  # the two etcds
+    data = json.loads(s.stdout)
+    assert data["up"] is True and data["supervisor"]["alive"] is True and data["problems"] == []
+    assert [c["etcd"]["state"] for c in data["clusters"]] == ["running", "running"]
+    assert all(c["operator"]["pid"] is None for c in data["clusters"])  # --no-agents
 
 
 def test_down_removes_everything_and_twice_is_fine() -> None:

@@ -78,7 +78,7 @@ def test_a_killed_agents_keys_expire_with_its_lease(own_lab: Lab) -> None:
     before = _n1_keys(lab)
     assert {f"{_ip(a)}/32", n1_ip} <= _n2_ipcache(lab)
 
-    lab.stop_agent("c1/n1", kill=True)
+    lab.stop_agent("c1/n1", kill=True, stay_down=True)  # dead until started below
     killed = time.monotonic()
     assert _n1_keys(lab) == before  # nothing withdrew them: only the lease can
 

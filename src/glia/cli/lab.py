@@ -1,15 +1,19 @@
-"""``glia lab ...``: the local multi-cluster lab (up, down, status, exec, run, demo).
+"""``glia lab ...``: the local multi-cluster lab (up, down, status, restart, exec, run, demo).
 
 Registered on the top-level app by :mod:`glia.cli.main`. A thin shell over
 :class:`glia.lab.lab.Lab`: it parses options, shows progress with rich, and
-turns :class:`~glia.lab.lab.LabError` into a message and exit code 1.
+turns :class:`~glia.lab.lab.LabError` into a message and exit code 1. The
+hidden ``glia lab supervise`` is the lab's supervisor process
+(:mod:`glia.lab.supervisor`), started by ``up``.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -18,8 +22,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from glia.cli import output
 from glia.lab import demo as lab_demo
-from glia.lab import topology
+from glia.lab import supervisor, topology
 from glia.lab.lab import Lab, LabAlreadyUp, LabError
 from glia.lab.podman import PodmanError
 from glia.lab.state import StateError
@@ -72,29 +77,55 @@ def _open(name: str | None, lab_dir: Path | None, **kwargs: Any) -> Lab:
 
 @app.command()
 def up(
-    clusters: Annotated[int, typer.Option("--clusters", "-c", help="Clusters (c1..cN).")] = 1,
-    nodes: Annotated[int, typer.Option("--nodes", "-n", help="Nodes per cluster.")] = 2,
-    recreate: Annotated[bool, typer.Option(help="Tear down a running lab first.")] = False,
+    clusters: Annotated[
+        int | None,
+        typer.Option("--clusters", "-c", help="Clusters (c1..cN); default: as built, else 1."),
+    ] = None,
+    nodes: Annotated[
+        int | None,
+        typer.Option("--nodes", "-n", help="Nodes per cluster; default: as built, else 2."),
+    ] = None,
+    recreate: Annotated[
+        bool, typer.Option(help="Remove the lab (containers and all) and build it anew.")
+    ] = False,
     agents: Annotated[
-        bool, typer.Option(help="Start operators and agents (--no-agents: infrastructure only).")
-    ] = True,
+        bool | None,
+        typer.Option(
+            help="Start operators and agents (--no-agents: infrastructure only); "
+            "default: as built, else with agents."
+        ),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for healthy agents.")] = 90.0,
     name: NameOpt = None,
     lab_dir: DirOpt = None,
 ) -> None:
-    """Build the lab: namespaces, underlay, etcd per cluster, podman per node, daemons."""
+    """Build the lab: namespaces, underlay, etcd per cluster, podman per node, daemons.
+
+    On a lab that exists in the same shape it only starts again what is down
+    (daemons, the supervisor) and keeps containers, etcd data and Services;
+    --recreate is the only way to wipe it.
+    """
     lab = _open(name, lab_dir, clusters=clusters, nodes=nodes)
+    try:
+        st = lab.state()
+    except LabError:
+        st = None
+    if agents is None:
+        agents = st.agents if st is not None else True
+    repairing = st is not None and st.complete and not recreate
     try:
         built = lab.up(agents=agents, recreate=recreate, timeout=timeout)
     except LabAlreadyUp as e:
         _fail(str(e))
     except (LabError, PodmanError) as e:
+        if repairing:
+            _fail(str(e), f"Nothing else was changed; `{_status_cmd(lab)}` shows what is down.")
         _fail(str(e), f"The lab is left as it is for its logs; `{_down_cmd(lab)}` removes it.")
     except KeyboardInterrupt:
         err_console.print(Text(f"interrupted; `{_down_cmd(lab)}` removes what was built"))
         raise typer.Exit(130) from None
     if not built:
-        console.print("Use [bold]--recreate[/] to rebuild it.")
+        console.print("Use [bold]--recreate[/] to rebuild it (removing its containers).")
     _print_summary(lab)
 
 
@@ -123,25 +154,88 @@ def down(name: NameOpt = None, lab_dir: DirOpt = None) -> None:
 
 @app.command()
 def status(
-    output: Annotated[str, typer.Option("--output", "-o", help="table or json.")] = "table",
+    out: output.OutputOption = output.OutputFormat.table,
     name: NameOpt = None,
     lab_dir: DirOpt = None,
 ) -> None:
-    """Clusters, nodes, processes and containers of the lab."""
-    if output not in ("table", "json"):
-        _fail(f"--output {output!r}: choose table or json")
+    """Clusters, nodes, daemons (with the supervisor's restarts) and containers.
+
+    Exits 1 when the lab is not (fully) up, in every output format.
+    """
     lab = _open(name, lab_dir)
     try:
         data = lab.status()
     except LabError as e:
         _fail(str(e))
-    if output == "json":
-        print(json.dumps(data, indent=2))
-        return
-    if not data["exists"]:
-        console.print(f"lab {lab.name!r} is not up (`glia lab up` builds it)")
+    if not output.print_structured(data, out) and data["exists"]:
+        _print_status(data)
+    if not data["up"]:
+        if data["exists"]:
+            err_console.print(Text(f"lab {lab.name!r} is not fully up", style="bold red"))
+        else:
+            err_console.print(f"lab {lab.name!r} is not up (`{_up_cmd(lab)}` builds it)")
         raise typer.Exit(1)
-    _print_status(data)
+
+
+@app.command()
+def restart(
+    target: Annotated[
+        str, typer.Argument(help="CLUSTER/NODE (its agent), or CLUSTER with --operator/--etcd.")
+    ],
+    operator: Annotated[bool, typer.Option("--operator", help="The cluster's operator.")] = False,
+    etcd: Annotated[bool, typer.Option("--etcd", help="The cluster's etcd (data kept).")] = False,
+    name: NameOpt = None,
+    lab_dir: DirOpt = None,
+) -> None:
+    """Restart one daemon (SIGTERM, start, wait until it answers); nothing else is touched."""
+    if operator and etcd:
+        _fail("--operator and --etcd: restart one daemon at a time")
+    lab = _open(name, lab_dir)
+    try:
+        st = lab.state()
+    except LabError as e:
+        _fail(str(e))
+    if st is None or not st.complete:
+        _fail(f"lab {lab.name!r} is not up (`{_up_cmd(lab)}` builds it)")
+    try:
+        if operator or etcd:
+            if "/" in target:
+                _fail(f"{target!r}: --operator and --etcd take a CLUSTER (e.g. c1), not a node")
+            cluster = lab.topo.cluster(target).name
+            if operator:
+                if not st.agents:
+                    _fail(f"lab {lab.name!r} runs without agents and operators (--no-agents)")
+                rec = lab.restart_operator(cluster)
+            else:
+                rec = lab.restart_etcd(cluster)
+        else:
+            if "/" not in target:
+                _fail(
+                    f"{target!r} is a cluster: name a node (e.g. {target}/n1) for its agent, "
+                    "or add --operator or --etcd"
+                )
+            if not st.agents:
+                _fail(f"lab {lab.name!r} runs without agents (--no-agents)")
+            rec = lab.restart_agent(target)
+    except (LabError, topology.TopologyError) as e:
+        _fail(str(e))
+    console.print(f"{rec.name}: running, pid {rec.pid}, log {rec.log}")
+
+
+@app.command("supervise", hidden=True)
+def supervise(
+    lab_name: Annotated[str, typer.Option("--lab", help="Lab name.")],
+    state_file: Annotated[Path, typer.Option("--state", help="The lab's state.json.")],
+) -> None:
+    """The lab's supervisor (started by `glia lab up`; ended by `glia lab down`)."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    raise typer.Exit(supervisor.run(lab_name, state_file, stop))
 
 
 @app.command("exec", context_settings=_PASSTHROUGH)
@@ -171,10 +265,14 @@ def run(
     command: Annotated[list[str] | None, typer.Argument(help="Command, after --.")] = None,
     label: Annotated[list[str] | None, typer.Option(help="Label k=v (repeatable).")] = None,
     image: Annotated[str, typer.Option(help="Image.")] = topology.IMAGE,
+    out: output.OutputOption = output.OutputFormat.table,
     lab_name: NameOpt = None,
     lab_dir: DirOpt = None,
 ) -> None:
-    """Start a container (default: busybox httpd on port 80 answering its name)."""
+    """Start a container (default: busybox httpd on port 80 answering its name).
+
+    A name in use on that node is refused; the container holding it is left alone.
+    """
     labels: dict[str, str] = {}
     for item in label or []:
         key, sep, value = item.partition("=")
@@ -186,7 +284,19 @@ def run(
         c = lab.run_container(target, container, labels=labels, image=image, command=command)
     except (LabError, topology.TopologyError) as e:
         _fail(str(e))
-    console.print(f"{c.name}\t{c.ip or '-'}\t{c.node}\t{c.id[:12]}")
+    data = dataclasses.asdict(c)
+    if not output.print_structured(data, out):
+        output.print_table(output.build_table([data], _RUN_COLUMNS))
+
+
+_RUN_COLUMNS = (
+    output.Column("NAME", "name"),
+    output.Column("IP", "ip"),
+    output.Column("NODE", "node"),
+    output.Column("ID", lambda row: str(row["id"])[:12]),
+    output.Column("STATE", "state"),
+    output.Column("LABELS", "labels"),
+)
 
 
 @app.command()
@@ -202,6 +312,16 @@ def demo(
 def _down_cmd(lab: Lab) -> str:
     extra = "" if lab.name == topology.DEFAULT_LAB else f" --lab {lab.name}"
     return f"glia lab down{extra}"
+
+
+def _status_cmd(lab: Lab) -> str:
+    extra = "" if lab.name == topology.DEFAULT_LAB else f" --lab {lab.name}"
+    return f"glia lab status{extra}"
+
+
+def _up_cmd(lab: Lab) -> str:
+    extra = "" if lab.name == topology.DEFAULT_LAB else f" --lab {lab.name}"
+    return f"glia lab up{extra}"
 
 
 def _print_summary(lab: Lab) -> None:
@@ -221,15 +341,29 @@ def _print_summary(lab: Lab) -> None:
         console.print(f"  {line}")
 
 
+_STATE_STYLE = {"running": "green", "paused": "yellow", "stopped": "yellow", "dead": "red"}
+
+
 def _alive(proc: dict[str, Any]) -> str:
+    """A daemon's cell: its state and PID, and the supervisor's restarts of it."""
     if proc["pid"] is None:
-        return "[dim]-[/]"
-    return f"[green]up[/] {proc['pid']}" if proc["alive"] else f"[red]dead[/] {proc['pid']}"
+        return "[red]missing[/]" if proc.get("state") == "missing" else "[dim]-[/]"
+    state = proc.get("state") or ("running" if proc["alive"] else "dead")
+    cell = f"[{_STATE_STYLE.get(state, 'white')}]{state}[/] {proc['pid']}"
+    if proc.get("restarts"):
+        cell += f" [dim]({proc['restarts']} restart{'s' if proc['restarts'] != 1 else ''})[/]"
+    return cell
 
 
 def _print_status(data: dict[str, Any]) -> None:
     state = "[green]up[/]" if data["up"] else "[yellow]not (fully) up[/]"
     console.print(f"lab [bold]{data['lab']}[/] {state}, dir {data['dir']}")
+    sup = data["supervisor"]
+    console.print(
+        "supervisor "
+        + (f"[green]running[/] {sup['pid']}" if sup["alive"] else "[red]not running[/]")
+        + (f", log {sup['log']}" if sup["log"] else "")
+    )
     clusters = Table("cluster", "pod pool", "service CIDR", "etcd", "etcd pid", "operator")
     for c in data["clusters"]:
         clusters.add_row(
@@ -240,7 +374,7 @@ def _print_status(data: dict[str, Any]) -> None:
             _alive(c["etcd"]),
             _alive(c["operator"]),
         )
-    console.print(clusters)
+    output.print_table(clusters, console)
     nodes = Table("node", "namespace", "IP", "agent", "healthy", "containers")
     for c in data["clusters"]:
         for n in c["nodes"]:
@@ -258,7 +392,7 @@ def _print_status(data: dict[str, Any]) -> None:
                 "[green]yes[/]" if n["agent"].get("healthy") else "no",
                 ctrs or "-",
             )
-    console.print(nodes)
+    output.print_table(nodes, console)
     for c in data["clusters"]:
         console.print(Text(f"{c['name']}: etcd log {c['etcd']['log'] or '-'}", style="dim"))
         if c["operator"]["log"]:
@@ -267,3 +401,5 @@ def _print_status(data: dict[str, Any]) -> None:
             console.print(Text(f"{n['ref']}: agent socket {n['socket']}", style="dim"))
             if n["agent"]["log"]:
                 console.print(Text(f"{n['ref']}: agent log {n['agent']['log']}", style="dim"))
+    for line in data["problems"]:
+        err_console.print(Text.assemble(("problem: ", "bold red"), line))

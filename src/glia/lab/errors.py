@@ -9,3 +9,11 @@ class LabError(RuntimeError):
 
 class LabAlreadyUp(LabError):
     """``up`` of a lab that is up in another shape (``recreate`` rebuilds it)."""
+
+
+class DaemonExited(LabError):
+    """A daemon exited while the lab waited for it (``process``: its name in the state)."""
+
+    def __init__(self, process: str, message: str) -> None:
+        super().__init__(message)
+        self.process = process

@@ -15,7 +15,7 @@ from typing import Any
 
 from glia.agent.client import AgentClient, AgentClientError
 from glia.lab import processes
-from glia.lab.errors import LabError
+from glia.lab.errors import DaemonExited, LabError
 from glia.lab.topology import NodeSpec
 
 POLL = 0.2
@@ -38,9 +38,10 @@ def wait_agents(
     while pending:
         for rec in watched:
             if not processes.alive(rec):
-                raise LabError(
+                raise DaemonExited(
+                    rec.name,
                     f"{rec.name} (pid {rec.pid}) exited; last lines of {rec.log}:\n"
-                    + indent(processes.log_tail(rec.log))
+                    + indent(processes.log_tail(rec.log)),
                 )
         for ref, n in list(pending.items()):
             try:

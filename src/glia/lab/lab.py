@@ -11,17 +11,27 @@ its agent attaches there), and the glia daemons as detached processes
 (:mod:`glia.lab.processes`), all recorded in ``state.json``.
 
 Process names in the state: ``c1-etcd``, ``c1-operator``, ``c1-n1-agent``.
+
+Daemons are supervised: ``up`` ends by starting the lab's supervisor
+(``glia lab supervise``, :mod:`glia.lab.supervisor`), which restarts a daemon
+that dies. Stopping one on purpose (:meth:`Lab.stop_agent` and friends, unless
+``kill=True`` simulates a crash) marks it stopped in the state first, so the
+supervisor leaves it down; every ``start_*`` clears the mark and returns the
+live record when the daemon already runs. ``up`` of a lab that exists in the
+same shape restarts what is down and keeps everything else; only
+``recreate`` wipes it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,8 +42,19 @@ from glia.cni.config import conflist
 from glia.datapath import cgroup
 from glia.kvstore import rbac
 from glia.kvstore.config import EtcdConfig
-from glia.lab import configs, health, netns, processes, state, status, teardown, topology, underlay
-from glia.lab.errors import LabAlreadyUp, LabError
+from glia.lab import (
+    configs,
+    health,
+    netns,
+    processes,
+    state,
+    status,
+    supervision,
+    teardown,
+    topology,
+    underlay,
+)
+from glia.lab.errors import DaemonExited, LabAlreadyUp, LabError
 from glia.lab.etcd import RW_USER, EtcdError, EtcdServer
 from glia.lab.podman import SYSTEM_CNI_DIR, Container, NodePodman, PodmanError, build_rootfs
 from glia.lab.state import LabState
@@ -49,6 +70,7 @@ from glia.lab.topology import (
 from glia.operator.config import OperatorConfig
 from glia.operator.config import load as operator_config_load
 
+SUPERVISOR = "supervisor"  # its name in messages and in ``lab down``'s report
 DEFAULT_CLUSTERS = 1
 DEFAULT_NODES = 2
 OCI_HOOK = "glia-oci-hook"  # console script that puts containers into their node's cgroup
@@ -134,29 +156,53 @@ class Lab:
         state.save(self.topo.state_file, st)
         return st
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the lab's state lock: read, decide and write with no other writer between
+        (the supervisor runs in another process). Re-entrant."""
+        try:
+            with state.locked(self.topo.state_file):
+                yield
+        except state.StateError as e:
+            raise LabError(str(e)) from None
+
+    def _update(self, change: Callable[[LabState], LabState]) -> LabState:
+        with self.locked():
+            st = self.state()
+            if st is None:
+                raise LabError(f"lab {self.name!r} has no state file {self.topo.state_file}")
+            return self._save(change(st))
+
+    def record_watch(self, watch: Mapping[str, supervision.Watch]) -> None:
+        """Save the supervisor's records of the daemons (its restarts, backoff)."""
+        self._update(lambda st: dataclasses.replace(st, watch=dict(watch)))
+
     def _record(self, name: str) -> processes.ProcessRecord | None:
         st = self.state()
         return st.processes.get(name) if st else None
 
     def _put_record(self, rec: processes.ProcessRecord) -> None:
-        st = self.state()
-        if st is None:
-            raise LabError(f"lab {self.name!r} has no state file {self.topo.state_file}")
-        self._save(dataclasses.replace(st, processes={**st.processes, rec.name: rec}))
+        self._update(lambda st: dataclasses.replace(st, processes={**st.processes, rec.name: rec}))
 
     def is_up(self) -> bool:
-        """Built completely, every namespace there, every recorded process alive."""
+        """Built completely, every namespace there, every recorded process (the
+        supervisor's too) alive."""
         try:
             st = self.state()
         except LabError:
             return False
         if st is None or not st.complete:
             return False
-        # As recorded: this object may describe the shape the lab is about to get.
-        built = topology.build(self.name, st.clusters, st.nodes, self.topo.dir)
-        if not all(netns.exists(ns) for ns in built.netns_names):
+        if self._missing_netns(st):
+            return False
+        if st.supervisor is None or not processes.alive(st.supervisor):
             return False
         return all(processes.alive(r) for r in st.processes.values())
+
+    def _missing_netns(self, st: LabState) -> list[str]:
+        # As recorded: this object may describe the shape the lab is about to get.
+        built = topology.build(self.name, st.clusters, st.nodes, self.topo.dir)
+        return [ns for ns in built.netns_names if not netns.exists(ns)]
 
     def leftovers(self) -> bool:
         """Whether anything of this lab exists on the machine."""
@@ -180,11 +226,16 @@ class Lab:
     def up(
         self, *, agents: bool = True, recreate: bool = False, timeout: float = AGENTS_TIMEOUT
     ) -> bool:
-        """Build the lab; False (and nothing done) when it is already up in this shape.
+        """Build the lab, or start again what is down in the lab that exists.
 
-        ``agents=False`` builds namespaces, etcd and podman only. On failure the
-        lab stays as far as it got (for its logs) and :class:`LabError` says what
-        failed; :meth:`down` removes it.
+        Returns False (and nothing done) when it is already up in this shape.
+        A lab that exists in this shape is never rebuilt: its dead daemons
+        (and its supervisor) are started again, its namespaces, containers,
+        etcd data, Services and pins are kept (:meth:`repair`). A lab in another
+        shape is an error (:class:`LabAlreadyUp`) unless ``recreate``, which
+        removes it and builds it anew. ``agents=False`` builds namespaces, etcd
+        and podman only. On failure the lab stays as far as it got (for its
+        logs) and :class:`LabError` says what failed; :meth:`down` removes it.
         """
         _check_host(agents)
         shape = (len(self.topo.clusters), len(self.topo.clusters[0].nodes), agents)
@@ -192,32 +243,40 @@ class Lab:
             st = None if recreate else self.state()
         except LabError:
             st = None  # an unreadable state file: leftovers, removed below
-        if st is not None and self.is_up():
-            if (st.clusters, st.nodes, st.agents) == shape:
+        if st is not None and st.complete:
+            if (st.clusters, st.nodes, st.agents) != shape:
+                up = self.is_up()
+                raise LabAlreadyUp(
+                    f"lab {self.name!r} {'is already up' if up else 'exists'} with "
+                    f"{st.clusters} cluster(s) of {st.nodes} node(s) "
+                    f"{'with' if st.agents else 'without'} agents; `glia lab up --recreate` "
+                    "rebuilds it in the new shape (removing its containers)"
+                    + ("" if up else "; `glia lab up` without a shape restarts what is down")
+                )
+            restarted = self.repair(timeout=timeout)
+            if not restarted:
                 self.reporter.note(f"lab {self.name!r} is already up")
-                return False
-            raise LabAlreadyUp(
-                f"lab {self.name!r} is already up with {st.clusters} cluster(s) of {st.nodes} "
-                f"node(s) {'with' if st.agents else 'without'} agents; "
-                "`glia lab up --recreate` rebuilds it in the new shape"
-            )
+            return bool(restarted)
         if self.leftovers():
+            # Never a complete lab (that one is kept above): a build that failed
+            # or was interrupted, or a lab whose state file is gone.
             self.reporter.step(f"removing the earlier lab {self.name!r}")
             self.down()
 
         started = time.monotonic()
         self.topo.dir.mkdir(parents=True, exist_ok=True)
         self.topo.marker_file.write_text(self.name + "\n")
-        self._save(
-            LabState(
-                name=self.name,
-                dir=str(self.topo.dir),
-                clusters=shape[0],
-                nodes=shape[1],
-                agents=agents,
-                created=time.time(),
+        with self.locked():
+            self._save(
+                LabState(
+                    name=self.name,
+                    dir=str(self.topo.dir),
+                    clusters=shape[0],
+                    nodes=shape[1],
+                    agents=agents,
+                    created=time.time(),
+                )
             )
-        )
         self.reporter.step(f"network: {len(self.topo.netns_names)} namespaces on a bridge")
         try:
             underlay.build(self.topo)
@@ -234,11 +293,56 @@ class Lab:
             for n in self.topo.nodes:
                 self.start_agent(n.ref, wait=False)
             self.wait_agents(timeout=timeout)
-        st = self.state()
-        assert st is not None
-        self._save(dataclasses.replace(st, complete=True))
+        self.start_supervisor()
+        self._update(lambda st: dataclasses.replace(st, complete=True))
         self.reporter.step(f"lab {self.name!r} is up ({time.monotonic() - started:.1f} s)")
         return True
+
+    def repair(self, timeout: float = AGENTS_TIMEOUT) -> list[str]:
+        """Start every daemon of the built lab that is not running, and its supervisor.
+
+        Returns the process names started ([] when all ran). Touches nothing
+        else: namespaces, containers, etcd data, Services and pins stay. A
+        paused (SIGSTOPped) daemon is alive and left alone. A lab whose
+        namespaces are gone cannot be repaired: the error says so.
+        """
+        st = self.state()
+        if st is None or not st.complete:
+            raise LabError(f"lab {self.name!r} is not built (`glia lab up` builds it)")
+        missing = self._missing_netns(st)
+        if missing:
+            raise LabError(
+                f"lab {self.name!r} lost its namespaces {', '.join(missing)}; "
+                "`glia lab up --recreate` rebuilds it (removing its containers)"
+            )
+        expected = {d.process for d in supervision.daemons(self.topo, agents=st.agents)}
+        todo = [
+            d
+            for d in supervision.daemons(self.topo)
+            if (d.process in expected or d.process in st.processes)
+            and (d.process not in st.processes or not processes.alive(st.processes[d.process]))
+        ]
+        for d in todo:
+            self.reporter.step(f"starting {d.process} again")
+            if d.kind is supervision.Kind.ETCD:
+                self.start_etcd(d.target)
+            elif d.kind is supervision.Kind.OPERATOR:
+                self.start_operator(d.target)
+            else:
+                self.start_agent(d.target, wait=False)
+        done = [d.process for d in todo]
+        if st.supervisor is None or not processes.alive(st.supervisor):
+            self.start_supervisor()
+            done.append(SUPERVISOR)
+        agents = [d.target for d in todo if d.kind is supervision.Kind.AGENT]
+        if agents:
+            self._wait_started(agents, timeout)
+        if done:
+            self.reporter.step(
+                f"lab {self.name!r}: started {', '.join(done)} again; "
+                "namespaces, containers, etcd data and Services kept"
+            )
+        return done
 
     def _start_etcds(self) -> None:
         self.reporter.step("etcd: one per cluster, TLS, client-certificate auth, RBAC")
@@ -247,6 +351,7 @@ class Lab:
                 self.etcd(c.name).start()
             except EtcdError as e:
                 raise LabError(f"{c.name}: {e}") from None
+            self._put_record(self._etcd_record(c))
         for c in self.topo.clusters:
             try:
                 self.etcd(c.name).wait_ready(ETCD_TIMEOUT)
@@ -255,48 +360,66 @@ class Lab:
                 )
             except EtcdError as e:
                 raise LabError(f"{c.name}: {e}") from None
-            self._record_etcd(c)
 
-    def _record_etcd(self, c: ClusterSpec) -> None:
+    def _etcd_record(self, c: ClusterSpec) -> processes.ProcessRecord:
         server = self.etcd(c.name)
         if server.pid is None:
             raise LabError(f"{c.name}: etcd was not started by this process")
-        self._put_record(
-            processes.ProcessRecord(
-                name=c.etcd_process,
-                pid=server.pid,
-                argv=server.command(),
-                log=str(c.etcd_log),
-                token=f"--data-dir={c.etcd_data_dir}",
-                netns=c.etcd_netns,
-                started=time.time(),
-            )
-        )
         self.reporter.note(f"{c.name}: etcd at {c.etcd_endpoint} (pid {server.pid})")
+        return processes.ProcessRecord(
+            name=c.etcd_process,
+            pid=server.pid,
+            argv=server.command(),
+            log=str(c.etcd_log),
+            token=f"--data-dir={c.etcd_data_dir}",
+            netns=c.etcd_netns,
+            started=time.time(),
+        )
 
-    def stop_etcd(self, cluster: str, *, kill: bool = False) -> None:
-        """Take ``cluster``'s etcd down (SIGTERM, or SIGKILL as a crash); its data stays."""
+    def stop_etcd(self, cluster: str, *, kill: bool = False, stay_down: bool | None = None) -> None:
+        """Take ``cluster``'s etcd down: SIGTERM, or SIGKILL as a crash (``kill``); its data stays.
+
+        ``stay_down`` (default: ``not kill``) marks it stopped on purpose, so the
+        supervisor leaves it down; a crash (``kill`` alone) is restarted by it.
+        """
         c = self.topo.cluster(cluster)
         server = self.etcd(c.name)
-        if server.running:
+        rec = self._mark_stopped(c.etcd_process, (not kill) if stay_down is None else stay_down)
+        if server.running and (rec is None or rec.pid == server.pid):
+            # Started by this object: end it through its Popen, which also reaps it.
             if kill:
                 server.kill()
             else:
                 server.stop()
-            return
-        rec = self._record(c.etcd_process)  # started by another process: by recorded PID
-        if rec is not None:
-            processes.stop([rec])
+        elif rec is not None:
+            self._signal(rec, kill)
 
-    def start_etcd(self, cluster: str) -> None:
-        """Start ``cluster``'s etcd again on its data (after :meth:`stop_etcd`)."""
+    def start_etcd(self, cluster: str, *, wait: bool = True) -> processes.ProcessRecord:
+        """Start ``cluster``'s etcd again on its data (after :meth:`stop_etcd` or a crash);
+        the live record when it runs already. ``wait``: until it answers."""
         c = self.topo.cluster(cluster)
-        try:
-            self.etcd(c.name).start(keep_data=True)
-            self.etcd(c.name).wait_ready(ETCD_TIMEOUT)
-        except EtcdError as e:
-            raise LabError(f"{c.name}: {e}") from None
-        self._record_etcd(c)
+        server = self.etcd(c.name)
+
+        def spawn() -> processes.ProcessRecord:
+            try:
+                server.start(keep_data=True)
+            except EtcdError as e:
+                raise LabError(f"{c.name}: {e}") from None
+            return self._etcd_record(c)
+
+        rec, started = self._start(c.etcd_process, spawn)
+        if started and wait:
+            try:
+                server.wait_ready(ETCD_TIMEOUT)
+            except EtcdError as e:
+                self._give_up(rec.name)
+                raise LabError(f"{c.name}: {e}") from None
+        return rec
+
+    def restart_etcd(self, cluster: str) -> processes.ProcessRecord:
+        """SIGTERM ``cluster``'s etcd, start it again on its data (``glia lab restart --etcd``)."""
+        self.stop_etcd(cluster)
+        return self.start_etcd(cluster, wait=True)
 
     def _create_cgroups(self) -> Path:
         """Each node's cgroup v2 directory (before podman runs); the cgroup2 mount point."""
@@ -392,52 +515,147 @@ class Lab:
         return self.topo.node(t.cluster, t.node)
 
     def start_operator(self, cluster: str) -> processes.ProcessRecord:
+        """Start ``cluster``'s operator; the live record when it runs already."""
         c = self.topo.cluster(cluster)
-        if not c.operator_config.exists():
-            configs.write_yaml(c.operator_config, self.operator_config(c.name))
-        argv = [str(bin_dir() / "glia"), "operator", "--config", str(c.operator_config)]
-        rec = processes.spawn(
-            c.operator_process,
-            argv,
-            log=c.operator_log,
-            token=str(c.operator_config),
-            netns_name=c.operator_node.netns,
-            env=_daemon_env(),
-        )
-        self._put_record(rec)
-        self.reporter.note(f"{c.name}: operator pid {rec.pid}, log {rec.log}")
-        return rec
 
-    def stop_operator(self, cluster: str) -> None:
-        rec = self._record(self.topo.cluster(cluster).operator_process)
+        def spawn() -> processes.ProcessRecord:
+            if not c.operator_config.exists():
+                configs.write_yaml(c.operator_config, self.operator_config(c.name))
+            argv = [str(bin_dir() / "glia"), "operator", "--config", str(c.operator_config)]
+            rec = processes.spawn(
+                c.operator_process,
+                argv,
+                log=c.operator_log,
+                token=str(c.operator_config),
+                netns_name=c.operator_node.netns,
+                env=_daemon_env(),
+            )
+            self.reporter.note(f"{c.name}: operator pid {rec.pid}, log {rec.log}")
+            return rec
+
+        return self._start(c.operator_process, spawn)[0]
+
+    def stop_operator(
+        self, cluster: str, *, kill: bool = False, stay_down: bool | None = None
+    ) -> None:
+        """SIGTERM (then SIGKILL) ``cluster``'s operator, or SIGKILL at once as a crash
+        (``kill``: the supervisor restarts it unless ``stay_down``)."""
+        c = self.topo.cluster(cluster)
+        rec = self._mark_stopped(c.operator_process, (not kill) if stay_down is None else stay_down)
         if rec is not None:
-            processes.stop([rec])
+            self._signal(rec, kill)
+
+    def restart_operator(self, cluster: str) -> processes.ProcessRecord:
+        """SIGTERM ``cluster``'s operator and start it again (``glia lab restart --operator``)."""
+        self.stop_operator(cluster)
+        return self.start_operator(cluster)
 
     def start_agent(self, node: str, *, wait: bool = True) -> processes.ProcessRecord:
+        """Start the node's agent; the live record when it runs already (e.g. the
+        supervisor restarted it). ``wait``: until it reports healthy."""
         n = self.node(node)
-        if not n.agent_config.exists():
-            configs.write_yaml(n.agent_config, self.agent_config(n.ref))
-        argv = [str(bin_dir() / "glia"), "agent", "--config", str(n.agent_config)]
-        rec = processes.spawn(
-            n.agent_process,
-            argv,
-            log=n.agent_log,
-            token=str(n.agent_config),
-            netns_name=n.netns,
-            env=_daemon_env(),
-        )
-        self._put_record(rec)
-        self.reporter.note(f"{n.ref}: agent pid {rec.pid}, log {rec.log}")
+
+        def spawn() -> processes.ProcessRecord:
+            if not n.agent_config.exists():
+                configs.write_yaml(n.agent_config, self.agent_config(n.ref))
+            argv = [str(bin_dir() / "glia"), "agent", "--config", str(n.agent_config)]
+            rec = processes.spawn(
+                n.agent_process,
+                argv,
+                log=n.agent_log,
+                token=str(n.agent_config),
+                netns_name=n.netns,
+                env=_daemon_env(),
+            )
+            self.reporter.note(f"{n.ref}: agent pid {rec.pid}, log {rec.log}")
+            return rec
+
+        rec = self._start(n.agent_process, spawn)[0]
         if wait:
-            self.wait_agents([n.ref])
+            self._wait_started([n.ref])
         return rec
 
-    def stop_agent(self, node: str, *, kill: bool = False) -> None:
+    def stop_agent(self, node: str, *, kill: bool = False, stay_down: bool | None = None) -> None:
         """SIGTERM (then SIGKILL) the node's agent, or SIGKILL at once as a crash
-        (``kill``); its datapath stays (pins outlive it)."""
-        rec = self._record(self.node(node).agent_process)
-        if rec is None:
-            return
+        (``kill``); its datapath stays (pins outlive it).
+
+        Stopped on purpose it stays down until started again; a crash is
+        restarted by the supervisor, unless ``stay_down`` (a crash that is
+        left down, for tests of what happens while an agent is dead).
+        """
+        n = self.node(node)
+        rec = self._mark_stopped(n.agent_process, (not kill) if stay_down is None else stay_down)
+        if rec is not None:
+            self._signal(rec, kill)
+
+    def restart_agent(self, node: str) -> processes.ProcessRecord:
+        """SIGTERM the node's agent, start it again, wait until healthy (``glia lab restart``)."""
+        self.stop_agent(node)
+        return self.start_agent(node, wait=True)
+
+    def start_supervisor(self) -> processes.ProcessRecord:
+        """Start the lab's supervisor (:mod:`glia.lab.supervisor`); the live record if it runs."""
+        with self.locked():
+            st = self.state()
+            if st is None:
+                raise LabError(f"lab {self.name!r} has no state file {self.topo.state_file}")
+            if st.supervisor is not None and processes.alive(st.supervisor):
+                return st.supervisor
+            # Spawned and recorded under the lock: its first poll, which takes the
+            # lock, finds itself recorded (a supervisor that is not exits).
+            try:
+                rec = processes.spawn(
+                    SUPERVISOR,
+                    supervision.supervisor_argv(str(bin_dir() / "glia"), self.topo),
+                    log=self.topo.supervisor_log,
+                    token=supervision.supervisor_token(self.topo),
+                    env=_daemon_env(),
+                )
+            except processes.ProcessError as e:
+                raise LabError(str(e)) from None
+            self._save(dataclasses.replace(st, supervisor=rec))
+        self.reporter.note(f"supervisor pid {rec.pid}, log {rec.log}")
+        return rec
+
+    def stop_supervisor(self) -> None:
+        """End the lab's supervisor: dead daemons then stay dead until ``lab up``."""
+        st = self.state()
+        if st is not None and st.supervisor is not None:
+            processes.stop([st.supervisor])
+
+    def _start(
+        self, name: str, spawn: Callable[[], processes.ProcessRecord]
+    ) -> tuple[processes.ProcessRecord, bool]:
+        """Daemon ``name``'s live record, spawned unless it runs; whether it was spawned.
+
+        Under the state lock, so the supervisor and this process never both
+        start it; starting clears the stopped-on-purpose mark.
+        """
+        with self.locked():
+            rec = self._record(name)
+            if rec is not None and processes.alive(rec):
+                if rec.stopped:
+                    rec = dataclasses.replace(rec, stopped=False)
+                    self._put_record(rec)
+                return rec, False
+            try:
+                rec = spawn()
+            except processes.ProcessError as e:
+                raise LabError(str(e)) from None
+            self._put_record(rec)
+            return rec, True
+
+    def _mark_stopped(self, name: str, stopped: bool) -> processes.ProcessRecord | None:
+        """Daemon ``name``'s record, marked stopped on purpose first if ``stopped``
+        (before any signal, so the supervisor never restarts what is being stopped)."""
+        with self.locked():
+            rec = self._record(name)
+            if rec is not None and stopped and not rec.stopped:
+                rec = dataclasses.replace(rec, stopped=True)
+                self._put_record(rec)
+            return rec
+
+    def _signal(self, rec: processes.ProcessRecord, kill: bool) -> None:
         try:
             if kill:
                 processes.kill(rec)
@@ -446,9 +664,12 @@ class Lab:
         except processes.ProcessError as e:
             raise LabError(str(e)) from None
 
-    def restart_agent(self, node: str) -> processes.ProcessRecord:
-        self.stop_agent(node)
-        return self.start_agent(node, wait=True)
+    def _give_up(self, name: str) -> None:
+        """A daemon that failed to start stays down (and is not restarted in a loop):
+        marked stopped, and ended if the supervisor restarted it meanwhile."""
+        rec = self._mark_stopped(name, True)
+        if rec is not None:
+            self._signal(rec, kill=False)
 
     def reconfigure_agent(self, node: str, **changes: Any) -> processes.ProcessRecord:
         """Change settings of the node's agent (``lease_ttl=5``) and restart it."""
@@ -482,13 +703,31 @@ class Lab:
     def wait_agents(
         self, nodes: Sequence[str] | None = None, timeout: float = AGENTS_TIMEOUT
     ) -> None:
-        """Poll each agent's ``GET /v1/status`` until ``healthy``; fail fast if a daemon exits."""
+        """Poll each agent's ``GET /v1/status`` until ``healthy``; fail fast if a daemon exits
+        (:class:`DaemonExited`)."""
         specs = [self.node(n) for n in nodes] if nodes else list(self.topo.nodes)
         st = self.state()
         recs = st.processes if st else {}
         names = [n.agent_process for n in specs] + [c.operator_process for c in self.topo.clusters]
         daemons = [recs[name] for name in names if name in recs]
         health.wait_agents(specs, daemons, self.reporter.note, timeout)
+
+    def _wait_started(self, nodes: Sequence[str], timeout: float = AGENTS_TIMEOUT) -> None:
+        """:meth:`wait_agents` after starting them: an agent that exits meanwhile is
+        left stopped (not restarted in a loop) and the error says how to start it."""
+        try:
+            self.wait_agents(nodes, timeout)
+        except DaemonExited as e:
+            ours = {self.node(n).agent_process: self.node(n) for n in nodes}
+            if e.process not in ours:
+                raise
+            self._give_up(e.process)
+            cmd = supervision.Daemon(e.process, supervision.Kind.AGENT, ours[e.process].ref)
+            raise DaemonExited(
+                e.process,
+                f"{e}\nIt stays stopped; after fixing it: "
+                f"`{cmd.restart_command(self.name, topology.DEFAULT_LAB)}`",
+            ) from None
 
     # --- down, status ---------------------------------------------------------
 
@@ -604,14 +843,22 @@ def _check_host(agents: bool) -> None:
         raise LabError(f"missing tools: {', '.join(missing)} (run scripts/setup.sh)")
     if not os.path.ismount("/sys/fs/bpf"):
         raise LabError("bpffs is not mounted at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf)")
-    if agents:
-        for exe in ("glia", "glia-cni"):
-            if not (bin_dir() / exe).exists():
-                raise LabError(f"{bin_dir() / exe} is missing: install glia into this venv")
+    # The supervisor is `glia lab supervise`, with or without agents.
+    for exe in ("glia", "glia-cni") if agents else ("glia",):
+        if not (bin_dir() / exe).exists():
+            raise LabError(f"{bin_dir() / exe} is missing: install glia into this venv")
 
 
 def _daemon_env() -> dict[str, str]:
     return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
-__all__ = ["Lab", "LabAlreadyUp", "LabError", "QuietReporter", "Reporter", "TopologyError"]
+__all__ = [
+    "DaemonExited",
+    "Lab",
+    "LabAlreadyUp",
+    "LabError",
+    "QuietReporter",
+    "Reporter",
+    "TopologyError",
+]

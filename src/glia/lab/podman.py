@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,10 @@ PODMAN_TIMEOUT = 60.0
 
 class PodmanError(RuntimeError):
     """A podman command on a lab node failed."""
+
+
+class ContainerExists(PodmanError):
+    """The container name is taken on that node (the container holding it is left alone)."""
 
 
 def _toml_str(value: str) -> str:
@@ -251,19 +256,62 @@ class NodePodman:
         network: str = NETWORK,
         extra_args: Sequence[str] = (),
     ) -> Container:
-        args = ["run", "-d", "--name", name, "--network", network]
+        """Start container ``name``; :class:`ContainerExists` if the node has one so named.
+
+        Only the container this call created is ever removed (by the ID podman
+        wrote to ``--cidfile``), never one that held the name already.
+        """
+        existing = self._existing(name)
+        if existing is not None:
+            raise ContainerExists(
+                f"{self.node.ref}: a container named {name!r} exists already "
+                f"(id {existing.id[:12]}, {existing.state}, IP {existing.ip or '-'}); "
+                "choose another name, or remove that one first"
+            )
+        cid_dir = self.node.podman_dir / "cid"
+        cid_dir.mkdir(parents=True, exist_ok=True)
+        cidfile = cid_dir / f"{name}.{os.getpid()}.{time.monotonic_ns()}"
+        args = ["run", "-d", "--name", name, "--network", network, "--cidfile", str(cidfile)]
         args += ["--cgroup-parent", cgroup_parent(self.node)]
         for k, v in (labels or {}).items():
             args += ["--label", f"{k}={v}"]
         args += [*extra_args, image, *(command if command else default_command(name))]
         try:
             self.run(args)
-        except PodmanError:
-            # A failed start (e.g. CNI ADD refused) leaves a "created" container
-            # holding the name; remove it so the same name can be used again.
-            self.run(["rm", "-f", "-t", "0", "--ignore", name], check=False)
+        except PodmanError as e:
+            # podman writes the ID once it created the container: then the start
+            # failed (e.g. CNI ADD refused) and the "created" container it left
+            # would hold the name. No file: nothing was created (e.g. the name
+            # was taken meanwhile), so nothing is removed.
+            cid = _read_cid(cidfile)
+            if cid:
+                self.run(["rm", "-f", "-t", "0", "--ignore", cid], check=False)
+            if "already in use" in str(e):
+                raise ContainerExists(
+                    f"{self.node.ref}: a container named {name!r} exists already; "
+                    "choose another name, or remove that one first"
+                ) from None
             raise
+        finally:
+            cidfile.unlink(missing_ok=True)
         return self.inspect(name)
+
+    def _existing(self, name: str) -> Container | None:
+        if not self.configured():
+            return None
+        probe = subprocess.run(
+            self.argv(["container", "exists", name]),
+            env=self.env,
+            capture_output=True,
+            timeout=PODMAN_TIMEOUT,
+            check=False,
+        )
+        if probe.returncode != 0:
+            return None  # 1: no such container
+        try:
+            return self.inspect(name)
+        except PodmanError:
+            return None  # removed meanwhile
 
     def inspect(self, name: str) -> Container:
         out = self.run(["container", "inspect", name])
@@ -305,3 +353,11 @@ class NodePodman:
             labels=dict((data.get("Config") or {}).get("Labels") or {}),
             netns_path=settings.get("SandboxKey") or None,
         )
+
+
+def _read_cid(path: Path) -> str | None:
+    try:
+        cid = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return cid if cid and all(ch in "0123456789abcdef" for ch in cid) else None

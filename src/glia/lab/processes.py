@@ -1,4 +1,4 @@
-"""Long-running lab processes (agents, operators): start detached, check, stop by PID.
+"""Long-running lab processes (agents, operators, the supervisor): start detached, check, stop.
 
 Called by :mod:`glia.lab.lab`. A process is started in its own session with its
 output in a log file the lab names, so it outlives the ``glia lab up`` command
@@ -22,7 +22,10 @@ from pathlib import Path
 from glia.lab import netns
 
 STOP_TIMEOUT = 5.0  # seconds between SIGTERM and SIGKILL
+EXEC_WINDOW = 0.5  # seconds an empty command line may last before it counts (see cmdline)
 _POLL = 0.05
+_EXEC_POLL = 0.002
+_PF_KTHREAD = 0x00200000  # task flag of kernel threads (include/linux/sched.h)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,9 @@ class ProcessRecord:
     token: str  # must appear in /proc/<pid>/cmdline for the PID to still be this process
     netns: str | None = None
     started: float = field(default=0.0)
+    # Stopped on purpose (``Lab.stop_*``, ``glia lab restart``): the supervisor
+    # leaves it down until something starts it again.
+    stopped: bool = False
 
 
 class ProcessError(RuntimeError):
@@ -81,22 +87,44 @@ def spawn(
 
 
 def cmdline(pid: int) -> str | None:
-    """The command line of ``pid`` joined by spaces, None if gone or a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # The state letter follows the ")" closing the command name.
-    if stat[stat.rfind(")") + 2 :].startswith(("Z", "X")):
-        _reap(pid)
-        return None
-    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+    """The command line of ``pid`` joined by spaces, None if gone or a zombie.
+
+    A process in the middle of ``execve`` (``nsenter`` becoming the agent) shows
+    an empty command line for a few milliseconds (up to 20 ms seen here): the
+    new program's arguments are not in place yet. An empty one is read again
+    for up to :data:`EXEC_WINDOW` seconds, so a daemon starting is never taken
+    for a dead one; a kernel thread's is empty for good and returned at once.
+    """
+    deadline = time.monotonic() + EXEC_WINDOW
+    while True:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (FileNotFoundError, ProcessLookupError):
+            return None
+        # The state letter follows the ")" closing the command name; flags are 7th.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if fields[0] in ("Z", "X"):
+            _reap(pid)
+            return None
+        if raw or int(fields[6]) & _PF_KTHREAD or time.monotonic() >= deadline:
+            return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+        time.sleep(_EXEC_POLL)
 
 
 def alive(rec: ProcessRecord) -> bool:
+    """Whether the record's process runs (a SIGSTOPped one counts: it is paused, not dead)."""
     line = cmdline(rec.pid)
     return line is not None and rec.token in line
+
+
+def paused(rec: ProcessRecord) -> bool:
+    """Whether the record's process is alive and stopped by a signal (SIGSTOP, a tracer)."""
+    try:
+        stat = Path(f"/proc/{rec.pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat[stat.rfind(")") + 2 :].startswith(("T", "t")) and alive(rec)
 
 
 def stop(records: Iterable[ProcessRecord], timeout: float = STOP_TIMEOUT) -> list[str]:

@@ -6,6 +6,8 @@ missing or stale: the lab's names tell what is its) or absent. It touches only
 what carries the lab's prefix, plus the podman namespaces of containers found
 in the lab's own podman storage. Order matters:
 
+0. the lab's supervisor (by its record, and by its command line when the
+   state file is gone), so it restarts nothing of what follows;
 1. containers (``podman rm -af`` per node, so podman and the CNI plugin remove
    their namespaces while the agents still answer);
 2. processes: recorded PIDs whose cmdline still holds their token, then any
@@ -32,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from glia.datapath import cgroup
-from glia.lab import netns, processes, state, topology, underlay
+from glia.lab import netns, processes, state, supervision, topology, underlay
 from glia.lab.podman import NodePodman, PodmanError
 from glia.lab.topology import Topology
 
@@ -74,6 +76,11 @@ def down(topo: Topology, note: Callable[[str], None] = lambda _: None) -> DownRe
         report.problems.append(str(e))
         recorded = None
 
+    _stop_supervisor(topo, recorded, report, note)
+    if recorded is not None:
+        # Again: the supervisor may have restarted a daemon before it stopped.
+        with contextlib.suppress(state.StateError):
+            recorded = state.load(topo.state_file) or recorded
     sandboxes, container_ids = _remove_containers(topo, report, note)
 
     note("stopping processes")
@@ -119,6 +126,34 @@ def down(topo: Topology, note: Callable[[str], None] = lambda _: None) -> DownRe
         for f in CNI_RESULTS.glob(f"*-{cid}-*"):
             f.unlink(missing_ok=True)
     return report
+
+
+def _stop_supervisor(
+    topo: Topology,
+    recorded: state.LabState | None,
+    report: DownReport,
+    note: Callable[[str], None],
+) -> None:
+    token = supervision.supervisor_token(topo)
+    found: dict[int, str | None] = {}
+    sup = recorded.supervisor if recorded is not None else None
+    if sup is not None and processes.alive(sup):
+        found[sup.pid] = token
+    for proc in Path("/proc").iterdir():
+        # A supervisor whose record is lost with state.json (it would exit on
+        # its own at its next poll; not waiting for that keeps down exact).
+        if proc.name.isdigit():
+            line = processes.cmdline(int(proc.name))
+            if line is not None and token in line:
+                found[int(proc.name)] = token
+    if not found:
+        return
+    note("stopping the supervisor")
+    try:
+        processes.kill_pids(found)
+    except processes.ProcessError as e:
+        report.problems.append(str(e))
+    report.processes += ["supervisor"] + [f"pid {p}" for p in sorted(found)[1:]]
 
 
 def _remove_containers(

@@ -267,6 +267,11 @@ class Topology:
         return self.dir / "state.json"
 
     @property
+    def supervisor_log(self) -> Path:
+        """What the lab's supervisor did: every daemon it found dead and restarted."""
+        return self.dir / "supervisor.log"
+
+    @property
     def marker_file(self) -> Path:
         """Written first by ``up``: proves the directory is the lab's before ``down`` deletes it."""
         return self.dir / ".glia-lab"
