@@ -40,7 +40,7 @@ from glia.ipam.local import LocalIPAM
 from glia.kvstore import keys
 from glia.kvstore.client import KVClient
 from glia.kvstore.errors import KVStoreError
-from glia.kvstore.grace import defer_deletes
+from glia.kvstore.grace import DeferredDeletes, defer_deletes
 from glia.kvstore.publisher import LeasedPublisher
 from glia.kvstore.reflector import Reflector
 from glia.model import codec
@@ -94,6 +94,7 @@ class Agent:
         self.node: Node | None = None
         self._reflectors: list[Reflector] = []
         self._ipcache_reflectors: list[Reflector] = []
+        self._deferred: list[DeferredDeletes] = []  # deletes held while leases may come back
         self._services_reflector: Reflector | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="datapath")
         self._obj_dir = Path(cfg.bpf_obj_dir) if cfg.bpf_obj_dir else _default_obj_dir(repo_root)
@@ -177,6 +178,7 @@ class Agent:
             ("ip", keys.ipcaches(cfg.cluster)),
         ):
             handler = defer_deletes(self.ipcache.handler(part), self.kv)
+            self._deferred.append(handler)
             r = Reflector(self.kv, prefix, handler, name=f"ipcache: {part}")
             await r.start()
             self._reflectors.append(r)
@@ -242,6 +244,11 @@ class Agent:
         for r in reversed(self._reflectors):
             with contextlib.suppress(Exception):
                 await r.stop()
+        # A held delete is not applied on the way out: the maps outlive the agent,
+        # and the next run diffs them against the kvstore anyway.
+        for d in self._deferred:
+            with contextlib.suppress(Exception):
+                await d.stop(deliver=False)
         if self.services:
             await self.services.stop()
         if self.endpoints:
