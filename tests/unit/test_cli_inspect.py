@@ -368,3 +368,20 @@ def test_bpf_app_accepts_more_commands(app: typer.Typer) -> None:
         inspect.bpf_app.registered_groups[:] = [
             g for g in inspect.bpf_app.registered_groups if g.name != "lbtest"
         ]
+
+
+def test_status_shows_a_degraded_subsystem(app: typer.Typer, agent: FakeAgent) -> None:
+    msg = "in sync: degraded: 2 record(s) rejected, last glia/state/ip/v2/c1/n2/8.8.8.8: outside"
+    degraded = {
+        **STATUS,
+        "degraded": ["ipcache"],
+        "subsystems": {
+            **STATUS["subsystems"],
+            "ipcache": {"ok": True, "state": "degraded", "msg": msg},
+        },
+    }
+    agent.answer("GET", "/v1/status", (200, degraded))
+    r = run(app, "status", "--socket", agent.path)
+    assert r.exit_code == 0, r.output  # degraded is healthy: it refuses bad input
+    assert lines_with(r.stdout, "rejected")[0].split()[:3] == ["ipcache", "degraded", "in"]
+    assert lines_with(r.stdout, "connected")[0].split()[:2] == ["kvstore", "ok"]

@@ -118,6 +118,13 @@ def _health(value: Any) -> str:
     return "[green]ok[/green]" if value is True else "[red]FAILING[/red]"
 
 
+def _state(value: Any) -> str:
+    """A subsystem's ``state``: ok, degraded (works, refuses some input), failed."""
+    if value == "degraded":
+        return "[yellow]degraded[/yellow]"
+    return _health(value == "ok")
+
+
 def _subsystem_summary(value: Any) -> str:
     """``{"ok": bool, ...rest}`` -> "ok  k=v, ..." (rich markup); else the plain value."""
     if not isinstance(value, Mapping):
@@ -158,9 +165,11 @@ def status(
                 {"name": name, **(info if isinstance(info, Mapping) else {"msg": info})}
                 for name, info in sorted(subsystems.items())
             ]
+            for row in rows:  # agents before issue 7 send only "ok"
+                row.setdefault("state", "ok" if row.get("ok") is True else "failed")
             columns = [
                 Column("SUBSYSTEM", "name"),
-                Column("HEALTH", "ok", _health, markup=True),
+                Column("HEALTH", "state", _state, markup=True),
                 Column("MESSAGE", "msg"),
             ]
             if not console.is_terminal:
