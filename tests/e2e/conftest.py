@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from labhelpers import E2E_LAB, lab_dir, leftovers
+from labhelpers import E2E_LAB, Workload, lab_dir, leftovers
 
 from glia.lab.lab import Lab
 
@@ -26,3 +26,13 @@ def lab() -> Iterator[Lab]:
         report = the_lab.down()
         left = leftovers(the_lab)
         assert not left and not report.problems, (left, report.problems)
+
+
+@pytest.fixture
+def work(lab: Lab) -> Iterator[Workload]:
+    """Containers, Services and processes of one test, removed afterwards (also on failure)."""
+    w = Workload(lab)
+    try:
+        yield w
+    finally:
+        w.close()

@@ -23,7 +23,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -207,15 +206,6 @@ def operator_record(lab: Lab) -> processes.ProcessRecord:
     st = lab.state()
     assert st is not None
     return st.processes[lab.topo.cluster(CLUSTER).operator_process]
-
-
-@pytest.fixture
-def work(lab: Lab) -> Iterator[Workload]:
-    w = Workload(lab)
-    try:
-        yield w
-    finally:
-        w.close()
 
 
 def test_etcd_paused_30s_loses_nothing(lab: Lab, work: Workload) -> None:

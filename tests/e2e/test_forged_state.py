@@ -13,7 +13,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,15 +28,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.root]
 
 C = "c1"
 N2_USER = rbac.agent_user("n2")
-
-
-@pytest.fixture
-def work(lab: Lab) -> Iterator[Workload]:
-    w = Workload(lab)
-    try:
-        yield w
-    finally:
-        w.close()
 
 
 def _status(lab: Lab, node: str) -> dict[str, Any]:

@@ -77,15 +77,6 @@ def clients(lab: Lab) -> Iterator[tuple[Container, Container]]:
         work.close()
 
 
-@pytest.fixture
-def work(lab: Lab) -> Iterator[Workload]:
-    w = Workload(lab)
-    try:
-        yield w
-    finally:
-        w.close()
-
-
 def backends(work: Workload, app: str, *nodes: str) -> list[Container]:
     """One backend per entry of ``nodes``, labelled ``app=<app>``, named ``glia-<app><i>``."""
     out = []

@@ -7,10 +7,11 @@ import contextlib
 import dataclasses
 import shutil
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from waiting import until
 
 from glia.kvstore import client as client_mod
 from glia.kvstore.client import (
@@ -29,21 +30,6 @@ from glia.kvstore.config import EtcdConfig
 from glia.kvstore.reflector import Reflector
 from glia.lab.etcd import RO_USER, RW_USER, EtcdServer
 from glia.lab.pki import issue, make_ca
-
-
-async def wait_for(cond: Callable[[], bool | Awaitable[bool]], timeout: float, what: str) -> None:
-    """Poll ``cond`` until true; fail with ``what`` after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        r = cond()
-        if not isinstance(r, bool):
-            r = await r
-        if r:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -146,7 +132,7 @@ async def test_lease_keeps_keys_while_alive_and_dead_owner_keys_vanish(
     async def owner_keys_gone() -> bool:
         return [i.key for i in (await kv.list(etcd_prefix))[0]] == [etcd_prefix + "alive"]
 
-    await wait_for(owner_keys_gone, 6, "a dead owner's leased keys to vanish")
+    await until(owner_keys_gone, "a dead owner's leased keys to vanish", 6)
     # The point is outliving the TTL: let two of them pass since the keys were put.
     await asyncio.sleep(max(0.0, t0 + 2 * alive.ttl - asyncio.get_running_loop().time()))
     assert await kv.get(etcd_prefix + "alive") is not None
@@ -163,7 +149,7 @@ async def test_lease_lost_is_reported(kv: KVClient, etcd_prefix: str) -> None:
     lease = await kv.grant_lease(3)
     await kv.put(etcd_prefix + "k", b"1", lease=lease)
     assert await kv.revoke_lease(lease.id) is True  # as an operator would for a dead node
-    await wait_for(lease.lost.is_set, 5, "the keep-alive to notice the lease is gone")
+    await until(lease.lost.is_set, "the keep-alive to notice the lease is gone", 5)
     assert await kv.get(etcd_prefix + "k") is None
     assert await kv.revoke_lease(lease.id) is False
 
@@ -232,7 +218,7 @@ async def test_watch_resumes_across_etcd_crash_exactly_once(
         await it.aclose()
 
         # The lease outlived the crash: renewed again afterwards, key still there.
-        await wait_for(lambda: lease.renewals > renewals, 10, "a lease renewal after restart")
+        await until(lambda: lease.renewals > renewals, "a lease renewal after restart", 10)
         assert not lease.lost.is_set()
         assert await writer.get(p + "leased") is not None
     finally:
@@ -355,7 +341,7 @@ async def test_reflector_resync_after_compaction_reports_only_the_difference(
         rec.calls.clear()
 
         proxy.pause()  # the reflector is cut off from etcd
-        await wait_for(lambda: refl.reconnects >= 1, 10, "the reflector to notice")
+        await until(lambda: refl.reconnects >= 1, "the reflector to notice", 10)
         await kv.delete(p + "a")
         await kv.put(p + "b", b"b2")
         await kv.put(p + "d", b"d")
@@ -364,7 +350,7 @@ async def test_reflector_resync_after_compaction_reports_only_the_difference(
         await kv.compact(await kv.revision())
         proxy.resume()
 
-        await wait_for(lambda: refl.resyncs == 1, 15, "a resync after the compaction")
+        await until(lambda: refl.resyncs == 1, "a resync after the compaction", 15)
         assert rec.calls == [
             ("delete", p + "a", b"a"),
             ("upsert", p + "b", b"b2"),
@@ -375,7 +361,7 @@ async def test_reflector_resync_after_compaction_reports_only_the_difference(
 
         # And it keeps watching after the resync.
         await kv.put(p + "f", b"f")
-        await wait_for(lambda: p + "f" in refl.items, 10, "the next event")
+        await until(lambda: p + "f" in refl.items, "the next event", 10)
         assert rec.calls[-1] == ("upsert", p + "f", b"f")
         assert rec.calls.count(("synced", "", None)) == 0
     finally:
@@ -394,7 +380,7 @@ async def test_reflector_survives_handler_errors(kv: KVClient, etcd_prefix: str)
         assert refl.errors == 1 and refl.synced.is_set()
         await kv.put(p + "bad", b"2")
         await kv.put(p + "good", b"g")
-        await wait_for(lambda: p + "good" in refl.items, 10, "events after a handler error")
+        await until(lambda: p + "good" in refl.items, "events after a handler error", 10)
         assert refl.errors == 2
         assert refl.items[p + "bad"].value == b"2"
     finally:

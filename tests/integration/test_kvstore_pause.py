@@ -20,9 +20,10 @@ import contextlib
 import dataclasses
 import os
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
+from waiting import until
 
 from glia.kvstore import keys
 from glia.kvstore.client import EventKind, KeyValue, KVClient
@@ -63,20 +64,6 @@ def paused(srv: EtcdServer) -> Iterator[None]:
         yield
     finally:
         os.kill(srv.pid, signal.SIGCONT)
-
-
-async def until(cond: Callable[[], bool | Awaitable[bool]], what: str, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        r = cond()
-        if not isinstance(r, bool):
-            r = await r
-        if r:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 class Log:

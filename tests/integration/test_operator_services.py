@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
 import pytest
 from test_services_store import own_etcd
+from waiting import until
 
 from glia.kvstore import keys
 from glia.kvstore.client import KVClient
@@ -58,14 +58,6 @@ async def resolver(kv: KVClient) -> AsyncIterator[ServiceResolver]:
     await r.stop()
 
 
-async def wait_for(cond: Callable[[], Awaitable[bool]], what: str, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
-
-
 def web_spec(**changes: object) -> ServiceSpec:
     s = ServiceSpec("shop", "web", "", [ServicePort(80, 8080, name="http")], {"app": "web"})
     return replace(s, **changes)  # type: ignore[arg-type]
@@ -110,7 +102,7 @@ async def until_backends(kv: KVClient, want: list[tuple[str, int, bool]] | None)
     async def cond() -> bool:
         return await backends(kv) == want
 
-    await wait_for(cond, f"backends {want}")
+    await until(cond, f"backends {want}")
 
 
 async def test_records_follow_config_endpoints_and_health(
@@ -171,7 +163,7 @@ async def test_only_changes_are_written(kv: KVClient, resolver: ServiceResolver)
     async def idle_after_a_pass() -> bool:
         return resolver.passes > passes and resolver.status()["pending"] == 0
 
-    await wait_for(idle_after_a_pass, "a resolution pass")
+    await until(idle_after_a_pass, "a resolution pass")
     assert resolver.writes == writes
     again = await kv.get(keys.service(CLUSTER, "shop", "web"))
     assert again is not None and again.mod_revision == first.mod_revision
@@ -183,7 +175,7 @@ async def test_only_changes_are_written(kv: KVClient, resolver: ServiceResolver)
     async def counted() -> bool:
         return resolver.writes >= writes + 1 and resolver.status()["pending"] == 0
 
-    await wait_for(counted, "the write to be counted")
+    await until(counted, "the write to be counted")
     assert resolver.writes == writes + 1
 
 
@@ -226,7 +218,7 @@ async def test_many_services_are_published_in_few_passes(
     async def all_published() -> bool:
         return len((await kv.list(keys.services(CLUSTER)))[0]) == n
 
-    await wait_for(all_published, f"{n} records")
+    await until(all_published, f"{n} records")
     passes = resolver.passes
     # one endpoint matching a third of them: one debounced pass re-publishes those 100
     ep = replace(endpoint("a", "10.1.1.5"), labels={"app": "web", "n": "1"})
@@ -236,7 +228,7 @@ async def test_many_services_are_published_in_few_passes(
     async def hundred_written() -> bool:
         return resolver.writes == writes + n // 3
 
-    await wait_for(hundred_written, "100 records rewritten")
+    await until(hundred_written, "100 records rewritten")
     assert resolver.passes - passes <= 2
     rec = await record(kv, "shop", "s1")
     assert rec is not None and [b.ip for b in rec.backends] == ["10.1.1.5"]
