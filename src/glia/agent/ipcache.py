@@ -1,22 +1,25 @@
-"""Keeps the node's BPF ipcache equal to what the cluster's kvstore says, validated.
+"""Keeps the node's BPF ipcache equal to what the kvstore says, validated.
 
-Called by the agent: three reflectors feed it (the cluster's ``nodes/``, the
-operator's pod CIDR allocations ``podcidrs/`` and the ``ip/`` entries). Every
-record is untrusted (any node's credentials may have written it): it is
-checked on arrival for shape (:mod:`glia.validate`), and
-:func:`plan_ipcache` (pure) places each entry against the node that wrote it
+Called by the agent: per source cluster (its own, and with ClusterMesh each
+remote one), three reflectors feed a
+:class:`~glia.agent.ipcache_table.ClusterTable` — node records, the
+operator's pod CIDR allocations (``podcidrs/``) and ipcache entries
+(``ip/``). Every record is untrusted (any node's credentials may have written
+it): checked for shape on arrival, then placed against the node that wrote it
 (an IP of that node's operator-allocated pod CIDR, tunnelled to that node's
-own node IP). A rejected record is counted and reported and never reaches the
-map; every other record keeps syncing.
+own node IP), event by event. A rejected record is counted and reported and
+never reaches the map; every other record keeps syncing.
 
-The syncer applies the difference to the map, entry by entry when a batch
-fails, so one entry the kernel refuses cannot stop the others. On the first
-full sync it diffs against the map read back, so entries left by an earlier
-agent run that no longer exist are removed, and entries that still exist are
-never dropped (traffic keeps flowing across an agent restart).
+:class:`IPCacheSync` merges the tables and applies the changed prefixes to
+the map, entry by entry when a batch fails, so one entry the kernel refuses
+cannot stop the others. On the first full sync it diffs against the map read
+back, so entries left by an earlier agent run that no longer exist are
+removed, and entries that still exist are never dropped (traffic keeps
+flowing across an agent restart).
 
-The node table it keeps (valid nodes and their pod CIDRs) is also what the
-Service validation checks backends against (:attr:`IPCacheSync.cidrs`).
+:func:`plan_ipcache` computes one cluster's result from scratch (pure): the
+reference the incremental table is tested against, and what test harnesses
+use to write the ipcache an agent would.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Network
 from typing import Any
 
+from glia.agent.ipcache_table import PARTS, ClusterTable, Desired
 from glia.datapath.loader import Datapath
 from glia.datapath.maps import IPCacheInfo
 from glia.datapath.runner import RunDatapath
@@ -38,27 +42,16 @@ from glia.model.identity import ReservedIdentity
 from glia.model.node import Node
 from glia.validate.bounds import ClusterBounds
 from glia.validate.errors import Rejected
-from glia.validate.ipcache import KeyedEntry, check_entry, check_placement
+from glia.validate.ipcache import KeyedEntry, check_placement
 from glia.validate.nodes import (
     Allocation,
     NodeEntry,
-    check_node,
-    check_podcidr,
     node_cidrs,
     unique_node_ips,
 )
 from glia.validate.rejects import RejectLog
 
 log = logging.getLogger(__name__)
-
-PARTS = ("nodes", "podcidrs", "ip")
-
-
-@dataclass(frozen=True, slots=True)
-class Desired:
-    identity: int
-    tunnel_endpoint: str  # "" = not tunnelled (local, or to the node stack)
-    cluster_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +101,16 @@ def plan_ipcache(
 
 
 class IPCacheSync:
+    """Merges the tables of every source (this cluster first) into the BPF ipcache.
+
+    One :class:`ClusterTable` per cluster; the local one exists from the start
+    and gates the first write (a partial view would delete entries that are
+    only not listed yet). A prefix takes the value of the first table, in
+    source order, that wants it. Entries pinned by an earlier run that belong
+    to a source not synced yet (by the cluster id the map holds) are kept until
+    that source syncs or is removed.
+    """
+
     def __init__(
         self,
         datapath: Datapath,
@@ -118,42 +121,47 @@ class IPCacheSync:
     ) -> None:
         self._dp = datapath
         self._run_dp = run_dp
-        self._bounds = bounds
-        self._self = self_node
-        self._self_ip = self_ip
-        self.entries: dict[str, KeyedEntry] = {}  # ip key -> entry that passed the shape check
-        self.nodes: dict[str, NodeEntry] = {}  # node name -> record that passed
-        self.allocs: dict[str, Allocation] = {}  # node name -> operator's allocation
-        self._node_keys: dict[str, str] = {}  # kvstore key -> node name (nodes and podcidrs)
-        self._shape: dict[str, str] = {}  # key -> reason, refused on arrival
+        self._local = bounds.cluster
+        self.local = ClusterTable(bounds, self_node, self_ip)
+        self._tables: dict[str, ClusterTable] = {bounds.cluster: self.local}
         self._applied: dict[str, Desired] = {}
-        self._synced_parts: set[str] = set()
+        self._orphans: dict[str, int] = {}  # pinned prefix -> cluster id, awaiting its source
         self._initialized = False
         self.rejects = RejectLog("ipcache")
         self.map_errors = 0  # entries the kernel refused
         self.last_map_error: str | None = None
-        self.valid_nodes: dict[str, Node] = {}
-        self.cidrs: dict[str, IPv4Network] = {}
+        self._cidrs_seen = self.local.cidrs
         self._cidr_listeners: list[Callable[[], Any]] = []
+
+    @property
+    def valid_nodes(self) -> dict[str, Node]:
+        return self.local.valid_nodes
+
+    @property
+    def cidrs(self) -> dict[str, IPv4Network]:
+        """This cluster's node CIDRs (what Service backends are checked against)."""
+        return self.local.cidrs
 
     # Reflector handlers ------------------------------------------------
 
-    def handler(self, part: str) -> Any:
+    def handler(self, part: str, cluster: str | None = None) -> Any:
+        """The reflector handler feeding ``part`` of ``cluster``'s table (default: ours)."""
         if part not in PARTS:
             raise ValueError(f"unknown ipcache input {part!r}")
         sync = self
+        table = self._tables[cluster or self._local]
 
         class _H:
             async def on_upsert(self, key: str, kv: KeyValue) -> None:
-                sync._upsert(part, key, kv)
+                table.upsert(part, key, kv.value, kv.create_revision)
                 await sync._apply()
 
             async def on_delete(self, key: str, old: KeyValue | None) -> None:
-                sync._remove(part, key)
+                table.delete(part, key)
                 await sync._apply()
 
             async def on_synced(self) -> None:
-                sync._synced_parts.add(part)
+                table.synced_parts.add(part)
                 await sync._apply()
 
         return _H()
@@ -164,66 +172,61 @@ class IPCacheSync:
 
     @property
     def synced(self) -> bool:
-        return self._synced_parts == set(PARTS)
-
-    def _upsert(self, part: str, key: str, kv: KeyValue) -> None:
-        self._remove(part, key)
-        try:
-            if part == "ip":
-                self.entries[key] = check_entry(key, kv.value, self._bounds)
-            elif part == "nodes":
-                node = check_node(key, kv.value, self._bounds)
-                self.nodes[node.name] = NodeEntry(node, kv.create_revision)
-                self._node_keys[key] = node.name
-            else:
-                name, cidr = check_podcidr(key, kv.value, self._bounds)
-                self.allocs[name] = Allocation(cidr, kv.create_revision)
-                self._node_keys[key] = name
-        except Rejected as e:
-            self._shape[key] = str(e)
-
-    def _remove(self, part: str, key: str) -> None:
-        self._shape.pop(key, None)
-        if part == "ip":
-            self.entries.pop(key, None)
-            return
-        name = self._node_keys.pop(key, None)
-        if name is None:
-            return
-        if part == "nodes":
-            self.nodes.pop(name, None)
-        else:
-            self.allocs.pop(name, None)
+        return self.local.synced
 
     async def _apply(self) -> None:
-        if not self.synced:
+        if not self.local.synced:
             return  # a partial view would delete entries that are only not yet listed
-        plan = plan_ipcache(
-            self.entries, self.nodes, self.allocs, self._bounds, self._self, self._self_ip
-        )
-        self.rejects.sync({**self._shape, **plan.rejected})
-        self.valid_nodes = plan.nodes
-        if plan.cidrs != self.cidrs:
-            self.cidrs = plan.cidrs
+        self.rejects.sync(self.local.rejected())
+        if self.local.cidrs is not self._cidrs_seen:
+            self._cidrs_seen = self.local.cidrs
             for fn in self._cidr_listeners:
                 result = fn()
                 if inspect.isawaitable(result):
                     await result
-        want = plan.desired
+        dirty: set[str] = set()
+        for t in self._tables.values():
+            dirty |= t.take_dirty()
+        if self._orphans:
+            dirty |= self._orphans_of_synced()
         if not self._initialized:
-            await self._initial_diff(want)
+            await self._initial_diff()
             self._initialized = True
-        upserts = {p: d for p, d in want.items() if self._applied.get(p) != d}
-        deletes = [p for p in self._applied if p not in want]
+            dirty |= {p for t in self._tables.values() for p in t.wanted()}
+        upserts: dict[str, Desired] = {}
+        deletes: list[str] = []
+        for prefix in dirty:
+            want = self._merged(prefix)
+            if want is None:
+                if prefix in self._applied and prefix not in self._orphans:
+                    deletes.append(prefix)
+            elif self._applied.get(prefix) != want:
+                upserts[prefix] = want
+                self._orphans.pop(prefix, None)
         if upserts:
             await self._upsert_map(upserts)
-        for p in deletes:
+        for p in sorted(deletes):
             try:
                 await self._run_dp(functools.partial(self._dp.ipcache.delete, p))
             except Exception as e:  # the kernel's word on one entry must not stop the rest
                 self._map_error(p, e)
                 continue
             self._applied.pop(p, None)
+
+    def _orphans_of_synced(self) -> set[str]:
+        """Pinned prefixes whose source has synced since: no longer waiting."""
+        synced = {t.bounds.cluster_id for t in self._tables.values() if t.synced}
+        done = {p for p, cid in self._orphans.items() if cid in synced}
+        for p in done:
+            del self._orphans[p]
+        return done
+
+    def _merged(self, prefix: str) -> Desired | None:
+        for t in self._tables.values():
+            d = t.want(prefix)
+            if d is not None:
+                return d
+        return None
 
     async def _upsert_map(self, upserts: dict[str, Desired]) -> None:
         infos = {p: _info(d) for p, d in upserts.items()}
@@ -246,23 +249,29 @@ class IPCacheSync:
         self.last_map_error = f"{prefix}: {e}"
         log.warning("ipcache map refused %s: %s", prefix, e)
 
-    async def _initial_diff(self, want: dict[str, Desired]) -> None:
+    async def _initial_diff(self) -> None:
+        """Adopt what an earlier run pinned; drop what no source can want any more."""
         current = await self._run_dp(self._dp.ipcache.items)
+        waiting = {t.bounds.cluster_id for t in self._tables.values() if not t.synced}
         for prefix, info in current:
             d = Desired(info.identity, info.tunnel_endpoint or "", info.cluster_id)
-            if prefix not in want:
-                try:
-                    await self._run_dp(functools.partial(self._dp.ipcache.delete, prefix))
-                except Exception as e:
-                    self._map_error(prefix, e)
-            else:
-                self._applied[prefix] = d
+            self._applied[prefix] = d
+            if self._merged(prefix) is not None:
+                continue
+            if info.cluster_id in waiting:
+                self._orphans[prefix] = info.cluster_id
+                continue
+            try:
+                await self._run_dp(functools.partial(self._dp.ipcache.delete, prefix))
+                del self._applied[prefix]
+            except Exception as e:
+                self._map_error(prefix, e)
 
     def status(self) -> dict[str, Any]:
         return {
             "synced": self.synced,
             "entries": len(self._applied),
-            "nodes": len(self.valid_nodes),
+            "nodes": len(self.local.valid_nodes),
             "map_errors": self.map_errors,
             "last_map_error": self.last_map_error,
             **self.rejects.status(),
