@@ -27,6 +27,7 @@ from glia.kvstore.client import (
     Put,
 )
 from glia.kvstore.config import EtcdConfig
+from glia.kvstore.errors import KVStoreError
 from glia.kvstore.reflector import Reflector
 from glia.lab.etcd import RO_USER, RW_USER, EtcdServer
 from glia.lab.pki import issue, make_ca
@@ -481,3 +482,33 @@ async def test_three_members_survive_losing_the_one_in_use(
         await it.aclose()
     finally:
         await c.close()
+
+
+async def test_reflector_can_retry_its_first_list_in_the_background(
+    etcd_factory: Callable[[], EtcdServer], etcd_prefix: str
+) -> None:
+    """A remote cluster's etcd down when the agent starts: the reflector waits for it."""
+    srv = etcd_factory()
+    cfg = srv.client_config(RW_USER)
+    p = etcd_prefix
+    async with await KVClient.connect(cfg) as writer:
+        await writer.put(p + "a", b"1")
+    reader = await KVClient.connect(cfg, retry_timeout=0.5)
+    srv.kill()
+    rec = Recorder()
+    refl = Reflector(reader, p, rec, name="remote", first_list_fatal=False)
+    try:
+        # The default stays: a first list that fails is the caller's error.
+        with pytest.raises(KVStoreError):
+            await Reflector(reader, p, Recorder()).start(timeout=20)
+        await asyncio.wait_for(refl.start(), 1)  # returns at once, does not raise
+        await until(lambda: refl.errors >= 1, "a failed first list", 10)
+        assert not refl.synced.is_set() and rec.calls == []
+        assert "list failed" in (refl.last_error or "")
+        await asyncio.to_thread(srv.start, keep_data=True)
+        await asyncio.to_thread(srv.wait_ready, 30)
+        await until(refl.synced.is_set, "the first list once etcd is back", 30)
+        assert rec.calls == [("upsert", p + "a", b"1"), ("synced", "", None)]
+    finally:
+        await refl.stop()
+        await reader.close()

@@ -57,9 +57,19 @@ def diff(
 
 class Reflector:
     def __init__(
-        self, client: KVClient, prefix: str, handler: ReflectorHandler, *, name: str | None = None
+        self,
+        client: KVClient,
+        prefix: str,
+        handler: ReflectorHandler,
+        *,
+        name: str | None = None,
+        first_list_fatal: bool = True,
     ) -> None:
+        """``first_list_fatal=False``: a failing first list is retried in the
+        background like any later one (a remote cluster's etcd that is down when
+        the agent starts must not stop it); :meth:`start` then returns at once."""
         self.client = client
+        self.first_list_fatal = first_list_fatal
         self.prefix = prefix
         self.handler = handler
         self.name = name or prefix
@@ -73,10 +83,16 @@ class Reflector:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self, timeout: float | None = None) -> None:
-        """Start; return once the first list reached the handler, or raise why not."""
+        """Start; return once the first list reached the handler, or raise why not.
+
+        Without ``first_list_fatal`` it returns at once; :attr:`synced` tells when
+        the first list arrived.
+        """
         if self._task is not None:
             raise RuntimeError(f"reflector {self.name} already started")
         self._task = asyncio.create_task(self._run(), name=f"reflector {self.name}")
+        if not self.first_list_fatal:
+            return
         synced = asyncio.create_task(self.synced.wait())
         try:
             done, _ = await asyncio.wait(
@@ -118,7 +134,7 @@ class Reflector:
             try:
                 kvs, rev = await self.client.list(self.prefix)
             except KVStoreError as e:
-                if not self.synced.is_set():
+                if not self.synced.is_set() and self.first_list_fatal:
                     raise  # start() reports it
                 self._failed(f"list failed: {e}")
                 await asyncio.sleep(delay)
