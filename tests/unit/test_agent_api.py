@@ -41,6 +41,7 @@ class AgentState:
         self.status: dict[str, Any] = {}
         self.kv = None
         self.config_kv = None
+        self.identities = None
         self.endpoints = None
         self.datapath = None
         self.services = None

@@ -31,7 +31,6 @@ from glia.agent.api_http import (
 )
 from glia.datapath.ct import ct_entries
 from glia.endpoint.manager import CNI_IO_ERROR, CNI_NOT_READY, CNI_TRY_AGAIN, CniError
-from glia.identity.allocator import list_identities
 from glia.kvstore import keys
 from glia.kvstore.errors import KVStoreError
 from glia.model import codec
@@ -173,10 +172,10 @@ class ApiServer:
         return web.json_response([codec.to_dict(e) for e in eps])
 
     async def _identities(self, request: web.Request) -> web.Response:
-        kv = self._agent.kv
-        if kv is None:
+        cache = self._agent.identities
+        if cache is None:  # not started yet
             return web.json_response([])
-        idents = await list_identities(kv, self._agent.cfg.cluster, self._agent.cfg.cluster_id)
+        idents = sorted(cache.all(), key=lambda i: i.id)
         return web.json_response([{"id": i.id, "labels": i.labels} for i in idents])
 
     def _dp(self) -> Any:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from glia.agent.config import AgentConfig
+from glia.agent.identities import IdentityCache
 from glia.agent.ipcache import IPCacheSync
 from glia.agent.labels import NoRuntimeLabels, PodmanLabels
 from glia.agent.services import AgentServices
@@ -85,7 +86,8 @@ class Agent:
         }
         self.ready = asyncio.Event()
         self.kv: KVClient | None = None
-        self.config_kv: KVClient | None = None  # the CLI path's user, for apply (optional)
+        self.config_kv: KVClient | None = None
+        self.identities: IdentityCache | None = None  # the CLI path's user, for apply (optional)
         self.publisher: LeasedPublisher | None = None
         self.datapath: Datapath | None = None
         self.endpoints: EndpointManager | None = None
@@ -184,7 +186,15 @@ class Agent:
             self._reflectors.append(r)
             self._ipcache_reflectors.append(r)
         # Identities this node uses whose master keys vanish are re-created.
-        keeper = Reflector(self.kv, keys.identity_ids(cfg.cluster), MasterKeyKeeper(identities))
+        # One watch feeds the identity cache and re-creates master keys of
+        # identities this node uses that vanish.
+        self.identities = IdentityCache(bounds)
+        keeper = Reflector(
+            self.kv,
+            keys.identity_ids(cfg.cluster),
+            self.identities.handler(also=MasterKeyKeeper(identities)),
+            name="identities",
+        )
         await keeper.start()
         self._reflectors.append(keeper)
 
@@ -331,6 +341,7 @@ class Agent:
                 n: {"ok": s.ok, "state": s.state, "msg": s.msg} for n, s in self.status.items()
             },
             "ipcache": self.ipcache.status() if self.ipcache else None,
+            "identity_cache": self.identities.status() if self.identities else None,
             "services": self.services.status() if self.services else None,
         }
 

@@ -24,9 +24,7 @@ from glia.kvstore.client import Compare, KeyValue, KVClient, Put
 from glia.kvstore.publisher import LeasedPublisher
 from glia.model import codec
 from glia.model.identity import MAX_LOCAL, MIN_LOCAL, Identity, labels_key, make_cluster_identity
-from glia.validate.bounds import ClusterBounds
-from glia.validate.errors import Rejected
-from glia.validate.identities import check_identity, cluster_range
+from glia.validate.identities import cluster_range
 
 log = logging.getLogger(__name__)
 
@@ -196,16 +194,3 @@ def _parse_id(raw: bytes, key: str, cluster_id: int) -> int:
             f"{key}: expected an identity of this cluster ({lo}..{hi}), got {raw[:40]!r}"
         )
     return value
-
-
-async def list_identities(client: KVClient, cluster: str, cluster_id: int) -> list[Identity]:
-    """Every valid identity stored for ``cluster``, skipping (and logging) the rest."""
-    items, _ = await client.list(keys.identity_ids(cluster))
-    bounds = ClusterBounds(cluster, cluster_id)
-    out = []
-    for kv in items:
-        try:
-            out.append(check_identity(kv.key, kv.value, bounds))
-        except Rejected as e:
-            log.warning("skipping invalid identity %s: %s", kv.key, e)
-    return sorted(out, key=lambda i: i.id)
