@@ -1,8 +1,9 @@
 """Configuration files of the lab's daemons: one agent per node, one operator per cluster.
 
-Called by :mod:`glia.lab.lab` before it starts the daemons; the builders are
-pure (the topology and the etcd client settings in, a config object out) so
-unit tests check what the daemons will be told. :func:`write_yaml` writes
+Called by the lab before it starts its daemons (:mod:`glia.lab.base` builds
+the configs, :mod:`glia.lab.daemons` and :mod:`glia.lab.lab` write them); the
+builders are pure (the topology and the etcd client settings in, a config
+object out) so unit tests check what the daemons will be told. :func:`write_yaml` writes
 them in the format ``glia agent --config`` and ``glia operator --config`` load.
 """
 

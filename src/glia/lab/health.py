@@ -1,6 +1,6 @@
 """Waiting for the lab's agents to report healthy, failing fast when a daemon dies.
 
-Called by :meth:`glia.lab.lab.Lab.up` and :meth:`~glia.lab.lab.Lab.start_agent`.
+Called by :meth:`glia.lab.daemons.LabDaemons.wait_agents` (``Lab.up``, ``start_agent``).
 Polls each agent's ``GET /v1/status`` over its unix socket until it says
 ``healthy``; says every few seconds which agents are still pending and why; if
 an agent or operator process exits meanwhile, fails at once with the tail of

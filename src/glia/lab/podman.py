@@ -1,6 +1,7 @@
 """Podman for one lab node: its configuration files, image, and containers.
 
-Called by :mod:`glia.lab.lab`. Each node behaves like a separate host: its own
+Called by :mod:`glia.lab.lab` (setup) and :mod:`glia.lab.workloads`
+(containers). Each node behaves like a separate host: its own
 ``containers.conf`` (CNI backend with the glia network, cgroupfs, runc, the
 ulimits this machine allows, file locks and events in the node's own tmp dir)
 and ``storage.conf`` (graphroot and runroot under the node's directory). Every

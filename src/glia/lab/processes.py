@@ -1,6 +1,6 @@
 """Long-running lab processes (agents, operators, the supervisor): start detached, check, stop.
 
-Called by :mod:`glia.lab.lab`. A process is started in its own session with its
+Called by :mod:`glia.lab.daemons`. A process is started in its own session with its
 output in a log file the lab names, so it outlives the ``glia lab up`` command
 and a Ctrl-C in that terminal. It is remembered as a :class:`ProcessRecord`
 (in ``state.json``); before signalling a recorded PID the lab checks that
