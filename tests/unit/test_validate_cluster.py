@@ -283,13 +283,33 @@ def test_check_cluster_info_only_accepts_or_rejects(value: bytes) -> None:
 
 
 NAMES = ["c1", "c2", "c3", "c4", "c5", "c6"]
-remote_infos = st.builds(
+# Mostly records that fit beside us, so that several are accepted and clash
+# among themselves; sometimes anything.
+FITTING = [
+    "10.2.0.0/16",
+    "10.2.0.0/24",
+    "10.3.0.0/16",
+    "10.4.0.0/16",
+    "10.5.0.0/16",
+    "172.16.0.0/16",
+]
+fitting_infos = st.builds(
+    ClusterInfo,
+    name=st.sampled_from(NAMES[1:]),
+    id=st.integers(2, 30),
+    pod_pools=st.lists(st.sampled_from(FITTING), min_size=1, max_size=2, unique=True).filter(
+        lambda pools: "10.2.0.0/24" not in pools or "10.2.0.0/16" not in pools
+    ),
+    service_cidr=st.none() | st.sampled_from(["100.64.0.0/15", "100.70.0.0/16", "10.5.0.0/16"]),
+)
+any_infos = st.builds(
     ClusterInfo,
     name=st.sampled_from(NAMES),
-    id=st.integers(1, 6) | st.sampled_from([0, 256]),
+    id=st.sampled_from([0, 1, 2, 3, 256]),
     pod_pools=st.lists(st.sampled_from([*CIDRS, "bogus", "10.9.0.1/16"]), max_size=2),
     service_cidr=st.none() | st.sampled_from(CIDRS),
 )
+remote_infos = st.integers(0, 4).flatmap(lambda i: any_infos if i == 0 else fitting_infos)
 meshes = st.dictionaries(
     st.sampled_from(NAMES[1:]), st.tuples(remote_infos, st.integers(0, 4)), max_size=5
 ).map(
