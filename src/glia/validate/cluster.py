@@ -13,7 +13,9 @@ imported, the agent checks:
 - :func:`mesh_conflicts`: the records side by side — every remote cluster
   whose name or id is ours or another remote's, whose pod pools overlap ours
   or another remote's, or whose service CIDR overlaps a pod pool (or whose
-  pod pool overlaps a service CIDR) is refused, with the reason.
+  pod pool overlaps a service CIDR) is refused, with the reason. Between
+  two remotes, one already in the mesh keeps its place against a newcomer;
+  otherwise both are refused.
 
 Service CIDRs of different clusters may overlap each other (Kubernetes
 clusters often share 10.96.0.0/12): a ClusterIP is only ever programmed in its
