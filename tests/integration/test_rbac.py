@@ -67,6 +67,7 @@ async def test_an_agent_writes_only_its_own_node_records(etcd: EtcdServer, clust
             keys.service(c, "default", "web"),
             keys.podcidr_node(c, "n1"),
             keys.operator_leader(c),
+            keys.cluster_info(c),
             keys.HEARTBEAT,
             keys.config("services", "default", "web"),
             keys.node(c, "n10"),  # a prefix of n1's name is not n1's
@@ -85,6 +86,7 @@ async def test_operator_and_config_users(etcd: EtcdServer, cluster: str) -> None
             keys.podcidr_node(c, "n1"),
             keys.podcidr_block(c, "10.1.0.0/24"),
             keys.operator_leader(c),
+            keys.cluster_info(c),
             keys.identity_id(c, 65792),
         ):
             assert await _writes(op, key), key
@@ -97,11 +99,11 @@ async def test_operator_and_config_users(etcd: EtcdServer, cluster: str) -> None
     async with await KVClient.connect(etcd.client_config(rbac.CONFIG_USER)) as cfg:
         assert await _writes(cfg, keys.config("services", "default", "web"))
         assert await _writes(cfg, keys.cluster_ip("10.96.0.10"))
-        for key in (keys.service(c, "default", "web"), keys.node(c, "n1")):
+        for key in (keys.service(c, "default", "web"), keys.node(c, "n1"), keys.cluster_info(c)):
             assert not await _writes(cfg, key), f"the CLI path may write {key}"
     async with await KVClient.connect(etcd.client_config(rbac.RO_USER)) as ro:
-        for key in _own_keys(c, "n1"):
-            assert not await _writes(ro, key)
+        for key in [*_own_keys(c, "n1"), keys.cluster_info(c), keys.HEARTBEAT]:
+            assert not await _writes(ro, key), f"glia-remote may write {key}"
 
 
 async def test_agent_connect_checks_its_own_keys(etcd: EtcdServer, cluster: str) -> None:

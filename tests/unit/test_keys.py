@@ -38,6 +38,10 @@ def test_builders_and_their_prefixes() -> None:
     assert keys.service("c1", "ns", "svc") == "glia/state/services/v1/c1/ns/svc"
     assert keys.config("Service", "ns", "svc") == "glia/config/v1/Service/ns/svc"
     assert keys.operator_leader("c1") == "glia/state/operator/v1/c1/leader"
+    assert keys.cluster_info("c1") == "glia/state/cluster/v1/c1"
+    assert keys.cluster_info("c1").startswith(keys.CLUSTERS)
+    # Remote clusters read it with the read-only role (state and the heartbeat).
+    assert keys.cluster_info("c1").startswith(keys.STATE)
     for k in (keys.node("c", "n"), keys.HEARTBEAT, keys.service("c", "n", "s")):
         assert k.startswith(keys.ROOT)
     # The read-only remote role covers exactly state and the heartbeat.
@@ -90,6 +94,7 @@ def test_parse_round_trips(cluster: str, node: str, ns: str, name: str) -> None:
         keys.IPCACHE, (cluster, node, name)
     )
     assert keys.parse(keys.node(cluster, name)) == keys.KeyParts(keys.NODES, (cluster, name))
+    assert keys.parse(keys.cluster_info(cluster)) == keys.KeyParts(keys.CLUSTERS, (cluster,))
     assert keys.parse(keys.config(cluster, ns, name)).parts == (cluster, ns, name)
 
 

@@ -38,11 +38,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the cluster operator (pod CIDRs, identity GC, heartbeat; leader-elected)."""
         from glia.operator import config as operator_config
-        from glia.operator.daemon import run
+        from glia.operator.daemon import cluster_record, run
 
         try:
             cfg = operator_config.load(config)
-        except (OSError, InvalidValue) as e:
+            cluster_record(cfg)  # what other clusters would refuse fails here, with the reason
+        except (OSError, ValueError) as e:  # InvalidValue is a ValueError
             _fail(f"glia operator: invalid configuration {config}: {e}")
             return
         run(cfg)

@@ -21,6 +21,7 @@ own user that may write only its own node's records
     glia/state/podcidrs/v1/<cluster>/cidrs/<cidr>             node name, operator
     glia/state/services/v1/<cluster>/<ns>/<name>              ClusterService, operator
     glia/state/operator/v1/<cluster>/leader                   operator replica, operator
+    glia/state/cluster/v1/<cluster>                           ClusterInfo, operator
     glia/.heartbeat                                           operator
     glia/config/v1/<kind>/<ns>/<name>                         declared resources, CLI path
     glia/config/v1/clusterips/<ip>                            ClusterIP reservation, CLI path
@@ -51,6 +52,9 @@ PODCIDRS = "glia/state/podcidrs/v1/"
 OPERATOR = "glia/state/operator/v1/"
 # Probe results of the backends an agent hosts, on that agent's lease.
 HEALTH = "glia/state/health/v1/"
+# The cluster record (name, id, pod pools, service CIDR) other clusters of the
+# mesh check before importing anything; the operator's, not on a lease.
+CLUSTERS = "glia/state/cluster/v1/"
 # ClusterIP reservations, created in the same transaction as the Service config.
 CLUSTERIPS = "glia/config/v1/clusterips/"
 
@@ -154,6 +158,10 @@ def operator_leader(cluster: str) -> str:
     return f"{OPERATOR}{_check(cluster, 'cluster')}/leader"
 
 
+def cluster_info(cluster: str) -> str:
+    return f"{CLUSTERS}{_check(cluster, 'cluster')}"
+
+
 def service(cluster: str, namespace: str, name: str) -> str:
     return (
         f"{SERVICES}{_check(cluster, 'cluster')}/"
@@ -208,7 +216,18 @@ def last(key: str) -> str:
 # Longest first, so a prefix that extends another would win (none does today).
 _KNOWN = tuple(
     sorted(
-        (NODES, IPCACHE, ENDPOINTS, IDENTITIES, SERVICES, PODCIDRS, OPERATOR, HEALTH, CONFIG),
+        (
+            NODES,
+            IPCACHE,
+            ENDPOINTS,
+            IDENTITIES,
+            SERVICES,
+            PODCIDRS,
+            OPERATOR,
+            HEALTH,
+            CLUSTERS,
+            CONFIG,
+        ),
         key=len,
     )
 )[::-1]

@@ -14,7 +14,8 @@ glia-agent-<node>        its node record, its ipcache entries, its endpoints,
                          identity allocator's id and label keys (shared by
                          design: any agent may mint an identity)
 glia-operator            pod CIDR allocations, ClusterServices, leadership,
-                         the heartbeat, identity garbage collection
+                         the cluster record, the heartbeat, identity
+                         garbage collection
 glia-config              declared resources (``glia apply``: the CLI path)
 glia-remote              nothing: reads ``glia/state/`` and the heartbeat
                          (other clusters of the mesh)
@@ -95,6 +96,7 @@ def operator_role(cluster: str) -> RoleSpec:
             Grant(keys.podcidrs(cluster), "readwrite"),
             Grant(keys.services(cluster), "readwrite"),
             Grant(keys.operator_leader(cluster), "readwrite", prefix=False),
+            Grant(keys.cluster_info(cluster), "readwrite", prefix=False),
             Grant(keys.identities(cluster), "readwrite"),
         ),
     )

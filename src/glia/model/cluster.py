@@ -1,4 +1,11 @@
-"""Cluster naming rules shared by the lab, the agent and ClusterMesh."""
+"""Cluster naming rules and the cluster record, shared by the lab, the agent and ClusterMesh.
+
+- :func:`validate_name`: the rule for cluster and node names.
+- :class:`ClusterRef`: a cluster as the mesh names it (name and id).
+- :class:`ClusterInfo`: what a cluster's operator publishes about itself at
+  ``glia/state/cluster/v1/<cluster>`` so other clusters of the mesh can
+  tell whether it fits beside them (:mod:`glia.validate.cluster`).
+"""
 
 from __future__ import annotations
 
@@ -30,3 +37,17 @@ class ClusterRef:
         validate_name("cluster", self.name)
         if not 1 <= self.id <= MAX_CLUSTER_ID:
             raise ValueError(f"cluster id {self.id} must be in 1..{MAX_CLUSTER_ID}")
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterInfo:
+    """Value of ``glia/state/cluster/v1/<cluster>`` (written by that cluster's operator).
+
+    Not checked on construction: a record read from etcd goes through
+    :func:`glia.validate.cluster.check_cluster_info` before anything uses it.
+    """
+
+    name: str
+    id: int  # 1..255; the cluster's identities are id << 16 | 256..65535
+    pod_pools: list[str]  # CIDRs every pod IP of the cluster lies in, e.g. ["10.1.0.0/16"]
+    service_cidr: str | None = None  # ClusterIPs; None when the cluster does not declare one

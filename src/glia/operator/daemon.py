@@ -1,10 +1,12 @@
 """The operator process: cluster-wide duties under leader election.
 
-``glia operator --config FILE`` calls :func:`run`. Once leader: pod CIDR
-allocation (reflector on the cluster's nodes), Service resolution
-(:class:`~glia.operator.services.ServiceResolver`), identity garbage collection and
-the cluster heartbeat (``glia/.heartbeat``), which remote clusters read to
-tell a live cluster from a stale one.
+``glia operator --config FILE`` calls :func:`run`. Once leader: the cluster
+record (``glia/state/cluster/v1/<cluster>``: name, id, pod pools, service
+CIDR, which other clusters of the mesh check before importing anything of
+this one), pod CIDR allocation (reflector on the cluster's nodes), Service
+resolution (:class:`~glia.operator.services.ServiceResolver`), identity
+garbage collection and the cluster heartbeat (``glia/.heartbeat``), which
+remote clusters read to tell a live cluster from a stale one.
 
 Losing leadership (etcd revoked the lease, or no renewal got through within
 its TTL) stops every duty at once and the process campaigns again; when it
@@ -26,9 +28,11 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from glia.kvstore import keys
-from glia.kvstore.client import KVClient, Lease
+from glia.kvstore.client import Compare, KVClient, Lease, Put
 from glia.kvstore.errors import KVStoreError
 from glia.kvstore.reflector import Reflector
+from glia.model import codec
+from glia.model.cluster import ClusterInfo
 from glia.operator import leader
 from glia.operator.config import OperatorConfig
 from glia.operator.identity_gc import IdentityGC
@@ -36,6 +40,8 @@ from glia.operator.leader import LeaderElection
 from glia.operator.podcidr import PodCIDRAllocator
 from glia.operator.services import ServiceResolver
 from glia.validate.bounds import ClusterBounds
+from glia.validate.cluster import check_cluster_info
+from glia.validate.errors import Rejected
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -43,9 +49,32 @@ T = TypeVar("T")
 RETRY_DELAY = 1.0  # after a term whose duties could not start
 
 
+def cluster_record(cfg: OperatorConfig) -> ClusterInfo:
+    """The cluster record ``cfg`` makes; ValueError if other clusters would refuse it.
+
+    Checked by the same validator remote clusters run
+    (:func:`~glia.validate.cluster.check_cluster_info`), so a configuration
+    the mesh would refuse fails when the operator starts, not later in
+    another cluster's ``glia clustermesh status``.
+    """
+    info = ClusterInfo(cfg.cluster, cfg.cluster_id, [cfg.pod_pool], cfg.service_cidr or None)
+    try:
+        key = keys.cluster_info(cfg.cluster)
+        check_cluster_info(key, codec.encode(info), cfg.cluster, cfg.cluster_id)
+    except (Rejected, ValueError) as e:
+        raise ValueError(
+            f"cluster, cluster_id, pod_pool and service_cidr do not make a valid "
+            f"cluster record: {e}"
+        ) from None
+    return info
+
+
 class Operator:
     def __init__(self, cfg: OperatorConfig) -> None:
         self.cfg = cfg
+        self.record = cluster_record(cfg)
+        self._record_value = codec.encode(self.record)
+        self.record_puts = 0  # times the cluster record was (re)written
         self.identity = cfg.identity or f"{socket.gethostname()}-{os.getpid()}"
         self._tasks: list[asyncio.Task[None]] = []
         self._reflector: Reflector | None = None
@@ -60,7 +89,12 @@ class Operator:
         self.kv = await KVClient.connect(
             cfg.etcd,
             check_read=[keys.STATE, keys.CONFIG],
-            check_write=[keys.services(cfg.cluster), keys.podcidrs(cfg.cluster), keys.HEARTBEAT],
+            check_write=[
+                keys.services(cfg.cluster),
+                keys.podcidrs(cfg.cluster),
+                keys.cluster_info(cfg.cluster),
+                keys.HEARTBEAT,
+            ],
         )
         self.election = LeaderElection(
             self.kv, keys.operator_leader(cfg.cluster), self.identity, cfg.lease_ttl
@@ -106,6 +140,7 @@ class Operator:
     async def _start_duties(self) -> bool:
         cfg = self.cfg
         assert self.kv
+        await self._publish_record()
         allocator = PodCIDRAllocator(self.kv, cfg.cluster, cfg.pod_pool, cfg.node_mask_size)
         self._reflector = Reflector(self.kv, keys.nodes(cfg.cluster), allocator)
         await self._reflector.start()
@@ -119,6 +154,9 @@ class Operator:
             ),
             asyncio.create_task(
                 self._every(cfg.heartbeat_interval, self._heartbeat), name="heartbeat"
+            ),
+            asyncio.create_task(
+                self._every(cfg.heartbeat_interval, self._publish_record), name="cluster-record"
             ),
         ]
         log.info("leader duties started (term %d)", self.terms)
@@ -139,6 +177,21 @@ class Operator:
         if reflector:
             with contextlib.suppress(Exception):
                 await reflector.stop()
+
+    async def _publish_record(self) -> None:
+        """Make the cluster record this configuration's: written at the start of each term,
+        then checked every heartbeat interval and rewritten only if it differs (deleted
+        or changed by someone else), so a correct record gets no new revision.
+
+        Not on a lease: the record describes the cluster, not this replica, and
+        must stay while no operator leads (remote clusters keep importing).
+        """
+        assert self.kv
+        key, value = keys.cluster_info(self.cfg.cluster), self._record_value
+        if await self.kv.txn([Compare(key, "value", "==", value)], [], [Put(key, value)]):
+            return  # etcd holds exactly this record (a missing key never compares equal)
+        self.record_puts += 1
+        log.info("published the cluster record %s: %s", key, value.decode())
 
     async def _heartbeat(self) -> None:
         assert self.kv
