@@ -342,8 +342,10 @@ CLUSTERS = ("c1", "c2", "c3", "c4")
 @st.composite
 def records(draw: st.DrawFn, cluster: str) -> ClusterService:
     ports = draw(st.lists(st.sampled_from(PORTS), min_size=1, max_size=3, unique=True))
+    flags = st.fixed_dictionaries({k: st.booleans() for k in ("preferred", "stale", "standby")})
     backends = [
-        be(cluster, n, draw(st.booleans()), port)
+        # display flags set at random: the merge must ignore them in its input
+        dataclasses.replace(be(cluster, n, draw(st.booleans()), port), **draw(flags))
         for port in ports
         for n in draw(st.lists(st.integers(1, 5), max_size=4))
     ]

@@ -67,6 +67,7 @@ Service) raises ValueError: the caller's tables are keyed so it cannot happen.
 from __future__ import annotations
 
 import dataclasses
+import socket
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -90,6 +91,7 @@ class _Candidate:
     local: bool
     stale: bool
     healthy: bool
+    active: bool = False  # gets new connections (decided last)
 
 
 _PortKey = tuple[int, Protocol]  # a frontend port: (port, protocol)
@@ -105,14 +107,14 @@ def merge_service(
         return None
     if not local.global_:
         return local
-    ports = {(p.port, Protocol(p.protocol)): p for p in local.ports}
+    ports = {(p.port, p.protocol): p for p in local.ports}
     found: dict[_BackendId, _Candidate] = {}
     _collect(found, cluster, local.backends, ports, local=True, stale=False)
     for name, record in remotes.items():
         svc = record.service
         if not (svc.global_ and svc.shared):
             continue
-        theirs = {(p.port, Protocol(p.protocol)) for p in svc.ports}
+        theirs = {(p.port, p.protocol) for p in svc.ports}
         shared_ports = {k: p for k, p in ports.items() if k in theirs}
         _collect(found, name, svc.backends, shared_ports, local=False, stale=record.stale)
     by_port: dict[_PortKey, list[_Candidate]] = {}
@@ -158,10 +160,9 @@ def _collect(
 ) -> None:
     """Add one record's backends of ``ports`` (validation made them all that record's)."""
     for b in backends:
-        proto = Protocol(b.protocol)
-        if b.cluster != cluster or (b.frontend_port, proto) not in ports:
+        if b.cluster != cluster or (b.frontend_port, b.protocol) not in ports:
             continue  # not this record's to offer (validation drops these already)
-        ident = (b.frontend_port, proto, cluster, b.ip, b.port)
+        ident = (b.frontend_port, b.protocol, cluster, b.ip, b.port)
         held = found.get(ident)
         if held is None:
             found[ident] = _Candidate(b, local, stale, b.ready)
@@ -175,41 +176,55 @@ def _decide(
     """The backends of one frontend port, each told whether it gets new connections."""
     healthy = [c for c in cands if c.healthy]
     pool = [c for c in healthy if not c.stale] or healthy
+    side = affinity == AFFINITY_LOCAL  # whether the preferred side is ours
     if affinity:
-        preferred = [c for c in pool if c.local == (affinity == AFFINITY_LOCAL)]
+        preferred = [c for c in pool if c.local == side]
         if len(preferred) >= enough:
             pool = preferred
-    active = {id(c) for c in pool}
+    for c in pool:
+        c.active = True
+    name = port.name
     out = []
     for c in cands:
         b = c.backend
-        ready = id(c) in active
+        ready = c.active
+        on_side = bool(affinity) and c.local == side
+        standby = c.healthy and not ready
+        if (
+            b.ready == ready
+            and b.preferred == on_side
+            and b.stale == c.stale
+            and b.standby == standby
+            and b.port_name == name
+        ):
+            out.append(b)  # the common case, and Services can be large: no copy
+            continue
         out.append(
             Backend(
                 ip=b.ip,
                 port=b.port,
-                protocol=Protocol(b.protocol),
-                port_name=port.name,
+                protocol=b.protocol,
+                port_name=name,
                 frontend_port=b.frontend_port,
                 node=b.node,
                 cluster=b.cluster,
                 endpoint=b.endpoint,
                 ready=ready,
-                preferred=bool(affinity) and c.local == (affinity == AFFINITY_LOCAL),
+                preferred=on_side,
                 stale=c.stale,
-                standby=c.healthy and not ready,
+                standby=standby,
             )
         )
     return out
 
 
-def _order(b: Backend, ours: str) -> tuple[int, str, bool, str, tuple[int, ...], str, int, str]:
+def _order(b: Backend, ours: str) -> tuple[int, str, bool, str, bytes, str, int, str]:
     remote = b.cluster != ours
     return (b.frontend_port, b.protocol, remote, b.cluster, _ip_key(b.ip), b.ip, b.port, b.endpoint)
 
 
-def _ip_key(ip: str) -> tuple[int, ...]:
-    parts = ip.split(".")
-    if len(parts) == 4 and all(p.isascii() and p.isdigit() and len(p) <= 3 for p in parts):
-        return tuple(int(p) for p in parts)
-    return (256,)  # not dotted-quad (validation refuses these): after every address
+def _ip_key(ip: str) -> bytes:
+    try:
+        return socket.inet_pton(socket.AF_INET, ip)  # strict dotted quad, in C
+    except (OSError, TypeError):
+        return b"\xff" * 5  # not an address (validation refuses these): after every one
