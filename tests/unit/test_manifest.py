@@ -63,6 +63,7 @@ metadata:
     service.cilium.io/global: "true"
     service.cilium.io/shared: "false"
     service.cilium.io/affinity: local
+    service.glia.io/affinity-min-ready: " 2"
     service.glia.io/lb-algorithm: maglev
     service.glia.io/health-check: http
     service.glia.io/health-check-path: /healthz
@@ -115,7 +116,7 @@ def test_a_full_service() -> None:
         ServicePort(port=53, target_port=5353, protocol=Protocol.UDP, name="dns"),
     ]
     assert (s.session_affinity, s.affinity_timeout) == (True, 60)
-    assert (s.global_, s.shared, s.affinity) == (True, False, "local")
+    assert (s.global_, s.shared, s.affinity, s.affinity_min_ready) == (True, False, "local", 2)
     assert s.lb_algorithm is LBAlgorithm.MAGLEV
     assert s.health == HealthCheck(ProbeType.HTTP, "/healthz", 0.5, 0.2, 3, 2)
     assert s.labels == {"tier": "front"}
@@ -129,6 +130,7 @@ def test_defaults() -> None:
     assert s.ports == [ServicePort(port=80, target_port=80, protocol=Protocol.TCP, name="")]
     assert (s.session_affinity, s.affinity_timeout) == (False, 10800)
     assert (s.global_, s.shared, s.affinity, s.lb_algorithm) == (False, True, "", "random")
+    assert s.affinity_min_ready == 0
     assert s.health == HealthCheck()
     # targetPort 0 or "" means "same as port", as in Kubernetes
     for target in (0, ""):
@@ -151,6 +153,17 @@ def test_the_1_4_global_annotation_and_case() -> None:
     assert s.global_ and s.health.type is ProbeType.NONE
     doc["metadata"]["annotations"] = {m.ANN_GLOBAL_14: "true", m.ANN_GLOBAL: "true"}
     assert parse_service(doc).global_
+
+
+def test_affinity_min_ready_with_either_affinity_and_back() -> None:
+    for affinity in ("local", "Remote"):
+        doc = svc()
+        doc["metadata"]["annotations"] = {m.ANN_AFFINITY: affinity, m.ANN_AFFINITY_MIN_READY: "3"}
+        s = parse_service(doc)
+        assert (s.affinity, s.affinity_min_ready) == (affinity.lower(), 3)
+        ann = to_manifest(s)["metadata"]["annotations"]
+        assert ann[m.ANN_AFFINITY_MIN_READY] == "3"
+        assert parse_service(to_manifest(s)) == s
 
 
 def test_harmless_fields_are_ignored() -> None:
@@ -302,6 +315,22 @@ def test_documents_of_one_file_must_not_collide() -> None:
          f"metadata.annotations[{m.ANN_GLOBAL_14}]", "contradicts"),
         (lambda d: d["metadata"].update(annotations={m.ANN_AFFINITY: "nearest"}),
          f"metadata.annotations[{m.ANN_AFFINITY}]", "expected local | remote | none"),
+        (lambda d: d["metadata"].update(annotations={m.ANN_AFFINITY: "local", m.ANN_AFFINITY_MIN_READY: "0"}),
+         f"metadata.annotations[{m.ANN_AFFINITY_MIN_READY}]", 'expected an integer 1..65535, got "0"'),
+        (lambda d: d["metadata"].update(annotations={m.ANN_AFFINITY: "local", m.ANN_AFFINITY_MIN_READY: "65536"}),
+         f"metadata.annotations[{m.ANN_AFFINITY_MIN_READY}]", 'expected an integer 1..65535, got "65536"'),
+        (lambda d: d["metadata"].update(annotations={m.ANN_AFFINITY: "remote", m.ANN_AFFINITY_MIN_READY: "two"}),
+         f"metadata.annotations[{m.ANN_AFFINITY_MIN_READY}]", 'expected an integer 1..65535, got "two"'),
+        (lambda d: d["metadata"].update(annotations={m.ANN_AFFINITY: "local", m.ANN_AFFINITY_MIN_READY: "-1"}),
+         f"metadata.annotations[{m.ANN_AFFINITY_MIN_READY}]", "expected an integer 1..65535"),
+        (lambda d: d["metadata"].update(annotations={m.ANN_AFFINITY: "local", m.ANN_AFFINITY_MIN_READY: "9" * 5000}),
+         f"metadata.annotations[{m.ANN_AFFINITY_MIN_READY}]", "expected an integer 1..65535"),
+        (lambda d: d["metadata"].update(annotations={m.ANN_AFFINITY_MIN_READY: "2"}),
+         f"metadata.annotations[{m.ANN_AFFINITY_MIN_READY}]", f"only used with {m.ANN_AFFINITY}: local or remote"),
+        (lambda d: d["metadata"].update(annotations={m.ANN_AFFINITY: "none", m.ANN_AFFINITY_MIN_READY: "2"}),
+         f"metadata.annotations[{m.ANN_AFFINITY_MIN_READY}]", "only used with"),
+        (lambda d: d["metadata"].update(annotations={m.ANN_HEALTH_FAILURES: "9" * 5000}),
+         f"metadata.annotations[{m.ANN_HEALTH_FAILURES}]", "expected an integer 1..100"),
         (lambda d: d["metadata"].update(annotations={m.ANN_LB_ALGORITHM: "round-robin"}),
          f"metadata.annotations[{m.ANN_LB_ALGORITHM}]", "expected random | maglev"),
         (lambda d: d["metadata"].update(annotations={m.ANN_HEALTH: "grpc"}),

@@ -163,7 +163,8 @@ def specs(draw: st.DrawFn) -> ServiceSpec:
         ),
         global_=draw(st.booleans()),
         shared=draw(st.booleans()),
-        affinity=draw(st.sampled_from(["", "local", "remote", "none"])),
+        affinity=(side := draw(st.sampled_from(["", "local", "remote", "none"]))),
+        affinity_min_ready=draw(st.integers(0, 65535)) if side in ("local", "remote") else 0,
         labels=draw(st.dictionaries(label, st.text(max_size=5), max_size=2)),
     )
 

@@ -143,11 +143,13 @@ def test_service_options_are_carried_over() -> None:
         global_=True,
         shared=False,
         affinity="local",
+        affinity_min_ready=3,
     )
     cs = resolve(spec, [], {}, "c1", 1)
     assert cs.backends == []
     assert (cs.session_affinity, cs.affinity_timeout, cs.lb_algorithm) == (True, 30, "maglev")
     assert (cs.global_, cs.shared, cs.affinity, cs.health) == (True, False, "local", spec.health)
+    assert cs.affinity_min_ready == 3
 
 
 def test_output_order_does_not_depend_on_input_order() -> None:

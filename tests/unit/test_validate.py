@@ -252,6 +252,8 @@ def test_service_good() -> None:
         (replace(SVC, ports=[Port(80, 8080), Port(80, 9090)]), "appears twice"),
         (replace(SVC, ports=[Port(0, 8080)]), "not a port"),
         (replace(SVC, affinity="sideways"), "affinity"),
+        (replace(SVC, affinity="local", affinity_min_ready=-1), "affinity_min_ready -1"),
+        (replace(SVC, affinity="local", affinity_min_ready=65536), "affinity_min_ready 65536"),
     ],
 )
 def test_service_forged_frontend(svc: ClusterService, reason: str) -> None:

@@ -37,6 +37,7 @@ ANN_GLOBAL = "service.cilium.io/global"
 ANN_GLOBAL_14 = "io.cilium/global-service"
 ANN_SHARED = "service.cilium.io/shared"
 ANN_AFFINITY = "service.cilium.io/affinity"
+ANN_AFFINITY_MIN_READY = "service.glia.io/affinity-min-ready"  # N: see glia.service.merge
 ANN_LB_ALGORITHM = "service.glia.io/lb-algorithm"  # random | maglev
 ANN_HEALTH = "service.glia.io/health-check"  # tcp | http | none
 ANN_HEALTH_PATH = "service.glia.io/health-check-path"  # for http, default "/"
@@ -81,6 +82,9 @@ class ServiceSpec:
     global_: bool = False  # service.cilium.io/global
     shared: bool = True  # service.cilium.io/shared (only meaningful when global)
     affinity: str = ""  # service.cilium.io/affinity: local | remote | none | ""
+    # service.glia.io/affinity-min-ready: with affinity, the other side's backends
+    # also take new connections while fewer preferred ones are ready (0: unset)
+    affinity_min_ready: int = 0
     annotations: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -95,7 +99,12 @@ class Backend:
     node: str
     cluster: str
     endpoint: str  # "<namespace>/<name>"
-    ready: bool
+    ready: bool  # from the operator: healthy; after glia.service.merge: gets new connections
+    # Set only by glia.service.merge for a global Service (shown by `glia service
+    # list`); operators write the defaults and the merge ignores them on input.
+    preferred: bool = False  # on the side the Service's affinity prefers
+    stale: bool = False  # of a remote cluster whose state is stale
+    standby: bool = False  # healthy, but held back from new connections (affinity, staleness)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +123,7 @@ class ClusterService:
     global_: bool = False
     shared: bool = True
     affinity: str = ""
+    affinity_min_ready: int = 0  # as ServiceSpec.affinity_min_ready
 
 
 @dataclass(frozen=True, slots=True)

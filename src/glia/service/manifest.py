@@ -43,6 +43,7 @@ KIND = "Service"
 DEFAULT_NAMESPACE = "default"
 DEFAULT_AFFINITY_TIMEOUT = 10800  # Kubernetes' default for ClientIP affinity, seconds
 MAX_AFFINITY_TIMEOUT = 86400
+MAX_AFFINITY_MIN_READY = 0xFFFF  # a frontend has at most this many slots (a __u16 count)
 GLIA_ANNOTATION_PREFIX = "service.glia.io/"
 
 
@@ -131,6 +132,11 @@ _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _IANA_SVC = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 _SECONDS = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 _COUNT = re.compile(r"^[0-9]+$")
+
+
+def _count(text: str) -> int | None:
+    """A decimal count of at most 9 digits (int() raises a bare ValueError past 4300)."""
+    return int(text) if len(text) <= 9 and _COUNT.match(text) else None
 
 
 def _dns_label(value: str, rule: re.Pattern[str], what: str) -> str | None:
@@ -600,6 +606,7 @@ def _session_affinity(doc: _Doc, spec: Mapping[str, Any]) -> tuple[bool, int]:
 # --- annotations -----------------------------------------------------------------
 
 _GLIA_ANNOTATIONS = (
+    m.ANN_AFFINITY_MIN_READY,
     m.ANN_LB_ALGORITHM,
     m.ANN_HEALTH,
     m.ANN_HEALTH_PATH,
@@ -637,6 +644,7 @@ def _annotations(doc: _Doc, ann: Mapping[str, str]) -> dict[str, Any] | None:
         doc.add(path(m.ANN_GLOBAL_14), f"contradicts {m.ANN_GLOBAL}: {_show(ann[m.ANN_GLOBAL])}")
     shared = choice(m.ANN_SHARED, ("true", "false"), "true")
     affinity = choice(m.ANN_AFFINITY, ("local", "remote", "none"), "")
+    min_ready = _affinity_min_ready(doc, ann, path(m.ANN_AFFINITY_MIN_READY), affinity)
     algo = choice(m.ANN_LB_ALGORITHM, tuple(a.value for a in LBAlgorithm), LBAlgorithm.RANDOM)
     health = _health(doc, ann, path)
     if doc.count > before:
@@ -645,9 +653,26 @@ def _annotations(doc: _Doc, ann: Mapping[str, str]) -> dict[str, Any] | None:
         "global_": (glob or glob14) == "true",
         "shared": shared == "true",
         "affinity": affinity,
+        "affinity_min_ready": min_ready,
         "lb_algorithm": LBAlgorithm(algo),
         "health": health,
     }
+
+
+def _affinity_min_ready(doc: _Doc, ann: Mapping[str, str], path: str, affinity: str) -> int:
+    """``service.glia.io/affinity-min-ready``: 1..65535, only next to affinity local or remote."""
+    if m.ANN_AFFINITY_MIN_READY not in ann:
+        return 0
+    raw = ann[m.ANN_AFFINITY_MIN_READY]
+    n = _count(raw.strip())
+    if n is None or not 1 <= n <= MAX_AFFINITY_MIN_READY:
+        doc.add(path, f"expected an integer 1..{MAX_AFFINITY_MIN_READY}, got {_show(raw)}")
+        return 0
+    if affinity not in ("local", "remote"):
+        # Without a preferred side there is nothing for the count to hold back.
+        doc.add(path, f"only used with {m.ANN_AFFINITY}: local or remote")
+        return 0
+    return n
 
 
 def _health(doc: _Doc, ann: Mapping[str, str], path: Callable[[str], str]) -> HealthCheck:
@@ -685,8 +710,8 @@ def _health(doc: _Doc, ann: Mapping[str, str], path: Callable[[str], str]) -> He
     def count(key: str, default: int) -> int:
         if key not in ann:
             return default
-        text = ann[key].strip()
-        if _COUNT.match(text) and 1 <= (v := int(text)) <= 100:
+        v = _count(ann[key].strip())
+        if v is not None and 1 <= v <= 100:
             return v
         doc.add(path(key), f"expected an integer 1..100, got {_show(ann[key])}")
         return default
@@ -719,6 +744,8 @@ def _derived_annotations(spec: ServiceSpec) -> dict[str, str]:
         out[m.ANN_SHARED] = "false"
     if spec.affinity:
         out[m.ANN_AFFINITY] = spec.affinity
+    if spec.affinity_min_ready:
+        out[m.ANN_AFFINITY_MIN_READY] = str(spec.affinity_min_ready)
     if spec.lb_algorithm is not LBAlgorithm.RANDOM:
         out[m.ANN_LB_ALGORITHM] = spec.lb_algorithm.value
     if h.type is not d.type:

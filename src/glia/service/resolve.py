@@ -117,6 +117,7 @@ def resolve(
         global_=spec.global_,
         shared=spec.shared,
         affinity=spec.affinity,
+        affinity_min_ready=spec.affinity_min_ready,
     )
 
 

@@ -46,6 +46,8 @@ def _port(value: object, what: str) -> int:
 def _check_settings(svc: ClusterService) -> None:
     if svc.affinity not in AFFINITIES:
         raise Rejected(f"affinity {svc.affinity!r} is not one of local, remote, none")
+    if not 0 <= svc.affinity_min_ready <= MAX_BACKENDS:
+        raise Rejected(f"affinity_min_ready {svc.affinity_min_ready} is not in 0..{MAX_BACKENDS}")
     if svc.session_affinity and not 1 <= svc.affinity_timeout <= MAX_AFFINITY_TIMEOUT:
         raise Rejected(
             f"affinity_timeout {svc.affinity_timeout} is not in 1..{MAX_AFFINITY_TIMEOUT}"
