@@ -8,7 +8,10 @@ checked against the node CIDRs the ipcache sync knows, and every record is
 checked again when those change):
 
 - the load-balancer maps, through :class:`glia.service.lbsync.ServiceMapSync`
-  (the only writer of the lb4 maps);
+  (the only writer of the lb4 maps), after
+  :func:`glia.service.merge.merge_service` has merged each Service with the
+  records remote clusters hold of it (:meth:`AgentServices.set_remote`; a
+  Service that is not global is programmed as our record says);
 - the health prober, which probes the backends hosted on this node and
   publishes :class:`~glia.model.service.BackendHealth` on the agent's lease.
 
@@ -22,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from ipaddress import IPv4Network
 from typing import Any
 
@@ -36,6 +39,7 @@ from glia.model import codec
 from glia.model.service import BackendHealth, ClusterService, Protocol
 from glia.service.health import HealthProber, ProbeTarget
 from glia.service.lbsync import ServiceMapSync
+from glia.service.merge import RemoteRecord, merge_service
 from glia.validate.bounds import ClusterBounds
 from glia.validate.errors import Rejected
 from glia.validate.rejects import RejectLog
@@ -86,7 +90,10 @@ class AgentServices:
         self._run_dp = run_dp
         self._pub = publisher
         self.lb = ServiceMapSync(datapath, run_dp)
-        self.services: dict[str, ClusterService] = {}
+        self.services: dict[str, ClusterService] = {}  # our records by key, validated
+        # Remote clusters' records of global Services (ClusterMesh feeds them).
+        self.remote: dict[str, dict[tuple[str, str], RemoteRecord]] = {}
+        self._programmed: dict[tuple[str, str], ClusterService] = {}  # what the maps hold
         self._synced = False
         self._dirty = asyncio.Event()
         self.prober = HealthProber(self._health_changed)
@@ -138,9 +145,7 @@ class AgentServices:
         if old == svc:
             return
         self.services[key] = svc
-        if self._synced:
-            await self.lb.upsert(svc)
-            self._retarget()
+        await self._program(svc.namespace, svc.name)
 
     async def revalidate(self) -> None:
         """Check every record again (the node CIDRs backends are checked against changed)."""
@@ -151,13 +156,56 @@ class AgentServices:
         self._raw.pop(key, None)
         self.rejects.forget(key)
         svc = self.services.pop(key, None)
-        if svc is not None and self._synced:
-            await self.lb.delete(svc.namespace, svc.name)
-            self._retarget()
+        if svc is not None:
+            await self._program(svc.namespace, svc.name)
 
     async def on_synced(self) -> None:
-        await self.lb.set_services(list(self.services.values()))
+        merged = [m for ref in self._refs() if (m := self._merged(*ref)) is not None]
+        self._programmed = {(m.namespace, m.name): m for m in merged}
+        await self.lb.set_services(merged)
         self._synced = True
+        self._retarget()
+
+    # Global services (ClusterMesh): remote records, merged per Service ------
+
+    def set_remote(
+        self, cluster: str, namespace: str, name: str, record: RemoteRecord | None
+    ) -> Awaitable[None]:
+        """A remote cluster's (validated) record of a Service, or None when it is gone."""
+        of = self.remote.setdefault(cluster, {})
+        if record is None:
+            of.pop((namespace, name), None)
+            if not of:
+                del self.remote[cluster]
+        else:
+            of[(namespace, name)] = record
+        return self._program(namespace, name)
+
+    def _refs(self) -> set[tuple[str, str]]:
+        refs = {(s.namespace, s.name) for s in self.services.values()}
+        for of in self.remote.values():
+            refs.update(of)
+        return refs
+
+    def _merged(self, namespace: str, name: str) -> ClusterService | None:
+        local = self.services.get(keys.service(self._cluster, namespace, name))
+        remotes = {c: rec for c, of in self.remote.items() if (rec := of.get((namespace, name)))}
+        return merge_service(self._cluster, local, remotes)
+
+    async def _program(self, namespace: str, name: str) -> None:
+        """Bring one Service's maps to its merged record (after the first sync)."""
+        if not self._synced:
+            return
+        merged = self._merged(namespace, name)
+        ref = (namespace, name)
+        if merged == self._programmed.get(ref):
+            return
+        if merged is None:
+            del self._programmed[ref]
+            await self.lb.delete(namespace, name)
+        else:
+            self._programmed[ref] = merged
+            await self.lb.upsert(merged)
         self._retarget()
 
     # Health -------------------------------------------------------------
