@@ -28,8 +28,7 @@ def check_endpoint(key: str, raw: bytes, bounds: ClusterBounds) -> Endpoint:
             f"its key {cluster}/{node}/{ns}/{name}"
         )
     ip = unicast(ep.ip, "ip")
-    if bounds.pod_pool is not None:
-        in_block(ip, bounds.pod_pool, "ip", "the pod pool")
+    bounds.require_pool(ip, "ip")
     check_number(ep.identity, bounds, "identity")
     check_labels(ep.labels, f"endpoint {ns}/{name}")
     return ep

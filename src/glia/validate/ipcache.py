@@ -54,8 +54,7 @@ def check_placement(
     if cidr is None:
         raise Rejected(f"node {e.node!r} has no pod CIDR allocated by the operator")
     addr = ipv4(e.entry.ip, "ip")
-    if bounds.pod_pool is not None:
-        in_block(addr, bounds.pod_pool, "ip", "the pod pool")
+    bounds.require_pool(addr, "ip")
     in_block(addr, cidr, "ip", f"node {e.node}'s pod CIDR")
     if e.entry.tunnel_endpoint != node.node_ip:
         raise Rejected(

@@ -39,12 +39,10 @@ def check_node(key: str, raw: bytes, bounds: ClusterBounds) -> Node:
             f"cluster_id {node.cluster_id} is not {bounds.cluster!r}'s {bounds.cluster_id}"
         )
     ip = unicast(node.node_ip, "node_ip")
-    for block, what in (
-        (bounds.pod_pool, "the pod pool"),
-        (bounds.service_cidr, "the service CIDR"),
-    ):
-        if block is not None and ip in block:
-            raise Rejected(f"node_ip {ip} is inside {what} {block}")
+    if (pool := bounds.pool_of(ip)) is not None:
+        raise Rejected(f"node_ip {ip} is inside the pod pool {pool}")
+    if bounds.service_cidr is not None and ip in bounds.service_cidr:
+        raise Rejected(f"node_ip {ip} is inside the service CIDR {bounds.service_cidr}")
     if node.pod_cidr is not None:
         network(node.pod_cidr, "pod_cidr")
     if node.health_ip is not None:
@@ -63,8 +61,9 @@ def check_podcidr(key: str, raw: bytes, bounds: ClusterBounds) -> tuple[str, IPv
     if alloc.node != name:
         raise Rejected(f"node {alloc.node!r} does not match its key ({name!r})")
     cidr = network(alloc.cidr, "cidr")
-    if bounds.pod_pool is not None and not cidr.subnet_of(bounds.pod_pool):
-        raise Rejected(f"cidr {cidr} is outside the pod pool {bounds.pod_pool}")
+    if bounds.pod_pools and bounds.pool_of(cidr) is None:
+        pools = ", ".join(str(p) for p in bounds.pod_pools)
+        raise Rejected(f"cidr {cidr} is outside the pod pool ({pools})")
     return name, cidr
 
 

@@ -72,8 +72,8 @@ def _check_frontend(
     if bounds.service_cidr is not None:
         in_block(vip, bounds.service_cidr, "cluster_ip", "the service CIDR")
     else:
-        if bounds.pod_pool is not None and vip in bounds.pod_pool:
-            raise Rejected(f"cluster_ip {vip} is inside the pod pool {bounds.pod_pool}")
+        if (pool := bounds.pool_of(vip)) is not None:
+            raise Rejected(f"cluster_ip {vip} is inside the pod pool {pool}")
         owner = next((n for n, c in cidrs.items() if vip in c), None)
         if owner is not None:
             raise Rejected(f"cluster_ip {vip} is inside node {owner}'s pod CIDR")
