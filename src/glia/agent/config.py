@@ -28,6 +28,9 @@ class AgentConfig:
     # transaction of two operations per Service, so this bounds a file's size
     # (128, etcd's default, is ~64 Services; the lab's etcd allows 10000).
     etcd_max_txn_ops: int = 128
+    # ClusterMesh: a directory with one file per remote cluster (docs/clustermesh.md),
+    # watched at run time; "" = this cluster is alone.
+    clustermesh_dir: str = ""
     socket: str = DEFAULT_SOCKET  # REST API (root-only unix socket)
     state_dir: str = "/var/lib/glia"  # endpoint records and IPAM, survive restarts
     bpf_pin_dir: str = "/sys/fs/bpf/glia/node"  # per-node: pins outlive the agent
