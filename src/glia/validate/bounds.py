@@ -50,7 +50,7 @@ class ClusterBounds:
             info.name,
             info.id,
             tuple(ipaddress.IPv4Network(p) for p in info.pod_pools),
-            ipaddress.IPv4Network(info.service_cidr),
+            ipaddress.IPv4Network(info.service_cidr) if info.service_cidr else None,
         )
 
     def pool_of(self, addr: IPv4Address | IPv4Network) -> IPv4Network | None:
