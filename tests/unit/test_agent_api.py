@@ -9,6 +9,7 @@ a kvstore answer their documented 503.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -275,3 +276,85 @@ async def test_a_file_of_1000_services_fits_the_body_limit(api: str) -> None:
     # Read whole and validated: what stops it is the missing kvstore, not the size.
     assert (ei.value.http_status, ei.value.code) == (503, 11)
     assert ei.value.msg == "glia agent is not connected to the kvstore yet"
+
+
+# -- GET /v1/clustermesh -------------------------------------------------------------------
+
+MESH_STATUS: dict[str, Any] = {
+    "clusters": [
+        {
+            "name": "c2",
+            "id": 2,
+            "state": "synced",
+            "ready": True,
+            "pod_pools": ["10.2.0.0/16"],
+            "service_cidr": "100.66.0.0/15",
+            "nodes": 2,
+            "endpoints": 3,
+            "identities": 2,
+            "services": 1,
+            "rejected": 0,
+            "last_error": None,
+            "heartbeat_age": 1.5,
+            "last_sync_seconds": 0.25,
+            "stale_since": None,
+        }
+    ],
+    "config_dir": "/run/glia/lab/nodes/c1-n1/clustermesh",
+    "config_errors": {"/run/glia/lab/nodes/c1-n1/clustermesh/c3.yml": "rename it"},
+}
+
+
+class Mesh:
+    """What the route reads of the agent's ClusterMesh: its status."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def status(self) -> dict[str, Any]:
+        self.calls += 1
+        return MESH_STATUS
+
+
+@contextlib.asynccontextmanager
+async def serving(agent: AgentState) -> AsyncIterator[AgentClient]:
+    with short_tmpdir() as d:
+        path = os.path.join(d, "agent.sock")
+        server = ApiServer(agent, path)  # type: ignore[arg-type]
+        await server.start()
+        try:
+            yield AgentClient(path)
+        finally:
+            await server.stop()
+
+
+async def test_clustermesh_is_the_meshs_status() -> None:
+    agent = AgentState()
+    agent.mesh = Mesh()  # type: ignore[attr-defined]
+    async with serving(agent) as c:
+        assert await asyncio.to_thread(c.clustermesh) == MESH_STATUS
+        assert await asyncio.to_thread(c.get, "/v1/clustermesh") == MESH_STATUS
+    assert agent.mesh.calls == 2  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("has_attribute", [False, True], ids=["no-mesh-attribute", "mesh-none"])
+async def test_clustermesh_of_an_agent_alone_is_empty(has_attribute: bool) -> None:
+    agent = AgentState()
+    if has_attribute:
+        agent.mesh = None  # type: ignore[attr-defined]
+    async with serving(agent) as c:
+        answer = await asyncio.to_thread(c.clustermesh)
+    assert answer == {"clusters": [], "config_dir": "", "config_errors": {}}
+
+
+async def test_a_failing_mesh_status_is_a_json_500() -> None:
+    class Broken:
+        def status(self) -> dict[str, Any]:
+            raise RuntimeError("boom")
+
+    agent = AgentState()
+    agent.mesh = Broken()  # type: ignore[attr-defined]
+    async with serving(agent) as c:
+        with pytest.raises(AgentError) as ei:
+            await asyncio.to_thread(c.clustermesh)
+    assert (ei.value.http_status, ei.value.code, ei.value.msg) == (500, 999, "RuntimeError: boom")

@@ -142,6 +142,68 @@ METRICS = [
     {"reason": "DROP_POLICY", "code": 133, "direction": "ingress", "packets": 3, "bytes": 180},
 ]
 
+MESH_DIR = "/run/glia/lab/nodes/c1-n1/clustermesh"
+CLUSTERMESH = {
+    "clusters": [
+        {
+            "name": "c3",
+            "id": 3,
+            "state": "stale",
+            "ready": True,
+            "pod_pools": ["10.3.0.0/16"],
+            "service_cidr": "100.68.0.0/15",
+            "nodes": 1,
+            "endpoints": 1,
+            "identities": 1,
+            "services": 0,
+            "rejected": 0,
+            "last_error": "etcd https://198.18.3.254:2379: connection refused",
+            "heartbeat_age": 75.5,
+            "last_sync_seconds": 0.5,
+            "stale_since": 1700000000.0,
+        },
+        {
+            "name": "c2",
+            "id": 2,
+            "state": "synced",
+            "ready": True,
+            "pod_pools": ["10.2.0.0/16", "10.20.0.0/16"],
+            "service_cidr": "100.66.0.0/15",
+            "nodes": 2,
+            "endpoints": 1234,
+            "identities": 3,
+            "services": 1,
+            "rejected": 2,
+            "last_error": None,
+            "heartbeat_age": 1.25,
+            "last_sync_seconds": 0.042,
+            "stale_since": None,
+        },
+        {
+            "name": "c4",
+            "id": 1,
+            "state": "refused",
+            "ready": False,
+            "pod_pools": [],
+            "service_cidr": None,
+            "nodes": 0,
+            "endpoints": 0,
+            "identities": 0,
+            "services": 0,
+            "rejected": 0,
+            "last_error": "cluster id 1 is ours (c1)",
+            "heartbeat_age": None,
+            "last_sync_seconds": None,
+            "stale_since": None,
+        },
+    ],
+    "config_dir": MESH_DIR,
+    "config_errors": {
+        f"{MESH_DIR}/c5.yaml": f"{MESH_DIR}/c5.yaml: ca_file is missing",
+        f"{MESH_DIR}/c6.yml": f"{MESH_DIR}/c6.yml: cluster files end in .yaml (rename it)",
+    },
+}
+
 
 def add_result(req: Any) -> Answer:
     """What the agent answers to ADD: a complete 1.0 result for the request's netns."""
@@ -170,6 +232,7 @@ def default_routes() -> dict[tuple[str, str], Route]:
         ("GET", "/v1/bpf/ipcache"): (200, IPCACHE),
         ("GET", "/v1/bpf/endpoints"): (200, BPF_ENDPOINTS),
         ("GET", "/v1/bpf/metrics"): (200, METRICS),
+        ("GET", "/v1/clustermesh"): (200, CLUSTERMESH),
     }
 
 
@@ -289,6 +352,7 @@ def test_routes_return_the_agents_data(agent: FakeAgent) -> None:
     assert c.bpf_ipcache() == IPCACHE
     assert c.bpf_endpoints() == BPF_ENDPOINTS
     assert c.bpf_metrics() == METRICS
+    assert c.clustermesh() == CLUSTERMESH
     assert c.cni_status() == {}
     assert [(m, p) for m, p, _ in agent.requests] == [
         ("GET", "/v1/status"),
@@ -298,6 +362,7 @@ def test_routes_return_the_agents_data(agent: FakeAgent) -> None:
         ("GET", "/v1/bpf/ipcache"),
         ("GET", "/v1/bpf/endpoints"),
         ("GET", "/v1/bpf/metrics"),
+        ("GET", "/v1/clustermesh"),
         ("GET", "/v1/cni/status"),
     ]
 
@@ -361,6 +426,7 @@ def test_malformed_success_answers_are_protocol_errors(agent: FakeAgent) -> None
     agent.answer("GET", "/v1/nodes", (200, {"not": "a list"}))
     agent.answer("GET", "/v1/endpoints", (200, [1, 2]))
     agent.answer("POST", "/v1/cni/add", (200, []))
+    agent.answer("GET", "/v1/clustermesh", (200, [CLUSTERMESH]))
     c = AgentClient(agent.path)
     with pytest.raises(AgentProtocolError, match="not JSON"):
         c.status()
@@ -370,6 +436,8 @@ def test_malformed_success_answers_are_protocol_errors(agent: FakeAgent) -> None
         c.endpoints()
     with pytest.raises(AgentProtocolError, match="expected a JSON object"):
         c.cni_add({})
+    with pytest.raises(AgentProtocolError, match="/v1/clustermesh: expected a JSON object"):
+        c.clustermesh()
 
 
 def test_missing_socket_is_unreachable() -> None:

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# GET /v1/clustermesh of an agent without remote clusters.
+NO_MESH: dict[str, Any] = {"clusters": [], "config_dir": "", "config_errors": {}}
 
 
 def cni_http_status(code: int) -> int:
@@ -77,6 +79,7 @@ class ApiServer:
         r.add_get("/v1/bpf/metrics", self._bpf_metrics, allow_head=False)
         r.add_get("/v1/bpf/lb", self._bpf_lb, allow_head=False)
         r.add_get("/v1/bpf/ct", self._bpf_ct, allow_head=False)
+        r.add_get("/v1/clustermesh", self._clustermesh, allow_head=False)
         api_config.add_routes(app, self._agent)
         return app
 
@@ -177,6 +180,12 @@ class ApiServer:
             return web.json_response([])
         idents = sorted(cache.all(), key=lambda i: i.id)
         return web.json_response([{"id": i.id, "labels": i.labels} for i in idents])
+
+    async def _clustermesh(self, request: web.Request) -> web.Response:
+        mesh = getattr(self._agent, "mesh", None)
+        if mesh is None:  # no clustermesh_dir: this cluster is alone
+            return web.json_response(NO_MESH)
+        return web.json_response(mesh.status())
 
     def _dp(self) -> Any:
         if self._agent.datapath is None:

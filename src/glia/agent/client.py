@@ -196,6 +196,10 @@ class AgentClient:
     def bpf_ct(self) -> list[dict[str, Any]]:
         return self._list(self.get("/v1/bpf/ct"), "/v1/bpf/ct")
 
+    def clustermesh(self) -> dict[str, Any]:
+        """Every remote cluster's state and the remote cluster directory's problems."""
+        return self._dict(self.get("/v1/clustermesh"), "/v1/clustermesh")
+
     def cni_add(self, req: dict[str, Any]) -> dict[str, Any]:
         return self._dict(self.post("/v1/cni/add", req), "/v1/cni/add")
 
