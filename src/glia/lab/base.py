@@ -153,7 +153,24 @@ class LabBase:
             repo_dir() / "build" / "bpf",
             socket_lb_cgroup=self.node_cgroup(n.ref),
             config_etcd=self.etcd_config(n.cluster, rbac.CONFIG_USER),
+            clustermesh_dir=n.clustermesh_dir if self.meshed else None,
         )
+
+    @property
+    def meshed(self) -> bool:
+        """Whether the lab's clusters form a mesh (more than one cluster)."""
+        return len(self.topo.clusters) > 1
+
+    def write_clustermesh_dir(self, node: str) -> Path | None:
+        """Write the node's remote cluster directory (every other cluster, read as
+        ``glia-remote`` with that cluster's own CA and certificate); its path, or None
+        in a lab of one cluster. Needs every cluster's PKI (made when etcd starts)."""
+        if not self.meshed:
+            return None
+        n = self.node(node)
+        remotes = [(c, self.etcd_config(c.name, rbac.RO_USER)) for c in self.topo.clusters]
+        configs.write_clustermesh_dir(n.clustermesh_dir, configs.clustermesh_files(n, remotes))
+        return n.clustermesh_dir
 
     def operator_config(self, cluster: str) -> OperatorConfig:
         return configs.operator_config(

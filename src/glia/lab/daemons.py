@@ -167,6 +167,10 @@ class LabDaemons(LabBase):
         """Start the node's agent; the live record when it runs already (e.g. the
         supervisor restarted it). ``wait``: until it reports healthy."""
         n = self.node(node)
+        if not n.agent_config.exists():
+            # Written with its config when it has none (what the lab's tests
+            # changed in the directory since stays as they left it).
+            self.write_clustermesh_dir(n.ref)
         rec = self._start_glia(_agent(n), lambda: self.agent_config(n.ref))
         if wait:
             self._wait_started([n.ref])

@@ -299,6 +299,7 @@ class Lab(LabDaemons, LabWorkloads):
         for n in self.topo.nodes:
             n.dir.mkdir(parents=True, exist_ok=True)
             configs.write_yaml(n.agent_config, self.agent_config(n.ref))
+            self.write_clustermesh_dir(n.ref)
 
     # --- down, status ---------------------------------------------------------
 

@@ -11,7 +11,9 @@ lives here, so the builder, the cleaner and the tests cannot disagree:
 - pod pool ``10.<i>.0.0/16`` (a /24 per node, allocated by the operator);
 - service CIDR: the ``i``-th /15 of ``100.64.0.0/10`` (131072 addresses; overlaps
   no pod pool, no underlay address, no other cluster's services);
-- files under the lab directory, bpffs pins under ``/sys/fs/bpf/glia/lab-<lab>``;
+- files under the lab directory (each agent's remote cluster directory under
+  its node's: ``nodes/c1-n1/clustermesh/c2.yaml``), bpffs pins under
+  ``/sys/fs/bpf/glia/lab-<lab>``;
 - a cgroup per node, ``glia-lab-<lab>-c<i>-n<j>``, at the top of the cgroup2
   hierarchy (whose mount point is only known at run time: see
   :mod:`glia.datapath.cgroup`), and of each cgroup v1 hierarchy that podman's
@@ -157,6 +159,11 @@ class NodeSpec:
     @property
     def bpf_pin_dir(self) -> Path:
         return BPFFS_ROOT / f"lab-{self.lab}" / self.key
+
+    @property
+    def clustermesh_dir(self) -> Path:
+        """The agent's remote cluster directory: ``<cluster>.yaml`` per other cluster."""
+        return self.dir / "clustermesh"
 
     @property
     def containers_conf(self) -> Path:
