@@ -31,6 +31,8 @@ from glia.agent.identities import IdentityCache
 from glia.agent.ipcache import IPCacheSync
 from glia.agent.labels import NoRuntimeLabels, PodmanLabels
 from glia.agent.services import AgentServices
+from glia.clustermesh.mesh import ClusterMesh
+from glia.clustermesh.remote import MeshSinks
 from glia.cni.deletion_queue import DeletionQueue
 from glia.datapath import netlink
 from glia.datapath.loader import Datapath
@@ -45,6 +47,7 @@ from glia.kvstore.grace import DeferredDeletes, defer_deletes
 from glia.kvstore.publisher import LeasedPublisher
 from glia.kvstore.reflector import Reflector
 from glia.model import codec
+from glia.model.cluster import ClusterInfo
 from glia.model.node import Node, PodCIDRAllocation
 from glia.validate.bounds import ClusterBounds
 
@@ -87,7 +90,8 @@ class Agent:
         self.ready = asyncio.Event()
         self.kv: KVClient | None = None
         self.config_kv: KVClient | None = None
-        self.identities: IdentityCache | None = None  # the CLI path's user, for apply (optional)
+        self.identities: IdentityCache | None = None
+        self.mesh: ClusterMesh | None = None  # the CLI path's user, for apply (optional)
         self.publisher: LeasedPublisher | None = None
         self.datapath: Datapath | None = None
         self.endpoints: EndpointManager | None = None
@@ -216,6 +220,8 @@ class Agent:
         await svc_reflector.start()
         self._reflectors.append(svc_reflector)
         self._services_reflector = svc_reflector
+        if cfg.clustermesh_dir:
+            await self._start_mesh()
         self._refresh_status()
         self.ready.set()
         log.info("agent %s/%s ready (pod CIDR %s)", cfg.cluster, cfg.node, cidr)
@@ -247,10 +253,28 @@ class Agent:
         self.status["node"].set(True, f"registered, pod CIDR {alloc.cidr}")
         return alloc.cidr
 
+    async def _start_mesh(self) -> None:
+        """Read the remote clusters of ``clustermesh_dir`` (in the background: a
+        remote etcd that is down delays nothing here)."""
+        cfg = self.cfg
+        if not cfg.pod_pool:
+            raise ValueError(
+                "clustermesh_dir needs pod_pool: remote clusters are checked against it"
+            )
+        assert self.ipcache and self.identities and self.services
+        local = ClusterInfo(cfg.cluster, cfg.cluster_id, [cfg.pod_pool], cfg.service_cidr or None)
+        sinks = MeshSinks(self.ipcache, self.identities, self.services)
+        self.mesh = ClusterMesh(cfg.clustermesh_dir, local, sinks)
+        await self.mesh.start()
+        self.status["clustermesh"] = Subsystem()
+
     async def stop(self) -> None:
         """Stop without tearing down: pinned maps and attached programs keep
         carrying traffic, and keys live until the lease's TTL so a restart
         within it is invisible to the rest of the cluster."""
+        if self.mesh is not None:
+            with contextlib.suppress(Exception):
+                await self.mesh.stop()
         for r in reversed(self._reflectors):
             with contextlib.suppress(Exception):
                 await r.stop()
@@ -291,7 +315,20 @@ class Agent:
         return done
 
     def _refresh_status(self) -> None:
-        """ipcache and services health from what they do now, not from start-up."""
+        """ipcache, services and mesh health from what they do now, not from start-up.
+
+        A remote cluster that is down, stale or refused leaves the agent healthy
+        (the mesh subsystem is degraded and says which): its failure must not
+        look like this node's.
+        """
+        if self.mesh is not None:
+            clusters = self.mesh.status()["clusters"]
+            behind = [c["name"] for c in clusters if c["state"] != "synced"]
+            self.status["clustermesh"].set(
+                True,
+                self.mesh.healthy_summary,
+                degraded=bool(behind or self.mesh.watcher.errors),
+            )
         if self.ipcache is not None:
             st = self.ipcache.status()
             lagging = [r.name for r in self._ipcache_reflectors if not r.synced.is_set()]

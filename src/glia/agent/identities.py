@@ -59,6 +59,16 @@ class IdentityCache:
         self._local = local.cluster
         self.tables: dict[str, ClusterIdentities] = {local.cluster: ClusterIdentities(local)}
 
+    def add_source(self, bounds: ClusterBounds) -> ClusterIdentities:
+        """A remote cluster's identities (ClusterMesh), checked against its own range."""
+        table = ClusterIdentities(bounds)
+        self.tables[bounds.cluster] = table
+        return table
+
+    def remove_source(self, cluster: str) -> None:
+        if cluster != self._local:
+            self.tables.pop(cluster, None)
+
     def handler(self, cluster: str | None = None, also: Any = None) -> Any:
         """Reflector handler for ``cluster`` (default ours); ``also``: another handler
         that sees every event too (the master key keeper)."""

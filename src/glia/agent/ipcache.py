@@ -133,6 +133,35 @@ class IPCacheSync:
         self._cidrs_seen = self.local.cidrs
         self._cidr_listeners: list[Callable[[], Any]] = []
 
+    def add_source(self, bounds: ClusterBounds) -> ClusterTable:
+        """A remote cluster's table (ClusterMesh), merged after ours; its handlers
+        come from :meth:`handler` with its name."""
+        if bounds.cluster in self._tables:
+            raise ValueError(f"cluster {bounds.cluster} is already a source of the ipcache")
+        table = ClusterTable(bounds)
+        self._tables[bounds.cluster] = table
+        return table
+
+    async def remove_source(self, cluster: str) -> None:
+        """Withdraw everything ``cluster`` put into the map (its file was removed,
+        it went stale for too long, or it was refused)."""
+        if cluster == self._local:
+            raise ValueError("the local cluster is not a removable source")
+        table = self._tables.get(cluster)
+        if table is None:
+            return
+        table.clear()
+        dirty = table.take_dirty()
+        del self._tables[cluster]
+        for prefix, cid in list(self._orphans.items()):
+            if cid == table.bounds.cluster_id:
+                del self._orphans[prefix]
+                dirty.add(prefix)
+        await self._apply(dirty)
+
+    def table(self, cluster: str) -> ClusterTable | None:
+        return self._tables.get(cluster)
+
     @property
     def valid_nodes(self) -> dict[str, Node]:
         return self.local.valid_nodes
@@ -174,7 +203,8 @@ class IPCacheSync:
     def synced(self) -> bool:
         return self.local.synced
 
-    async def _apply(self) -> None:
+    async def _apply(self, also: set[str] | None = None) -> None:
+        """Write what changed; ``also``: prefixes a removed source left behind."""
         if not self.local.synced:
             return  # a partial view would delete entries that are only not yet listed
         self.rejects.sync(self.local.rejected())
@@ -184,7 +214,7 @@ class IPCacheSync:
                 result = fn()
                 if inspect.isawaitable(result):
                     await result
-        dirty: set[str] = set()
+        dirty: set[str] = set(also or ())
         for t in self._tables.values():
             dirty |= t.take_dirty()
         if self._orphans:

@@ -88,6 +88,11 @@ class ClusterTable:
     def synced(self) -> bool:
         return self.synced_parts == set(PARTS)
 
+    @property
+    def placed(self) -> int:
+        """Entries accepted into the map (for status counts)."""
+        return len(self._placed)
+
     def want(self, prefix: str) -> Desired | None:
         return self._want.get(prefix)
 
