@@ -160,7 +160,7 @@ CLUSTERMESH = {
             "last_error": "etcd https://198.18.3.254:2379: connection refused",
             "heartbeat_age": 75.5,
             "last_sync_seconds": 0.5,
-            "stale_since": 1700000000.0,
+            "stale_since": 75.0,
         },
         {
             "name": "c2",

@@ -84,7 +84,7 @@ def test_table_in_a_pipe_one_row_per_cluster(app: typer.Typer, agent: FakeAgent)
     assert rows["c3"] == [
         "c3",
         "3",
-        "stale",
+        "stale 1m 15s",
         "10.3.0.0/16",
         "1",
         "1",

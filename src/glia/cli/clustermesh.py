@@ -3,7 +3,7 @@
 Registered on the top-level app by :mod:`glia.cli.main` through :func:`register`.
 Asks the agent's ``GET /v1/clustermesh`` (docs/agent-api.md) and prints, as a
 table, one row per remote cluster: its name and id, its state (connecting,
-connected, synced, stale, refused, withdrawn), its pod CIDRs, how many nodes,
+connected, synced, stale with for how long, refused, withdrawn), its pod CIDRs, how many nodes,
 endpoints, identities and Services were imported from it and how many of its
 records were rejected, the age of its heartbeat, how long its last sync took
 and its last error; below, the problems of the remote cluster directory (one
@@ -16,14 +16,14 @@ refused is the state being shown, not a failure of the command.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import typer
 from rich.markup import escape
 
 from glia.cli import output
 from glia.cli.common import LabOption, NodeOption, SocketOption, agent_errors, client_for
-from glia.cli.output import Column, OutputFormat, OutputOption, format_value
+from glia.cli.output import Column, OutputFormat, OutputOption, Row, format_value
 
 clustermesh_app = typer.Typer(
     help="ClusterMesh: the remote clusters an agent reads (read-only) and imports.",
@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
     app.add_typer(clustermesh_app, name="clustermesh")
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -76,9 +76,14 @@ def _age(value: Any) -> str:
     return f"{_duration(value)} ago" if _is_number(value) and value >= 0 else format_value(value)
 
 
-def _state(value: Any) -> str:
-    """The state as rich markup: coloured on a terminal, plain words in a pipe."""
+def _state(row: Row) -> str:
+    """The state as rich markup (coloured on a terminal, plain words in a pipe); a stale
+    cluster's says for how long (``stale_since``: seconds)."""
+    value = row.get("state")
     text = escape(format_value(value))
+    since = row.get("stale_since")
+    if value == "stale" and _is_number(since) and since >= 0:
+        text += f" {_duration(since)}"
     colour = _STATE_COLOUR.get(str(value))
     return f"[{colour}]{text}[/{colour}]" if colour else text
 
@@ -86,7 +91,7 @@ def _state(value: Any) -> str:
 COLUMNS: Sequence[Column] = (
     Column("CLUSTER", "name"),
     Column("ID", "id", justify="right"),
-    Column("STATE", "state", _state, markup=True),
+    Column("STATE", _state, str, markup=True),
     Column("POD CIDRS", "pod_pools"),
     Column("NODES", "nodes", _count, justify="right"),
     Column("ENDPOINTS", "endpoints", _count, justify="right"),
