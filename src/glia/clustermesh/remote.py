@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -107,6 +108,7 @@ class RemoteCluster:
         self._cidrs_seen: object = None
         self.stale_since: float | None = None
         self._import_started = 0.0
+        self._sync_timer: asyncio.Task[None] | None = None
         self.last_sync_seconds: float | None = None
 
     # --- lifecycle -----------------------------------------------------------------
@@ -206,6 +208,7 @@ class RemoteCluster:
             )
             await r.start()
             self._data.append(r)
+        self._sync_timer = asyncio.create_task(self._time_sync(list(self._data)))
         log.info("clustermesh %s: importing (id %d)", name, self.bounds.cluster_id)
 
     async def _poll_heartbeat(self) -> None:
@@ -215,12 +218,25 @@ class RemoteCluster:
         try:
             kv = await asyncio.wait_for(self._client.get(keys.HEARTBEAT), TICK * 2)
         except (KVStoreError, TimeoutError) as e:
-            self._failed(f"heartbeat: {e or 'no answer'}")
+            self._failed(f"heartbeat: {str(e) or type(e).__name__}")
             return
-        if kv is not None and kv.mod_revision != self._heartbeat_rev:
-            if self._heartbeat_rev:  # the first reading says nothing about now
-                self.heartbeat_seen = self._clock()
-            self._heartbeat_rev = kv.mod_revision
+        if kv is None or kv.mod_revision == self._heartbeat_rev:
+            return
+        if self._heartbeat_rev:
+            self.heartbeat_seen = self._clock()
+        else:
+            # The first reading: its own timestamp says how old it is (clocks of
+            # two clusters may differ: believed only when it says "recent").
+            age = _heartbeat_age(kv.value, time.time())
+            if age is not None and age < self._heartbeat_timeout:
+                self.heartbeat_seen = self._clock() - age
+        self._heartbeat_rev = kv.mod_revision
+
+    async def _time_sync(self, reflectors: list[Reflector]) -> None:
+        """How long the first lists of every import reflector took together."""
+        await asyncio.gather(*(r.synced.wait() for r in reflectors))
+        self.last_sync_seconds = round(self._clock() - self._import_started, 3)
+        log.info("clustermesh %s: synced in %.3f s", self.name, self.last_sync_seconds)
 
     async def _judge_freshness(self) -> None:
         await self._poll_heartbeat()
@@ -229,9 +245,6 @@ class RemoteCluster:
             self._cidrs_seen = table.cidrs
             await self._reprogram_services()
         now = self._clock()
-        if self.synced and self.last_sync_seconds is None:
-            self.last_sync_seconds = round(now - self._import_started, 3)
-            log.info("clustermesh %s: synced in %.2f s", self.name, self.last_sync_seconds)
         fresh = self.heartbeat_seen is not None and now - self.heartbeat_seen < (
             self._heartbeat_timeout
         )
@@ -239,6 +252,7 @@ class RemoteCluster:
             if self.stale_since is not None:
                 log.info("clustermesh %s: fresh again", self.name)
                 self.stale_since = None
+                self.last_error = None  # the log keeps it; the status shows what is wrong now
                 if not self._imported:
                     await self._import()
                 else:
@@ -309,6 +323,9 @@ class RemoteCluster:
     # --- withdrawal -----------------------------------------------------------------
 
     async def _stop_data(self) -> None:
+        if self._sync_timer is not None:
+            self._sync_timer.cancel()
+            self._sync_timer = None
         for r in self._data:
             with contextlib.suppress(Exception):
                 await r.stop()
@@ -360,6 +377,17 @@ class RemoteCluster:
                 round(now - self.stale_since, 1) if self.stale_since is not None else None
             ),
         }
+
+
+def _heartbeat_age(raw: bytes, now: float) -> float | None:
+    """Seconds since the heartbeat ``raw`` was written (its ``time``), None if unreadable."""
+    try:
+        value = json.loads(raw)
+        stamp = float(value["time"])
+    except (ValueError, TypeError, KeyError):
+        return None
+    age = now - stamp
+    return age if 0 <= age < 86400 else None
 
 
 class _Services:
