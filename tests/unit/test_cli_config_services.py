@@ -13,6 +13,7 @@ from test_agent_client import FakeAgent, error, running_fake_agent
 from typer.testing import CliRunner
 
 from glia.cli import services
+from glia.cli.services import frontend_rows
 from glia.model import codec
 from glia.model.service import Backend, ClusterService, LBAlgorithm, Protocol, ServicePort
 
@@ -82,8 +83,8 @@ def test_table_has_one_row_per_frontend(app: typer.Typer, agent: FakeAgent) -> N
         f"SERVICE         FRONTEND             {'FLAGS':{len(flags)}}  BACKENDS",
         f"default/lonely  100.64.0.11:443/TCP  {'-':{len(flags)}}  (none)",
         f"shop/web        100.64.0.10:80/TCP   {flags}  "
-        "10.1.1.5:8080 ready (n1), 10.1.2.7:8080 not-ready (n2)",
-        f"shop/web        100.64.0.10:53/UDP   {flags}  10.1.1.5:53 ready (n1)",
+        "10.1.1.5:8080 ready (c1/n1), 10.1.2.7:8080 not-ready (c1/n2)",
+        f"shop/web        100.64.0.10:53/UDP   {flags}  10.1.1.5:53 ready (c1/n1)",
     ]
 
 
@@ -113,3 +114,23 @@ def test_odd_records_do_not_crash_the_table(app: typer.Typer, agent: FakeAgent) 
     agent.answer("GET", "/v1/services", (200, [{"name": "x", "ports": "bad"}, {"ports": [1]}]))
     r = run(app, "service", "list", "--socket", agent.path)
     assert r.exit_code == 0, r.output
+
+
+def test_global_backends_show_their_cluster_and_side() -> None:
+    svc = {
+        "namespace": "shop",
+        "name": "web",
+        "cluster_ip": "100.64.0.10",
+        "ports": [{"port": 80, "protocol": "TCP"}],
+        "backends": [
+            {"ip": "10.1.1.5", "port": 80, "protocol": "TCP", "frontend_port": 80,
+             "node": "n1", "cluster": "c1", "ready": True, "preferred": True},
+            {"ip": "10.2.0.5", "port": 80, "protocol": "TCP", "frontend_port": 80,
+             "node": "n1", "cluster": "c2", "ready": False, "stale": True, "standby": True},
+        ],
+    }  # fmt: skip
+    (row,) = frontend_rows([svc])
+    assert row["backends"].splitlines() == [
+        "10.1.1.5:80 ready (c1/n1, preferred)",
+        "10.2.0.5:80 not-ready (c2/n1, stale, standby)",
+    ]

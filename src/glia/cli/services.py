@@ -45,8 +45,11 @@ def _flags(svc: Mapping[str, Any]) -> str:
 
 
 def _backend(b: Mapping[str, Any]) -> str:
+    """``10.2.0.5:80 ready (c2/n1, preferred)``: a node is always (cluster, name)."""
     state = "ready" if b.get("ready") is True else "not-ready"
-    return f"{_str(b.get('ip'))}:{_str(b.get('port'))} {state} ({_str(b.get('node'))})"
+    where = [f"{_str(b.get('cluster'))}/{_str(b.get('node'))}"]
+    where += [flag for flag in ("preferred", "stale", "standby") if b.get(flag) is True]
+    return f"{_str(b.get('ip'))}:{_str(b.get('port'))} {state} ({', '.join(where)})"
 
 
 def frontend_rows(services: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -93,7 +96,11 @@ def service_list(
     socket: SocketOption = None,
     out: OutputOption = OutputFormat.table,
 ) -> None:
-    """List the cluster's Services: frontends and their backends (ready / not-ready, node)."""
+    """List the cluster's Services: frontends and their backends (ready / not-ready, node).
+
+    A backend shows its cluster/node and, for global Services, whether it is on
+    the preferred side (affinity), of a stale cluster, or held back (standby).
+    """
     client = client_for(node, socket, lab)
     with agent_errors():
         services = client.services()
