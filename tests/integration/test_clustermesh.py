@@ -79,6 +79,16 @@ async def _run_dp(fn: Callable[[], T]) -> T:
     return fn()
 
 
+async def _agent_tables() -> tuple[FakeDatapath, MeshSinks]:
+    """c1/n1's tables, its own cluster synced (empty), ready to take remote clusters."""
+    dp = FakeDatapath()
+    bounds = ClusterBounds.from_info(LOCAL)
+    ipcache = IPCacheSync(dp, _run_dp, bounds, "n1", "198.18.1.1")  # type: ignore[arg-type]
+    for part in ("nodes", "podcidrs", "ip"):
+        await ipcache.handler(part).on_synced()
+    return dp, MeshSinks(ipcache, IdentityCache(bounds), ServiceRecorder())  # type: ignore[arg-type]
+
+
 async def _fill_c2(kv: KVClient) -> None:
     puts = {
         keys.cluster_info("c2"): codec.encode(C2),
@@ -127,13 +137,9 @@ async def test_a_remote_cluster_is_imported_validated_and_withdrawn(
     etcd_factory: Callable[[], EtcdServer], tmp_path: Path
 ) -> None:
     srv = etcd_factory()
-    dp = FakeDatapath()
-    ipcache = IPCacheSync(dp, _run_dp, ClusterBounds.from_info(LOCAL), "n1", "198.18.1.1")  # type: ignore[arg-type]
-    for part in ("nodes", "podcidrs", "ip"):
-        await ipcache.handler(part).on_synced()
-    identities = IdentityCache(ClusterBounds.from_info(LOCAL))
-    services = ServiceRecorder()
-    sinks = MeshSinks(ipcache, identities, services)  # type: ignore[arg-type]
+    dp, sinks = await _agent_tables()
+    identities, services = sinks.identities, sinks.services
+    assert isinstance(services, ServiceRecorder)
     async with await KVClient.connect(srv.client_config(RW_USER)) as kv:
         await _fill_c2(kv)
         path = _cluster_file(tmp_path, srv, cluster_id=2)
@@ -176,11 +182,7 @@ async def test_a_cluster_claiming_our_id_is_refused(
     etcd_factory: Callable[[], EtcdServer], tmp_path: Path
 ) -> None:
     srv = etcd_factory()
-    dp = FakeDatapath()
-    ipcache = IPCacheSync(dp, _run_dp, ClusterBounds.from_info(LOCAL), "n1", "198.18.1.1")  # type: ignore[arg-type]
-    for part in ("nodes", "podcidrs", "ip"):
-        await ipcache.handler(part).on_synced()
-    sinks = MeshSinks(ipcache, IdentityCache(ClusterBounds.from_info(LOCAL)), ServiceRecorder())  # type: ignore[arg-type]
+    dp, sinks = await _agent_tables()
     async with await KVClient.connect(srv.client_config(RW_USER)) as kv:
         await _fill_c2(kv)
         # c2's record now says it is cluster 1 with our pool: refused, nothing imported.
