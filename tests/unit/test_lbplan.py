@@ -9,6 +9,7 @@ series of incremental updates.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -435,7 +436,19 @@ def test_rows_name_services_and_show_not_ready_backends() -> None:
         ("10.1.1.6:8080", "ready", "n2", 0),
         ("10.1.1.5:8080", "not-ready", "n1", None),
     ]
+    assert {b["cluster"] for b in row["backends"]} == {"c1"}
     # Read back without a plan (a restarted agent, before its first sync).
     (bare,) = lb_rows(state.contents(), None)
     assert bare["service"] == "" and not bare["in_sync"]
     assert [b["state"] for b in bare["backends"]] == ["ready"]
+
+
+def test_rows_show_a_global_services_backend_cluster_and_side() -> None:
+    local = replace(be("10.1.1.6"), preferred=True)
+    remote = replace(be("10.2.0.5", node="n1"), cluster="c2", stale=True, standby=True, ready=False)
+    state = plan([svc("web", "10.96.0.10", [local, remote])])
+    (row,) = lb_rows(state.contents(), state)
+    assert [(b["address"], b["cluster"], b["node"], b["flags"]) for b in row["backends"]] == [
+        ("10.1.1.6:8080", "c1", "n1", ["preferred"]),
+        ("10.2.0.5:8080", "c2", "n1", ["stale", "standby"]),
+    ]

@@ -378,7 +378,11 @@ def _lb_backends(row: Row) -> str:
         if not isinstance(b, Mapping):
             continue
         slot = b.get("slot")
-        where = f" [{_text(b.get('node'))}]" if b.get("node") else ""
+        # A node is (cluster, name); global Services add preferred / stale / standby.
+        place = "/".join(str(x) for x in (b.get("cluster"), b.get("node")) if x)
+        flags = [str(f) for f in b.get("flags") or [] if isinstance(f, str)]
+        where = f" [{', '.join([place, *flags]) if place else ', '.join(flags)}]"
+        where = where if place or flags else ""
         ident = f" #{b.get('id')}" if b.get("id") is not None else ""
         out.append(
             f"{_text(b.get('address'))}{ident} {_text(b.get('state'))}{where}"

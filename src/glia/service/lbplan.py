@@ -71,6 +71,11 @@ class BackendView(NamedTuple):
     node: str
     cluster: str
     endpoint: str
+    # Global Services (glia.service.merge): on the side the affinity prefers, of a
+    # stale cluster, or healthy but held back from new connections.
+    preferred: bool = False
+    stale: bool = False
+    standby: bool = False
 
 
 class FrontendPlan(NamedTuple):
@@ -469,7 +474,16 @@ def _serves(b: Backend, port: int, proto: int) -> bool:
 
 
 def _view(b: Backend, proto: int) -> BackendView:
-    return BackendView(BackendAddr(b.ip, b.port, proto), b.ready, b.node, b.cluster, b.endpoint)
+    return BackendView(
+        BackendAddr(b.ip, b.port, proto),
+        b.ready,
+        b.node,
+        b.cluster,
+        b.endpoint,
+        b.preferred,
+        b.stale,
+        b.standby,
+    )
 
 
 # --- diff ---------------------------------------------------------------------

@@ -197,7 +197,8 @@ def lb_rows(contents: MapContents, state: LBState | None) -> list[dict[str, Any]
     "svc_id", "service": "ns/name" | "", "algorithm": "random" | "maglev",
     "affinity_timeout": s (0 = none), "count": ready backends, "backends":
     [{"address": "ip:port", "ip", "port", "id": int | None, "slot": int | None,
-    "state": "ready" | "not-ready", "node": str}], "in_sync": bool}``
+    "state": "ready" | "not-ready", "node": str, "cluster": str,
+    "flags": ["preferred" | "stale" | "standby", ...]}], "in_sync": bool}``
     (``in_sync``: the maps hold what the plan says for this frontend).
     """
     planned = state.frontends if state is not None else {}
@@ -205,21 +206,21 @@ def lb_rows(contents: MapContents, state: LBState | None) -> list[dict[str, Any]
     for f in sorted(contents.services, key=lambda x: x.sort_key()):
         e = contents.services[f]
         fp = planned.get(f)
-        nodes = {v.addr: v.node for v in fp.backends} if fp is not None else {}
+        views = {v.addr: v for v in fp.backends} if fp is not None else {}
         backends: list[dict[str, Any]] = []
         seen: set[BackendAddr] = set()
         for slot in range(e.ready_count):
             backend_id = contents.slots.get((e.svc_id, slot))
             addr = contents.backends.get(backend_id) if backend_id is not None else None
             if addr is None:
-                backends.append(_backend_row(None, backend_id, slot, "missing", ""))
+                backends.append(_backend_row(None, backend_id, slot, "missing", None))
                 continue
             seen.add(addr)
-            backends.append(_backend_row(addr, backend_id, slot, "ready", nodes.get(addr, "")))
+            backends.append(_backend_row(addr, backend_id, slot, "ready", views.get(addr)))
         if fp is not None:
             for v in fp.backends:
                 if not v.ready and v.addr not in seen:
-                    backends.append(_backend_row(v.addr, None, None, "not-ready", v.node))
+                    backends.append(_backend_row(v.addr, None, None, "not-ready", v))
         in_sync = False
         if fp is not None:
             planned_contents = lbplan.frontend_contents(fp)
@@ -249,8 +250,18 @@ def lb_rows(contents: MapContents, state: LBState | None) -> list[dict[str, Any]
 
 
 def _backend_row(
-    addr: BackendAddr | None, backend_id: int | None, slot: int | None, state: str, node: str
+    addr: BackendAddr | None,
+    backend_id: int | None,
+    slot: int | None,
+    state: str,
+    view: lbplan.BackendView | None,
 ) -> dict[str, Any]:
+    flags = (
+        [f for f, on in (("preferred", view.preferred), ("stale", view.stale),
+                         ("standby", view.standby)) if on]
+        if view is not None
+        else []
+    )  # fmt: skip
     return {
         "address": str(addr) if addr is not None else "",
         "ip": addr.ip if addr is not None else "",
@@ -258,7 +269,9 @@ def _backend_row(
         "id": backend_id,
         "slot": slot,
         "state": state,
-        "node": node,
+        "node": view.node if view is not None else "",
+        "cluster": view.cluster if view is not None else "",
+        "flags": flags,
     }
 
 
