@@ -153,7 +153,6 @@ class Reflector:
                 self._failed(f"watch failed: {e}")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, BACKOFF_MAX)
-            self.resyncs += 1
 
     def _failed(self, msg: str) -> None:
         self.errors += 1
@@ -175,6 +174,10 @@ class Reflector:
         if not self.synced.is_set():
             await self._call("on_synced")
             self.synced.set()
+        else:
+            # Counted once the difference reached the handler, so a caller that
+            # sees the count also sees what the re-list changed.
+            self.resyncs += 1
 
     async def _apply_event(self, ev: Event) -> None:
         if ev.kind is EventKind.PUT:
