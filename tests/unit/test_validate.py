@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from json_strategies import json_values
 
 from glia.kvstore import keys
 from glia.model import codec
@@ -310,18 +311,6 @@ def test_reject_log_logs_once_and_clears(caplog: pytest.LogCaptureFixture) -> No
 
 
 # --- properties: arbitrary input never escapes as another exception -------------------
-
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(1 << 70), max_value=1 << 70)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=6)
-    ),
-    max_leaves=20,
-)
 
 
 def _mutations(base: Any) -> st.SearchStrategy[bytes]:

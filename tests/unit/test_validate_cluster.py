@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from json_strategies import json_values
 
 from glia.kvstore import keys
 from glia.model import codec
@@ -229,17 +230,6 @@ def test_every_reason_is_given() -> None:
 # --- properties -------------------------------------------------------------------------
 
 
-json_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(1 << 70), max_value=1 << 70)
-    | st.floats(allow_nan=False)
-    | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=12), inner, max_size=6)
-    ),
-    max_leaves=20,
-)
 CIDRS = [
     "10.0.0.0/8",
     "10.1.0.0/16",
