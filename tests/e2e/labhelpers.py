@@ -30,6 +30,7 @@ from glia.model.identity import MIN_LOCAL
 
 # GLIA_E2E_LAB lets two suites run side by side on one machine (each its own lab).
 E2E_LAB = os.environ.get("GLIA_E2E_LAB", "gliat")
+MESH_LAB = os.environ.get("GLIA_E2E_MESH_LAB", "gliamesh")  # 2 clusters x 2 nodes
 T = TypeVar("T")
 
 

@@ -1,7 +1,7 @@
 """ClusterMesh in a lab of two clusters of two nodes: the wiring, pods across clusters, status.
 
-Uses a lab of its own ("gliamesh", ``--clusters 2 --nodes 2``): the session
-lab has one cluster. Shown here:
+Uses the session's mesh lab (conftest ``mesh``: ``--clusters 2 --nodes 2``,
+shared with the other ClusterMesh modules). Shown here:
 
 - the underlay: every node reaches every node and the etcd of the other
   cluster; with the files of its remote cluster directory, c1/n1 reads c2's
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labhelpers import http, lab_dir, leftovers, ping, wait_for
+from labhelpers import http, ping, wait_for
 
 from glia.clustermesh import configdir
 from glia.clustermesh.config import RemoteClusterConfig
@@ -34,21 +34,8 @@ from glia.lab.podman import Container
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root]
 
-LAB = "gliamesh"
 GLIA = Path(sys.executable).parent / "glia"
 SYNC_TIMEOUT = 60.0  # a remote cluster connects, lists and syncs; then its pods' entries
-
-
-@pytest.fixture(scope="module")
-def mesh() -> Iterator[Lab]:
-    lab = Lab.open(LAB, lab_dir(LAB), clusters=2, nodes=2)
-    try:
-        lab.up(recreate=True)
-        yield lab
-    finally:
-        report = lab.down()
-        left = leftovers(lab)
-        assert not left and not report.problems, (left, report.problems)
 
 
 @pytest.fixture(scope="module")
