@@ -244,6 +244,16 @@ class AgentServices:
             except Exception as e:
                 log.warning("conntrack GC failed: %s", e)
 
+    @property
+    def synced(self) -> bool:
+        """Whether the maps were brought to the records once (before, they are not ours)."""
+        return self._synced
+
+    def programmed(self) -> list[ClusterService]:
+        """The Services as the maps hold them: ours, merged with the remote clusters' records
+        of global ones (``GET /v1/services``); empty until the first sync."""
+        return sorted(self._programmed.values(), key=lambda s: (s.namespace, s.name))
+
     def status(self) -> dict[str, Any]:
         return {
             "services": len(self.services),
