@@ -26,7 +26,10 @@ Shown here, from cluster 1's client to cluster 1's ClusterIP unless said:
   detection time + 1 s and fewer than 1% fail; the servers start again and
   the traffic returns to cluster 1;
 - ``glia service list -o json`` and ``glia bpf lb list -o json`` show each
-  backend's cluster and preferred / stale / standby as the merge decided.
+  backend's cluster and preferred / stale / standby as the merge decided;
+- cluster 1's servers stopped (only cluster 2's backends serve), c1/n1's agent
+  restarts under load: no request fails (the new agent's first map writes hold
+  the remote clusters' state; it waits for their first lists).
 
 A request of the load clients is what an HTTP client with connect retries
 makes of it: a refused connection attempt (nothing was sent, so it is safe to
@@ -624,3 +627,49 @@ def test_failover_under_steady_load_and_back(
         # Back: cluster 1's servers answer again, cluster 2's stand by.
         assert {r.answer for r in after} == names1, (what, Counter(r.answer for r in after))
     check_cli(mesh, world, "c1/n2", gsvc, active={"c1"}, preferred={"c1"})
+
+
+def test_an_agent_restart_keeps_the_remote_backends(
+    mesh: Lab, world: World, gsvc: GlobalService, tmp_path: Path
+) -> None:
+    # Cluster 1's servers stopped, so c1/n1 reaches the Service only through cluster
+    # 2's backends (the case where losing them for a moment refuses everything);
+    # its agent restarts under load. The maps outlive the agent, and the new one's
+    # first writes hold cluster 2's state too: not one request may fail or be refused.
+    vip = gsvc.apply("c1", **{m.ANN_AFFINITY: "local"})
+    gsvc.apply("c2")
+    local, remote = world.ips("c1"), world.ips("c2")
+    wait_slots(mesh, C1_NODES, vip, local, remote, timeout=SYNC_TIMEOUT)
+    client = world.clients["c1"]
+    pids = [p for b in world.of("c1") for p in httpd_pids(mesh, b)]
+    assert len(pids) == 2, pids
+    for p in pids:
+        os.kill(p, signal.SIGTERM)
+    try:
+        wait_slots(mesh, C1_NODES, vip, remote, set())
+        loads = [
+            Load(mesh, client, vip, tmp_path / "sock.out", socket_lb=True),
+            Load(mesh, client, vip, tmp_path / "tc.out", socket_lb=False),
+        ]
+        try:
+            time.sleep(1.0)
+            restarted = time.monotonic()
+            mesh.restart_agent(client.node)
+            took = time.monotonic() - restarted
+            time.sleep(1.0)
+            results = {load.what: load.stop() for load in loads}
+        finally:
+            for load in loads:
+                load.kill()
+        wait_slots(mesh, C1_NODES, vip, remote, set())
+    finally:
+        start_servers(mesh, world.of("c1"))
+    print(f"agent restart took {took:.1f} s")
+    for what, reqs in results.items():
+        during = [r for r in reqs if restarted <= r.start <= restarted + took]
+        bad = [(r.start - restarted, r.refused, r.answer) for r in reqs if r.failed or r.refused]
+        print(f"{what}: {len(reqs)} requests, {len(during)} during the restart, bad: {bad}")
+        assert len(during) >= 20, (what, len(during))
+        assert not bad, (what, bad)
+        answers = Counter(r.answer for r in reqs)
+        assert set(answers) == world.names("c2"), (what, answers)

@@ -3,9 +3,10 @@
 ``glia agent --config FILE`` calls :func:`run`. Start order (stop is the
 reverse): kvstore client and lease publisher, datapath (maps reused from the
 pins, programs loaded, VXLAN device), node registration and pod CIDR, IPAM and
-identity allocator, endpoint restore, ipcache reflectors, then ready. The API
-socket is up from the start so ``glia status`` can tell what the agent waits
-for.
+identity allocator, endpoint restore, the remote clusters (ClusterMesh: their
+first lists, briefly awaited), our ipcache, identity and Service reflectors,
+then ready. The API socket is up from the start so ``glia status`` can tell
+what the agent waits for.
 
 Blocking kernel work (libbpf, netlink) runs on one worker thread: the event
 loop stays responsive and datapath changes are serialised.
@@ -55,6 +56,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 VXLAN_DEVICE = "glia_vxlan"
+MESH_FIRST_SYNC = 3.0  # seconds the start waits for the remote clusters' first lists
 
 
 class Subsystem:
@@ -178,6 +180,23 @@ class Agent:
 
         bounds = ClusterBounds.of(cfg.cluster, cfg.cluster_id, cfg.pod_pool, cfg.service_cidr)
         self.ipcache = IPCacheSync(self.datapath, self.run_dp, bounds, cfg.node, cfg.node_ip)
+        self.identities = IdentityCache(bounds)
+        ipcache = self.ipcache
+        self.services = AgentServices(
+            cluster=cfg.cluster,
+            node=cfg.node,
+            datapath=self.datapath,
+            run_dp=self.run_dp,
+            publisher=self.publisher,
+            bounds=bounds,
+            cidrs=lambda: ipcache.cidrs,
+        )
+        self.ipcache.on_cidrs_changed(self.services.revalidate)
+        if cfg.clustermesh_dir:
+            # Before our own first lists: the first writes of the ipcache and
+            # the lb maps then hold the remote clusters' state too, instead of
+            # deleting what an earlier run imported until they are read again.
+            await self._start_mesh()
         for part, prefix in (
             ("nodes", keys.nodes(cfg.cluster)),
             ("podcidrs", keys.podcidr_nodes(cfg.cluster)),
@@ -192,7 +211,6 @@ class Agent:
         # Identities this node uses whose master keys vanish are re-created.
         # One watch feeds the identity cache and re-creates master keys of
         # identities this node uses that vanish.
-        self.identities = IdentityCache(bounds)
         keeper = Reflector(
             self.kv,
             keys.identity_ids(cfg.cluster),
@@ -202,17 +220,6 @@ class Agent:
         await keeper.start()
         self._reflectors.append(keeper)
 
-        ipcache = self.ipcache
-        self.services = AgentServices(
-            cluster=cfg.cluster,
-            node=cfg.node,
-            datapath=self.datapath,
-            run_dp=self.run_dp,
-            publisher=self.publisher,
-            bounds=bounds,
-            cidrs=lambda: ipcache.cidrs,
-        )
-        self.ipcache.on_cidrs_changed(self.services.revalidate)
         self.services.start()
         svc_reflector = Reflector(
             self.kv, keys.services(cfg.cluster), self.services, name="services"
@@ -220,8 +227,6 @@ class Agent:
         await svc_reflector.start()
         self._reflectors.append(svc_reflector)
         self._services_reflector = svc_reflector
-        if cfg.clustermesh_dir:
-            await self._start_mesh()
         self._refresh_status()
         self.ready.set()
         log.info("agent %s/%s ready (pod CIDR %s)", cfg.cluster, cfg.node, cidr)
@@ -254,8 +259,9 @@ class Agent:
         return alloc.cidr
 
     async def _start_mesh(self) -> None:
-        """Read the remote clusters of ``clustermesh_dir`` (in the background: a
-        remote etcd that is down delays nothing here)."""
+        """Read the remote clusters of ``clustermesh_dir`` in the background, after
+        waiting up to :data:`MESH_FIRST_SYNC` s for their first lists (a remote
+        etcd that is down delays the start by that much, never more)."""
         cfg = self.cfg
         if not cfg.pod_pool:
             raise ValueError(
@@ -267,6 +273,12 @@ class Agent:
         self.mesh = ClusterMesh(cfg.clustermesh_dir, local, sinks)
         await self.mesh.start()
         self.status["clustermesh"] = Subsystem()
+        behind = await self.mesh.wait_synced(MESH_FIRST_SYNC)
+        if behind:
+            log.warning(
+                "clustermesh: %s not listed within %g s; starting without (imported when they are)",
+                ", ".join(behind), MESH_FIRST_SYNC,
+            )  # fmt: skip
 
     async def stop(self) -> None:
         """Stop without tearing down: pinned maps and attached programs keep

@@ -12,6 +12,7 @@ withdraws nothing: what was imported keeps carrying traffic.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -37,6 +38,23 @@ class ClusterMesh:
 
     async def start(self) -> None:
         await self.watcher.start()
+
+    async def wait_synced(self, timeout: float) -> list[str]:
+        """Wait up to ``timeout`` s until every remote cluster configured now has
+        listed its state once (or was refused); the names of those that have not.
+
+        The agent waits before its own first lists, so that its first writes of
+        the maps hold the remote clusters' state (an agent restart then changes
+        nothing that an earlier run imported)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            behind = sorted(
+                n for n, rc in self.remotes.items() if not rc.synced and rc.state != "refused"
+            )
+            if not behind or loop.time() >= deadline:
+                return behind
+            await asyncio.sleep(0.01)
 
     async def stop(self) -> None:
         """Stop reading every remote cluster; their state stays in the maps."""

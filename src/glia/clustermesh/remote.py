@@ -15,8 +15,10 @@ etcd that is down never delays or stops the agent):
 3. import: the remote's nodes, pod CIDR allocations and ipcache entries into
    its own :class:`~glia.agent.ipcache_table.ClusterTable`, its identities into
    the identity cache, its ClusterServices (validated against its own bounds
-   and node CIDRs) into the agent's Service merge — each checked against the
-   remote's bounds, so it can claim only its own pod pools and identity range.
+   and node CIDRs: once its nodes and allocations are listed, and again as
+   soon as those change) into the agent's Service merge — each checked
+   against the remote's bounds, so it can claim only its own pod pools and
+   identity range.
 
 Freshness: the remote's operator rewrites ``glia/.heartbeat`` every few
 seconds; a cluster whose heartbeat has not been seen for
@@ -62,6 +64,7 @@ HEARTBEAT_TIMEOUT = 15.0  # three of the operator's 5 s heartbeats missed
 RETRY_MIN, RETRY_MAX = 0.5, 30.0
 RECHECK_REFUSED = 10.0  # a refused cluster's record is read again this often
 TICK = 1.0  # staleness is judged this often
+PLACEMENT = frozenset({"nodes", "podcidrs"})  # table parts a Service's backends are checked by
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,8 +196,8 @@ class RemoteCluster:
         sinks.ipcache.add_source(self.bounds)
         sinks.identities.add_source(self.bounds)
         feeds: list[tuple[str, Any]] = [
-            (keys.nodes(name), sinks.ipcache.handler("nodes", name)),
-            (keys.podcidr_nodes(name), sinks.ipcache.handler("podcidrs", name)),
+            (keys.nodes(name), _Placement(self, sinks.ipcache.handler("nodes", name))),
+            (keys.podcidr_nodes(name), _Placement(self, sinks.ipcache.handler("podcidrs", name))),
             (keys.ipcaches(name), sinks.ipcache.handler("ip", name)),
             (keys.identity_ids(name), sinks.identities.handler(name)),
             (keys.services(name), _Services(self)),
@@ -291,10 +294,26 @@ class RemoteCluster:
             self._programmed.discard((parts[1], parts[2]))
             await self._sinks.services.set_remote(self.name, parts[1], parts[2], None)
 
+    async def _node_cidrs_changed(self) -> None:
+        """After a node or allocation event: check the Services again at once if the
+        node CIDRs their backends are checked against changed (the first time, once
+        both lists are in)."""
+        table = self._sinks.ipcache.table(self.name)
+        if table is None or not PLACEMENT.issubset(table.synced_parts):
+            return
+        if table.cidrs is not self._cidrs_seen:
+            self._cidrs_seen = table.cidrs
+            await self._reprogram_services()
+
     async def _program_service(self, key: str) -> None:
         assert self.bounds is not None
         table = self._sinks.ipcache.table(self.name)
-        cidrs = table.cidrs if table is not None else {}
+        if table is None or not PLACEMENT.issubset(table.synced_parts):
+            # Its nodes or pod CIDR allocations are not listed yet: checked now, its
+            # backends would be dropped for nodes that merely have not arrived (and
+            # taken out of every map until the next check). Kept raw until they are.
+            return
+        cidrs = table.cidrs
         try:
             checked = check_cluster_service(key, self._services[key], self.bounds, cidrs)
         except Rejected as e:
@@ -388,6 +407,27 @@ def _heartbeat_age(raw: bytes, now: float) -> float | None:
         return None
     age = now - stamp
     return age if 0 <= age < 86400 else None
+
+
+class _Placement:
+    """The ipcache handler of a remote's nodes or pod CIDR allocations, then the
+    re-check of its Services that their node CIDRs call for."""
+
+    def __init__(self, rc: RemoteCluster, inner: Any) -> None:
+        self._rc = rc
+        self._inner = inner
+
+    async def on_upsert(self, key: str, kv: KeyValue) -> None:
+        await self._inner.on_upsert(key, kv)
+        await self._rc._node_cidrs_changed()
+
+    async def on_delete(self, key: str, old: KeyValue | None) -> None:
+        await self._inner.on_delete(key, old)
+        await self._rc._node_cidrs_changed()
+
+    async def on_synced(self) -> None:
+        await self._inner.on_synced()
+        await self._rc._node_cidrs_changed()
 
 
 class _Services:
