@@ -124,8 +124,10 @@ def world(mesh: Lab) -> Iterator[World]:
     try:
         with ThreadPoolExecutor(max_workers=len(specs)) as pool:
             futures = [pool.submit(start, *spec) for spec in specs]
-            for f in futures:
-                started.append(f.result())
+        errors = [e for f in futures if (e := f.exception()) is not None]
+        started += [f.result() for f in futures if f.exception() is None]
+        if errors:
+            raise errors[0]  # the others are removed below
         backends = {c.node: c for c in started if not c.name.startswith("glia-gsvc-cli")}
         clients = {c.node.split("/")[0]: c for c in started if c.name.startswith("glia-gsvc-cli")}
         yield World(backends, clients)
@@ -293,14 +295,40 @@ def check_cli(
 
 # -- traffic -------------------------------------------------------------------------
 
-# Per request a new connection, from the caller's cgroup (so, run from the test, the
-# per-packet LB: the socket LB is attached to the node's cgroup only).
+
+# The per-packet LB's clients bind each connection to a source port of their own,
+# below the kernel's ephemeral range and never used twice in this module. The client
+# container's kernel sees a connection to the VIP where the backend sees one from
+# the pod: if a port met the same backend again through another address (another
+# VIP, or the socket LB's direct connect()), the backend's TIME_WAIT of the first
+# connection would answer the new SYN with a challenge ACK (its sequence numbers are
+# unrelated) and the connect would hang. Every DNAT has that limit; tests avoid it.
+class SourcePorts:
+    """Blocks of source ports for per-packet clients, handed out once per module."""
+
+    def __init__(self, first: int = 10000, last: int = 32000) -> None:
+        self.next, self.last = first, last
+
+    def take(self, count: int) -> tuple[int, int]:
+        start, self.next = self.next, self.next + count
+        assert self.next <= self.last, "out of per-packet source ports"
+        return start, self.next
+
+
+PORTS = SourcePorts()
+
+# Per request a new connection from the next port of argv[3]..argv[4], from the
+# caller's cgroup (so, run from the test, the per-packet LB: the socket LB is
+# attached to the node's cgroup only).
 HTTP_GETS = """
 import socket, sys
-ip, count = sys.argv[1], int(sys.argv[2])
+ip, count, port, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 for _ in range(count):
+    assert port < last, "out of source ports"
     s = socket.socket()
     s.settimeout(3)
+    s.bind(("0.0.0.0", port))
+    port += 1
     try:
         s.connect((ip, 80))
         s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
@@ -320,7 +348,10 @@ def per_packet_names(lab: Lab, client: Container, vip: str, count: int) -> Count
 
     The conntrack of the client's node must then hold these connections
     (the socket LB makes none): proof that this path balanced them."""
-    out = netns_python(client, HTTP_GETS, vip, str(count), timeout=count * 3 + 30)
+    first, last = PORTS.take(count)
+    out = netns_python(
+        client, HTTP_GETS, vip, str(count), str(first), str(last), timeout=count * 3 + 30
+    )
     return Counter(line.strip() for line in out.splitlines())
 
 
@@ -447,16 +478,24 @@ def test_shared_false_keeps_cluster_1s_backends_from_cluster_2(
 
 # Requests until killed, each a new connection: "start end refused last_refused answer".
 # A refused attempt is retried (10 ms apart) for up to argv[2] seconds; any other error
-# fails the request at once. argv[3]: a cgroup v2 directory to join first, or "-".
+# fails the request at once. argv[3]: a cgroup v2 directory to join first (socket LB),
+# or "-"; argv[4], argv[5]: source ports to bind in turn ("-": the kernel's choice).
 LOAD = """
 import os, socket, sys, time
 ip, budget, cgroup = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+port, port_end = (int(sys.argv[4]), int(sys.argv[5])) if sys.argv[4] != "-" else (0, 0)
 if cgroup != "-":
     with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
         f.write(str(os.getpid()))
 def attempt():
+    global port
     s = socket.socket()
     s.settimeout(1.0)
+    if port:
+        if port >= port_end:
+            sys.exit("out of source ports")
+        s.bind(("0.0.0.0", port))
+        port += 1
     try:
         s.connect((ip, 80))
         s.sendall(b"GET / HTTP/1.0\\r\\n\\r\\n")
@@ -488,6 +527,9 @@ while True:
 """
 
 
+LOAD_PORTS = 6000  # source ports of one per-packet load (requests and refused attempts)
+
+
 @dataclass(frozen=True)
 class Request:
     start: float
@@ -511,7 +553,8 @@ class Load:
         assert cgroup, f"{client.node} has no socket LB cgroup"
         self.what = "socket LB" if socket_lb else "per-packet LB"
         self.out = out
-        argv = netns_python_argv(client, LOAD, vip, str(FAILOVER_LIMIT), cgroup)
+        ports = ("-", "-") if socket_lb else tuple(map(str, PORTS.take(LOAD_PORTS)))
+        argv = netns_python_argv(client, LOAD, vip, str(FAILOVER_LIMIT), cgroup, *ports)
         with out.open("w") as f:  # a file: a pipe nobody reads meanwhile would fill up
             self.proc = subprocess.Popen(argv, stdout=f, stderr=subprocess.PIPE, text=True)
 
@@ -531,9 +574,10 @@ class Load:
 
 
 def httpd_pids(lab: Lab, ctr: Container) -> list[int]:
-    """Host PIDs of the httpd processes in ``ctr``'s PID namespace."""
+    """Host PIDs of the listening httpd in ``ctr``'s PID namespace (not the children it
+    forks for each connection, health checks' included: they come and go)."""
     ns = Path(f"/proc/{container_pid(lab, ctr)}/ns/pid").readlink()
-    found = []
+    httpds: dict[int, int] = {}  # pid -> parent pid
     for proc in Path("/proc").iterdir():
         try:
             if (
@@ -541,10 +585,11 @@ def httpd_pids(lab: Lab, ctr: Container) -> list[int]:
                 and (proc / "comm").read_text().strip() == "httpd"
                 and (proc / "ns" / "pid").readlink() == ns
             ):
-                found.append(int(proc.name))
+                stat = (proc / "stat").read_text()
+                httpds[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
         except OSError:
             continue  # exited meanwhile
-    return found
+    return sorted(pid for pid, parent in httpds.items() if parent not in httpds)
 
 
 def start_servers(lab: Lab, backends: list[Container]) -> None:
