@@ -2,12 +2,14 @@
 
 Started by the agent when its ``clustermesh_dir`` is set. The directory is
 watched (:class:`~glia.clustermesh.configdir.ConfigWatcher`): a new file
-connects that cluster, a changed file reconnects it (its state is withdrawn
-and imported again under the new settings), a removed file withdraws its
-state at once. Each remote cluster is admitted only if its record clashes
-with nothing already in the mesh (:func:`glia.validate.cluster.mesh_conflicts`,
-established clusters keep their place). Stopping the agent stops reading but
-withdraws nothing: what was imported keeps carrying traffic.
+connects that cluster, a changed file is taken without a gap
+(:meth:`~glia.clustermesh.remote.RemoteCluster.reconfigure`: new settings at
+once, or a new connection whose first lists replace what the old one
+imported), a removed file withdraws its state at once. Each remote cluster
+is admitted only if its record clashes with nothing already in the mesh
+(:func:`glia.validate.cluster.mesh_conflicts`, established clusters keep
+their place). Stopping the agent stops reading but withdraws nothing: what
+was imported keeps carrying traffic.
 """
 
 from __future__ import annotations
@@ -48,8 +50,11 @@ class ClusterMesh:
         for name in diff.removed:
             await self._disconnect(name)
         for name, cfg in diff.changed.items():
-            await self._disconnect(name)
-            self._connect(cfg)
+            rc = self.remotes.get(name)
+            if rc is None:
+                self._connect(cfg)
+            else:
+                await rc.reconfigure(cfg)
         for cfg in diff.added.values():
             self._connect(cfg)
 
@@ -73,6 +78,8 @@ class ClusterMesh:
         reason = refused.get(rc.name)
         if reason is None:
             self._admitted.add(rc.name)
+        else:
+            self._admitted.discard(rc.name)  # refused now: no longer in the mesh first
         return reason
 
     def status(self) -> dict[str, Any]:
