@@ -113,7 +113,9 @@ async def _fill_c2(kv: KVClient) -> None:
         keys.ipcache("c2", "n1", "10.2.1.5"): codec.encode(
             IPCacheEntry("10.2.1.5", C2_ID, "198.18.2.1", 2, "n1")
         ),
-        # Forged: one of OUR addresses, and an identity of our range.
+        # Forged: a node claiming our node's address, one of OUR pod addresses,
+        # and an identity of our range.
+        keys.node("c2", "n9"): codec.encode(Node("n9", "c2", 2, "198.18.1.1")),
         keys.ipcache("c2", "n1", "10.1.0.9"): codec.encode(
             IPCacheEntry("10.1.0.9", C2_ID, "198.18.2.1", 2, "n1")
         ),
@@ -175,9 +177,16 @@ async def test_a_remote_cluster_is_imported_validated_and_withdrawn(
             assert m["10.2.1.5"] == IPCacheInfo(C2_ID, "198.18.2.1", 2)
             assert m["198.18.2.1"] == IPCacheInfo(int(ReservedIdentity.REMOTE_NODE), None, 2)
             assert "10.1.0.9" not in m and "10.2.1.6" not in m
+            assert m["198.18.1.1"] == IPCacheInfo(int(ReservedIdentity.HOST), None, 1)
             st = c2()
             assert (st["nodes"], st["endpoints"], st["identities"], st["services"]) == (1, 1, 1, 1)
-            assert st["rejected"] == 2 and st["id"] == 2 and st["pod_pools"] == ["10.2.0.0/16"]
+            assert st["rejected"] == 3 and st["id"] == 2 and st["pod_pools"] == ["10.2.0.0/16"]
+            assert st["rejected_keys"][keys.node("c2", "n9")] == (
+                "node_ip 198.18.1.1 is the address of our node c1/n1"
+            )
+            assert (
+                "outside the pod pool" in st["rejected_keys"][keys.ipcache("c2", "n1", "10.1.0.9")]
+            )
             assert identities.get(C2_ID) == Identity(C2_ID, {"app": "web"})
             assert ("c2", "default", "web") in services.remote
 
@@ -272,7 +281,7 @@ async def test_a_changed_file_never_opens_a_gap(
             assert {"10.2.1.5", "10.2.1.7", "198.18.2.1"} <= set(m.entries)
             st = _c2(mesh)
             assert (st["nodes"], st["endpoints"], st["identities"], st["services"]) == (1, 2, 1, 1)
-            assert st["rejected"] == 2  # the same two forged entries, not counted twice
+            assert st["rejected"] == 3  # the same forged records, not counted twice
 
             # An expected id the cluster does not have: refused, everything withdrawn.
             _cluster_file(tmp_path, new_srv, 3)

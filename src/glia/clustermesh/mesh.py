@@ -65,11 +65,13 @@ class ClusterMesh:
         log.info("clustermesh: connecting to %s (%s)", cfg.name, ", ".join(cfg.etcd.endpoints))
 
     async def _disconnect(self, name: str) -> None:
-        rc = self.remotes.pop(name, None)
-        self._admitted.discard(name)
+        rc = self.remotes.get(name)
         if rc is not None:
+            # Listed (as "withdrawn") until its state is out of every table.
             await rc.stop(withdraw=True)
             log.info("clustermesh: %s disconnected and withdrawn", name)
+        self.remotes.pop(name, None)
+        self._admitted.discard(name)
 
     async def _admit(self, rc: RemoteCluster) -> str | None:
         """Whether ``rc``'s record may join the mesh beside ours and the others'."""
