@@ -317,13 +317,13 @@ class Agent:
     def _refresh_status(self) -> None:
         """ipcache, services and mesh health from what they do now, not from start-up.
 
-        A remote cluster that is down, stale or refused leaves the agent healthy
-        (the mesh subsystem is degraded and says which): its failure must not
-        look like this node's.
+        A remote cluster that is down, stale or refused, or whose records are
+        rejected, leaves the agent healthy (the mesh subsystem is degraded and
+        says which): its failure must not look like this node's.
         """
         if self.mesh is not None:
             clusters = self.mesh.status()["clusters"]
-            behind = [c["name"] for c in clusters if c["state"] != "synced"]
+            behind = [c["name"] for c in clusters if c["state"] != "synced" or c["rejected"]]
             self.status["clustermesh"].set(
                 True,
                 self.mesh.healthy_summary,

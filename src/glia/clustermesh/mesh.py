@@ -93,5 +93,9 @@ class ClusterMesh:
 
     @property
     def healthy_summary(self) -> str:
-        states = [f"{n} {r.state}" for n, r in sorted(self.remotes.items())]
+        """One line for ``glia status``: each remote's state, and what it had rejected."""
+        states = []
+        for st in self.status()["clusters"]:
+            rejected = f" ({st['rejected']} records rejected)" if st["rejected"] else ""
+            states.append(f"{st['name']} {st['state']}{rejected}")
         return ", ".join(states) if states else "no remote clusters configured"

@@ -117,6 +117,7 @@ class RemoteCluster:
         # next import's reflectors start from it (no withdrawal gap).
         self._seed: dict[str, dict[str, KeyValue]] = {}
         self._record_rev = 0  # mod revision of the admitted cluster record
+        self._refused_rev = 0  # and of the one last refused
         self._services: dict[str, bytes] = {}  # service key -> raw record
         self._programmed: set[tuple[str, str]] = set()
         self.service_rejects = RejectLog(f"services of {cfg.name}")
@@ -226,10 +227,11 @@ class RemoteCluster:
         connection goes stale (and is withdrawn) meanwhile as it would anyway."""
         delay = RETRY_MIN
         while True:
+            refused = False
             try:
                 if await self._connect_and_admit():
                     return
-                wait = RECHECK_REFUSED
+                refused, wait = True, RECHECK_REFUSED
             except KVStoreError as e:
                 self._failed(str(e))
                 wait, delay = delay, min(delay * 2, RETRY_MAX)
@@ -239,6 +241,18 @@ class RemoteCluster:
                     async with self._lock:
                         await self._judge_freshness(connected=False)
                 await asyncio.sleep(min(TICK, left))
+                if refused and await self._record_moved():
+                    break  # a fixed record is admitted at once, not at the next recheck
+
+    async def _record_moved(self) -> bool:
+        """Whether the cluster record is another than the one last refused."""
+        if self._client is None:
+            return False
+        try:
+            kv = await asyncio.wait_for(self._client.get(keys.cluster_info(self.name)), TICK * 2)
+        except (KVStoreError, TimeoutError):
+            return False
+        return (kv.mod_revision if kv is not None else 0) != self._refused_rev
 
     def _failed(self, msg: str) -> None:
         if msg != self.last_error:
@@ -273,6 +287,7 @@ class RemoteCluster:
         if reason is None:
             self._record_rev = kv.mod_revision
             return True
+        self._refused_rev = kv.mod_revision
         self._failed(f"refused: {reason}")
         async with self._lock:
             await self._stop_data()
