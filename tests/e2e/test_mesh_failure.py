@@ -637,8 +637,18 @@ def test_a_conflicting_cluster_id_is_refused_and_nothing_imported(mesh: Lab, wor
     (original,) = [v.value for v in etcd_keys(mesh, C2, key).values()]
     record = json.loads(original)
     assert record["id"] == mesh.topo.cluster(C2).id
+    connections = (_c2_status(mesh) or {})["connections"]
     try:
-        _edit_remote_file(mesh, N11, cluster_id=None)
+        _edit_remote_file(mesh, N11, cluster_id=None)  # taken over a new connection
+        wait_for(
+            "c2 synced under a file without cluster_id",
+            lambda: (
+                (c := _c2_status(mesh)) is not None
+                and c["connections"] > connections
+                and c["state"] == "synced"
+            ),
+            timeout=SYNC,
+        )
         _back_as(mesh, w, before, "c2 synced under a file without cluster_id")
         mesh.stop_operator(C2)
         ok, msg = etcd_put(mesh, C2, key, json.dumps({**record, "id": 1}).encode(), rbac.RW_USER)
