@@ -212,6 +212,7 @@ def _snapshot(lab: Lab, w: World, node: str = N11) -> dict[str, Any]:
     st = _c2_status(lab, node) or {}
     return {
         "state": st.get("state"),
+        "last_error": st.get("last_error"),
         "counts": {k: st.get(k) for k in ("nodes", "endpoints", "identities", "services")},
         "ipcache": _c2_ipcache(lab, node),
         "lb": _backends(lb_frontend(lab, node, w.vip, 80)),
@@ -235,6 +236,7 @@ def _settled(lab: Lab, w: World) -> dict[str, Any]:
         snap = _snapshot(lab, w)
         ok = (
             snap["state"] == "synced"
+            and snap["last_error"] is None
             and pods <= set(snap["ipcache"])
             and slotted(lb_frontend(lab, N11, w.vip, 80)) == w.ips(C1) | w.ips(C2)
         )

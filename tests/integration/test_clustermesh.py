@@ -296,6 +296,7 @@ async def test_a_changed_file_never_opens_a_gap(
             _cluster_file(tmp_path, new_srv, 2)
             await until(lambda: _c2(mesh)["state"] == "synced", "c2 synced after the fix", 20)
             assert {"10.2.1.5", "10.2.1.7"} <= set(m.entries)
+            assert _c2(mesh)["last_error"] is None
         finally:
             await mesh.stop()
 
@@ -328,5 +329,6 @@ async def test_a_record_changed_to_claim_our_id_withdraws_the_cluster(
             await until(lambda: _c2(mesh)["state"] == "synced", "c2 synced again", 20)
             assert asyncio.get_running_loop().time() - fixed < remote.RECHECK_REFUSED
             assert "10.2.1.5" in dp.ipcache.entries
+            assert _c2(mesh)["last_error"] is None  # what was wrong is over
         finally:
             await mesh.stop()

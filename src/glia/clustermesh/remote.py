@@ -72,6 +72,7 @@ RETRY_MIN, RETRY_MAX = 0.5, 30.0
 RECHECK_REFUSED = 10.0  # a refused cluster's record is read again this often
 TICK = 1.0  # staleness is judged (and the cluster record read) this often
 REJECTED_SAMPLE = 16  # rejected keys shown by status(), with their reasons
+HEARTBEAT_ERROR = "heartbeat: "  # how a failed heartbeat read starts last_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +287,8 @@ class RemoteCluster:
             reason = await self._admit(self)
         if reason is None:
             self._record_rev = kv.mod_revision
+            if not self.stale:
+                self.last_error = None  # connected and admitted: what failed before is over
             return True
         self._refused_rev = kv.mod_revision
         self._failed(f"refused: {reason}")
@@ -365,8 +368,10 @@ class RemoteCluster:
         try:
             kv = await asyncio.wait_for(self._client.get(keys.HEARTBEAT), TICK * 2)
         except (KVStoreError, TimeoutError) as e:
-            self._failed(f"heartbeat: {str(e) or type(e).__name__}")
+            self._failed(f"{HEARTBEAT_ERROR}{str(e) or type(e).__name__}")
             return
+        if self.last_error is not None and self.last_error.startswith(HEARTBEAT_ERROR):
+            self.last_error = None  # read again: that failure is over
         if kv is None or kv.mod_revision == self._heartbeat_rev:
             return
         if self._heartbeat_rev:
