@@ -18,7 +18,8 @@ ipcache|lb list``, identities):
 - c2's file moved out of the directory and back: withdrawn at once, then
   imported again, by the same agent process; a changed file (``stale_after``,
   then other certificate paths: a new connection) opens no gap in the traffic
-  to c2's pods or in the imported entries;
+  to c2's pods or in the imported entries; stopping c1/n1's agent withdraws
+  nothing (the pinned maps keep carrying traffic to c2's pods);
 - entries forged in c2's etcd with its admin credentials (an IP outside its
   pools, one of c1's pod IPs, an identity outside its range, a malformed
   value, a node claiming a c1 node's address, a ClusterService whose backend
@@ -60,9 +61,10 @@ from labhelpers import (
     wait_for,
 )
 
+from glia.datapath.maps import IPCacheMap
 from glia.kvstore import keys, rbac
 from glia.lab import configs
-from glia.lab.lab import Lab
+from glia.lab.lab import Lab, LabError
 from glia.lab.podman import Container
 from glia.model import codec
 from glia.model.identity import Identity
@@ -157,10 +159,18 @@ def world(mesh: Lab) -> Iterator[World]:
         )
         yield w
     finally:
+        problems: list[str] = []
         for node, doc in applied:
-            mesh.agent(node).config_delete([doc], SOURCE)
+            try:
+                mesh.agent(node).config_delete([doc], SOURCE)
+            except Exception as e:  # clean up the rest; report at the end
+                problems.append(f"{node}: deleting {doc['metadata']['name']}: {e}")
         for ctr in started:
-            mesh.remove_container(ctr.node, ctr.name)
+            try:
+                mesh.remove_container(ctr.node, ctr.name)
+            except LabError as e:
+                problems.append(str(e))
+        assert not problems, problems
 
 
 # --- what c1/n1 holds of c2 ------------------------------------------------------------
@@ -522,6 +532,35 @@ def test_a_changed_remote_cluster_file_opens_no_gap(mesh: Lab, world: World) -> 
     assert lowest == {"ipcache": len(before["ipcache"]), "lb": len(before["lb"])}, lowest
     _back_as(mesh, w, before, "c2 on c1/n1 as before")
     assert _agent_pid(mesh, N11) == pid, "the agent was restarted"
+
+
+def _pinned_c2_ipcache(lab: Lab, node: str) -> dict[str, tuple[int, Any, int]]:
+    """c2's entries of the node's ipcache read from its pin (no agent needed)."""
+    m = IPCacheMap.open_pinned(lab.node(node).bpf_pin_dir)
+    try:
+        rows = m.items()
+    finally:
+        m.close()
+    c2 = lab.topo.cluster(C2).id
+    return {p: (i.identity, i.tunnel_endpoint, i.cluster_id) for p, i in rows if i.cluster_id == c2}
+
+
+def test_stopping_the_agent_withdraws_nothing_it_imported(mesh: Lab, world: World) -> None:
+    w = world
+    before = _settled(mesh, w)
+    b21 = w.backends[N21]
+    to_c2 = Probe(mesh, w.client, f"http://{_ip(b21)}/", "agentdown")
+    try:
+        mesh.stop_agent(N11)  # stays down until started again
+        down = time.monotonic()
+        # While it is down c2's entries stay in the pinned map and carry traffic.
+        to_c2.reader.wait_more(down, 10, timeout=30)
+        assert _pinned_c2_ipcache(mesh, N11) == before["ipcache"]
+    finally:
+        mesh.start_agent(N11)
+        lines = to_c2.stop()
+    _no_errors(lines, f"HTTP {N11} -> {N21}'s pod while c1/n1's agent was down")
+    _back_as(mesh, w, before, "c2 on c1/n1 as before, after the agent's restart")
 
 
 # --- 3. forged remote state -------------------------------------------------------------

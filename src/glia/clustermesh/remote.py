@@ -165,13 +165,12 @@ class RemoteCluster:
             return
         await self._halt()
         async with self._lock:
-            if self._data:
-                self._seed = {r.prefix: dict(r.items) for r in self._data}
-            await self._stop_data()
+            await self._stop_data(keep_seed=True)
             await self._close_client()
         self._heartbeat_rev = 0  # revisions of another connection say nothing
         self._record_rev = 0
-        self.state = "connecting"
+        if not self.stale:
+            self.state = "connecting"
         log.info(
             "clustermesh %s: reconnecting (%s); its state stays until the new connection "
             "has listed it", self.name, ", ".join(cfg.etcd.endpoints),
@@ -219,9 +218,7 @@ class RemoteCluster:
             # The cluster record changed: admitted again (or refused) over this
             # connection; the tables stay until then.
             async with self._lock:
-                if self._data:
-                    self._seed = {r.prefix: dict(r.items) for r in self._data}
-                await self._stop_data()
+                await self._stop_data(keep_seed=True)
 
     async def _connect_loop(self) -> None:
         """Until connected and admitted, retrying; state kept from an earlier
@@ -371,7 +368,8 @@ class RemoteCluster:
             self._failed(f"{HEARTBEAT_ERROR}{str(e) or type(e).__name__}")
             return
         if self.last_error is not None and self.last_error.startswith(HEARTBEAT_ERROR):
-            self.last_error = None  # read again: that failure is over
+            # Read again: that failure is over (what is wrong now, if anything).
+            self.last_error = self._stale_error() if self.stale else None
         if kv is None or kv.mod_revision == self._heartbeat_rev:
             return
         if self._heartbeat_rev:
@@ -383,6 +381,9 @@ class RemoteCluster:
             if age is not None and age < self._heartbeat_timeout:
                 self.heartbeat_seen = self._clock() - age
         self._heartbeat_rev = kv.mod_revision
+
+    def _stale_error(self) -> str:
+        return f"stale: no heartbeat for {self._heartbeat_timeout:.0f} s"
 
     async def _time_sync(self, reflectors: list[Reflector]) -> None:
         """How long the first lists of every import reflector took together."""
@@ -421,7 +422,7 @@ class RemoteCluster:
             return
         if self.stale_since is None:
             self.stale_since = now
-            self._failed(f"stale: no heartbeat for {self._heartbeat_timeout:.0f} s")
+            self._failed(self._stale_error())
             await self._reprogram_services()
         if self._imported and now - self.stale_since >= self.cfg.stale_after:
             log.warning(
@@ -477,13 +478,18 @@ class RemoteCluster:
 
     # --- withdrawal -----------------------------------------------------------------
 
-    async def _stop_data(self) -> None:
+    async def _stop_data(self, *, keep_seed: bool = False) -> None:
+        """Stop the import reflectors. ``keep_seed``: remember what they delivered, for
+        the next import's reflectors (:attr:`_seed`); taken once they are all
+        stopped, so no event can reach the tables after it."""
         if self._sync_timer is not None:
             self._sync_timer.cancel()
             self._sync_timer = None
         for r in self._data:
             with contextlib.suppress(Exception):
                 await r.stop()
+        if keep_seed and self._data:
+            self._seed = {r.prefix: dict(r.items) for r in self._data}
         self._data.clear()
 
     async def _withdraw(self) -> None:
