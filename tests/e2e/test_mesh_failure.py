@@ -620,6 +620,12 @@ def test_forged_remote_entries_are_rejected_and_reach_no_map(mesh: Lab, world: W
         for key, (_, why) in forged.items():
             assert why in c2["rejected_keys"][key], (key, c2["rejected_keys"][key])
         assert c2["nodes"] == before["counts"]["nodes"], c2  # n9 is no node of c2
+        table = subprocess.run(
+            [str(GLIA), "clustermesh", "status", "--node", N11],
+            env=mesh.cli_env(), capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert table.returncode == 0 and "Records of c2 rejected (" in table.stdout, table
+        assert f"{keys.node(C2, 'n9')}: node_ip {c1_n2} is the address" in table.stdout
         rc, st = _cli(mesh, "status", "--node", N11)
         assert rc == 0 and st["healthy"] is True, st
         assert "records rejected" in st["subsystems"]["clustermesh"]["msg"], st["subsystems"]
