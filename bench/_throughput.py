@@ -396,13 +396,19 @@ def bpf_run_time_stats() -> Iterator[None]:
 
 
 def tc_programs(netns: str) -> dict[str, int]:
-    """``{"<device>/<program name>": id}`` of the tc programs attached in ``netns``."""
+    """``{program name: id}`` of the tc programs attached in ``netns``. One program
+    serves every endpoint veth of a node (one id, attached several times), so
+    programs are keyed by name, not by device."""
     out = run(nsenter(netns, ["bpftool", "-j", "net", "show"])).stdout
     found: dict[str, int] = {}
     for entry in json.loads(out or b"[]"):
         for att in entry.get("tc", []):
             name = str(att.get("name", "")).split(":")[0]  # "from_overlay:[9285]"
-            found[f"{att.get('devname')}/{name}"] = int(att["id"])
+            prog_id = int(att["id"])
+            if found.setdefault(name, prog_id) != prog_id:
+                raise BenchError(
+                    f"{netns}: two {name} programs attached ({found[name]}, {prog_id})"
+                )
     return found
 
 
