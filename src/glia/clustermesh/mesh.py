@@ -6,7 +6,8 @@ connects that cluster, a changed file is taken without a gap
 (:meth:`~glia.clustermesh.remote.RemoteCluster.reconfigure`: new settings at
 once, or a new connection whose first lists replace what the old one
 imported), a removed file withdraws its state at once. Each remote cluster
-is admitted only if its record clashes with nothing already in the mesh
+is admitted only if its record clashes with nothing already in the mesh,
+nor with our reserved networks (nodes, etcd)
 (:func:`glia.validate.cluster.mesh_conflicts`, established clusters keep
 their place). Stopping the agent stops reading but withdraws nothing: what
 was imported keeps carrying traffic.
@@ -15,6 +16,8 @@ was imported keeps carrying traffic.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from ipaddress import IPv4Network
 from typing import Any
 
 from glia.clustermesh.config import ConfigDiff, RemoteClusterConfig
@@ -28,10 +31,17 @@ log = logging.getLogger(__name__)
 
 class ClusterMesh:
     def __init__(
-        self, directory: str, local: ClusterInfo, sinks: MeshSinks, *, poll_interval: float = 1.0
+        self,
+        directory: str,
+        local: ClusterInfo,
+        sinks: MeshSinks,
+        *,
+        reserved: Mapping[str, IPv4Network] | None = None,
+        poll_interval: float = 1.0,
     ) -> None:
         self.directory = directory
         self.local = local
+        self.reserved = dict(reserved or {})  # our networks no remote pod pool may overlap
         self._sinks = sinks
         self.remotes: dict[str, RemoteCluster] = {}
         self._admitted: set[str] = set()
@@ -76,7 +86,9 @@ class ClusterMesh:
     async def _admit(self, rc: RemoteCluster) -> str | None:
         """Whether ``rc``'s record may join the mesh beside ours and the others'."""
         records = {n: r.info for n, r in self.remotes.items() if r.info is not None}
-        refused = mesh_conflicts(self.local, records, incumbents=frozenset(self._admitted))
+        refused = mesh_conflicts(
+            self.local, records, incumbents=frozenset(self._admitted), reserved=self.reserved
+        )
         reason = refused.get(rc.name)
         if reason is None:
             self._admitted.add(rc.name)
