@@ -30,6 +30,7 @@ ipcache|lb list``, identities):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -82,6 +83,7 @@ SYNC = 60.0  # a remote cluster connects, lists and syncs
 STALE = 45.0  # the 15 s heartbeat timeout, on a loaded machine
 MAPS = 20.0  # a health or merge change reaches the maps
 AT_ONCE = 10.0  # "at once": the cluster directory is read every second
+MIN_REQUESTS = 10  # a traffic probe that saw no error saw at least this many answers
 WEB, LOCAL, FORGED = "glia-mf-web", "glia-mf-local", "glia-mf-forged"
 FAST_PROBES = {
     "service.glia.io/health-check-interval": "0.5",
@@ -321,8 +323,11 @@ class Probe:
         self.reader = LineReader(self.proc)
         self.reader.wait_more(0, 1)  # running
 
-    def stop(self) -> list[str]:
+    def stop(self, at_least: int = MIN_REQUESTS) -> list[str]:
+        """End the loop once it made ``at_least`` requests; every line it printed."""
         if self.proc.poll() is None:
+            with contextlib.suppress(pytest.fail.Exception):  # judged by the caller
+                self.reader.wait_more(0, at_least, timeout=30)
             self.lab.exec(f"{self.src.node}/{self.src.name}", ["touch", self.stop_file])
             try:
                 self.proc.wait(timeout=10)
@@ -333,7 +338,7 @@ class Probe:
 
 
 def _no_errors(lines: list[str], what: str) -> None:
-    assert lines.count("ok") >= 10 and "fail" not in lines, f"{what}: {lines}"
+    assert lines.count("ok") >= MIN_REQUESTS and "fail" not in lines, f"{what}: {lines}"
 
 
 # --- 1. cluster 2's etcd lost ----------------------------------------------------------
