@@ -381,9 +381,10 @@ def test_losing_cluster_2s_etcd_disturbs_nothing_in_cluster_1(mesh: Lab, world: 
         # WEB: c2's backends are stale and take no new connection while c1's are ready.
         row = lb_frontend(mesh, N11, w.vip, 80)
         assert slotted(row) == w.ips(C1), row
-        for b in row["backends"]:
-            if b["cluster"] == C2:
-                assert "stale" in b["flags"] and b["slot"] is None, b
+        theirs = [b for b in row["backends"] if b["cluster"] == C2]
+        assert {b["ip"] for b in theirs} == w.ips(C2), row
+        for b in theirs:
+            assert "stale" in b["flags"] and b["slot"] is None, b
         got = http_names(mesh, w.client, w.vip, 12)
         assert set(got) <= w.names(C1) and not got[FAILED], got
         # Every c1 backend down: then the stale ones serve (better than nothing).
@@ -432,6 +433,8 @@ def test_losing_cluster_2s_etcd_disturbs_nothing_in_cluster_1(mesh: Lab, world: 
     finally:
         pods.stop()
         local_svc.stop()
+        for b in (w.backends[N11], w.backends[N12]):  # serving again, whatever happened
+            mesh.exec(f"{b.node}/{b.name}", ["sh", "-c", "pidof httpd || httpd -p 80 -h /www"])
         _restore_remote_files(mesh, N11, N12)
         mesh.start_etcd(C2)
         mesh.agent(N11).config_delete([during], SOURCE)
