@@ -12,8 +12,10 @@ clusters, applies the same Service in both clusters, marked global
    cluster 2's stand by;
 3. the servers of cluster 1's backends stop (inside their containers, which
    keep running) while the client sends requests: the maps of cluster 1's
-   nodes move to cluster 2's backends once the health checks notice, and the
-   requests follow (how many failed in between, and how long it took);
+   nodes move to cluster 2's backends as soon as the backends' nodes notice
+   (the first refused connection makes them probe at once:
+   :mod:`glia.datapath.signals`), and the requests follow (how many failed in
+   between, and how long it took);
 4. the servers start again: the traffic comes back to cluster 1.
 
 Then the Service is deleted in both clusters. :func:`run` returns the failures.
@@ -173,12 +175,12 @@ def _failover(
         counts = load.result()
     if moved is None:
         return [f"cluster 1's maps did not move to cluster 2's backends in {WAIT:.0f} s"]
-    detection = INTERVAL * FAILURES
     console.print(
         Text(
             f"    cluster 1's maps moved to cluster 2's backends {moved:.1f} s after the servers "
-            f"stopped (health checks every {INTERVAL} s, {FAILURES} failures: about "
-            f"{detection:.1f} s to notice); the requests sent meanwhile:",
+            "stopped: the datapath saw a backend refuse a connection, so its node probed it at "
+            f"once (else: health checks every {INTERVAL} s, {FAILURES} failures). "
+            "The requests sent meanwhile:",
             style="dim",
         )
     )
@@ -187,8 +189,8 @@ def _failover(
     if counts[FAILED]:
         console.print(
             Text(
-                f"    {counts[FAILED]} of {total} failed: new connections to a stopped server "
-                "are refused until the health checks withdraw it",
+                f"    {counts[FAILED]} of {total} failed: connections refused by a stopped "
+                "server before every node's maps had moved",
                 style="dim",
             )
         )
