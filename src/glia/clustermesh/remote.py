@@ -2,7 +2,8 @@
 
 Started by :class:`glia.clustermesh.mesh.ClusterMesh` for each file of the
 agent's cluster directory. In the background, retrying with backoff (a remote
-etcd that is down never delays or stops the agent):
+etcd that is down never stops the agent; its start waits for the first lists
+a bounded time only, :meth:`ClusterMesh.wait_synced`):
 
 1. connect with the remote's read-only user and check it may read
    ``glia/state/`` and the heartbeat (etcd cancels an RBAC-denied watch
