@@ -133,18 +133,6 @@ def synthetic_records(spec: SyntheticCluster) -> Iterator[tuple[str, bytes]]:
             yield keys.ipcache(c, name, ip), codec.encode(entry)
 
 
-def last_ipcache_ip(spec: SyntheticCluster) -> str:
-    """The IP of the entry an importer's reflector lists last (keys sort as strings)."""
-    last: tuple[str, str] | None = None
-    for i in range(spec.nodes):
-        for ip in pod_ips(spec.blocks[i], spec.pods_per_node):
-            key = keys.ipcache(spec.cluster, node_name(i), ip)
-            if last is None or key > last[0]:
-                last = (key, ip)
-    assert last is not None
-    return last[1]
-
-
 def batches(
     records: Iterator[tuple[str, bytes]], ops: int, size: int
 ) -> Iterator[list[tuple[str, bytes]]]:

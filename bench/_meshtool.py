@@ -47,7 +47,6 @@ from _meshdata import (
     SyntheticCluster,
     batches,
     free_blocks,
-    last_ipcache_ip,
     propagation_record,
     synthetic_records,
 )
@@ -198,8 +197,7 @@ async def write(spec: dict[str, Any]) -> dict[str, Any]:
                 "records": records,
                 "transactions": txns,
                 "seconds": round(time.monotonic() - t0, 3),
-                "spec": dataclasses.asdict(syn) | {"blocks": [blocks[0], blocks[-1]]},
-                "last_ip": last_ipcache_ip(syn),
+                "spec": dataclasses.asdict(syn),
             }
         return out
     finally:

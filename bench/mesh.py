@@ -37,12 +37,15 @@ import json
 import os
 import platform
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from ctypes import c_uint32
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -70,12 +73,23 @@ from _meshdata import (
     failover_figures,
     latency_summary,
     parse_requests,
+    pod_ips,
     return_figures,
     service_manifest,
     target,
 )
 from glia.agent.client import AgentClient, AgentClientError
-from glia.datapath.lbmaps import LBMaps
+from glia.datapath.maps import BPFMap
+from glia.datapath.structs import (
+    LB_BACKENDS,
+    LB_SERVICES,
+    LB_SLOTS,
+    glia_lb4_backend,
+    glia_lb4_key,
+    glia_lb4_service,
+    glia_lb4_slot,
+    glia_lb4_slot_key,
+)
 from glia.kvstore import rbac
 from glia.lab import configs, topology
 from glia.lab.demo_service import backend_command
@@ -208,13 +222,40 @@ def mesh_status(lab: Lab, node: str) -> dict[str, dict[str, Any]]:
     return {c["name"]: c for c in doc.get("clusters", [])}
 
 
-def frontend_slots(maps: LBMaps, vip_: str) -> set[str] | None:
-    """IPs holding a slot of ``vip_:80``; None when the frontend is absent."""
-    got = maps.read()
-    entry = next((e for f, e in got.services.items() if f.vip == vip_ and f.port == PORT), None)
-    if entry is None:
-        return None
-    return {got.backends[got.slots[(entry.svc_id, s)]].ip for s in range(entry.ready_count)}
+class FrontendReader:
+    """The backends holding a slot of one frontend (``VIP:80/TCP``) on one node, read
+    entry by entry from its pinned maps (``LBMaps.read`` also reads every Maglev table,
+    which takes far longer than a poll may)."""
+
+    def __init__(self, pin_dir: Path, vip_: str) -> None:
+        self._maps: list[BPFMap[Any, Any]] = []
+        self.services = self._open(pin_dir, LB_SERVICES, glia_lb4_key, glia_lb4_service)
+        self.slots = self._open(pin_dir, LB_SLOTS, glia_lb4_slot_key, glia_lb4_slot)
+        self.backends = self._open(pin_dir, LB_BACKENDS, c_uint32, glia_lb4_backend)
+        (raw,) = struct.unpack("=I", socket.inet_aton(vip_))
+        self.key = glia_lb4_key(vip=raw, port=socket.htons(PORT), proto=6)
+
+    def _open(self, pin_dir: Path, spec: Any, key: Any, value: Any) -> BPFMap[Any, Any]:
+        m: BPFMap[Any, Any] = BPFMap.open_pinned(pin_dir, spec, key, value)
+        self._maps.append(m)
+        return m
+
+    def slotted(self) -> set[str] | None:
+        """IPs holding a slot; None when the frontend is absent."""
+        entry = self.services.lookup(self.key)
+        if entry is None:
+            return None
+        out = set()
+        for slot in range(entry.count):
+            got = self.slots.lookup(glia_lb4_slot_key(svc_id=entry.svc_id, slot=slot))
+            be = self.backends.lookup(c_uint32(got.backend_id)) if got is not None else None
+            if be is not None:
+                out.add(socket.inet_ntoa(struct.pack("=I", be.ip)))
+        return out
+
+    def close(self) -> None:
+        for m in self._maps:
+            m.close()
 
 
 # --- lab gliabm: propagation, failover, throughput -------------------------------------------
@@ -306,8 +347,7 @@ class MapWatch:
     """Records when each of ``nodes``' slot set of ``vip_`` changes (a thread, 5 ms polls)."""
 
     def __init__(self, lab: Lab, nodes: Sequence[str], vip_: str) -> None:
-        self._maps = {n: LBMaps.open_pinned(lab.node(n).bpf_pin_dir) for n in nodes}
-        self._vip = vip_
+        self._maps = {n: FrontendReader(lab.node(n).bpf_pin_dir, vip_) for n in nodes}
         self.changes: list[tuple[float, str, list[str]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="glia-bench-mapwatch")
@@ -326,7 +366,7 @@ class MapWatch:
         last: dict[str, set[str] | None] = {}
         while not self._stop.is_set():
             for node, m in self._maps.items():
-                slots = frontend_slots(m, self._vip)
+                slots = m.slotted()
                 if node not in last or slots != last[node]:
                     last[node] = slots
                     self.changes.append((time.monotonic(), node, sorted(slots or ())))
@@ -373,6 +413,7 @@ def failover(lab: Lab, params: Params, ctrs: dict[str, Container]) -> dict[str, 
             assert proc.stdin is not None
             proc.stdin.write(json.dumps(spec).encode())
             proc.stdin.close()
+            proc.stdin = None  # communicate() must not flush it
             began = time.monotonic()
             pids = {n: httpd_pid(lab, node_of[n], n) for n in local}
             time.sleep(max(0.0, began + params.stop_at - time.monotonic()))
@@ -534,11 +575,11 @@ def two_cluster_lab(params: Params, bg: Background) -> dict[str, Any]:
         )
         apply(lab, "c1/n1", service_manifest(PROP, vip(1, 11), selector=APP_NONE))
         local_ips = {ctrs[CONTAINER + s].ip or "" for s in ("web1a", "web1b")}
-        maps = {n: LBMaps.open_pinned(lab.node(n).bpf_pin_dir) for n in ("c1/n1", "c1/n2")}
+        maps = {n: FrontendReader(lab.node(n).bpf_pin_dir, vip(1, 10)) for n in ("c1/n1", "c1/n2")}
         try:
             wait_for(
                 "c1's maps to hold the web Service's local backends",
-                lambda: all(frontend_slots(m, vip(1, 10)) == local_ips for m in maps.values()),
+                lambda: all(m.slotted() == local_ips for m in maps.values()),
                 60,
                 every=0.1,
             )
@@ -739,8 +780,13 @@ def import_endpoints(lab: Lab, params: Params) -> dict[str, Any]:
         log(f"  wrote {written[c]['records']} records into {c}'s etcd in {written[c]['seconds']} s")
     pid = daemon_pid(lab, lab.node("c1/n1").agent_process)
     rss_before = rss_kib(pid)
-    # The entry each remote's reflector lists last (keys sort as strings).
-    last_ips = [written[c]["last_ip"] for c in remotes]
+    # A sample of every remote's entries, spread over all its nodes: the agent writes
+    # a first list in one batch, in no particular order, so the last of the sample to
+    # appear marks the end of that batch within a chunk of the map writes.
+    sample = []
+    for c in remotes:
+        for block in written[c]["spec"]["blocks"][:nodes]:
+            sample += pod_ips(block, pods_per_node)[:: max(1, pods_per_node // 5)]
     watcher = subprocess.Popen(
         nsenter(netns_path(lab.node("c1/n1").netns), [sys.executable, str(TOOL), "ipcache-wait"]),
         stdin=subprocess.PIPE,
@@ -750,7 +796,7 @@ def import_endpoints(lab: Lab, params: Params) -> dict[str, Any]:
     try:
         ipspec = {
             "pin_dir": str(lab.node("c1/n1").bpf_pin_dir),
-            "ips": last_ips,
+            "ips": sample,
             "timeout": params.import_timeout,
             "every": 0.005,
             "count": True,
@@ -758,6 +804,7 @@ def import_endpoints(lab: Lab, params: Params) -> dict[str, Any]:
         assert watcher.stdin is not None
         watcher.stdin.write(json.dumps(ipspec).encode())
         watcher.stdin.close()
+        watcher.stdin = None  # communicate() must not flush it
         time.sleep(0.2)  # the watcher has opened the map
         t0 = time.monotonic()
         set_mesh(lab, ["c1", *remotes], only=["c1/n1"])
@@ -781,8 +828,12 @@ def import_endpoints(lab: Lab, params: Params) -> dict[str, Any]:
     if watcher.returncode != 0:
         raise BenchError(f"ipcache-wait failed: {err.decode(errors='replace').strip()}")
     seen = json.loads(out)
-    if len(seen["seen"]) != len(last_ips):
-        raise BenchError(f"c1/n1's ipcache never held {sorted(set(last_ips) - set(seen['seen']))}")
+    if len(seen["seen"]) != len(sample):
+        missing = sorted(set(sample) - set(seen["seen"]))
+        raise BenchError(
+            f"c1/n1's ipcache never held {len(missing)} of {len(sample)} sampled "
+            f"endpoints, e.g. {missing[:5]}"
+        )
     rss_after = rss_kib(pid)
     return {
         "endpoints": per * len(remotes),
@@ -1063,8 +1114,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only", choices=("two", "scale"), help="one of the two labs (for development)"
     )
+    parser.add_argument(
+        "--import-endpoints", type=int, help="endpoints of the import run (for development)"
+    )
     args = parser.parse_args(argv)
     params = Params.quick() if args.quick else Params()
+    if args.import_endpoints:
+        params = replace(params, import_endpoints=args.import_endpoints)
     signal.signal(signal.SIGTERM, _terminate)
     started = time.monotonic()
     date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

@@ -17,7 +17,6 @@ from _meshdata import (  # bench/ is a folder of scripts, not a package
     batches,
     failover_figures,
     free_blocks,
-    last_ipcache_ip,
     latency_summary,
     propagation_record,
     return_figures,
@@ -63,10 +62,9 @@ def test_synthetic_records_pass_the_importing_agents_checks() -> None:
     assert len(table.valid_nodes) == 4
     # The node IPs are /32 entries too (remote nodes), so placed + nodes prefixes.
     assert len(table.wanted()) == 40 + 4
-    last = last_ipcache_ip(s)
-    assert table.want(f"{last}/32") is not None
-    # syn-0003's block is 10.2.4.0/24, pods .2 to .11: as strings, .9 sorts last.
-    assert last == "10.2.4.9"
+    # syn-0003's block is the fourth free one, 10.2.4.0/24; pods from .2 on.
+    assert table.want("10.2.4.11/32") is not None
+    assert table.want("10.2.4.12/32") is None
 
 
 def test_free_blocks_skip_the_blocks_in_use() -> None:
