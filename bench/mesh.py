@@ -112,7 +112,7 @@ TOOLS = ("ip", "nsenter", "podman", "etcd", "iperf3")
 @dataclass(frozen=True)
 class Params:
     prop_changes: int = 300  # readiness changes at 2 clusters (lab gliabm)
-    scale_changes: int = 100  # per mesh size
+    scale_changes: int = 200  # per mesh size
     scale_clusters: tuple[int, ...] = (2, 4, 8, 16)
     prop_backends: int = 3
     gap_s: tuple[float, float] = (0.02, 0.06)  # pause between two changes (random)
@@ -507,11 +507,7 @@ def remove_reference() -> None:
 def throughput(params: Params, ctrs: dict[str, Container], bg: Background) -> dict[str, Any]:
     """Cross-cluster pod-to-pod TCP (iperf3) against kernel VXLAN: bench/pods.py's own
     reference and runner, imported. The glia pair: c1/n1's client pod to c2/n1's pod."""
-    try:
-        pods, ref = MeshReferenceFactory.build()
-    except (ImportError, AttributeError, TypeError) as e:
-        # The hook: pods.py no longer offers its reference as it did when this was written.
-        return {"error": f"bench/pods.py's reference could not be used: {e!r}"}
+    pods, ref = MeshReferenceFactory.build()
     client, server = ctrs[CONTAINER + "client"], ctrs[CONTAINER + "web2a"]
     assert client.netns_path and server.netns_path and server.ip
     p1, p3 = (netns_path(ref.ns(p)) for p in ("p1", "p3"))
@@ -604,6 +600,14 @@ def two_cluster_lab(params: Params, bg: Background) -> dict[str, Any]:
         log("cross-cluster throughput against kernel VXLAN (bench/pods.py's reference)")
         try:
             tput = throughput(params, ctrs, bg)
+        except (ImportError, AttributeError, TypeError) as e:
+            # The hook: bench/pods.py no longer offers its reference and runner as it
+            # did when this was written; the other figures of the run still count.
+            tput = {"error": f"bench/pods.py's reference could not be used: {e!r}"}
+            log(f"throughput: {tput['error']}")
+        except BenchError as e:
+            tput = {"error": str(e)}
+            log(f"throughput failed (the other figures stand): {e}")
         finally:
             bg.stop_all()
             remove_reference()

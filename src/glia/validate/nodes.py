@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Network
 
 from glia.kvstore import keys
 from glia.model.cluster import validate_name
@@ -104,12 +104,15 @@ class NodeEntry:
 
 
 def unique_node_ips(nodes: Mapping[str, NodeEntry]) -> tuple[dict[str, Node], dict[str, str]]:
-    """Nodes by name with distinct node IPs, and those refused for claiming a taken IP."""
-    owner: dict[IPv4Address, str] = {}
+    """Nodes by name with distinct node IPs, and those refused for claiming a taken IP.
+
+    Node IPs are compared as text: :func:`check_node` admits only canonical dotted
+    quads (and parsing each again on every node event showed in profiles)."""
+    owner: dict[str, str] = {}
     out: dict[str, Node] = {}
     refused: dict[str, str] = {}
     for name, e in sorted(nodes.items(), key=lambda kv: (kv[1].revision, kv[0])):
-        ip = IPv4Address(e.node.node_ip)
+        ip = e.node.node_ip
         if ip in owner:
             refused[name] = f"node_ip {ip} is already node {owner[ip]}'s"
         else:
