@@ -198,6 +198,16 @@ def rss_kib(pid: int) -> int | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time ``pid`` has used so far (None once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def daemon_pid(lab: Lab, process: str) -> int:
     st = lab.state()
     rec = st.processes.get(process) if st else None
@@ -787,6 +797,7 @@ def import_endpoints(lab: Lab, params: Params) -> dict[str, Any]:
         log(f"  wrote {written[c]['records']} records into {c}'s etcd in {written[c]['seconds']} s")
     pid = daemon_pid(lab, lab.node("c1/n1").agent_process)
     rss_before = rss_kib(pid)
+    cpu_before = cpu_seconds(pid)
     # A sample of every remote's entries, spread over all its nodes: the agent writes
     # a first list in one batch, in no particular order, so the last of the sample to
     # appear marks the end of that batch within a chunk of the map writes.
@@ -842,6 +853,7 @@ def import_endpoints(lab: Lab, params: Params) -> dict[str, Any]:
             f"endpoints, e.g. {missing[:5]}"
         )
     rss_after = rss_kib(pid)
+    cpu_after = cpu_seconds(pid)
     return {
         "endpoints": per * len(remotes),
         "remote_clusters": {
@@ -858,6 +870,13 @@ def import_endpoints(lab: Lab, params: Params) -> dict[str, Any]:
         "maps_programmed_s": round(max(seen["seen"].values()) - t0, 3),
         "agent_last_sync_s": {c: got[c]["last_sync_seconds"] for c in remotes},
         "ipcache_entries_after": seen["entries"],
+        # The agent's own CPU time over the import: what the wall times would be on a
+        # machine with a CPU free for it (a loaded 2-vCPU machine stretches them).
+        "agent_cpu_s": (
+            round(cpu_after - cpu_before, 2)
+            if cpu_after is not None and cpu_before is not None
+            else None
+        ),
         "agent_rss_mib": {
             "before": round((rss_before or 0) / 1024, 1),
             "after": round((rss_after or 0) / 1024, 1),
@@ -980,11 +999,17 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     for kind in (1, 2, 0):
         xs = [t for t, k in tl["requests"] if k == kind]
         ax.scatter(xs, [kind] * len(xs), s=4, color=colors[kind], label=labels[kind])
-    ax.axvline(tl["stopped_s"], color="black", linewidth=1)
-    ax.axvline(tl["stopped_s"] + fo["detection_s"], color="grey", linestyle="--", linewidth=1)
-    ax.axvline(tl["restarted_s"], color="black", linewidth=1)
+    stop, detect = tl["stopped_s"], fo["detection_s"]
+    ax.axvline(stop, color="black", linewidth=1, label="c1's servers killed")
+    ax.axvline(stop + detect, color="grey", linestyle="--", linewidth=1, label="+ detection")
+    ax.axvline(stop + detect + 0.2, color="red", linestyle=":", linewidth=1, label="target")
+    # The failover is a fraction of a second of a minute's load: show it up close.
+    ax.set_xlim(stop - 0.5, stop + detect + 1.0)
     ax.set_yticks([0, 1, 2], ["failed", "c1", "c2"])
-    ax.set_xlabel("s into the load")
+    ax.set_xlabel(
+        f"s into the load (around the kill; the servers return at {tl['restarted_s']:.0f} s)"
+    )
+    ax.legend(fontsize=7, loc="center right")
     ax.set_title(
         f"failover: {fo['failed']} of {fo['requests']} failed, recovered after "
         f"{fo['recovered_s']} s (detection {fo['detection_s']} s)",
