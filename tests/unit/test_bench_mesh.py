@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,6 +24,7 @@ from _meshdata import (  # bench/ is a folder of scripts, not a package
     synthetic_records,
     target,
 )
+from _meshreport import targets
 from glia.agent.identities import ClusterIdentities
 from glia.agent.ipcache_table import PARTS, ClusterTable
 from glia.kvstore import keys
@@ -130,3 +132,44 @@ def test_failover_without_errors_recovers_at_once() -> None:
     reqs = [Request(0.0, 0.01, "a"), Request(1.0, 1.01, "b")]
     got = failover_figures(reqs, stopped=0.5, local={"a"}, remote={"b"})
     assert got["failed"] == 0 and got["recovered_s"] == 0.0 and got["failed_fraction"] == 0.0
+
+
+def _doc(scale: tuple[int, ...], endpoints: int) -> dict[str, Any]:
+    params = {
+        "health_interval": 0.2,
+        "health_failures": 2,
+        "load_seconds": 60.0,
+        "scale_clusters": list(scale),
+    }
+    return {
+        "params": params,
+        "propagation": {"every_observer_ms": {"p99": 12.0}},
+        "scaling": {
+            str(k): {"propagation": {"every_observer_ms": {"p99": 40.0 * k}}} for k in scale
+        },
+        "failover": {"recovered_s": 0.61, "failed_fraction": 0.005},
+        "import": {"endpoints": endpoints, "synced_s": 9.0, "maps_programmed_s": 10.5},
+    }
+
+
+def test_targets_judge_each_figure_against_the_issue() -> None:
+    got = targets(_doc((2, 4, 8, 16), 100_000))
+    verdicts = {name: t["met"] for name, t in got.items()}
+    assert verdicts == {
+        "propagation_p99_2_clusters": True,
+        "propagation_p99_16_clusters": True,  # 640 ms < 1 s
+        "failover_time": False,  # 0.61 s > 0.4 s detection + 0.2 s
+        "failover_failed_fraction": True,
+        "import_100k_endpoints": True,
+        "import_100k_maps": False,
+    }
+    assert got["failover_time"]["limit"] == 0.6
+    assert "60 s" in got["failover_failed_fraction"]["what"]
+
+
+def test_targets_not_measured_by_a_quick_run_are_null() -> None:
+    got = targets(_doc((2, 4), 10_000))
+    for name in ("propagation_p99_16_clusters", "import_100k_endpoints", "import_100k_maps"):
+        assert got[name]["met"] is None and got[name]["value"] is None
+    assert "4 clusters" in got["propagation_p99_16_clusters"]["note"]
+    assert "10000" in got["import_100k_endpoints"]["note"]
