@@ -832,7 +832,7 @@ def import_endpoints(lab: Lab, params: Params) -> dict[str, Any]:
             return got if ok else None
 
         got = wait_for(
-            "c1/n1 to import the synthetic endpoints", synced, params.import_timeout, every=0.05
+            "c1/n1 to import the synthetic endpoints", synced, params.import_timeout, every=0.1
         )
         t_synced = time.monotonic()
         out, err = watcher.communicate(timeout=params.import_timeout + 30)
