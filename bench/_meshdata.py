@@ -19,7 +19,6 @@ etcd) and ``tests/unit/test_bench_mesh.py``. No I/O.
 from __future__ import annotations
 
 import ipaddress
-import json
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -318,7 +317,3 @@ def return_figures(
         "failed": sum(1 for r in after if r.backend is None),
         "requests": len(after),
     }
-
-
-def dumps(doc: Any) -> str:
-    return json.dumps(doc, indent=2)

@@ -17,6 +17,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import Bar, Group, bar_panel  # bench/ is a folder of scripts
 from _meshdata import target
 
+FULL_LOAD_S = 60.0  # the failover load of a full run
+
 
 def targets(doc: dict[str, Any]) -> dict[str, Any]:
     """Each target of the issue with its figure from ``doc`` and a verdict (pure)."""
@@ -70,6 +72,16 @@ def targets(doc: dict[str, Any]) -> dict[str, Any]:
         10,
         "s",
     )
+    if not full_import and imp:
+        out["import_100k_maps"]["note"] = out["import_100k_endpoints"]["note"]
+    if fo and params["load_seconds"] < FULL_LOAD_S:
+        # The errors last about the detection time whatever the run's length, so the
+        # fraction is judged on the full run's minute of load only (bench/README.md).
+        short = out["failover_failed_fraction"]
+        short["met"] = None
+        short["note"] = (
+            f"judged on a {FULL_LOAD_S:g} s run; --quick ran {params['load_seconds']:g} s"
+        )
     return out
 
 
@@ -183,7 +195,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
         lines.append(f"cross-cluster throughput: {tput.get('error')}")
     lines.append(
         f"import: synced {imp['synced_s']} s, ipcache {imp['maps_programmed_s']} s "
-        f"({imp['endpoints']} endpoints)"
+        f"({imp['endpoints']} endpoints), agent CPU {imp.get('agent_cpu_s')} s"
     )
     ax.text(0, 1, "\n".join(lines), va="top", fontsize=8, family="monospace", wrap=True)
     host = doc["host"]

@@ -173,3 +173,12 @@ def test_targets_not_measured_by_a_quick_run_are_null() -> None:
         assert got[name]["met"] is None and got[name]["value"] is None
     assert "4 clusters" in got["propagation_p99_16_clusters"]["note"]
     assert "10000" in got["import_100k_endpoints"]["note"]
+    assert got["import_100k_maps"]["note"] == got["import_100k_endpoints"]["note"]
+
+
+def test_the_failed_fraction_of_a_short_load_run_is_not_judged() -> None:
+    doc = _doc((2, 4), 10_000)
+    doc["params"]["load_seconds"] = 20.0
+    doc["failover"]["failed_fraction"] = 0.02
+    got = targets(doc)["failover_failed_fraction"]
+    assert got["met"] is None and got["value"] == 0.02 and "20 s" in got["note"]
