@@ -1,17 +1,20 @@
 """Pod networking benchmark: glia's datapath against plain kernel networking, in one run.
 
-Run as root from the repository: ``.venv/bin/python bench/pods.py [--quick] [--out DIR]``
-(``make bench``). It brings up its own lab ("gliabench": one cluster, two nodes,
-real etcd, agents and podman), builds a reference of its own in namespaces
-named ``gliabench-ref-*``, measures, and tears everything down at the end, also
-on failure or Ctrl-C. It prints one JSON document on stdout (progress goes to
-stderr) and writes ``pods.json`` and ``pods.png`` into ``--out``
-(default ``bench/results``).
+Run as root from the repository: ``.venv/bin/python bench/pods.py [--quick] [--out DIR]
+[--lab NAME] [--affinity none|split|shared]`` (``make bench``). It brings up its own lab
+(``--lab``, default "gliabench": one cluster, two nodes, real etcd, agents and
+podman), builds a reference of its own in namespaces named ``<lab>-ref-*``,
+measures, and tears everything down at the end, also on failure or Ctrl-C.
+It prints one JSON document on stdout (progress goes to stderr) and writes
+``pods.json`` and ``pods.png`` into ``--out`` (default ``bench/results``).
 
 What is measured, side by side (only ratios from one run mean something on a
 noisy 2-vCPU machine):
 
-- TCP throughput (iperf3, median of interleaved runs) and request/response
+- TCP throughput (iperf3, one stream, rounds of every path with the order
+  rotating; per path median and spread, per round glia / reference: the
+  paired ratio; load average per run; bench/_throughput.py) and, over one
+  more glia run, the BPF programs' ns per packet and ms per GB; request/response
   latency (one-byte ping-pong over one connection, and one round trip on a
   fresh connection each time) between pods on the same node and across nodes:
   glia pods (podman containers through glia-cni, the eBPF datapath) against
@@ -46,13 +49,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _throughput
 from _common import (  # bench/ is a folder of scripts
     GLIA_COLOR,
     Background,
@@ -63,23 +67,21 @@ from _common import (  # bench/ is a folder of scripts
     first_echo_reply,
     in_netns,
     interface_ipv4,
-    ip_batch,
     listening,
     log,
-    median,
     netns_add,
     netns_delete,
-    netns_names,
     netns_path,
     new_netns,
     nsenter,
     ratio,
     run,
     summary,
-    sysctl,
     wait_for,
     write_json,
 )
+from _throughput import AFFINITIES, KernelReference
+from _throughput import Path as TPath
 from glia.lab import topology
 from glia.lab.lab import Lab, LabError, bin_dir
 from glia.lab.podman import Container, NodePodman
@@ -109,8 +111,9 @@ REFERENCES = {
 
 @dataclass(frozen=True)
 class Params:
-    iperf_seconds: int = 5
-    iperf_reps: int = 5
+    iperf_seconds: int = 4
+    iperf_reps: int = 8  # rounds; one stream on 2 shared vCPUs moves +-30% run to run
+    affinity: str = "none"  # key of AFFINITIES: where iperf3's client and server run
     rr_count: int = 5000  # one-byte round trips per run on one connection
     crr_count: int = 1000  # fresh connections per run, one round trip each
     latency_reps: int = 3
@@ -121,7 +124,7 @@ class Params:
     def quick(cls) -> Params:
         return cls(
             iperf_seconds=1,
-            iperf_reps=1,
+            iperf_reps=2,
             rr_count=1000,
             crr_count=100,
             latency_reps=1,
@@ -145,140 +148,33 @@ class Case:
 # --- the reference: pods wired by kernel routing ------------------------------------
 
 
-class Reference:
-    """Nodes ``n1``/``n2`` on an underlay bridge; pods p1, p2 on n1 and p3 on n2.
+class Reference(KernelReference):
+    """bench/_throughput.py's reference under this benchmark's names (``REF``*)."""
 
-    Addressing copies glia's (glia.datapath.netlink): pod ip/32, ``gateway/32
-    scope link``, ``default via gateway onlink``, permanent neighbours on both
-    sides, so no ARP is involved; the node routes ``ip/32`` to the pod's veth.
-    """
-
-    UNDERLAY = f"{REF}ul"
-    NODES = {
-        "n1": ("172.31.250.1", "10.251.1.0/24", "02:62:00:00:f1:00"),
-        "n2": ("172.31.250.2", "10.251.2.0/24", "02:62:00:00:f2:00"),
-    }
-    PODS = {"p1": ("n1", "10.251.1.2"), "p2": ("n1", "10.251.1.3"), "p3": ("n2", "10.251.2.2")}
-
-    @staticmethod
-    def ns(short: str) -> str:
-        return REF + short
-
-    def pod_ip(self, pod: str) -> str:
-        return self.PODS[pod][1]
-
-    def build(self) -> None:
-        netns_add(self.UNDERLAY)
-        ip_batch(self.UNDERLAY, ["link add br0 type bridge", "link set br0 up"])
-        for i, (node, (under_ip, _, vx_mac)) in enumerate(self.NODES.items(), 1):
-            ns = self.ns(node)
-            netns_add(ns)
-            ip_batch(
-                self.UNDERLAY,
-                [
-                    f"link add {node}u type veth peer name eth0 netns {ns}",
-                    f"link set {node}u master br0 up",
-                ],
-            )
-            ip_batch(
-                ns,
-                [
-                    f"addr add {under_ip}/24 dev eth0",
-                    "link set eth0 up",
-                    f"link add vx0 address {vx_mac} mtu {MTU} type vxlan id 251 "
-                    f"local {under_ip} dstport 4789 dev eth0 nolearning",
-                    "link set vx0 up",
-                ],
-            )
-            sysctl(ns, "net.ipv4.ip_forward", "1")
-            other = self.NODES["n2" if i == 1 else "n1"]
-            ip_batch(
-                ns,
-                [f"neigh add {_first(other[1])} lladdr {other[2]} dev vx0 nud permanent"],
-            )
-            ip_batch(ns, [f"fdb append {other[2]} dev vx0 dst {other[0]}"], tool="bridge")
-        for j, (pod, (node, ip)) in enumerate(self.PODS.items(), 1):
-            self._pod(pod, node, ip, j)
-        self.use(ROUTING)
-
-    def _pod(self, pod: str, node: str, ip: str, j: int) -> None:
-        pod_ns, node_ns = self.ns(pod), self.ns(node)
-        gateway = _gateway(self.NODES[node][1])
-        host_mac, pod_mac = f"02:62:00:00:{j:02x}:01", f"02:62:00:00:{j:02x}:02"
-        netns_add(pod_ns)
-        ip_batch(
-            node_ns,
-            [
-                f"link add {pod}h address {host_mac} mtu {MTU} type veth peer name eth0 "
-                f"address {pod_mac} mtu {MTU} netns {pod_ns}",
-                f"link set {pod}h up",
-                f"route add {ip}/32 dev {pod}h",
-                f"neigh add {ip} lladdr {pod_mac} dev {pod}h nud permanent",
-            ],
-        )
-        ip_batch(
-            pod_ns,
-            [
-                f"addr add {ip}/32 dev eth0",
-                "link set eth0 up",
-                f"route add {gateway}/32 dev eth0 scope link",
-                f"route add default via {gateway} dev eth0 onlink",
-                f"neigh add {gateway} lladdr {host_mac} dev eth0 nud permanent",
-            ],
-        )
-
-    def use(self, variant: str) -> None:
-        """Route between the nodes' pod subnets directly (ROUTING) or over vx0 (VXLAN)."""
-        for node, other in (("n1", "n2"), ("n2", "n1")):
-            under_ip, subnet, _ = self.NODES[other]
-            if variant == VXLAN:
-                via = f"via {_first(subnet)} dev vx0 onlink"
-            else:
-                via = f"via {under_ip} dev eth0"
-            ip_batch(self.ns(node), [f"route replace {subnet} {via}"])
-
-    @staticmethod
-    def remove() -> None:
-        for name in netns_names(REF):
-            netns_delete(name)
-
-
-def _first(subnet: str) -> str:
-    """The subnet's network address, used as the VXLAN next hop (flannel's scheme)."""
-    return subnet.split("/")[0]
-
-
-def _gateway(subnet: str) -> str:
-    a, b, c, _ = _first(subnet).split(".")
-    return f"{a}.{b}.{c}.1"
+    def __init__(self, prefix: str | None = None) -> None:
+        super().__init__(prefix or REF, MTU)
 
 
 # --- measurements ----------------------------------------------------------------
 
 
+def _path(case: Case) -> TPath:
+    return TPath(
+        f"{case.scenario}/{case.variant}",
+        case.client_ns,
+        case.server_ns,
+        case.server_ip,
+        case.prepare,
+    )
+
+
 def reach(case: Case) -> None:
-    case.prepare()
-    label = f"{case.variant} {case.scenario} -> {case.server_ip}"
-    try:
-        in_netns(case.client_ns, lambda: first_echo_reply(case.server_ip, REACH_TIMEOUT, 0.05))
-    except BenchError as e:
-        raise BenchError(f"{label}: the path does not work: {e}") from None
+    _throughput.reach(_path(case))
 
 
-def iperf(case: Case, seconds: int) -> float:
+def iperf(case: Case, seconds: int, affinity: str | None = None) -> float:
     """One iperf3 run from client to server; received Gbit/s."""
-    case.prepare()
-    argv = ["iperf3", "-c", case.server_ip, "-p", str(IPERF_PORT), "-t", str(seconds), "-J"]
-    proc = run(nsenter(case.client_ns, argv), timeout=seconds + 30, check=False)
-    try:
-        doc = json.loads(proc.stdout)
-    except ValueError:
-        doc = {}
-    if proc.returncode != 0 or "error" in doc:
-        detail = doc.get("error") or proc.stderr.decode(errors="replace").strip()
-        raise BenchError(f"iperf3 {case.variant} {case.scenario} failed: {detail}")
-    bps = float(doc["end"]["sum_received"]["bits_per_second"])
-    return round(bps / 1e9, 3)
+    return _throughput.iperf(_path(case), seconds, affinity).gbps
 
 
 def request_response(case: Case, params: Params) -> tuple[list[float], list[float]]:
@@ -491,22 +387,24 @@ def cases_for(a: Container, b: Container, c: Container, ref: Reference) -> list[
 
 def measure(lab: Lab, params: Params, bg: Background) -> dict[str, Any]:
     ref = Reference()
-    log("reference: kernel-routed pods in namespaces gliabench-ref-*")
+    log(f"reference: kernel-routed pods in namespaces {REF}*")
     ref.build()
-    log("glia: containers gliabench-a, gliabench-b on c1/n1 and gliabench-c on c1/n2")
+    log(f"glia: containers {CONTAINER}a, {CONTAINER}b on {NODE1} and {CONTAINER}c on {NODE2}")
     a, b, c = glia_pods(lab)
     cases = cases_for(a, b, c, ref)
     for case in cases:
         reach(case)
     start_servers(bg, cases)
 
-    gbps: dict[tuple[str, str], list[float]] = {}
-    for rep in range(params.iperf_reps):
-        for case in cases:  # interleaved, so drift hits every case alike
-            log(f"iperf3 {rep + 1}/{params.iperf_reps}: {case.scenario} {case.variant}")
-            gbps.setdefault((case.scenario, case.variant), []).append(
-                iperf(case, params.iperf_seconds)
-            )
+    # Rounds of every case, the order rotating each round (drift and other
+    # people's load hit every case alike); glia and its reference of a round
+    # are compared with each other (paired ratios).
+    paths = [_path(case) for case in cases]
+    runs = _throughput.interleave(
+        paths, params.iperf_reps, params.iperf_seconds, AFFINITIES[params.affinity]
+    )
+    log("BPF cost per packet: one more glia run across nodes with BPF statistics on")
+    cost = datapath_cost(lab, next(p for p in paths if p.label == f"{ACROSS}/{GLIA}"), params)
     rr: dict[tuple[str, str], list[float]] = {}
     crr: dict[tuple[str, str], list[float]] = {}
     for rep in range(params.latency_reps):
@@ -524,17 +422,20 @@ def measure(lab: Lab, params: Params, bg: Background) -> dict[str, Any]:
 
     throughput: dict[str, Any] = {}
     latency: dict[str, Any] = {}
-    for scenario, variant in gbps:
-        runs = gbps[scenario, variant]
-        throughput.setdefault(scenario, {})[variant] = {
-            "median": median(runs),
-            "best": max(runs),
-            "runs": runs,
-        }
+    for case in cases:
+        scenario, variant = case.scenario, case.variant
+        stats = _throughput.path_stats(runs[f"{scenario}/{variant}"])
+        throughput.setdefault(scenario, {})[variant] = {**stats, "best": stats["max"]}
         latency.setdefault(scenario, {})[variant] = {
             "rr": summary(rr[scenario, variant]),
             "connect_rr": summary(crr[scenario, variant]),
         }
+    paired = {
+        f"{scenario}.glia/{ref_variant}": _throughput.paired_ratio(
+            runs[f"{scenario}/{GLIA}"], runs[f"{scenario}/{ref_variant}"]
+        )
+        for scenario, ref_variant in ((SAME, ROUTING), (ACROSS, ROUTING), (ACROSS, VXLAN))
+    }
     return {
         "mtu": {
             "glia_pod": pod_mtu(a.netns_path or ""),
@@ -543,9 +444,37 @@ def measure(lab: Lab, params: Params, bg: Background) -> dict[str, Any]:
             "underlay": 1500,
         },
         "throughput_gbps": throughput,
+        "throughput_paired_ratio": paired,
+        "datapath_cost": cost,
         "latency_us": latency,
         "cni_ms": cni,
         "container_start_ms": start,
+    }
+
+
+def datapath_cost(lab: Lab, path: TPath, params: Params) -> dict[str, Any]:
+    """ns of BPF per packet of every glia program on both nodes, over one glia run
+    across nodes (data: from_endpoint on n1, from_overlay on n2; ACKs the other
+    way), and per GB moved: the datapath's own work, which the throughput noise
+    of a shared machine does not blur."""
+    progs: dict[str, int] = {}
+    for node in (NODE1, NODE2):
+        ns = netns_path(lab.node(node).netns)
+        for name, prog_id in _throughput.tc_programs(ns).items():
+            progs[f"{node}:{name}"] = prog_id
+    moved: list[float] = []
+
+    def one_run() -> None:
+        got = _throughput.iperf(path, params.iperf_seconds, AFFINITIES[params.affinity])
+        moved.append(got.gbps * params.iperf_seconds / 8)  # GB
+
+    per_prog = _throughput.bpf_cost(progs, one_run)
+    gigabytes = moved[0] if moved else 0.0
+    total_ms = sum(p["total_ms"] for p in per_prog.values())
+    return {
+        "programs": per_prog,
+        "gbps": round(gigabytes * 8 / params.iperf_seconds, 3),
+        "bpf_ms_per_gb": round(total_ms / gigabytes, 1) if gigabytes else None,
     }
 
 
@@ -563,6 +492,8 @@ def ratios(doc: dict[str, Any]) -> dict[str, float | None]:
                         lat = doc["latency_us"][scenario]
                         key = f"latency_{kind}_{q}.{scenario}.glia/{ref}"
                         out[key] = ratio(lat[GLIA][kind][q], lat[ref][kind][q])
+    for key, paired in doc["throughput_paired_ratio"].items():
+        out[f"throughput_paired.{key}"] = paired["median"]
     start = doc["container_start_ms"]
     for q in ("p50", "p99"):
         out[f"start_run_{q}.glia/none"] = ratio(start["glia"]["run"][q], start["none"]["run"][q])
@@ -676,8 +607,15 @@ def check_host() -> None:
 
 
 def cleanup_reference() -> None:
-    Reference.remove()
+    Reference().remove()
     netns_delete(CNI_NS)
+
+
+def use_names(lab: str) -> None:
+    """Every name this benchmark makes derives from the lab's: two runs with other
+    --lab values share nothing (namespaces, containers, lab directory)."""
+    global LAB, REF, CNI_NS, CONTAINER
+    LAB, REF, CNI_NS, CONTAINER = lab, f"{lab}-ref-", f"{lab}-cni", f"{lab}-"
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:
@@ -688,8 +626,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer and shorter runs (smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results folder ({RESULTS})")
+    parser.add_argument(
+        "--lab",
+        default=LAB,
+        help=f"lab name, also the prefix of every namespace and container ({LAB}); "
+        "'glia' + up to 8 [a-z0-9], so runs of several people never meet",
+    )
+    parser.add_argument(
+        "--affinity",
+        choices=sorted(AFFINITIES),
+        default="none",
+        help="iperf3 client and server CPUs: none (the scheduler's choice, default), "
+        "split (CPU 0 and 1), shared (both on CPU 1: the whole path's cost on one CPU)",
+    )
     args = parser.parse_args(argv)
+    if not re.fullmatch(r"glia[a-z0-9]{1,8}", args.lab):
+        parser.error(f"--lab {args.lab!r}: expected 'glia' + 1 to 8 of [a-z0-9]")
+    use_names(args.lab)
     params = Params.quick() if args.quick else Params()
+    params = replace(params, affinity=args.affinity)
     signal.signal(signal.SIGTERM, _terminate)
     started = time.monotonic()
     date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")

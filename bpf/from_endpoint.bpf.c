@@ -2,7 +2,8 @@
 /* from_endpoint: tc ingress of the host side of every endpoint veth, i.e.
  * every packet a pod sends. Attached by glia.datapath.loader.Datapath.
  *
- * Order: L3 check -> anti-spoofing -> service LB (VIP:port -> backend DNAT,
+ * Order: L3 check -> anti-spoofing -> refused-connection signal (signals.h)
+ * -> service LB (VIP:port -> backend DNAT,
  * conntrack; refused at once without a ready backend) -> [egress policy] ->
  * local endpoint (reverse NAT of service replies, redirect_peer) | remote
  * node (VXLAN) | node stack, except UDP to the VXLAN port (overlay.h).
@@ -14,6 +15,7 @@
 #include "ipcache.h"
 #include "lb.h"
 #include "overlay.h"
+#include "signals.h"
 #include "verdict.h"
 
 SEC("tc")
@@ -45,6 +47,7 @@ int from_endpoint(struct __sk_buff *skb)
 	if (!src || src->ifindex != skb->ingress_ifindex)
 		return glia_drop_flow(skb, GLIA_DROP_INVALID_SOURCE, GLIA_DIR_EGRESS, 0, 0);
 	src_identity = src->identity;
+	glia_signal_refusal(ip4, data_end);
 
 	/* Service load-balancing before the destination lookup, so the backend
 	 * decides where the packet goes (this node, another node). */

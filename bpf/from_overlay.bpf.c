@@ -17,6 +17,7 @@
 #include "ipcache.h"
 #include "lb.h"
 #include "overlay.h"
+#include "signals.h" /* declared here too: every object can create every pinned map */
 #include "verdict.h"
 
 SEC("tc")

@@ -31,6 +31,7 @@
 #include "ipcache.h"
 #include "lb.h"
 #include "metrics.h"
+#include "signals.h"
 
 /* user_port holds a port in network order in its low 16 bits. */
 static __always_inline __be16 glia_sock_port(const struct bpf_sock_addr *ctx)

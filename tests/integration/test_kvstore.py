@@ -317,6 +317,40 @@ class Recorder:
         self.calls.append(("synced", "", None))
 
 
+async def test_a_seeded_reflector_delivers_only_what_the_new_connection_changes(
+    kv: KVClient, etcd_prefix: str
+) -> None:
+    # What the handler holds from a reflector over another connection (revisions
+    # of that one, unrelated to these): the first list turns it into this etcd's.
+    p = etcd_prefix
+    await kv.put(p + "same", b"1")
+    await kv.put(p + "changed", b"new")
+    await kv.put(p + "added", b"a")
+    seed = {
+        p + "same": KeyValue(p + "same", b"1", 999, 999, 1, 0),
+        p + "changed": KeyValue(p + "changed", b"old", 1, 1, 1, 0),
+        p + "gone": KeyValue(p + "gone", b"g", 2, 2, 1, 0),
+    }
+    rec = Recorder()
+    refl = Reflector(kv, p, rec, seed=seed)
+    await refl.start(timeout=10)
+    try:
+        assert rec.calls == [
+            ("delete", p + "gone", b"g"),
+            ("upsert", p + "added", b"a"),
+            ("upsert", p + "changed", b"new"),
+            ("synced", "", None),
+        ]
+        listed, _ = await kv.list(p)
+        assert refl.items == {x.key: x for x in listed}  # this etcd's revisions now
+        rec.calls.clear()
+        await kv.put(p + "same", b"2")
+        await until(lambda: len(rec.calls) == 1, "the watch after a seeded list", 10)
+        assert rec.calls == [("upsert", p + "same", b"2")]
+    finally:
+        await refl.stop()
+
+
 async def test_reflector_resync_after_compaction_reports_only_the_difference(
     etcd: EtcdServer, kv: KVClient, etcd_prefix: str
 ) -> None:

@@ -27,7 +27,7 @@ from glia.kvstore import keys
 from glia.kvstore.client import KVClient
 from glia.lab.etcd import RW_USER, EtcdError, EtcdServer, free_tcp_port
 from glia.model import codec
-from glia.model.service import Backend, ClusterService, Protocol, ServicePort, ServiceSpec
+from glia.model.service import ServicePort, ServiceSpec
 from glia.service import store
 from glia.service.clusterip import ClusterIPExhausted
 from glia.service.manifest import ManifestError, load_yaml, parse_services
@@ -304,33 +304,17 @@ async def test_api_validates_again(api: tuple[TestClient[Any, Any], FakeAgent]) 
     assert await resp.json() == []  # nothing was stored
 
 
-async def test_api_services_and_unready_agent(api: tuple[TestClient[Any, Any], FakeAgent]) -> None:
+async def test_api_of_an_unready_agent(api: tuple[TestClient[Any, Any], FakeAgent]) -> None:
     client, agent = api
-    assert agent.kv is not None
-    record = ClusterService(
-        "default",
-        "web",
-        "c1",
-        1,
-        "100.64.0.20",
-        [ServicePort(80, 80)],
-        [Backend("10.1.1.5", 80, Protocol.TCP, "", 80, "n1", "c1", "default/a", True)],
-    )
-    await agent.kv.put(keys.service("c1", "default", "web"), codec.encode(record))
-    await agent.kv.put(keys.service("c1", "default", "junk"), b"{not json")
-    await agent.kv.put(keys.service("c2", "default", "other"), codec.encode(record))
-    resp = await client.get("/v1/services")
-    assert await resp.json() == [codec.to_dict(record)]
-
     agent.cfg = replace(agent.cfg, service_cidr="")
     resp = await client.post("/v1/config/apply", json={"documents": [WEB]})
     assert resp.status == 503
     assert "no service_cidr" in (await resp.json())["error"]["msg"]
     agent.config_kv = None
-    resp = await client.get("/v1/services")
+    resp = await client.get("/v1/config/services")
     assert resp.status == 503
     assert (await resp.json())["error"]["code"] == 11
     agent.cfg = replace(agent.cfg, config_etcd=None)
-    resp = await client.get("/v1/services")
+    resp = await client.get("/v1/config/services")
     assert resp.status == 503
     assert "serves no declared resources" in (await resp.json())["error"]["msg"]

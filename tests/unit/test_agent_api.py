@@ -26,6 +26,8 @@ from glia.agent.api_http import MAX_REQUEST_BODY
 from glia.agent.client import AgentClient, AgentError
 from glia.agent.config import AgentConfig
 from glia.kvstore.config import EtcdConfig
+from glia.model import codec
+from glia.model.service import Backend, ClusterService, Protocol, ServicePort
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "agent-api.md"
 SERVICE_CIDR = "100.64.0.0/16"
@@ -230,6 +232,9 @@ async def test_routes_answer_json_before_the_agent_is_connected(api: str) -> Non
     assert (ei.value.http_status, ei.value.code) == (503, 11)
     with pytest.raises(AgentError) as ei:
         await asyncio.to_thread(c.services)
+    assert (ei.value.http_status, ei.value.code) == (503, 50)
+    with pytest.raises(AgentError) as ei:
+        await asyncio.to_thread(c.config_services)
     assert (ei.value.http_status, ei.value.code) == (503, 11)
 
 
@@ -358,3 +363,54 @@ async def test_a_failing_mesh_status_is_a_json_500() -> None:
         with pytest.raises(AgentError) as ei:
             await asyncio.to_thread(c.clustermesh)
     assert (ei.value.http_status, ei.value.code, ei.value.msg) == (500, 999, "RuntimeError: boom")
+
+
+class Programmed:
+    """What ``GET /v1/services`` reads of :class:`glia.agent.services.AgentServices`."""
+
+    def __init__(self, synced: bool, services: list[ClusterService]) -> None:
+        self.synced = synced
+        self._services = services
+
+    def programmed(self) -> list[ClusterService]:
+        return self._services
+
+
+MERGED = ClusterService(
+    "default",
+    "web",
+    "c1",
+    1,
+    "100.64.0.20",
+    [ServicePort(80, 80)],
+    [
+        Backend("10.1.1.5", 80, Protocol.TCP, "", 80, "n1", "c1", "default/a", True, True),
+        Backend("10.2.1.5", 80, Protocol.TCP, "", 80, "n1", "c2", "default/b", False, False),
+    ],
+    global_=True,
+    affinity="local",
+)
+
+
+async def test_services_are_what_the_maps_hold_merged() -> None:
+    agent = AgentState()
+    agent.services = Programmed(True, [MERGED])  # type: ignore[assignment]
+    async with serving(agent) as c:
+        answer = await asyncio.to_thread(c.services)
+    assert answer == [codec.to_dict(MERGED)]
+    assert [(b["cluster"], b["preferred"], b["ready"]) for b in answer[0]["backends"]] == [
+        ("c1", True, True),
+        ("c2", False, False),
+    ]
+
+
+@pytest.mark.parametrize("synced", [None, False], ids=["no-lb-yet", "not-synced"])
+async def test_services_before_the_first_sync_are_a_503(synced: bool | None) -> None:
+    agent = AgentState()
+    if synced is not None:
+        agent.services = Programmed(synced, [MERGED])  # type: ignore[assignment]
+    async with serving(agent) as c:
+        with pytest.raises(AgentError) as ei:
+            await asyncio.to_thread(c.services)
+    assert (ei.value.http_status, ei.value.code) == (503, 50)
+    assert "not synchronised yet" in ei.value.msg

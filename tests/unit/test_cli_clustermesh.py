@@ -177,6 +177,36 @@ def test_an_empty_directory_with_a_broken_file(app: typer.Typer, agent: FakeAgen
     ]
 
 
+def test_rejected_records_are_listed_below_the_table(app: typer.Typer, agent: FakeAgent) -> None:
+    ip_key = "glia/state/ip/v2/c2/n1/10.1.0.9"
+    node_key = "glia/state/nodes/v2/c2/n9"
+    c2 = {
+        "name": "c2",
+        "id": 2,
+        "state": "synced",
+        "rejected": 40,
+        "rejected_keys": {
+            node_key: "node_ip 198.18.1.2 is the address of our node c1/n2",
+            ip_key: "ip 10.1.0.9 is outside the pod pool (10.2.0.0/16)",
+        },
+    }
+    c3 = {"name": "c3", "state": "synced", "rejected": 1, "rejected_keys": {ip_key: "x"}}
+    odd = {"name": "c4", "state": "synced", "rejected": 1, "rejected_keys": ["not", "a", "map"]}
+    answer = {"clusters": [odd, c3, c2], "config_dir": MESH_DIR, "config_errors": {}}
+    agent.answer("GET", "/v1/clustermesh", (200, answer))
+    r = run(app, "--socket", agent.path)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[6:] == [
+        "",
+        "Records of c2 rejected (40, the first 2):",
+        f"  {ip_key}: ip 10.1.0.9 is outside the pod pool (10.2.0.0/16)",
+        f"  {node_key}: node_ip 198.18.1.2 is the address of our node c1/n2",
+        "",
+        "Records of c3 rejected (1):",
+        f"  {ip_key}: x",
+    ]
+
+
 def test_odd_values_are_shown_not_raised(app: typer.Typer, agent: FakeAgent) -> None:
     """An agent of another version may send fields missing or of other types."""
     answer = {

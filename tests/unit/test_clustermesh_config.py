@@ -26,6 +26,7 @@ from glia.clustermesh.config import (
     RemoteClusterConfig,
     Scan,
     cluster_name_of,
+    needs_reconnect,
     parse,
     reconcile,
 )
@@ -224,6 +225,21 @@ def test_reconcile_added_changed_removed() -> None:
     assert list(diff.changed) == ["c2"]
 
 
+def test_only_the_connection_and_the_expected_id_need_a_reconnect() -> None:
+    base = RemoteClusterConfig(
+        "c2", EtcdConfig(endpoints=["https://198.18.2.254:2379"]), 2, tls_digest="t1"
+    )
+    assert not needs_reconnect(base, replace(base, stale_after=5, digest="d2", path="/x"))
+    for other in (
+        replace(base, etcd=EtcdConfig(endpoints=["https://198.18.2.253:2379"])),
+        replace(base, etcd=replace(base.etcd, cert_file="/elsewhere.crt")),
+        replace(base, tls_digest="t2"),  # a renewed certificate at the same path
+        replace(base, cluster_id=3),
+        replace(base, cluster_id=None),
+    ):
+        assert needs_reconnect(base, other), other
+
+
 def test_a_broken_file_keeps_the_last_good_configuration() -> None:
     now = {"c2": cfg("c2"), "c3": cfg("c3")}
     errors = {"/d/c2.yaml": "/d/c2.yaml: endpoints is missing", "/d/c5.yaml": "/d/c5.yaml: bad"}
@@ -354,6 +370,12 @@ def test_the_digest_follows_the_tls_files(mesh_dir: Path, certs: dict[str, Path]
     shutil.copy(renewed.key, mesh_dir / "tls" / "key.pem")
     second = scan(mesh_dir, cache).configs["c2"]
     assert second.digest != first.digest and second != first
+    assert second.tls_digest != first.tls_digest and needs_reconnect(first, second)
+    # The YAML alone (stale_after): a change, taken over the same connection.
+    write(mesh_dir, "c2.yaml", stale_after="30")
+    third = scan(mesh_dir, cache).configs["c2"]
+    assert third.digest != second.digest and third.tls_digest == second.tls_digest
+    assert third.stale_after == 30 and not needs_reconnect(second, third)
     (mesh_dir / "c2.yaml").unlink()
     scan(mesh_dir, cache)
     assert cache == {}

@@ -94,6 +94,36 @@ def test_incremental_equals_from_scratch(events: list[tuple[Any, ...]]) -> None:
     assert t.valid_nodes == plan.nodes and t.cidrs == plan.cidrs
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(node_event, alloc_event, ip_event, st.just(None)), max_size=40))
+def test_nodes_claiming_taken_addresses_are_refused_as_from_scratch(
+    events: list[tuple[Any, ...] | None],
+) -> None:
+    # A remote cluster's table: addresses another cluster owns (here the set
+    # `ours`, which changes: the None events) may not be its nodes' IPs.
+    ours: set[str] = {NODE_IPS[2]}
+
+    def taken(ip: str) -> str | None:
+        return "ours" if ip in ours else None
+
+    t = ClusterTable(B, SELF, SELF_IP, taken=taken)
+    for rev, ev in enumerate(events, start=1):
+        if ev is None:
+            ours ^= {NODE_IPS[1]}
+            t.recheck_nodes()
+        else:
+            _apply(t, ev, rev)
+    plan = plan_ipcache(t.entries, t.nodes, t.allocs, B, SELF, SELF_IP, taken)
+    assert t.wanted() == plan.desired
+    assert {k: r for k, r in t.rejected().items() if k in plan.rejected} == plan.rejected
+    assert t.valid_nodes == plan.nodes
+    assert not {n.node_ip for n in t.valid_nodes.values()} & ours
+    for name, n in t.nodes.items():
+        if n.node.node_ip in ours:
+            reason = t.rejected()[keys.node("c1", name)]
+            assert reason == f"node_ip {n.node.node_ip} is ours"
+
+
 def test_a_block_moving_between_nodes_in_one_event() -> None:
     t = ClusterTable(B, SELF, SELF_IP)
     t.upsert("nodes", keys.node("c1", "n2"), _node("n2", "198.18.1.2"), 1)

@@ -118,6 +118,15 @@ def test_diff_reports_only_changes() -> None:
     assert [(u.key, u.mod_revision) for u in upserted] == [("b", 7), ("d", 8)]
 
 
+def test_diff_by_value_ignores_revisions() -> None:
+    # A cache from another connection: its revisions mean nothing here.
+    cache = {"a": kv("a", 1), "b": kv("b", 2), "c": kv("c", 3, b"old")}
+    listed = [kv("b", 90), kv("c", 3, b"new"), kv("d", 91)]
+    deleted, upserted = diff(cache, listed, by_value=True)
+    assert [d.key for d in deleted] == ["a"]
+    assert [(u.key, u.value) for u in upserted] == [("c", b"new"), ("d", b"v")]
+
+
 @settings(deadline=None)  # timing is not under test; CI machines are busy
 @given(
     st.dictionaries(st.sampled_from("abcdef"), st.integers(1, 5)),

@@ -13,7 +13,7 @@ from glia.model.service import (
     Protocol,
     ServicePort,
 )
-from glia.service.health import ProbeTarget, probe_once
+from glia.service.health import Outcome, ProbeTarget, probe_once
 
 
 def backend(ip: str, port: int, proto: Protocol, node: str = "n1") -> Backend:
@@ -58,6 +58,6 @@ async def test_a_udp_target_is_ready_without_a_handshake() -> None:
     for kind in (ProbeType.TCP, ProbeType.HTTP):
         check = HealthCheck(type=kind, timeout=0.5)
         udp = ProbeTarget("default/dns", "127.0.0.1", port, check, Protocol.UDP)
-        assert await probe_once(udp) == (True, "")
+        assert await probe_once(udp) == Outcome(True)
         tcp = ProbeTarget("default/dns", "127.0.0.1", port, check, Protocol.TCP)
-        assert (await probe_once(tcp))[0] is False
+        assert (await probe_once(tcp)).ok is False

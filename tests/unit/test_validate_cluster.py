@@ -357,3 +357,43 @@ def test_mesh_conflicts_properties(remotes: dict[str, ClusterInfo], incumbents: 
             assert n not in refused
     # The order of the mapping does not matter.
     assert mesh_conflicts(LOCAL, dict(reversed(list(remotes.items()))), incumbents) == refused
+
+
+UNDERLAY = {"node_networks[0]": ipaddress.IPv4Network("198.18.0.0/15")}
+
+
+def test_a_remote_pool_over_our_node_network_is_refused() -> None:
+    """Its "pods" could be our nodes' or etcd's addresses: traffic to them would
+    go into that cluster's tunnels."""
+    remotes = {
+        "c2": info("c2", 2, "198.19.0.0/16"),  # inside our underlay
+        "c3": info("c3", 3, "10.3.0.0/16"),
+        "c4": info("c4", 4, "198.0.0.0/8"),  # around it
+    }
+    assert mesh_conflicts(LOCAL, remotes, reserved=UNDERLAY) == {
+        "c2": "pod pool 198.19.0.0/16 overlaps this cluster's node_networks[0] 198.18.0.0/15",
+        "c4": "pod pool 198.0.0.0/8 overlaps this cluster's node_networks[0] 198.18.0.0/15",
+    }
+    del remotes["c4"]
+    assert mesh_conflicts(LOCAL, remotes) == {}  # nothing reserved: nothing to clash with
+
+
+def test_the_reserved_networks_of_an_agent() -> None:
+    from glia.agent.config import AgentConfig, reserved_networks
+    from glia.kvstore.config import EtcdConfig
+
+    cfg = AgentConfig(
+        "c1",
+        1,
+        "n1",
+        "192.0.2.10",
+        etcd=EtcdConfig(endpoints=["https://192.0.2.254:2379", "https://etcd.example:2379"]),
+        node_networks=["198.18.0.0/15"],
+    )
+    assert {k: str(v) for k, v in reserved_networks(cfg).items()} == {
+        "node_networks[0]": "198.18.0.0/15",
+        "node IP": "192.0.2.10/32",
+        "etcd endpoint 0": "192.0.2.254/32",
+    }
+    with pytest.raises(ValueError, match=r"node_networks\[1\] '10.0.0.1/8': not an IPv4"):
+        reserved_networks(replace(cfg, node_networks=["198.18.0.0/15", "10.0.0.1/8"]))

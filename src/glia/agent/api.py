@@ -80,6 +80,7 @@ class ApiServer:
         r.add_get("/v1/bpf/lb", self._bpf_lb, allow_head=False)
         r.add_get("/v1/bpf/ct", self._bpf_ct, allow_head=False)
         r.add_get("/v1/clustermesh", self._clustermesh, allow_head=False)
+        r.add_get("/v1/services", self._services, allow_head=False)
         api_config.add_routes(app, self._agent)
         return app
 
@@ -228,6 +229,12 @@ class ApiServer:
         if services is None:
             raise CniError(CNI_NOT_READY, "service load-balancing is not running yet")
         return web.json_response(await self._agent.run_dp(services.lb.lb_rows))
+
+    async def _services(self, request: web.Request) -> web.Response:
+        services = self._agent.services
+        if services is None or not services.synced:
+            raise CniError(CNI_NOT_READY, "the Services are not synchronised yet")
+        return web.json_response([codec.to_dict(s) for s in services.programmed()])
 
     async def _bpf_ct(self, request: web.Request) -> web.Response:
         dp = self._dp()

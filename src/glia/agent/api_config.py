@@ -1,7 +1,7 @@
-"""Agent API routes for declared resources and Services (docs/services.md).
+"""Agent API routes for declared resources (docs/services.md).
 
 Mounted by :class:`glia.agent.api.ApiServer` through :func:`add_routes`; called
-by ``glia apply/delete -f``, ``glia get services`` and ``glia service list``
+by ``glia apply/delete -f`` and ``glia get services``
 (:class:`glia.agent.client.AgentClient`). The documents a client sends are
 validated again here (:mod:`glia.service.manifest`): a client is never
 trusted. Errors are ``{"error": {"code", "msg", "details"}}``
@@ -29,11 +29,8 @@ from glia.agent.api_http import (
     error_response,
     read_json_object,
 )
-from glia.kvstore import keys
 from glia.kvstore.client import KVClient
 from glia.kvstore.errors import KVStoreError
-from glia.model import codec
-from glia.model.service import ClusterService
 from glia.service import clusterip, manifest, store
 from glia.service.manifest import ManifestError
 
@@ -82,7 +79,7 @@ def _route(fn: Route) -> Callable[[web.Request], Awaitable[web.Response]]:
 
 
 def add_routes(app: web.Application, agent: ConfigAgent) -> None:
-    """Mount ``/v1/config/*`` and ``/v1/services`` on the agent's API application."""
+    """Mount ``/v1/config/*`` on the agent's API application."""
 
     def kv() -> KVClient:
         # Declared resources go through the CLI path's own etcd user, never
@@ -144,18 +141,7 @@ def add_routes(app: web.Application, agent: ConfigAgent) -> None:
             specs = await store.list_specs(kv(), ns)
         return [manifest.to_manifest(s) for s in specs]
 
-    async def services(request: web.Request) -> Any:
-        items, _ = await kv().list(keys.services(agent.cfg.cluster))
-        out = []
-        for item in items:
-            try:
-                out.append(codec.to_dict(codec.decode(ClusterService, item.value)))
-            except codec.InvalidValue as e:
-                log.warning("skipping invalid ClusterService %s: %s", item.key, e)
-        return out
-
     r = app.router
     r.add_post("/v1/config/apply", _route(apply))
     r.add_post("/v1/config/delete", _route(delete))
     r.add_get("/v1/config/services", _route(config_services), allow_head=False)
-    r.add_get("/v1/services", _route(services), allow_head=False)

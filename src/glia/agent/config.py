@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import urllib.parse
 from dataclasses import dataclass, field
+from ipaddress import IPv4Network
 from pathlib import Path
 
 import yaml
@@ -31,6 +34,10 @@ class AgentConfig:
     # ClusterMesh: a directory with one file per remote cluster (docs/clustermesh.md),
     # watched at run time; "" = this cluster is alone.
     clustermesh_dir: str = ""
+    # ClusterMesh: the networks of this cluster's nodes and etcd (the underlay).
+    # A remote cluster whose pod pools overlap one of them, or this node's IP or
+    # an etcd endpoint's, is refused: its "pods" could take those addresses.
+    node_networks: list[str] = field(default_factory=list)
     socket: str = DEFAULT_SOCKET  # REST API (root-only unix socket)
     state_dir: str = "/var/lib/glia"  # endpoint records and IPAM, survive restarts
     bpf_pin_dir: str = "/sys/fs/bpf/glia/node"  # per-node: pins outlive the agent
@@ -58,3 +65,26 @@ class AgentConfig:
 def load(path: str | Path) -> AgentConfig:
     data = yaml.safe_load(Path(path).read_text())
     return codec.from_dict(AgentConfig, data)
+
+
+def reserved_networks(cfg: AgentConfig) -> dict[str, IPv4Network]:
+    """The networks of ours no remote cluster's pod pool may overlap, by what they are:
+    ``node_networks``, this node's IP and the etcd endpoints given as IP addresses.
+
+    :class:`ValueError` names a ``node_networks`` entry that is not an IPv4 network.
+    """
+    out: dict[str, IPv4Network] = {}
+    for i, text in enumerate(cfg.node_networks):
+        try:
+            out[f"node_networks[{i}]"] = IPv4Network(text, strict=True)
+        except ValueError as e:
+            raise ValueError(f"node_networks[{i}] {text!r}: not an IPv4 network ({e})") from None
+    with contextlib.suppress(ValueError):  # node_ip is checked where the node registers
+        out["node IP"] = IPv4Network(f"{cfg.node_ip}/32")
+    for i, url in enumerate(cfg.etcd.endpoints):
+        host = urllib.parse.urlsplit(url).hostname or ""
+        try:
+            out[f"etcd endpoint {i}"] = IPv4Network(f"{host}/32")
+        except ValueError:
+            continue  # a host name: node_networks covers it
+    return out

@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from glia.agent.config import AgentConfig
+from glia.agent.config import AgentConfig, reserved_networks
 from glia.agent.identities import IdentityCache
 from glia.agent.ipcache import IPCacheSync
 from glia.agent.labels import NoRuntimeLabels, PodmanLabels
@@ -264,7 +264,8 @@ class Agent:
         assert self.ipcache and self.identities and self.services
         local = ClusterInfo(cfg.cluster, cfg.cluster_id, [cfg.pod_pool], cfg.service_cidr or None)
         sinks = MeshSinks(self.ipcache, self.identities, self.services)
-        self.mesh = ClusterMesh(cfg.clustermesh_dir, local, sinks)
+        reserved = reserved_networks(cfg)
+        self.mesh = ClusterMesh(cfg.clustermesh_dir, local, sinks, reserved=reserved)
         await self.mesh.start()
         self.status["clustermesh"] = Subsystem()
 
@@ -317,13 +318,13 @@ class Agent:
     def _refresh_status(self) -> None:
         """ipcache, services and mesh health from what they do now, not from start-up.
 
-        A remote cluster that is down, stale or refused leaves the agent healthy
-        (the mesh subsystem is degraded and says which): its failure must not
-        look like this node's.
+        A remote cluster that is down, stale or refused, or whose records are
+        rejected, leaves the agent healthy (the mesh subsystem is degraded and
+        says which): its failure must not look like this node's.
         """
         if self.mesh is not None:
             clusters = self.mesh.status()["clusters"]
-            behind = [c["name"] for c in clusters if c["state"] != "synced"]
+            behind = [c["name"] for c in clusters if c["state"] != "synced" or c["rejected"]]
             self.status["clustermesh"].set(
                 True,
                 self.mesh.healthy_summary,

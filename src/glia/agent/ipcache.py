@@ -29,10 +29,10 @@ import inspect
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-from glia.agent.ipcache_table import PARTS, ClusterTable, Desired
+from glia.agent.ipcache_table import PARTS, ClusterTable, Desired, Taken
 from glia.datapath.loader import Datapath
 from glia.datapath.maps import IPCacheInfo
 from glia.datapath.runner import RunDatapath
@@ -69,13 +69,15 @@ def plan_ipcache(
     bounds: ClusterBounds,
     self_node: str,
     self_ip: str,
+    taken: Taken | None = None,
 ) -> Plan:
-    """Map content for this node, and which records are refused (pure)."""
+    """Map content for this node, and which records are refused (pure). ``taken``:
+    as :class:`~glia.agent.ipcache_table.ClusterTable`'s."""
     rejected: dict[str, str] = {}
     cidrs, bad_cidrs = node_cidrs(allocs)
     for name, reason in bad_cidrs.items():
         rejected[keys.podcidr_node(bounds.cluster, name)] = reason
-    valid, bad_nodes = unique_node_ips(nodes)
+    valid, bad_nodes = unique_node_ips(nodes, taken)
     for name, reason in bad_nodes.items():
         rejected[keys.node(bounds.cluster, name)] = reason
     out: dict[str, Desired] = {}
@@ -132,15 +134,40 @@ class IPCacheSync:
         self.last_map_error: str | None = None
         self._cidrs_seen = self.local.cidrs
         self._cidr_listeners: list[Callable[[], Any]] = []
+        self._nodes_seen: object = None  # local valid nodes that _node_ips was built from
+        self._node_ips: dict[str, str] = {}  # our node IPs -> node name
+        self._nodes_judged = self.local.valid_nodes  # what remote nodes were last judged by
 
     def add_source(self, bounds: ClusterBounds) -> ClusterTable:
         """A remote cluster's table (ClusterMesh), merged after ours; its handlers
-        come from :meth:`handler` with its name."""
+        come from :meth:`handler` with its name. Its nodes may not claim an
+        address of ours (:meth:`ours`)."""
         if bounds.cluster in self._tables:
             raise ValueError(f"cluster {bounds.cluster} is already a source of the ipcache")
-        table = ClusterTable(bounds)
+        table = ClusterTable(bounds, taken=self.ours)
         self._tables[bounds.cluster] = table
         return table
+
+    def ours(self, ip: str) -> str | None:
+        """Why ``ip`` is this cluster's (a node's address, inside our pod pools or
+        service CIDR), None when it is not: no remote cluster's node may claim it."""
+        local = self.local
+        if local.valid_nodes is not self._nodes_seen:
+            self._nodes_seen = local.valid_nodes
+            self._node_ips = {n.node_ip: name for name, n in local.valid_nodes.items()}
+        b = local.bounds
+        name = self._node_ips.get(ip) or (local.self_node if ip == local.self_ip else None)
+        if name is not None:
+            return f"the address of our node {b.cluster}/{name}"
+        try:
+            addr = IPv4Address(ip)
+        except ValueError:
+            return None  # not an address: the record's own check refuses it
+        if (pool := b.pool_of(addr)) is not None:
+            return f"inside our pod pool {pool} (cluster {b.cluster})"
+        if b.service_cidr is not None and addr in b.service_cidr:
+            return f"inside our service CIDR {b.service_cidr} (cluster {b.cluster})"
+        return None
 
     async def remove_source(self, cluster: str) -> None:
         """Withdraw everything ``cluster`` put into the map (its file was removed,
@@ -219,6 +246,12 @@ class IPCacheSync:
                 result = fn()
                 if inspect.isawaitable(result):
                     await result
+        if self.local.valid_nodes is not self._nodes_judged:
+            # Our nodes changed: a remote node may now claim (or no longer) one's address.
+            self._nodes_judged = self.local.valid_nodes
+            for t in self._tables.values():
+                if t is not self.local:
+                    t.recheck_nodes()
         dirty: set[str] = set(also or ())
         for t in self._tables.values():
             dirty |= t.take_dirty()

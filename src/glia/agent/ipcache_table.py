@@ -21,6 +21,7 @@ the tables and writes the map.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 
@@ -49,20 +50,32 @@ class Desired:
     cluster_id: int
 
 
+Taken = Callable[[str], str | None]  # an address -> why it is not the cluster's to claim
+
+
 class ClusterTable:
     """What one cluster's records put into the ipcache (see the module docstring).
 
     ``self_node``/``self_ip``: this agent's node when the table is its own
     cluster (its entries are local: not tunnelled; its address is HOST and
-    comes from configuration); None for a remote cluster.
+    comes from configuration); None for a remote cluster. ``taken`` (a
+    remote cluster): why a node IP is ours (one of our nodes' addresses,
+    inside our pod pools or service CIDR), None when it is not; a node
+    claiming one is refused. It may change its answers:
+    :meth:`recheck_nodes` then.
     """
 
     def __init__(
-        self, bounds: ClusterBounds, self_node: str | None = None, self_ip: str | None = None
+        self,
+        bounds: ClusterBounds,
+        self_node: str | None = None,
+        self_ip: str | None = None,
+        taken: Taken | None = None,
     ) -> None:
         self.bounds = bounds
         self.self_node = self_node
         self.self_ip = self_ip
+        self._taken = taken
         self.nodes: dict[str, NodeEntry] = {}  # name -> record that passed its checks
         self.allocs: dict[str, Allocation] = {}  # name -> the operator's allocation
         self.entries: dict[str, KeyedEntry] = {}  # ip key -> entry that passed its checks
@@ -157,6 +170,10 @@ class ClusterTable:
                 self.allocs.pop(name, None)
         self._nodes_changed()
 
+    def recheck_nodes(self) -> None:
+        """Judge the nodes again (what ``taken`` says changed)."""
+        self._nodes_changed()
+
     def clear(self) -> None:
         """Forget everything (a source removed): every prefix it wanted becomes dirty."""
         self._dirty.update(self._want)
@@ -226,7 +243,7 @@ class ClusterTable:
         address wins over an entry claiming it).
         """
         cidrs, bad_cidrs = node_cidrs(self.allocs)
-        valid, bad_nodes = unique_node_ips(self.nodes)
+        valid, bad_nodes = unique_node_ips(self.nodes, self._taken)
         self._derived = {
             **{keys.podcidr_node(self.bounds.cluster, n): r for n, r in bad_cidrs.items()},
             **{keys.node(self.bounds.cluster, n): r for n, r in bad_nodes.items()},

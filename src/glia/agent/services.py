@@ -16,7 +16,9 @@ checked again when those change):
   publishes :class:`~glia.model.service.BackendHealth` on the agent's lease.
 
 Conntrack garbage collection runs here too, since it is part of keeping the
-service maps honest.
+service maps honest; and the datapath's signals (:mod:`glia.datapath.signals`)
+are read here: an endpoint of this node that refused a connection gets its
+backends probed at once (:meth:`HealthProber.poke`).
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ from ipaddress import IPv4Network
 from typing import Any
 
 from glia.datapath.ct import ct_gc
+from glia.datapath.errors import DatapathError
 from glia.datapath.loader import Datapath
 from glia.datapath.runner import RunDatapath
+from glia.datapath.signals import SignalReader
 from glia.kvstore import keys
 from glia.kvstore.client import KeyValue
 from glia.kvstore.publisher import LeasedPublisher
@@ -100,14 +104,43 @@ class AgentServices:
         self._tasks: list[asyncio.Task[None]] = []
         self._ct_gc_interval = ct_gc_interval
         self.ct_collected = 0
+        self._signals: SignalReader | None = None
+        self.refusals = 0  # connections this node's endpoints refused (signals read)
 
     def start(self) -> None:
         self._tasks = [
             asyncio.create_task(self._publish_health_loop(), name="health-publish"),
             asyncio.create_task(self._ct_gc_loop(), name="ct-gc"),
         ]
+        self._watch_signals()
+
+    def _watch_signals(self) -> None:
+        try:
+            reader = SignalReader(self._dp.pin_dir)
+            asyncio.get_running_loop().add_reader(reader.fileno(), self._on_signals)
+        except (DatapathError, OSError) as e:
+            # Only a hint is lost: probes still run at their interval.
+            log.warning("datapath signals unavailable (%s): backends are probed at intervals", e)
+            return
+        self._signals = reader
+
+    def _on_signals(self) -> None:
+        if self._signals is None:
+            return
+        try:
+            signals = self._signals.read()
+        except DatapathError as e:
+            log.warning("reading datapath signals: %s", e)
+            return
+        for sig in signals:
+            self.refusals += 1
+            self.prober.poke(sig.ip, sig.port)
 
     async def stop(self) -> None:
+        if self._signals is not None:
+            asyncio.get_running_loop().remove_reader(self._signals.fileno())
+            self._signals.close()
+            self._signals = None
         await self.prober.stop()
         await self.lb.stop()
         for t in self._tasks:
@@ -244,11 +277,23 @@ class AgentServices:
             except Exception as e:
                 log.warning("conntrack GC failed: %s", e)
 
+    @property
+    def synced(self) -> bool:
+        """Whether the maps were brought to the records once (before, they are not ours)."""
+        return self._synced
+
+    def programmed(self) -> list[ClusterService]:
+        """The Services as the maps hold them: ours, merged with the remote clusters' records
+        of global ones (``GET /v1/services``); empty until the first sync."""
+        return sorted(self._programmed.values(), key=lambda s: (s.namespace, s.name))
+
     def status(self) -> dict[str, Any]:
         return {
             "services": len(self.services),
             "lb": self.lb.status(),
             "probes": len(self.prober.results()),
+            "refusals": self.refusals,
+            "probes_poked": self.prober.poked,
             "ct_collected": self.ct_collected,
             **self.rejects.status(),
         }

@@ -6,8 +6,9 @@ table, one row per remote cluster: its name and id, its state (connecting,
 connected, synced, stale with for how long, refused, withdrawn), its pod CIDRs, how many nodes,
 endpoints, identities and Services were imported from it and how many of its
 records were rejected, the age of its heartbeat, how long its last sync took
-and its last error; below, the problems of the remote cluster directory (one
-line per broken file). ``-o json|yaml`` prints the agent's answer as is.
+and its last error; below, the records of each remote cluster it rejected (the
+first few the agent names, with why) and the problems of the remote cluster
+directory (one line per broken file). ``-o json|yaml`` prints the agent's answer as is.
 
 Exit code 0 whenever the agent answers: a remote cluster that is down, stale or
 refused is the state being shown, not a failure of the command.
@@ -123,6 +124,15 @@ def config_problems(answer: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def rejected_records(row: Mapping[str, Any]) -> list[str]:
+    """One line per rejected record of a remote cluster the agent names (it sends
+    the first few, by key, with ``rejected`` counting them all)."""
+    sample = row.get("rejected_keys")
+    if not isinstance(sample, Mapping):
+        return []
+    return [f"{key}: {why}" for key, why in sorted(sample.items(), key=lambda kv: str(kv[0]))]
+
+
 @clustermesh_app.command("status")
 def status(
     node: NodeOption = None,
@@ -132,7 +142,8 @@ def status(
 ) -> None:
     """Show each remote cluster: state, id, CIDRs, what was imported and rejected, heartbeat.
 
-    Below the table, the problems of the remote cluster directory. Exits with code 0
+    Below the table, the records each remote cluster had rejected (with why) and the
+    problems of the remote cluster directory. Exits with code 0
     whenever the agent answers (a remote cluster being down is not a failure here).
     """
     client = client_for(node, socket, lab)
@@ -156,6 +167,14 @@ def status(
         output.print_table(output.build_table(rows, COLUMNS), console)
     else:
         typer.echo("No remote clusters.")
+    for row in rows:
+        lines = rejected_records(row)
+        if lines:
+            total = row.get("rejected")
+            more = f", the first {len(lines)}" if _is_number(total) and total > len(lines) else ""
+            typer.echo(f"\nRecords of {row.get('name')} rejected ({_count(total)}{more}):")
+            for line in lines:
+                typer.echo(f"  {line}")
     problems = config_problems(answer)
     if problems:
         typer.echo(f"\nProblems in the directory ({len(problems)}):")

@@ -1,4 +1,10 @@
-"""``glia service list``: the cluster's Services as the operator resolved them.
+"""``glia service list``: the Services as this node's load balancer holds them.
+
+The agent answers with what its maps are programmed from: this cluster's
+ClusterService records (resolved by the operator) and, for a global Service,
+the backends the remote clusters share, merged (docs/services.md, "Global
+services"); so two nodes of a mesh can rightly disagree while a change
+propagates, and a Service the agent refused is not listed.
 
 Registered on the top-level app by :mod:`glia.cli.main` through :func:`register`;
 ``service_app`` is a module attribute so other command modules can add to it.
@@ -96,7 +102,7 @@ def service_list(
     socket: SocketOption = None,
     out: OutputOption = OutputFormat.table,
 ) -> None:
-    """List the cluster's Services: frontends and their backends (ready / not-ready, node).
+    """List the Services this node load-balances: frontends and backends (ready, cluster/node).
 
     A backend shows its cluster/node and, for global Services, whether it is on
     the preferred side (affinity), of a stale cluster, or held back (standby).

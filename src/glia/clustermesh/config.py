@@ -14,7 +14,8 @@ This module is pure: :func:`cluster_name_of` says which directory entries
 are cluster files, :func:`parse` turns one file's text into a
 :class:`RemoteClusterConfig` or a :class:`ConfigError` naming the file and
 the field, and :func:`reconcile` compares a new scan of the directory with
-the configuration in use. Reading the directory and watching it is
+the configuration in use; :func:`needs_reconnect` says whether a changed
+file needs a new connection. Reading the directory and watching it is
 :mod:`glia.clustermesh.configdir`.
 """
 
@@ -55,9 +56,21 @@ class RemoteClusterConfig:
     cluster_id: int | None = None  # the id its cluster record must carry (None: any)
     stale_after: float = DEFAULT_STALE_AFTER  # seconds its state outlives losing its etcd
     path: str = ""  # the file it came from
-    # Of the file and of the TLS files it names: a new digest means reconnect
-    # (a renewed certificate is a change although the YAML is not).
+    # Of the file and of the TLS files it names: a new digest is a change
+    # (a renewed certificate is one although the YAML is not).
     digest: str = ""
+    # Of the TLS files alone (paths and content): with ``etcd`` and
+    # ``cluster_id``, what decides whether a change needs a new connection.
+    tls_digest: str = ""
+
+
+def needs_reconnect(old: RemoteClusterConfig, new: RemoteClusterConfig) -> bool:
+    """Whether ``new`` must be read over a new connection (checked and admitted again).
+
+    Endpoints, TLS files (their paths or content) and the expected cluster id
+    do; ``stale_after`` alone does not: it applies to the connection in use.
+    """
+    return (old.etcd, old.tls_digest, old.cluster_id) != (new.etcd, new.tls_digest, new.cluster_id)
 
 
 def cluster_name_of(filename: str) -> str | None:
@@ -206,7 +219,7 @@ class ConfigDiff:
     """What changed between two scans, as the watcher's callback receives it."""
 
     added: dict[str, RemoteClusterConfig]  # connect
-    changed: dict[str, RemoteClusterConfig]  # reconnect with this configuration
+    changed: dict[str, RemoteClusterConfig]  # take this configuration (needs_reconnect: how)
     removed: list[str]  # disconnect and withdraw (sorted)
     errors: dict[str, str]  # every current problem (not only new ones), path -> message
     errors_changed: bool = False

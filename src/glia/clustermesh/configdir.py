@@ -8,7 +8,8 @@ file never affects the others.
 
 :class:`ConfigWatcher` (the agent, one per process) scans again every
 ``interval`` seconds and hands what changed to a callback: clusters added
-(connect), changed (reconnect: the file or one of its TLS files differs) and
+(connect), changed (the file or one of its TLS files differs: new settings,
+or a new connection, :func:`~glia.clustermesh.config.needs_reconnect`) and
 removed (disconnect and withdraw), plus the current problems. Polling with a
 digest of each file's content rather than inotify: it sees changes on any
 filesystem (NFS, a Kubernetes secret volume that swaps a symlink, an editor
@@ -121,7 +122,7 @@ def load_file(path: Path, name: str, cache: Cache | None = None) -> RemoteCluste
         ("cert_file", cfg.etcd.cert_file),
         ("key_file", cfg.etcd.key_file),
     )
-    digest = hashlib.sha256(raw)
+    tls_digest = hashlib.sha256()
     tls: list[bytes] = []
     try:
         for what, file in files:
@@ -129,8 +130,9 @@ def load_file(path: Path, name: str, cache: Cache | None = None) -> RemoteCluste
             data = _read(file, MAX_TLS_FILE_BYTES, what)
             tls.append(data)
             for part in (file.encode("utf-8", "surrogateescape"), data):
-                digest.update(len(part).to_bytes(8, "big") + part)
-        hexdigest = digest.hexdigest()
+                tls_digest.update(len(part).to_bytes(8, "big") + part)
+        tls_hex = tls_digest.hexdigest()
+        hexdigest = hashlib.sha256(raw + tls_hex.encode()).hexdigest()
         known = cache.get(name) if cache is not None else None
         if known is not None and known[0] == hexdigest:
             if isinstance(known[1], str):
@@ -144,7 +146,7 @@ def load_file(path: Path, name: str, cache: Cache | None = None) -> RemoteCluste
             raise
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
-    out = dataclasses.replace(cfg, digest=hexdigest)
+    out = dataclasses.replace(cfg, digest=hexdigest, tls_digest=tls_hex)
     if cache is not None:
         cache[name] = (hexdigest, out)
     return out

@@ -2,17 +2,22 @@
 
 Started by the agent when its ``clustermesh_dir`` is set. The directory is
 watched (:class:`~glia.clustermesh.configdir.ConfigWatcher`): a new file
-connects that cluster, a changed file reconnects it (its state is withdrawn
-and imported again under the new settings), a removed file withdraws its
-state at once. Each remote cluster is admitted only if its record clashes
-with nothing already in the mesh (:func:`glia.validate.cluster.mesh_conflicts`,
-established clusters keep their place). Stopping the agent stops reading but
-withdraws nothing: what was imported keeps carrying traffic.
+connects that cluster, a changed file is taken without a gap
+(:meth:`~glia.clustermesh.remote.RemoteCluster.reconfigure`: new settings at
+once, or a new connection whose first lists replace what the old one
+imported), a removed file withdraws its state at once. Each remote cluster
+is admitted only if its record clashes with nothing already in the mesh,
+nor with our reserved networks (nodes, etcd)
+(:func:`glia.validate.cluster.mesh_conflicts`, established clusters keep
+their place). Stopping the agent stops reading but withdraws nothing: what
+was imported keeps carrying traffic.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from ipaddress import IPv4Network
 from typing import Any
 
 from glia.clustermesh.config import ConfigDiff, RemoteClusterConfig
@@ -26,10 +31,17 @@ log = logging.getLogger(__name__)
 
 class ClusterMesh:
     def __init__(
-        self, directory: str, local: ClusterInfo, sinks: MeshSinks, *, poll_interval: float = 1.0
+        self,
+        directory: str,
+        local: ClusterInfo,
+        sinks: MeshSinks,
+        *,
+        reserved: Mapping[str, IPv4Network] | None = None,
+        poll_interval: float = 1.0,
     ) -> None:
         self.directory = directory
         self.local = local
+        self.reserved = dict(reserved or {})  # our networks no remote pod pool may overlap
         self._sinks = sinks
         self.remotes: dict[str, RemoteCluster] = {}
         self._admitted: set[str] = set()
@@ -48,8 +60,11 @@ class ClusterMesh:
         for name in diff.removed:
             await self._disconnect(name)
         for name, cfg in diff.changed.items():
-            await self._disconnect(name)
-            self._connect(cfg)
+            rc = self.remotes.get(name)
+            if rc is None:
+                self._connect(cfg)
+            else:
+                await rc.reconfigure(cfg)
         for cfg in diff.added.values():
             self._connect(cfg)
 
@@ -60,19 +75,25 @@ class ClusterMesh:
         log.info("clustermesh: connecting to %s (%s)", cfg.name, ", ".join(cfg.etcd.endpoints))
 
     async def _disconnect(self, name: str) -> None:
-        rc = self.remotes.pop(name, None)
-        self._admitted.discard(name)
+        rc = self.remotes.get(name)
         if rc is not None:
+            # Listed (as "withdrawn") until its state is out of every table.
             await rc.stop(withdraw=True)
             log.info("clustermesh: %s disconnected and withdrawn", name)
+        self.remotes.pop(name, None)
+        self._admitted.discard(name)
 
     async def _admit(self, rc: RemoteCluster) -> str | None:
         """Whether ``rc``'s record may join the mesh beside ours and the others'."""
         records = {n: r.info for n, r in self.remotes.items() if r.info is not None}
-        refused = mesh_conflicts(self.local, records, incumbents=frozenset(self._admitted))
+        refused = mesh_conflicts(
+            self.local, records, incumbents=frozenset(self._admitted), reserved=self.reserved
+        )
         reason = refused.get(rc.name)
         if reason is None:
             self._admitted.add(rc.name)
+        else:
+            self._admitted.discard(rc.name)  # refused now: no longer in the mesh first
         return reason
 
     def status(self) -> dict[str, Any]:
@@ -84,5 +105,9 @@ class ClusterMesh:
 
     @property
     def healthy_summary(self) -> str:
-        states = [f"{n} {r.state}" for n, r in sorted(self.remotes.items())]
+        """One line for ``glia status``: each remote's state, and what it had rejected."""
+        states = []
+        for st in self.status()["clusters"]:
+            rejected = f" ({st['rejected']} records rejected)" if st["rejected"] else ""
+            states.append(f"{st['name']} {st['state']}{rejected}")
         return ", ".join(states) if states else "no remote clusters configured"

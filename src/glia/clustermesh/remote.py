@@ -11,7 +11,8 @@ etcd that is down never delays or stops the agent):
    (:func:`glia.validate.cluster.check_cluster_info`, with the id the file
    expects) and ask the mesh to admit it
    (:func:`glia.validate.cluster.mesh_conflicts`); a refused cluster imports
-   nothing and is asked again later (its record may be fixed);
+   nothing (what it had imported is withdrawn) and is asked again later (its
+   record may be fixed);
 3. import: the remote's nodes, pod CIDR allocations and ipcache entries into
    its own :class:`~glia.agent.ipcache_table.ClusterTable`, its identities into
    the identity cache, its ClusterServices (validated against its own bounds
@@ -22,9 +23,17 @@ Freshness: the remote's operator rewrites ``glia/.heartbeat`` every few
 seconds; a cluster whose heartbeat has not been seen for
 :data:`HEARTBEAT_TIMEOUT` is *stale* (its backends get new connections only
 while no fresh ready backend exists), and after its file's ``stale_after``
-its state is withdrawn; it comes back when its heartbeat does. Stopping the
-agent keeps everything imported (the maps outlive it); removing the file
-withdraws at once.
+its state is withdrawn; it comes back when its heartbeat does. The cluster
+record is read again every tick too: a record that changes into one that is
+not valid or not admitted any more (say, claiming our id) withdraws the
+cluster. Stopping the agent keeps everything imported (the maps outlive it);
+removing the file withdraws at once.
+
+A changed file (:meth:`RemoteCluster.reconfigure`) never opens a gap: a new
+``stale_after`` applies to the connection in use; new endpoints, TLS files or
+an expected id make a new connection, and what the old one imported stays in
+the tables until the new one's first lists replace it key by key (seeded
+reflectors: only what the new connection does not have is withdrawn).
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from glia.clustermesh.config import RemoteClusterConfig
+from glia.clustermesh.config import RemoteClusterConfig, needs_reconnect
 from glia.kvstore import keys
 from glia.kvstore.client import KeyValue, KVClient
 from glia.kvstore.errors import KVStoreError, PermissionDenied
@@ -61,7 +70,9 @@ log = logging.getLogger(__name__)
 HEARTBEAT_TIMEOUT = 15.0  # three of the operator's 5 s heartbeats missed
 RETRY_MIN, RETRY_MAX = 0.5, 30.0
 RECHECK_REFUSED = 10.0  # a refused cluster's record is read again this often
-TICK = 1.0  # staleness is judged this often
+TICK = 1.0  # staleness is judged (and the cluster record read) this often
+REJECTED_SAMPLE = 16  # rejected keys shown by status(), with their reasons
+HEARTBEAT_ERROR = "heartbeat: "  # how a failed heartbeat read starts last_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +109,16 @@ class RemoteCluster:
         self.bounds: ClusterBounds | None = None
         self._client: KVClient | None = None
         self._task: asyncio.Task[None] | None = None
+        # Held while the tables change (import, withdrawal, freshness): the
+        # background task is only ever cancelled outside it.
+        self._lock = asyncio.Lock()
         self._data: list[Reflector] = []
         self._imported = False
+        # prefix -> what the reflectors of a replaced connection held: the
+        # next import's reflectors start from it (no withdrawal gap).
+        self._seed: dict[str, dict[str, KeyValue]] = {}
+        self._record_rev = 0  # mod revision of the admitted cluster record
+        self._refused_rev = 0  # and of the one last refused
         self._services: dict[str, bytes] = {}  # service key -> raw record
         self._programmed: set[tuple[str, str]] = set()
         self.service_rejects = RejectLog(f"services of {cfg.name}")
@@ -110,6 +129,7 @@ class RemoteCluster:
         self._import_started = 0.0
         self._sync_timer: asyncio.Task[None] | None = None
         self.last_sync_seconds: float | None = None
+        self.connections = 0  # connections made (a reconnect of the file counts one more)
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -118,19 +138,60 @@ class RemoteCluster:
 
     async def stop(self, *, withdraw: bool) -> None:
         """Stop reading; ``withdraw`` also takes its state out of every table and map."""
-        task, self._task = self._task, None
+        await self._halt()
+        async with self._lock:
+            await self._stop_data()
+            if withdraw:
+                await self._withdraw()
+                self.state = "withdrawn"
+            await self._close_client()
+
+    async def reconfigure(self, cfg: RemoteClusterConfig) -> None:
+        """Take a changed file of this cluster, without a gap in what it imported.
+
+        Only ``stale_after`` changed: it applies to the connection in use (a
+        shorter one may withdraw at the next tick). Otherwise
+        (:func:`~glia.clustermesh.config.needs_reconnect`) the old connection
+        is closed and a new one made, checked and admitted in the background;
+        meanwhile what the old one imported stays, judged for freshness like
+        the state of an etcd that is unreachable. Once admitted with the same
+        bounds, the new reflectors start from what the old ones held: their
+        first lists deliver only what differs and delete only what the new
+        connection does not have. Refused, everything is withdrawn.
+        """
+        old, self.cfg = self.cfg, cfg
+        if not needs_reconnect(old, cfg):
+            log.info("clustermesh %s: new settings (stale_after %g s)", self.name, cfg.stale_after)
+            return
+        await self._halt()
+        async with self._lock:
+            await self._stop_data(keep_seed=True)
+            await self._close_client()
+        self._heartbeat_rev = 0  # revisions of another connection say nothing
+        self._record_rev = 0
+        if not self.stale:
+            self.state = "connecting"
+        log.info(
+            "clustermesh %s: reconnecting (%s); its state stays until the new connection "
+            "has listed it", self.name, ", ".join(cfg.etcd.endpoints),
+        )  # fmt: skip
+        self.start()
+
+    async def _halt(self) -> None:
+        """Cancel the background task at a point where it changes no table."""
+        async with self._lock:
+            task, self._task = self._task, None
+            if task is not None:
+                task.cancel()
         if task is not None:
-            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._stop_reflectors()
-        if withdraw:
-            await self._withdraw()
-            self.state = "withdrawn"
-        if self._client is not None:
+
+    async def _close_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
             with contextlib.suppress(Exception):
-                await self._client.close()
-            self._client = None
+                await client.close()
 
     @property
     def stale(self) -> bool:
@@ -138,31 +199,67 @@ class RemoteCluster:
 
     @property
     def synced(self) -> bool:
-        return self._imported and all(r.synced.is_set() for r in self._data)
+        return self._imported and bool(self._data) and all(r.synced.is_set() for r in self._data)
 
     # --- the background work ----------------------------------------------------------
 
     async def _run(self) -> None:
+        while True:
+            await self._connect_loop()
+            async with self._lock:
+                await self._import()
+            while True:
+                await asyncio.sleep(TICK)
+                await self._poll_heartbeat()
+                if not await self._record_unchanged():
+                    break
+                async with self._lock:
+                    await self._judge_freshness()
+            # The cluster record changed: admitted again (or refused) over this
+            # connection; the tables stay until then.
+            async with self._lock:
+                await self._stop_data(keep_seed=True)
+
+    async def _connect_loop(self) -> None:
+        """Until connected and admitted, retrying; state kept from an earlier
+        connection goes stale (and is withdrawn) meanwhile as it would anyway."""
         delay = RETRY_MIN
         while True:
+            refused = False
             try:
-                await self._connect_and_admit()
-                break
-            except (KVStoreError, Rejected) as e:
+                if await self._connect_and_admit():
+                    return
+                refused, wait = True, RECHECK_REFUSED
+            except KVStoreError as e:
                 self._failed(str(e))
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX)
-        await self._import()
-        while True:
-            await asyncio.sleep(TICK)
-            await self._judge_freshness()
+                wait, delay = delay, min(delay * 2, RETRY_MAX)
+            deadline = self._clock() + wait
+            while (left := deadline - self._clock()) > 0:
+                if self._imported:
+                    async with self._lock:
+                        await self._judge_freshness(connected=False)
+                await asyncio.sleep(min(TICK, left))
+                if refused and await self._record_moved():
+                    break  # a fixed record is admitted at once, not at the next recheck
+
+    async def _record_moved(self) -> bool:
+        """Whether the cluster record is another than the one last refused."""
+        if self._client is None:
+            return False
+        try:
+            kv = await asyncio.wait_for(self._client.get(keys.cluster_info(self.name)), TICK * 2)
+        except (KVStoreError, TimeoutError):
+            return False
+        return (kv.mod_revision if kv is not None else 0) != self._refused_rev
 
     def _failed(self, msg: str) -> None:
         if msg != self.last_error:
             log.warning("clustermesh %s: %s", self.name, msg)
         self.last_error = msg
 
-    async def _connect_and_admit(self) -> None:
+    async def _connect_and_admit(self) -> bool:
+        """Connect (unless connected), read and check the cluster record, ask the
+        mesh; False when refused (then nothing of it stays imported)."""
         if self._client is None:
             try:
                 self._client = await KVClient.connect(
@@ -171,27 +268,71 @@ class RemoteCluster:
             except PermissionDenied as e:
                 self.state = "refused"
                 raise KVStoreError(f"read permission denied: {e}") from None
-        self.state = "connected"
-        while True:
-            kv = await self._client.get(keys.cluster_info(self.name))
-            if kv is None:
-                raise KVStoreError(f"no cluster record at {keys.cluster_info(self.name)}")
+            self.connections += 1
+        if not self.stale:
+            self.state = "connected"
+        kv = await self._client.get(keys.cluster_info(self.name))
+        if kv is None:
+            raise KVStoreError(f"no cluster record at {keys.cluster_info(self.name)}")
+        reason: str | None
+        try:
             info = check_cluster_info(kv.key, kv.value, self.name, self.cfg.cluster_id)
+        except Rejected as e:
+            reason = f"cluster record {kv.key}: {e}"
+        else:
             self.info = info
             reason = await self._admit(self)
-            if reason is None:
-                self.bounds = ClusterBounds.from_info(info)
-                return
-            self.state = "refused"
-            self._failed(f"refused: {reason}")
-            await asyncio.sleep(RECHECK_REFUSED)
+        if reason is None:
+            self._record_rev = kv.mod_revision
+            if not self.stale:
+                self.last_error = None  # connected and admitted: what failed before is over
+            return True
+        self._refused_rev = kv.mod_revision
+        self._failed(f"refused: {reason}")
+        async with self._lock:
+            await self._stop_data()
+            await self._withdraw()
+        self.state = "refused"
+        return False
+
+    async def _record_unchanged(self) -> bool:
+        """Read the cluster record again; False when it changed into one that must
+        be checked and admitted again (not valid, or other bounds)."""
+        assert self._client is not None
+        try:
+            kv = await asyncio.wait_for(self._client.get(keys.cluster_info(self.name)), TICK * 2)
+        except (KVStoreError, TimeoutError):
+            return True  # an etcd that does not answer is the heartbeat's to judge
+        if kv is None or kv.mod_revision == self._record_rev:
+            return True  # a deleted record is put back by its operator; nothing to judge
+        try:
+            info = check_cluster_info(kv.key, kv.value, self.name, self.cfg.cluster_id)
+        except Rejected:
+            return False
+        if ClusterBounds.from_info(info) != self.bounds:
+            return False
+        self.info, self._record_rev = info, kv.mod_revision
+        return True
 
     async def _import(self) -> None:
-        """Tables for this cluster, and reflectors that fill them (retrying on their own)."""
-        assert self._client is not None and self.bounds is not None
+        """Tables for this cluster, and reflectors that fill them (retrying on their own).
+
+        Tables kept from a replaced connection stay if the bounds are the same
+        (the reflectors start from what the old ones held); under other bounds
+        every record must be checked again: withdrawn, then imported afresh.
+        """
+        assert self._client is not None and self.info is not None and not self._data
+        bounds = ClusterBounds.from_info(self.info)
+        if self._imported and bounds != self.bounds:
+            await self._withdraw()
+        self.bounds = bounds
         sinks, name = self._sinks, self.name
-        sinks.ipcache.add_source(self.bounds)
-        sinks.identities.add_source(self.bounds)
+        seed: dict[str, dict[str, KeyValue]] | None = None
+        if self._imported:
+            seed, self._seed = self._seed, {}
+        else:
+            sinks.ipcache.add_source(bounds)
+            sinks.identities.add_source(bounds)
         feeds: list[tuple[str, Any]] = [
             (keys.nodes(name), sinks.ipcache.handler("nodes", name)),
             (keys.podcidr_nodes(name), sinks.ipcache.handler("podcidrs", name)),
@@ -204,12 +345,18 @@ class RemoteCluster:
         self.last_sync_seconds = None
         for prefix, handler in feeds:
             r = Reflector(
-                self._client, prefix, handler, name=f"{name}: {prefix}", first_list_fatal=False
+                self._client,
+                prefix,
+                handler,
+                name=f"{name}: {prefix}",
+                first_list_fatal=False,
+                seed=seed.get(prefix, {}) if seed is not None else None,
             )
             await r.start()
             self._data.append(r)
         self._sync_timer = asyncio.create_task(self._time_sync(list(self._data)))
-        log.info("clustermesh %s: importing (id %d)", name, self.bounds.cluster_id)
+        how = "over a new connection, its state kept" if seed is not None else "importing"
+        log.info("clustermesh %s: %s (id %d)", name, how, bounds.cluster_id)
 
     async def _poll_heartbeat(self) -> None:
         """The heartbeat is one key the read-only role may read as a key, not as a
@@ -218,8 +365,11 @@ class RemoteCluster:
         try:
             kv = await asyncio.wait_for(self._client.get(keys.HEARTBEAT), TICK * 2)
         except (KVStoreError, TimeoutError) as e:
-            self._failed(f"heartbeat: {str(e) or type(e).__name__}")
+            self._failed(f"{HEARTBEAT_ERROR}{str(e) or type(e).__name__}")
             return
+        if self.last_error is not None and self.last_error.startswith(HEARTBEAT_ERROR):
+            # Read again: that failure is over (what is wrong now, if anything).
+            self.last_error = self._stale_error() if self.stale else None
         if kv is None or kv.mod_revision == self._heartbeat_rev:
             return
         if self._heartbeat_rev:
@@ -232,6 +382,9 @@ class RemoteCluster:
                 self.heartbeat_seen = self._clock() - age
         self._heartbeat_rev = kv.mod_revision
 
+    def _stale_error(self) -> str:
+        return f"stale: no heartbeat for {self._heartbeat_timeout:.0f} s"
+
     async def _time_sync(self, reflectors: list[Reflector]) -> None:
         """How long the first lists of every import reflector took together."""
         await asyncio.gather(*(r.synced.wait() for r in reflectors))
@@ -241,18 +394,26 @@ class RemoteCluster:
         if self.state == "connected" and not self.stale:
             self.state = "synced"
 
-    async def _judge_freshness(self) -> None:
-        await self._poll_heartbeat()
+    async def _judge_freshness(self, *, connected: bool = True) -> None:
+        """Fresh, stale or withdrawn, from the heartbeat's age. ``connected=False``
+        (between connection attempts): nothing is read, state only ages."""
         table = self._sinks.ipcache.table(self.name)
-        if table is not None and table.cidrs is not self._cidrs_seen:
+        if connected and table is not None and table.cidrs is not self._cidrs_seen:
             self._cidrs_seen = table.cidrs
             await self._reprogram_services()
         now = self._clock()
         fresh = self.heartbeat_seen is not None and now - self.heartbeat_seen < (
             self._heartbeat_timeout
         )
-        if fresh:
-            if self.stale_since is not None:
+        # Not heard from yet: a new heartbeat comes within the operator's
+        # interval; judge only once the timeout has passed since the import.
+        waiting = self.heartbeat_seen is None and now - self._import_started < (
+            self._heartbeat_timeout
+        )
+        if fresh or waiting:
+            if not connected:
+                return
+            if fresh and self.stale_since is not None:
                 log.info("clustermesh %s: fresh again", self.name)
                 self.stale_since = None
                 self.last_error = None  # the log keeps it; the status shows what is wrong now
@@ -262,16 +423,10 @@ class RemoteCluster:
                     await self._reprogram_services()
             self.state = "synced" if self.synced else "connected"
             return
-        # Not heard from yet: a new heartbeat comes within the operator's
-        # interval; judge only once the timeout has passed since the import.
-        if self.heartbeat_seen is None and now - self._import_started < self._heartbeat_timeout:
-            self.state = "synced" if self.synced else "connected"
-            return
         if self.stale_since is None:
             self.stale_since = now
-            self._failed(f"stale: no heartbeat for {self._heartbeat_timeout:.0f} s")
+            self._failed(self._stale_error())
             await self._reprogram_services()
-        self.state = "stale"
         if self._imported and now - self.stale_since >= self.cfg.stale_after:
             log.warning(
                 "clustermesh %s: stale for %.0f s: withdrawing its state", self.name,
@@ -279,6 +434,7 @@ class RemoteCluster:
             )  # fmt: skip
             await self._stop_data()
             await self._withdraw()
+        self.state = "stale" if self._imported else "withdrawn"
 
     # --- services -------------------------------------------------------------------
 
@@ -325,19 +481,22 @@ class RemoteCluster:
 
     # --- withdrawal -----------------------------------------------------------------
 
-    async def _stop_data(self) -> None:
+    async def _stop_data(self, *, keep_seed: bool = False) -> None:
+        """Stop the import reflectors. ``keep_seed``: remember what they delivered, for
+        the next import's reflectors (:attr:`_seed`); taken once they are all
+        stopped, so no event can reach the tables after it."""
         if self._sync_timer is not None:
             self._sync_timer.cancel()
             self._sync_timer = None
         for r in self._data:
             with contextlib.suppress(Exception):
                 await r.stop()
+        if keep_seed and self._data:
+            self._seed = {r.prefix: dict(r.items) for r in self._data}
         self._data.clear()
 
-    async def _stop_reflectors(self) -> None:
-        await self._stop_data()
-
     async def _withdraw(self) -> None:
+        self._seed = {}
         if not self._imported:
             return
         self._imported = False
@@ -345,6 +504,7 @@ class RemoteCluster:
             await self._sinks.services.set_remote(self.name, ns, name, None)
         self._programmed.clear()
         self._services.clear()
+        self.service_rejects.sync({})
         self._sinks.identities.remove_source(self.name)
         await self._sinks.ipcache.remove_source(self.name)
         self.state = "withdrawn"
@@ -356,9 +516,10 @@ class RemoteCluster:
         now = self._clock()
         table = self._sinks.ipcache.table(self.name) if self._imported else None
         idents = self._sinks.identities.tables.get(self.name) if self._imported else None
-        rejected = len(table.rejected()) if table is not None else 0
-        rejected += idents.rejects.count if idents is not None else 0
-        rejected += self.service_rejects.count
+        rejected: dict[str, str] = dict(table.rejected()) if table is not None else {}
+        if idents is not None:
+            rejected.update(idents.rejects.current())
+        rejected.update(self.service_rejects.current())
         return {
             "name": self.name,
             "id": self.info.id if self.info else self.cfg.cluster_id,
@@ -370,7 +531,8 @@ class RemoteCluster:
             "endpoints": table.placed if table is not None else 0,
             "identities": len(idents.by_id) if idents is not None else 0,
             "services": len(self._programmed),
-            "rejected": rejected,
+            "rejected": len(rejected),
+            "rejected_keys": {k: rejected[k] for k in sorted(rejected)[:REJECTED_SAMPLE]},
             "last_error": self.last_error,
             "heartbeat_age": (
                 round(now - self.heartbeat_seen, 1) if self.heartbeat_seen is not None else None
@@ -379,6 +541,8 @@ class RemoteCluster:
             "stale_since": (
                 round(now - self.stale_since, 1) if self.stale_since is not None else None
             ),
+            "stale_after": self.cfg.stale_after,
+            "connections": self.connections,
         }
 
 

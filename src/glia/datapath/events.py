@@ -9,15 +9,13 @@ the metrics map is the exact count.
 from __future__ import annotations
 
 import ctypes
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from glia.datapath import libbpf
 from glia.datapath.drop import Direction, Reason
 from glia.datapath.errors import DatapathError
-from glia.datapath.maps import check_spec
+from glia.datapath.ringbuf import RingBuffer
 from glia.datapath.structs import (
     EVENTS,
     GLIA_EVENT_DROP,
@@ -98,40 +96,13 @@ class EventReader:
     """Consumer of glia_events_v1 under ``pin_dir``."""
 
     def __init__(self, pin_dir: Path) -> None:
-        lib = libbpf.lib()
-        self._fd = libbpf.obj_get(str(Path(pin_dir) / EVENTS.name))
-        try:
-            check_spec(self._fd, EVENTS)
-        except DatapathError:
-            os.close(self._fd)
-            raise
-        self._raw: list[bytes] = []
+        self._ring = RingBuffer(pin_dir, EVENTS)
         self.unknown = 0  # events of kinds this reader does not decode
-        # Only copy in the callback: an exception there would be swallowed by ctypes.
-        self._cb = libbpf.RingBufferSampleFn(self._on_sample)
-        opts = libbpf.new_opts(libbpf.ring_buffer_opts)
-        rb = lib.ring_buffer__new(self._fd, self._cb, None, ctypes.byref(opts))
-        if not rb:
-            err = ctypes.get_errno() or 22
-            os.close(self._fd)
-            raise DatapathError(f"opening ring buffer {EVENTS.name}: {os.strerror(err)}")
-        self._rb: int | None = rb
-
-    def _on_sample(self, _ctx: int | None, data: int | None, size: int) -> int:
-        if data:
-            self._raw.append(ctypes.string_at(data, size))
-        return 0
 
     def poll(self, timeout: float = 0.0) -> list[DropEvent]:
         """Events available now, waiting up to ``timeout`` seconds for the first."""
-        if self._rb is None:
-            raise DatapathError("event reader is closed")
-        ret = libbpf.lib().ring_buffer__poll(self._rb, int(timeout * 1000))
-        if ret < 0 and ret != -_EINTR:
-            libbpf.check(ret, f"polling {EVENTS.name}")
-        raw, self._raw = self._raw, []
         events = []
-        for item in raw:
+        for item in self._ring.poll(timeout):
             if len(item) <= _TYPE_OFFSET or item[_TYPE_OFFSET] != GLIA_EVENT_DROP:
                 self.unknown += 1
                 continue
@@ -139,10 +110,7 @@ class EventReader:
         return events
 
     def close(self) -> None:
-        if self._rb is not None:
-            libbpf.lib().ring_buffer__free(self._rb)
-            self._rb = None
-            os.close(self._fd)
+        self._ring.close()
 
     def __enter__(self) -> EventReader:
         return self

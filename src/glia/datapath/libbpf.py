@@ -197,6 +197,8 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
         [c_int, RingBufferSampleFn, c_void_p, POINTER(ring_buffer_opts)],
     ),
     "ring_buffer__poll": (c_int, [c_void_p, c_int]),
+    "ring_buffer__consume": (c_int, [c_void_p]),
+    "ring_buffer__epoll_fd": (c_int, [c_void_p]),
     "ring_buffer__free": (None, [c_void_p]),
     "libbpf_num_possible_cpus": (c_int, []),
     "libbpf_set_print": (c_void_p, [_PrintFn]),

@@ -1,4 +1,4 @@
-"""Packet builders for tests and benchmarks: Ethernet, IPv4, UDP, VXLAN.
+"""Packet builders for tests and benchmarks: Ethernet, IPv4, UDP, TCP, VXLAN.
 
 Pure byte assembly, no sockets. Used by the datapath's packet tables
 (tests/integration/test_datapath_testrun.py) and by the overlay trust tests,
@@ -14,7 +14,8 @@ import struct
 
 ETH_P_IP = 0x0800
 IP_DF, IP_MF = 0x4000, 0x2000  # IPv4 frag_off flags (host order)
-IPPROTO_UDP = 17
+IPPROTO_TCP, IPPROTO_UDP = 6, 17
+TCP_FIN, TCP_SYN, TCP_RST, TCP_PSH, TCP_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 VXLAN_FLAG_VNI = 0x08  # RFC 7348: the I flag, "the VNI is valid"
 
 
@@ -68,6 +69,11 @@ def ipv4(
 def udp(sport: int, dport: int, data: bytes = b"glia") -> bytes:
     """A UDP header without checksum (0, which IPv4 allows), then ``data``."""
     return struct.pack("!HHHH", sport, dport, 8 + len(data), 0) + data
+
+
+def tcp(sport: int, dport: int, flags: int, *, seq: int = 0, ack: int = 0) -> bytes:
+    """A 20-byte TCP header (checksum 0: the datapath does not check it), no data."""
+    return struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 65535, 0, 0)
 
 
 def vxlan(vni: int, inner_frame: bytes) -> bytes:

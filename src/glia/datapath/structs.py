@@ -37,6 +37,7 @@ BPF_F_NO_COMMON_LRU = 2
 LB_MAGLEV_M = 16381  # GLIA_LB_MAGLEV_M: slots of a Maglev table in the map
 
 GLIA_EVENT_DROP = 1
+GLIA_SIGNAL_REFUSED = 1  # bpf/include/signals.h
 
 
 class glia_endpoint_key(Structure):
@@ -100,6 +101,21 @@ class glia_drop_event(Structure):
         ("dst_identity", c_uint32),
         ("len", c_uint32),
         ("tunnel_src", c_uint32),
+    ]
+
+
+# --- signals.h -------------------------------------------------------------
+
+
+class glia_signal(Structure):
+    _fields_ = [
+        ("ts_ns", c_uint64),
+        ("type", c_uint8),
+        ("pad", c_uint8 * 3),
+        ("addr", c_uint32),
+        ("peer", c_uint32),
+        ("port", c_uint16),
+        ("peer_port", c_uint16),
     ]
 
 
@@ -249,6 +265,7 @@ MIRRORS: dict[type[Structure], str] = {
     glia_metrics: "glia_metrics",
     glia_config: "glia_config",
     glia_drop_event: "glia_drop_event",
+    glia_signal: "glia_signal",
     glia_lb4_key: "glia_lb4_key",
     glia_lb4_service: "glia_lb4_service",
     glia_lb4_slot_key: "glia_lb4_slot_key",
@@ -308,6 +325,7 @@ METRICS = MapSpec(
 )
 CONFIG = MapSpec("glia_config_v2", BPF_MAP_TYPE_ARRAY, c_uint32, glia_config, 1)
 EVENTS = MapSpec("glia_events_v1", BPF_MAP_TYPE_RINGBUF, None, None, 256 * 1024)
+SIGNALS = MapSpec("glia_signals_v1", BPF_MAP_TYPE_RINGBUF, None, None, 64 * 1024)
 
 
 def _lb_hash(
@@ -351,7 +369,18 @@ LB_RSK = MapSpec(
     flags=BPF_F_NO_COMMON_LRU,
 )
 LB_MAPS = (LB_SERVICES, LB_SLOTS, LB_MAGLEV, LB_BACKENDS, LB_REVNAT, LB_AFFINITY, LB_AFFMATCH)
-ALL_MAPS = (ENDPOINTS, IPCACHE, METRICS, CONFIG, EVENTS, *LB_MAPS, CT4, LB_SOCK, LB_RSK)
+ALL_MAPS = (
+    ENDPOINTS,
+    IPCACHE,
+    METRICS,
+    CONFIG,
+    EVENTS,
+    SIGNALS,
+    *LB_MAPS,
+    CT4,
+    LB_SOCK,
+    LB_RSK,
+)
 # Pins of earlier layout versions, which no program of this version uses: the
 # loader removes them (programs of the old version still attached keep their
 # maps until they are replaced, since a pin is only one reference).

@@ -38,20 +38,27 @@ class ReflectorHandler(Protocol):
 
 
 def diff(
-    cache: Mapping[str, KeyValue], listed: Sequence[KeyValue]
+    cache: Mapping[str, KeyValue], listed: Sequence[KeyValue], *, by_value: bool = False
 ) -> tuple[list[KeyValue], list[KeyValue]]:
     """``(deleted, upserted)`` turning ``cache`` into ``listed``, each sorted by key.
 
     A key counts as changed when its ``mod_revision`` differs: etcd bumps it on
-    every put, including a delete and re-create.
+    every put, including a delete and re-create. ``by_value``: when its value
+    differs instead (``cache`` came over another connection, whose revisions
+    say nothing about these).
     """
     now = {kv.key: kv for kv in listed}
     deleted = [cache[k] for k in sorted(cache) if k not in now]
-    upserted = [
-        kv
-        for k, kv in sorted(now.items())
-        if k not in cache or cache[k].mod_revision != kv.mod_revision
-    ]
+    if by_value:
+        upserted = [
+            kv for k, kv in sorted(now.items()) if k not in cache or cache[k].value != kv.value
+        ]
+    else:
+        upserted = [
+            kv
+            for k, kv in sorted(now.items())
+            if k not in cache or cache[k].mod_revision != kv.mod_revision
+        ]
     return deleted, upserted
 
 
@@ -64,16 +71,25 @@ class Reflector:
         *,
         name: str | None = None,
         first_list_fatal: bool = True,
+        seed: Mapping[str, KeyValue] | None = None,
     ) -> None:
         """``first_list_fatal=False``: a failing first list is retried in the
         background like any later one (a remote cluster's etcd that is down when
-        the agent starts must not stop it); :meth:`start` then returns at once."""
+        the agent starts must not stop it); :meth:`start` then returns at once.
+
+        ``seed``: what the handler already holds of this prefix, from a
+        reflector over another connection (clustermesh replacing a remote
+        cluster's connection): the first list then delivers only the keys
+        whose value differs and deletes the seeded keys it does not list, so
+        the handler never loses what both connections have.
+        """
         self.client = client
         self.first_list_fatal = first_list_fatal
         self.prefix = prefix
         self.handler = handler
         self.name = name or prefix
-        self.items: dict[str, KeyValue] = {}
+        self.items: dict[str, KeyValue] = dict(seed or {})
+        self._seeded = seed is not None
         self.synced = asyncio.Event()
         self.revision = 0  # last revision applied to ``items``
         self.resyncs = 0  # lists after the first one (compaction, failures)
@@ -163,7 +179,11 @@ class Reflector:
         self.reconnects += 1
 
     async def _apply_list(self, kvs: list[KeyValue], rev: int) -> None:
-        deleted, upserted = diff(self.items, kvs)
+        deleted, upserted = diff(self.items, kvs, by_value=self._seeded)
+        if self._seeded:
+            # Unchanged keys get this connection's revisions without a delivery.
+            self._seeded = False
+            self.items.update({kv.key: kv for kv in kvs if kv.key in self.items})
         for old in deleted:
             del self.items[old.key]
             await self._call("on_delete", old.key, old)

@@ -27,7 +27,14 @@ from glia.agent.config import AgentConfig
 from glia.kvstore.config import EtcdConfig
 from glia.lab.etcd import MAX_TXN_OPS
 from glia.lab.podman import podman_env
-from glia.lab.topology import NODE_MASK_SIZE, ClusterSpec, NodeSpec, pod_pool, service_cidr
+from glia.lab.topology import (
+    NODE_MASK_SIZE,
+    UNDERLAY,
+    ClusterSpec,
+    NodeSpec,
+    pod_pool,
+    service_cidr,
+)
 from glia.model import codec
 from glia.operator.config import OperatorConfig
 
@@ -62,6 +69,7 @@ def agent_config(
         etcd_max_txn_ops=MAX_TXN_OPS,
         socket_lb_cgroup=str(socket_lb_cgroup) if socket_lb_cgroup is not None else "",
         clustermesh_dir=str(clustermesh_dir) if clustermesh_dir is not None else "",
+        node_networks=[str(UNDERLAY)],
     )
 
 

@@ -1,13 +1,16 @@
-"""``glia lab demo`` (and ``make demo``): a 2-node lab, containers talking, the state tables.
+"""``glia lab demo`` (and ``make demo``): two clusters in a mesh, pods and a global Service.
 
 Called by :mod:`glia.cli.lab`. It uses its own lab name (``gliademo``), so it
-never disturbs a lab someone already has up: bring the lab up, start three
-containers on two nodes, show ping and HTTP between them (across nodes both
-ways, and on one node), print what the agents see (``glia status``, ``node
-list``, ``endpoint list``, ``identity list``, ``bpf ipcache list``, ``bpf
-metrics`` per node), then a Service load-balanced over backends on both nodes,
-one of them made unhealthy (:mod:`glia.lab.demo_service`), tear down. Exit
-code 0 only if every step worked.
+never disturbs a lab someone already has up: bring up two clusters of two
+nodes, each with its own etcd, wired into a ClusterMesh (every agent reads the
+other cluster's etcd read-only); start a container on three nodes and show
+ping and HTTP between them, within cluster 1 and across the clusters both ways
+(``c2/n1`` to ``c1/n1``: the same node name in both clusters); print what
+cluster 1's agent sees (``glia clustermesh status``, ``status``, ``node list``,
+``bpf ipcache list`` with the other cluster's pods and nodes); then a global
+Service with backends in both clusters, affinity local, failover to the other
+cluster and back (:mod:`glia.lab.demo_mesh`); tear down. Exit code 0 only if
+every step worked.
 """
 
 from __future__ import annotations
@@ -18,53 +21,43 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from glia.lab import demo_service
-from glia.lab.demo_service import show_cli
+from glia.lab import demo_mesh
+from glia.lab.demo_steps import Steps, show_cli, wait_until
 from glia.lab.lab import Lab, LabError
 from glia.lab.podman import Container
 
 DEMO_LAB = "gliademo"
 REACH_TIMEOUT = 20.0  # seconds for a new endpoint to become reachable from another node
+MESH_TIMEOUT = 30.0  # seconds for every agent to sync the other cluster
 CLI_TABLES: tuple[tuple[str, ...], ...] = (
+    ("clustermesh", "status"),
     ("status",),
     ("node", "list"),
-    ("endpoint", "list"),
-    ("identity", "list"),
     ("bpf", "ipcache", "list"),
-    ("bpf", "metrics"),
 )
-
-
-class _Reporter:
-    def __init__(self, console: Console) -> None:
-        self.console = console
-
-    def step(self, text: str) -> None:
-        self.console.print(Text.assemble(("==> ", "bold cyan"), text))
-
-    def note(self, text: str) -> None:
-        self.console.print(Text("    " + text, style="dim"))
 
 
 def run(console: Console, *, name: str = DEMO_LAB, keep: bool = False) -> int:
     started = time.monotonic()
-    reporter = _Reporter(console)
+    step = Steps(console)
     failures: list[str] = []
-    lab = Lab.open(name, clusters=1, nodes=2, reporter=reporter)
+    lab = Lab.open(name, clusters=2, nodes=2, reporter=step)
     try:
         lab.up(recreate=True)
-        reporter.step("containers")
+        step("the mesh: every agent connected to the other cluster's etcd (read-only)")
+        if wait_until(lambda: _meshed(lab), MESH_TIMEOUT) is None:
+            failures.append(f"the agents did not sync the other cluster in {MESH_TIMEOUT:.0f} s")
+        step("containers on both clusters")
         web1 = lab.run_container("c1/n1", "glia-web1", labels={"app": "web"})
-        web2 = lab.run_container("c1/n2", "glia-web2", labels={"app": "web"})
+        web2 = lab.run_container("c2/n1", "glia-web2", labels={"app": "web"})
         client = lab.run_container("c1/n2", "glia-client", labels={"app": "client"})
         _show_containers(console, [web1, web2, client])
-        reporter.step("traffic: ping and HTTP from inside containers")
-        for src, dst in ((client, web1), (web1, web2), (client, web2)):
+        step("traffic: ping and HTTP from inside containers, within and across clusters")
+        for src, dst in ((client, web1), (client, web2), (web2, web1)):
             failures += _talk(lab, console, src, dst)
-        for node in ("c1/n1", "c1/n2"):
-            for args in CLI_TABLES:
-                failures += show_cli(lab, console, [*args, "--node", node])
-        failures += demo_service.run(lab, console, client)
+        for args in CLI_TABLES:
+            failures += show_cli(lab, console, [*args, "--node", "c1/n1"])
+        failures += demo_mesh.run(lab, console, client)
     except LabError as e:
         failures.append(str(e))
         console.print(Text.assemble(("error: ", "bold red"), str(e)))
@@ -72,7 +65,7 @@ def run(console: Console, *, name: str = DEMO_LAB, keep: bool = False) -> int:
         if keep:
             console.print(f"the demo lab stays up: GLIA_LAB_NAME={name} glia lab status")
         else:
-            reporter.step(f"tearing down lab {name!r}")
+            step(f"tearing down lab {name!r}")
             lab.down()
     took = time.monotonic() - started
     if failures:
@@ -82,6 +75,17 @@ def run(console: Console, *, name: str = DEMO_LAB, keep: bool = False) -> int:
         return 1
     console.print(Text(f"demo passed in {took:.0f} s", style="bold green"))
     return 0
+
+
+def _meshed(lab: Lab) -> bool:
+    """Whether every agent has every other cluster synced."""
+    for n in lab.topo.nodes:
+        clusters = lab.agent(n.ref).clustermesh()["clusters"]
+        if len(clusters) != len(lab.topo.clusters) - 1:
+            return False
+        if any(c.get("state") != "synced" for c in clusters):
+            return False
+    return True
 
 
 def _show_containers(console: Console, containers: list[Container]) -> None:

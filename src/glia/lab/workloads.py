@@ -5,7 +5,7 @@ things inside a node of a lab that is up: a command in a node's namespace or
 in one of its containers (``c1/n1`` or ``c1/n1/CONTAINER``), and podman
 containers on a node (:class:`glia.lab.podman.NodePodman`, which joins them
 to the glia CNI network). Called by :mod:`glia.cli.lab`, the demo
-(:mod:`glia.lab.demo`, :mod:`glia.lab.demo_service`), the end-to-end tests
+(:mod:`glia.lab.demo`, :mod:`glia.lab.demo_mesh`), the end-to-end tests
 and ``bench/``. It reads no state: the node's namespace must exist.
 """
 

@@ -13,9 +13,11 @@ imported, the agent checks:
 - :func:`mesh_conflicts`: the records side by side — every remote cluster
   whose name or id is ours or another remote's, whose pod pools overlap ours
   or another remote's, or whose service CIDR overlaps a pod pool (or whose
-  pod pool overlaps a service CIDR) is refused, with the reason. Between
-  two remotes, one already in the mesh keeps its place against a newcomer;
-  otherwise both are refused.
+  pod pool overlaps a service CIDR) is refused, with the reason; so is one
+  whose pod pools overlap a network this cluster reserves (its nodes' and
+  etcd's network: a pod pool there would let that cluster announce our node
+  or etcd addresses as its pods'). Between two remotes, one already in the
+  mesh keeps its place against a newcomer; otherwise both are refused.
 
 Service CIDRs of different clusters may overlap each other (Kubernetes
 clusters often share 10.96.0.0/12): a ClusterIP is only ever programmed in its
@@ -163,10 +165,19 @@ def _pair_conflict(
     return None
 
 
+def _reserved_conflict(nets: _Nets, reserved: Mapping[str, IPv4Network]) -> str | None:
+    for p in nets[0]:
+        for what in sorted(reserved):
+            if p.overlaps(reserved[what]):
+                return f"pod pool {p} overlaps this cluster's {what} {reserved[what]}"
+    return None
+
+
 def mesh_conflicts(
     local: ClusterInfo,
     remotes: Mapping[str, ClusterInfo],
     incumbents: Set[str] = frozenset(),
+    reserved: Mapping[str, IPv4Network] | None = None,
 ) -> dict[str, str]:
     """Every remote cluster that cannot join the mesh beside ``local`` and the others, and why.
 
@@ -183,6 +194,8 @@ def mesh_conflicts(
     pushes no other remote out. The result does not depend on the order of
     ``remotes``, and a record that is not valid is refused, never raised;
     ``local`` must be valid (:class:`Rejected` otherwise: a configuration error).
+    ``reserved``: networks of ours, by what they are ("node network"), that no
+    remote pod pool may overlap.
     """
     local_nets = _check_record(local)
     refused: dict[str, list[str]] = {}
@@ -198,6 +211,7 @@ def mesh_conflicts(
             refused[name] = [f"invalid cluster record: {e}"]
             continue
         clash = _pair_conflict(info, nets[name], local, local_nets, "this cluster")
+        clash = clash or _reserved_conflict(nets[name], reserved or {})
         if clash is not None:
             refused[name] = [clash]
     left = [n for n in sorted(remotes) if n not in refused]

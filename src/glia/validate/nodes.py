@@ -8,7 +8,7 @@ which is what bounds the node's addresses, never what the node says of itself.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Network
 
@@ -103,17 +103,25 @@ class NodeEntry:
     revision: int  # create revision: the older of two nodes claiming one node IP wins
 
 
-def unique_node_ips(nodes: Mapping[str, NodeEntry]) -> tuple[dict[str, Node], dict[str, str]]:
+def unique_node_ips(
+    nodes: Mapping[str, NodeEntry], taken: Callable[[str], str | None] | None = None
+) -> tuple[dict[str, Node], dict[str, str]]:
     """Nodes by name with distinct node IPs, and those refused for claiming a taken IP.
 
+    ``taken`` (a remote cluster's nodes): why an address belongs to another
+    cluster (ours), None if it does not; a node claiming one is refused.
     Node IPs are compared as text: :func:`check_node` admits only canonical dotted
-    quads (and parsing each again on every node event showed in profiles)."""
+    quads (and parsing each again on every node event showed in profiles).
+    """
     owner: dict[str, str] = {}
     out: dict[str, Node] = {}
     refused: dict[str, str] = {}
     for name, e in sorted(nodes.items(), key=lambda kv: (kv[1].revision, kv[0])):
         ip = e.node.node_ip
-        if ip in owner:
+        why = taken(ip) if taken is not None else None
+        if why is not None:
+            refused[name] = f"node_ip {ip} is {why}"
+        elif ip in owner:
             refused[name] = f"node_ip {ip} is already node {owner[ip]}'s"
         else:
             owner[ip] = name
