@@ -149,6 +149,21 @@ def batches(
         yield batch
 
 
+# --- the failover's backends ----------------------------------------------------------
+
+WWW = "/www"
+
+
+def backend_command(name: str) -> list[str]:
+    """busybox httpd on port 80 answering ``name``, started by a shell that stays PID 1,
+    so the server can be killed (and started again) while the container runs."""
+    script = (
+        f"mkdir -p {WWW} && echo {name} > {WWW}/index.html && httpd -p 80 -h {WWW}"
+        " && while true; do sleep 1; done"
+    )
+    return ["sh", "-c", script]
+
+
 # --- the propagation Service ------------------------------------------------------
 
 

@@ -187,9 +187,11 @@ def plot(doc: dict[str, Any], path: Path) -> None:
     tput = doc["throughput_gbps"]
     lines.append("")
     if "ratio" in tput:
+        paired = tput.get("paired_ratio", {}).get("median")
         lines.append(
             f"cross-cluster TCP: glia {tput['glia']['median']} Gbit/s, kernel VXLAN "
-            f"{tput['kernel_vxlan']['median']} Gbit/s, ratio {tput['ratio']}"
+            f"{tput['kernel_vxlan']['median']} Gbit/s, ratio {tput['ratio']} "
+            f"(paired rounds: {paired})"
         )
     else:
         lines.append(f"cross-cluster throughput: {tput.get('error')}")

@@ -17,7 +17,7 @@ Two labs, one after the other:
      clusters, a client pod in c1 sending a steady stream of short requests
      to its ClusterIP; c1's backend servers are killed, later started again;
    - cross-cluster pod-to-pod TCP throughput against kernel VXLAN, with
-     ``bench/pods.py``'s reference (imported, not copied).
+     ``bench/_throughput.py`` (shared with ``bench/pods.py``, not copied).
 2. ``gliabmx``: 16 clusters x 1 node, agents without containers (``--quick``:
    4). Meshes of 2, 4, 8 and 16 of them (the others' agents idle with no
    remote cluster): propagation from c2 to every other member, the time
@@ -52,21 +52,24 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+
 from _common import (  # bench/ is a folder of scripts
-    Background,
     BenchError,
     in_cgroup,
     log,
     median,
+    netns_delete,
+    netns_names,
     netns_path,
     nsenter,
-    ratio,
     run,
     wait_for,
     write_json,
 )
 from _meshdata import (
     NAMESPACE,
+    WWW,
+    backend_command,
     failover_figures,
     latency_summary,
     parse_requests,
@@ -89,14 +92,13 @@ from glia.datapath.structs import (
 )
 from glia.kvstore import rbac
 from glia.lab import configs, topology
-from glia.lab.demo_service import backend_command
 from glia.lab.lab import Lab, LabError
 from glia.lab.podman import Container, NodePodman
 
 LAB = "gliabm"  # 2 clusters x 2 nodes, containers
 LAB_SCALE = "gliabmx"  # up to 16 clusters x 1 node
 CONTAINER = "gliabm-"
-REF_PREFIX = "gliabm-ref-"  # the kernel VXLAN reference's namespaces (bench/pods.py's builder)
+REF_PREFIX = "gliabm-ref-"  # the kernel VXLAN reference's namespaces (bench/_throughput.py)
 TOOL = Path(__file__).resolve().parent / "_meshtool.py"
 RESULTS = Path(__file__).resolve().parent / "results"
 APP_WEB = {"app": "glia-bench-web"}
@@ -433,7 +435,7 @@ def failover(lab: Lab, params: Params, ctrs: dict[str, Container]) -> dict[str, 
             log(f"failover: killed the httpd of {', '.join(local)}")
             time.sleep(max(0.0, began + params.restart_at - time.monotonic()))
             for n in local:
-                lab.exec(f"{node_of[n]}/{n}", ["httpd", "-p", str(PORT), "-h", "/www"], check=True)
+                lab.exec(f"{node_of[n]}/{n}", ["httpd", "-p", str(PORT), "-h", WWW], check=True)
             restarted = time.monotonic()
             log("failover: their httpd started again")
             out, err = proc.communicate(timeout=params.load_seconds + 60)
@@ -482,74 +484,38 @@ def failover(lab: Lab, params: Params, ctrs: dict[str, Container]) -> dict[str, 
     }
 
 
-class MeshReferenceFactory:
-    """bench/pods.py's kernel reference (pods and nodes on a bridge, a kernel VXLAN
-    device between the nodes) under namespace names of our own, so a pods.py run
-    beside this one never meets it."""
-
-    @staticmethod
-    def build() -> Any:
-        import pods  # bench/pods.py: its reference builder and iperf3 runner
-
-        class MeshReference(pods.Reference):
-            UNDERLAY = f"{REF_PREFIX}ul"
-
-            @staticmethod
-            def ns(short: str) -> str:
-                return REF_PREFIX + short
-
-            @staticmethod
-            def remove() -> None:
-                remove_reference()
-
-        ref = MeshReference()
-        ref.build()
-        return pods, ref
-
-
 def remove_reference() -> None:
-    from _common import netns_delete, netns_names
-
+    """The kernel reference's namespaces (a crashed run's, too)."""
     for name in netns_names(REF_PREFIX):
         netns_delete(name)
 
 
-def throughput(params: Params, ctrs: dict[str, Container], bg: Background) -> dict[str, Any]:
-    """Cross-cluster pod-to-pod TCP (iperf3) against kernel VXLAN: bench/pods.py's own
-    reference and runner, imported. The glia pair: c1/n1's client pod to c2/n1's pod."""
-    pods, ref = MeshReferenceFactory.build()
+def throughput(params: Params, ctrs: dict[str, Container]) -> dict[str, Any]:
+    """Cross-cluster pod-to-pod TCP (iperf3) against kernel VXLAN, by bench/_throughput.py
+    (which bench/pods.py uses too): c1/n1's client pod to c2/n1's pod, the reference
+    under ``gliabm-ref-*``, interleaved rounds."""
+    import _throughput  # imported here: the rest of the run stands if it cannot be
+
     client, server = ctrs[CONTAINER + "client"], ctrs[CONTAINER + "web2a"]
     assert client.netns_path and server.netns_path and server.ip
-    p1, p3 = (netns_path(ref.ns(p)) for p in ("p1", "p3"))
-    cases = [
-        pods.Case("cross_cluster", "glia", client.netns_path, server.netns_path, server.ip),
-        pods.Case(
-            "cross_cluster", pods.VXLAN, p1, p3, ref.pod_ip("p3"), lambda: ref.use(pods.VXLAN)
-        ),
-    ]
-    for case in cases:
-        pods.reach(case)
-    pods.start_servers(bg, cases)
-    runs: dict[str, list[float]] = {"glia": [], pods.VXLAN: []}
-    for rep in range(params.iperf_reps):
-        for case in cases:
-            log(f"iperf3 {rep + 1}/{params.iperf_reps}: {case.variant}")
-            runs[case.variant].append(pods.iperf(case, params.iperf_seconds))
-    bg.stop_all()
-    glia_med, ref_med = median(runs["glia"]), median(runs[pods.VXLAN])
-    return {
-        "glia": {"median": glia_med, "runs": runs["glia"], "path": "pod c1/n1 -> pod c2/n1"},
-        "kernel_vxlan": {
-            "median": ref_med,
-            "runs": runs[pods.VXLAN],
-            "path": "bench/pods.py's reference: pod p1 on n1 -> pod p3 on n2, kernel VXLAN",
-        },
-        "ratio": ratio(glia_med, ref_med),
-        "mtu": pods.MTU,
+    out: dict[str, Any] = _throughput.compare_with_kernel_vxlan(
+        client.netns_path,
+        server.netns_path,
+        server.ip,
+        ref_prefix=REF_PREFIX,
+        mtu=_throughput.MTU,
+        reps=params.iperf_reps,
+        seconds=params.iperf_seconds,
+        progress=log,
+    )
+    out["paths"] = {
+        "glia": "pod gliabm-client on c1/n1 -> pod gliabm-web2a on c2/n1 (across clusters)",
+        "kernel_vxlan": "reference pod p1 on n1 -> p3 on n2 through a kernel VXLAN device",
     }
+    return out
 
 
-def two_cluster_lab(params: Params, bg: Background) -> dict[str, Any]:
+def two_cluster_lab(params: Params) -> dict[str, Any]:
     lab = Lab.open(LAB, _lab_dir(LAB), clusters=2, nodes=2, reporter=Reporter())
     try:
         lab.up(recreate=True)
@@ -607,19 +573,18 @@ def two_cluster_lab(params: Params, bg: Background) -> dict[str, Any]:
         log(f"failover under load: {params.load_rate}/s for {params.load_seconds:g} s")
         fo = failover(lab, params, ctrs)
         log(f"  {fo['failed']} of {fo['requests']} failed; recovered after {fo['recovered_s']} s")
-        log("cross-cluster throughput against kernel VXLAN (bench/pods.py's reference)")
+        log("cross-cluster throughput against kernel VXLAN (bench/_throughput.py)")
         try:
-            tput = throughput(params, ctrs, bg)
+            tput = throughput(params, ctrs)
         except (ImportError, AttributeError, TypeError) as e:
-            # The hook: bench/pods.py no longer offers its reference and runner as it
-            # did when this was written; the other figures of the run still count.
-            tput = {"error": f"bench/pods.py's reference could not be used: {e!r}"}
+            # bench/_throughput.py no longer offers what this was written against; the
+            # other figures of the run still count.
+            tput = {"error": f"bench/_throughput.py could not be used: {e!r}"}
             log(f"throughput: {tput['error']}")
         except BenchError as e:
             tput = {"error": str(e)}
             log(f"throughput failed (the other figures stand): {e}")
         finally:
-            bg.stop_all()
             remove_reference()
         return {"propagation": prop, "failover": fo, "throughput_gbps": tput}
     finally:
@@ -972,7 +937,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     started = time.monotonic()
     date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    bg = Background()
     figures: dict[str, Any] = {}
     host: dict[str, Any] = {}
     try:
@@ -980,7 +944,7 @@ def main(argv: list[str] | None = None) -> int:
         host = host_info()
         remove_reference()  # leftovers of a crashed run
         if args.only != "scale":
-            figures.update(two_cluster_lab(params, bg))
+            figures.update(two_cluster_lab(params))
         if args.only != "two":
             figures.update(scaling_lab(params))
     except (BenchError, LabError) as e:
@@ -991,7 +955,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         with _signals_ignored():
-            bg.stop_all()
             remove_reference()
     doc: dict[str, Any] = {
         "benchmark": "mesh",
