@@ -385,14 +385,21 @@ class MapWatch:
             time.sleep(0.005)
 
     def all_in(self, ips: set[str], since: float) -> float | None:
-        """When every node first held only ``ips`` (non-empty) after ``since``."""
+        """When every node first held only ``ips`` (non-empty), from ``since`` on
+        (``since`` itself when they already did then)."""
+
+        def done(state: dict[str, set[str]]) -> bool:
+            full = len(state) == len(self._maps)
+            return full and all(bool(s) and s <= ips for s in state.values())
+
         state: dict[str, set[str]] = {}
         for t, node, slots in self.changes:
+            if t >= since and done(state):
+                return since
             state[node] = set(slots)
-            full = t >= since and len(state) == len(self._maps)
-            if full and all(s and s <= ips for s in state.values()):
+            if t >= since and done(state):
                 return t
-        return None
+        return since if done(state) else None
 
 
 def failover(lab: Lab, params: Params, ctrs: dict[str, Container]) -> dict[str, Any]:
@@ -434,9 +441,11 @@ def failover(lab: Lab, params: Params, ctrs: dict[str, Container]) -> dict[str, 
                 os.kill(pid, signal.SIGKILL)
             log(f"failover: killed the httpd of {', '.join(local)}")
             time.sleep(max(0.0, began + params.restart_at - time.monotonic()))
+            # From the first exec on: each server listens somewhere within its exec.
+            restarted = time.monotonic()
             for n in local:
                 lab.exec(f"{node_of[n]}/{n}", ["httpd", "-p", str(PORT), "-h", WWW], check=True)
-            restarted = time.monotonic()
+            restart_exec = time.monotonic() - restarted
             log("failover: their httpd started again")
             out, err = proc.communicate(timeout=params.load_seconds + 60)
         finally:
@@ -467,6 +476,7 @@ def failover(lab: Lab, params: Params, ctrs: dict[str, Container]) -> dict[str, 
         "returned": {
             **return_figures(requests, restarted, set(local)),
             "maps_back_s": round(back - restarted, 3) if back else None,
+            "restart_exec_s": round(restart_exec, 3),
         },
         "timeline": {
             "began": began,
