@@ -488,6 +488,8 @@ def failover(lab: Lab, params: Params, ctrs: dict[str, Container]) -> dict[str, 
                     0 if r.backend is None else (1 if r.backend in local else 2),
                 ]
                 for r in requests
+                # The minute's other requests all went one way: kept out of the file.
+                if any(-1 <= r.start - t <= 3 for t in (stopped, restarted))
             ],
             "map_changes": timeline,
         },
