@@ -10,7 +10,7 @@ BPF_SRC := $(wildcard bpf/*.bpf.c bpf/test/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SRC))
 BPF_HDR := $(wildcard bpf/include/*.h)
 
-.PHONY: setup bpf demo test lint unit integration e2e bench bench-pods bench-services clean
+.PHONY: setup bpf demo test lint unit integration e2e bench bench-pods bench-services bench-mesh clean
 
 setup:
 	@./scripts/setup.sh
@@ -35,13 +35,16 @@ test: setup bpf lint
 unit: setup
 	@$(VENV)/bin/pytest -q tests/unit
 
-bench: bench-pods bench-services
+bench: bench-pods bench-services bench-mesh
 
 bench-pods: setup bpf
 	@$(PY) bench/pods.py
 
 bench-services: setup bpf
 	@$(PY) bench/services.py
+
+bench-mesh: setup bpf
+	@$(PY) bench/mesh.py
 
 clean:
 	rm -rf build

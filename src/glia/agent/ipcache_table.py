@@ -81,6 +81,7 @@ class ClusterTable:
         self.entries: dict[str, KeyedEntry] = {}  # ip key -> entry that passed its checks
         self._node_keys: dict[str, str] = {}  # node or allocation key -> node name
         self._by_node: dict[str, set[str]] = {}  # node name -> its ip keys
+        self._by_prefix: dict[str, set[str]] = {}  # "ip/32" -> ip keys claiming it
         self._shape: dict[str, str] = {}  # key -> why it was refused on arrival
         self._placement: dict[str, str] = {}  # ip key -> why its placement was refused
         self._derived: dict[str, str] = {}  # node/alloc key -> refused (overlap, shared IP)
@@ -134,6 +135,7 @@ class ClusterTable:
                 return
             self.entries[key] = e
             self._by_node.setdefault(e.node, set()).add(key)
+            self._by_prefix.setdefault(f"{e.entry.ip}/32", set()).add(key)
             self._place(key)
             return
         self._shape.pop(key, None)
@@ -182,6 +184,7 @@ class ClusterTable:
         self.allocs.clear()
         self._node_keys.clear()
         self._by_node.clear()
+        self._by_prefix.clear()
         self._shape.clear()
         self._placement.clear()
         self._derived.clear()
@@ -203,11 +206,12 @@ class ClusterTable:
         self._unplace(key)
         e = self.entries.pop(key, None)
         if e is not None:
-            keys_of = self._by_node.get(e.node)
-            if keys_of is not None:
-                keys_of.discard(key)
-                if not keys_of:
-                    del self._by_node[e.node]
+            for index, at in ((self._by_node, e.node), (self._by_prefix, f"{e.entry.ip}/32")):
+                keys_of = index.get(at)
+                if keys_of is not None:
+                    keys_of.discard(key)
+                    if not keys_of:
+                        del index[at]
 
     def _unplace(self, key: str) -> None:
         self._placement.pop(key, None)
@@ -260,10 +264,12 @@ class ClusterTable:
         for prefix in old_prefixes - self._node_prefixes:
             self._set(prefix, None)
         affected = {k for n in changed for k in self._by_node.get(n, ())}
-        if old_prefixes != self._node_prefixes:
-            moved = old_prefixes ^ self._node_prefixes
-            affected |= {k for k, p in self._placed.items() if p in moved}
-            affected |= {k for k in self._placement if k in self.entries}
+        # Besides the changed nodes' own entries, only entries whose address became
+        # or stopped being a node IP can place differently: found through the index,
+        # never by a pass over every entry (a remote cluster of 100,000 entries adds
+        # its nodes one event at a time).
+        for prefix in old_prefixes ^ self._node_prefixes:
+            affected |= self._by_prefix.get(prefix, set())
         for key in affected:
             self._unplace(key)
         for key in affected:

@@ -394,6 +394,9 @@ class RemoteCluster:
         await asyncio.gather(*(r.synced.wait() for r in reflectors))
         self.last_sync_seconds = round(self._clock() - self._import_started, 3)
         log.info("clustermesh %s: synced in %.3f s", self.name, self.last_sync_seconds)
+        # Said at once, not at the next freshness tick (up to a second later).
+        if self.state == "connected" and not self.stale:
+            self.state = "synced"
 
     async def _judge_freshness(self, *, connected: bool = True) -> None:
         """Fresh, stale or withdrawn, from the heartbeat's age. ``connected=False``
