@@ -71,9 +71,6 @@ class CidrIdentities:
             self._nets[identity] = net
 
     def _allocate(self) -> int:
-        span = self._last - self._first + 1
-        if len(self._nets) >= span:
-            raise RuntimeError("no CIDR identity left")
         n = self._next
         while n in self._nets:
             n = self._first if n >= self._last else n + 1
@@ -84,11 +81,14 @@ class CidrIdentities:
         """Exactly these prefixes: new ones get a number, gone ones release theirs."""
         wanted = {str(ipaddress.IPv4Network(p)) for p in prefixes}
         removed = {p: i for p, i in self.by_prefix.items() if p not in wanted}
+        new = sorted(wanted - set(self.by_prefix))
+        if len(self._nets) - len(removed) + len(new) > self._last - self._first + 1:
+            raise RuntimeError(f"no CIDR identity left for {len(new)} new prefixes")
         for p, i in removed.items():
             del self.by_prefix[p]
             del self._nets[i]
         added: dict[str, int] = {}
-        for p in sorted(wanted - set(self.by_prefix)):
+        for p in new:
             i = self._allocate()
             self.by_prefix[p] = i
             self._nets[i] = ipaddress.IPv4Network(p)

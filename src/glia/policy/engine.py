@@ -6,7 +6,9 @@ from :class:`glia.agent.identities.IdentityCache`), the CIDR identities it
 allocated (:mod:`glia.policy.cidr`) and its cluster's policies; each change
 returns the subjects (label sets of local endpoints it asked about) whose
 entries may have changed; it then calls :meth:`~PolicyEngine.compute` for
-those and programs :func:`glia.policy.entries.diff` of the result.
+those and programs :func:`glia.policy.entries.diff` of the result. A reported
+subject stays to be computed: until it is, later changes need not report it
+again (the agent keeps a dirty set and may batch changes before computing).
 
 What is cached, so that a change costs what it touches:
 

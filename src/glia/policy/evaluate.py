@@ -65,10 +65,15 @@ class Verdict:
 
     @property
     def decided_by(self) -> SideVerdict:
-        """The side that dropped it (egress first, as the packet goes), else the ingress side."""
-        if not self.egress.allowed:
-            return self.egress
-        return self.ingress
+        """The side that dropped it (egress first, as the packet goes); when allowed, the
+        side a rule allowed it on (ingress first), else a side that is an endpoint."""
+        for side in (self.egress, self.ingress):
+            if not side.allowed:
+                return side
+        for side in (self.ingress, self.egress):
+            if side.reason in (Reason.ALLOWED, Reason.HOST):
+                return side
+        return self.ingress if self.ingress.reason is not Reason.NOT_ENDPOINT else self.egress
 
     def __str__(self) -> str:
         what = f"{self.src} -> {self.dst} {self.dport}/{proto_name(self.proto)}"
