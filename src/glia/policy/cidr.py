@@ -79,7 +79,8 @@ class CidrIdentities:
 
     def sync(self, prefixes: Iterable[str]) -> CidrChanges:
         """Exactly these prefixes: new ones get a number, gone ones release theirs."""
-        wanted = {str(ipaddress.IPv4Network(p)) for p in prefixes}
+        held = self.by_prefix
+        wanted = {p if p in held else str(ipaddress.IPv4Network(p)) for p in prefixes}
         removed = {p: i for p, i in self.by_prefix.items() if p not in wanted}
         new = sorted(wanted - set(self.by_prefix))
         if len(self._nets) - len(removed) + len(new) > self._last - self._first + 1:

@@ -279,6 +279,22 @@ def _resolve_group(
     return out
 
 
+def any_denies(grants: Mapping[int, frozenset[Grant]]) -> list[Grant]:
+    """The ANY identity's denies: copied into every identity whose allows they cut."""
+    return [g for g in grants.get(ANY_IDENTITY, frozenset()) if g.action is Action.DENY]
+
+
+def resolve_identity(
+    direction: Direction, identity: int, group: frozenset[Grant], denies_of_any: list[Grant]
+) -> dict[PolicyKey, PolicyValue]:
+    """The entries of one peer identity (not ANY): a function of its grants and ANY's denies
+    only, so a change of one identity replaces just its entries."""
+    return {
+        PolicyKey(direction, identity, proto, lo, hi): value
+        for proto, lo, hi, value in _resolve_group(group, denies_of_any)
+    }
+
+
 def resolve(
     direction: Direction, grants: Mapping[int, frozenset[Grant]]
 ) -> dict[PolicyKey, PolicyValue]:
@@ -286,8 +302,7 @@ def resolve(
 
     Identities with the same grants share one computation.
     """
-    any_grants = grants.get(ANY_IDENTITY, frozenset())
-    any_denies = [g for g in any_grants if g.action is Action.DENY]
+    denies = any_denies(grants)
     memo: dict[frozenset[Grant], list[tuple[int, int, int, PolicyValue]]] = {}
     out: dict[PolicyKey, PolicyValue] = {}
     for identity, group in grants.items():
@@ -296,7 +311,7 @@ def resolve(
         elif group in memo:
             resolved = memo[group]
         else:
-            resolved = memo[group] = _resolve_group(group, any_denies)
+            resolved = memo[group] = _resolve_group(group, denies)
         for proto, lo, hi, value in resolved:
             out[PolicyKey(direction, identity, proto, lo, hi)] = value
     return out
