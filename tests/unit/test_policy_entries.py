@@ -306,3 +306,28 @@ def test_cidr_identities_adopt_what_the_ipcache_holds_and_can_run_out() -> None:
         c.sync(["10.0.0.0/8", "10.1.0.0/16", "10.2.0.0/16"])
     with pytest.raises(ValueError):
         c.adopt({"10.3.0.0/16": LOCAL_SCOPE | 2})
+
+
+def test_rows_are_plain_values_in_key_order() -> None:
+    e = PolicyEngine("c1")
+    e.upsert_identity(0x10100, CLIENT, "c1")
+    e.upsert_policy(WEB_ONLY_CLIENTS)
+    rows = e.compute(WEB).rows()
+    assert rows == [
+        {
+            "direction": "ingress",
+            "identity": int(ReservedIdentity.HOST),
+            "proto": "ANY",
+            "ports": [0, 65535],
+            "action": "allow",
+            "rules": ["implicit: the local host may reach its endpoints"],
+        },
+        {
+            "direction": "ingress",
+            "identity": 0x10100,
+            "proto": "ANY",
+            "ports": [0, 65535],
+            "action": "allow",
+            "rules": ["default/web: spec.ingress[0]"],
+        },
+    ]

@@ -371,3 +371,27 @@ def test_empty_lists_of_unsupported_fields_change_nothing_and_are_accepted() -> 
     doc["spec"]["egress"][0].update(toFQDNs=[], toServices=None, icmps=[])
     doc["spec"]["ingress"][0]["toPorts"][0]["rules"] = {}
     assert parse_policy(doc) == parse_policy(base())
+
+
+def test_a_stored_policy_is_checked_for_meaning() -> None:
+    from dataclasses import replace
+
+    from glia.policy.manifest import check_stored
+
+    assert check_stored(EXPECTED) == EXPECTED
+    bad_cidr = replace(
+        EXPECTED, spec=replace(EXPECTED.spec, ingress_deny=[PeerRule(cidr=["10.0.0.300/8"])])
+    )  # type: ignore[arg-type]
+    with pytest.raises(ManifestError) as ei:
+        check_stored(bad_cidr)
+    assert ei.value.problems == [
+        'stored: document 1 (CiliumNetworkPolicy shop/web.policy): spec.ingressDeny[0].fromCIDR[0]: expected an IPv4 CIDR like "192.0.2.0/24", got "10.0.0.300/8"'
+    ]
+    prefixed = replace(
+        EXPECTED, spec=replace(EXPECTED.spec, endpoint_selector=LabelSelector({"k8s:app": "web"}))
+    )  # type: ignore[arg-type]
+    with pytest.raises(ManifestError) as ei:
+        check_stored(prefixed)
+    assert ei.value.problems == [
+        "stored: CiliumNetworkPolicy shop/web.policy: not in the normal form glia stores"
+    ]

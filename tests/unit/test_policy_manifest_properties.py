@@ -243,3 +243,32 @@ def test_to_manifest_then_parse_gives_the_policy_back(policy: Policy) -> None:
         assert all("metadata.name" in p for p in e.problems), e.problems
         return
     assert back == policy
+
+
+@given(json_values, st.sampled_from(PATHS), st.one_of(junk, json_values))
+@settings(max_examples=300, deadline=None)
+def test_a_stored_record_decodes_and_checks_or_is_rejected_never_more(
+    raw: Any, path: tuple[Any, ...], value: Any
+) -> None:
+    """What the store reads back (codec, then check_stored) is rejected cleanly or compiles."""
+    from glia.model import codec
+    from glia.policy.compiled import compile_policy
+    from glia.policy.manifest import check_stored
+
+    stored = codec.to_dict(parse_policy(VALID, cluster="c1"))
+    candidates = [raw, stored]
+    target: Any = copy.deepcopy(stored)
+    candidates.append(target)
+    for part in ("spec", "specs", 0, "ingress", 0, "to_ports", 0, "ports", 0)[: 1 + len(path) % 9]:
+        if isinstance(target, dict) and part in target and isinstance(target[part], dict | list):
+            target = target[part]
+        elif isinstance(target, list) and isinstance(part, int) and target:
+            target = target[0]
+    if isinstance(target, dict) and target:
+        target[sorted(target)[len(path) % len(target)]] = value
+    for c in candidates:
+        try:
+            policy = check_stored(codec.from_dict(Policy, c))
+        except (codec.InvalidValue, ManifestError):
+            continue
+        compile_policy(policy)

@@ -321,3 +321,32 @@ def test_world_peer_without_address_matches_no_cidr_rule() -> None:
     )
     assert judge([p], WEB, Peer.world(), TCP, 80) == (False, "default-deny")
     assert judge([p], WEB, Peer.world(), TCP, 443) == (True, "default/p: spec.egress[1]")
+
+
+def test_a_verdict_as_json() -> None:
+    import json
+
+    p = cnp(
+        {
+            "endpointSelector": sel(app="web"),
+            "ingressDeny": [{"fromEndpoints": [sel(app="client")]}],
+        }
+    )
+    d = json.loads(json.dumps(verdict([p], CLIENT, WEB, TCP, 80).to_dict()))
+    assert d["allowed"] is False and d["decided_by"] == "ingress"
+    assert d["ingress"]["reason"] == "denied"
+    assert d["ingress"]["rule"] == {"cluster": "c1", "id": "default/p: spec.ingressDeny[0]"}
+    assert d["egress"] == {
+        "direction": "egress",
+        "allowed": True,
+        "reason": "not-enforced",
+        "rule": None,
+        "selected_by": [],
+        "denies": [],
+        "allows": [],
+    }
+    assert d["proto"] == "TCP" and d["dport"] == 80
+    assert (
+        d["src"]
+        == "endpoint ? (app=client,io.cilium.k8s.policy.cluster=c1,io.kubernetes.pod.namespace=default)"
+    )

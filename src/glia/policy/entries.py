@@ -28,6 +28,7 @@ import enum
 import itertools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from glia.policy.compiled import PORT_MAX, PROTO_ANY, PROTO_TCP, PROTO_UDP, PortRange, proto_name
 from glia.policy.model import Direction
@@ -130,6 +131,20 @@ class EndpointPolicy:
                     return k
         root = self._index.get((direction, identity, PROTO_ANY))
         return root[0] if root else None
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The entries as plain values, in key order (``glia bpf policy list``, the API)."""
+        return [
+            {
+                "direction": k.direction.value,
+                "identity": k.identity,
+                "proto": proto_name(k.proto),
+                "ports": [k.lo, k.hi],
+                "action": v.action.value,
+                "rules": list(v.rules),
+            }
+            for k, v in sorted(self.entries.items())
+        ]
 
     def lookup(self, direction: Direction, identity: int, proto: int, port: int) -> Hit:
         """What the datapath decides for a packet to/from peer ``identity`` (see module doc)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from glia.model.identity import ReservedIdentity
 from glia.policy.compiled import HOST_RULE, PolicySet, proto_name
@@ -49,6 +50,22 @@ class SideVerdict:
     denies: tuple[RuleRef, ...] = ()  # every deny rule that matched
     allows: tuple[RuleRef, ...] = ()  # every allow rule that matched
 
+    def to_dict(self) -> dict[str, Any]:
+        def ref(r: RuleRef | None) -> dict[str, str] | None:
+            if r is None:
+                return None
+            return {"cluster": r.cluster, "id": str(r)}
+
+        return {
+            "direction": self.direction.value,
+            "allowed": self.allowed,
+            "reason": self.reason.value,
+            "rule": ref(self.rule),
+            "selected_by": list(self.selected_by),
+            "denies": [ref(r) for r in self.denies],
+            "allows": [ref(r) for r in self.allows],
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
@@ -74,6 +91,19 @@ class Verdict:
             if side.reason in (Reason.ALLOWED, Reason.HOST):
                 return side
         return self.ingress if self.ingress.reason is not Reason.NOT_ENDPOINT else self.egress
+
+    def to_dict(self) -> dict[str, Any]:
+        """For ``glia policy trace -o json``."""
+        return {
+            "src": str(self.src),
+            "dst": str(self.dst),
+            "proto": proto_name(self.proto),
+            "dport": self.dport,
+            "allowed": self.allowed,
+            "decided_by": self.decided_by.direction.value,
+            "egress": self.egress.to_dict(),
+            "ingress": self.ingress.to_dict(),
+        }
 
     def __str__(self) -> str:
         what = f"{self.src} -> {self.dst} {self.dport}/{proto_name(self.proto)}"

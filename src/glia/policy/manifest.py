@@ -584,6 +584,19 @@ def _port(doc: DocProblems, raw: Any, path: str) -> PortProtocol | None:
     return PortProtocol(port=port, end_port=end, protocol=proto)
 
 
+def check_stored(policy: Policy) -> Policy:
+    """A policy read back from the store (:func:`glia.model.codec.decode` checks only its
+    shape) checked for meaning: it must be exactly what parsing its own manifest gives.
+
+    ManifestError otherwise, so a damaged record never reaches the engine.
+    """
+    parsed = parse_policy(to_manifest(policy), "stored", cluster=policy.cluster)
+    if parsed != policy:
+        where = f"stored: {KIND} {policy.namespace}/{policy.name}"
+        raise ManifestError([f"{where}: not in the normal form glia stores"])
+    return parsed
+
+
 # --- back to the manifest's shape ------------------------------------------------
 
 
