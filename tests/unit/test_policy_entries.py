@@ -331,3 +331,14 @@ def test_rows_are_plain_values_in_key_order() -> None:
             "rules": ["default/web: spec.ingress[0]"],
         },
     ]
+
+
+def test_a_policy_replaced_by_one_selecting_others_reports_both() -> None:
+    e = PolicyEngine("c1")
+    e.compute(WEB)
+    e.compute(DB)
+    web, db = subject_key({**WEB, CLUSTER_LABEL: "c1"}), subject_key({**DB, CLUSTER_LABEL: "c1"})
+    e.upsert_policy(WEB_ONLY_CLIENTS)
+    now_db = cnp("web", {"endpointSelector": {"matchLabels": {"app": "db"}}, "ingress": [{}]})
+    assert e.upsert_policy(now_db) == {web, db}
+    assert not e.compute(WEB).ingress_enforced and e.compute(DB).ingress_enforced
