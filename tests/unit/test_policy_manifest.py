@@ -395,3 +395,18 @@ def test_a_stored_policy_is_checked_for_meaning() -> None:
     assert ei.value.problems == [
         "stored: CiliumNetworkPolicy shop/web.policy: not in the normal form glia stores"
     ]
+
+
+def test_documents_keep_their_numbers_in_a_file_mixing_kinds() -> None:
+    bad = base()
+    bad["spec"]["egress"][0]["toEntities"] = ["World"]
+    with pytest.raises(ManifestError) as ei:
+        parse_policies([base(), bad], "mixed.yaml", numbers=[2, 5])
+    assert ei.value.problems == [
+        'mixed.yaml: document 5 (CiliumNetworkPolicy default/web): spec.egress[0].toEntities[0]: expected one of host, remote-node, world, cluster, all, got "World"',
+        "mixed.yaml: document 5 (CiliumNetworkPolicy default/web): metadata.name: the same policy is also document 2",
+    ]
+    assert [d.index for d in parse_policies([base()], "mixed.yaml", numbers=[3])] == [3]
+    with pytest.raises(ManifestError) as ei:
+        parse_refs([{"kind": "CiliumNetworkPolicy"}], "mixed.yaml", numbers=[4])
+    assert ei.value.problems[0].startswith("mixed.yaml: document 4: ")

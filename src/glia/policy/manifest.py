@@ -108,11 +108,16 @@ def _header(doc: DocProblems, raw: Any) -> Mapping[str, Any] | None:
     return raw
 
 
-def parse_refs(docs: Sequence[Any], source: str) -> list[PolicyRef]:
-    """Which policies a file names (``glia delete -f``): only kind and metadata are checked."""
+def parse_refs(
+    docs: Sequence[Any], source: str, *, numbers: Sequence[int] | None = None
+) -> list[PolicyRef]:
+    """Which policies a file names (``glia delete -f``): only kind and metadata are checked.
+
+    ``numbers``: each document's number in its file, when ``docs`` are some of them.
+    """
     problems: list[str] = []
     refs: list[PolicyRef] = []
-    for i, raw in enumerate(docs, 1):
+    for i, raw in zip(numbers or range(1, len(docs) + 1), docs, strict=True):
         doc = DocProblems(source, i, KIND)
         _header(doc, raw)
         if doc.ok and doc.namespace and doc.name:
@@ -125,16 +130,24 @@ def parse_refs(docs: Sequence[Any], source: str) -> list[PolicyRef]:
     return refs
 
 
-def parse_policies(docs: Sequence[Any], source: str, *, cluster: str = "") -> list[PolicyDoc]:
+def parse_policies(
+    docs: Sequence[Any],
+    source: str,
+    *,
+    cluster: str = "",
+    numbers: Sequence[int] | None = None,
+) -> list[PolicyDoc]:
     """Every document as a policy of ``cluster``, or one ManifestError with every problem.
 
     ``cluster`` is the cluster whose endpoints the policies govern (the agent's);
-    the CLI, validating before it asks an agent, may leave it empty.
+    the CLI, validating before it asks an agent, may leave it empty. ``numbers``:
+    each document's number in its file, when ``docs`` are some of its documents
+    (``glia apply`` of a file mixing kinds), so that messages name the right one.
     """
     problems: list[str] = []
     out: list[PolicyDoc] = []
     names: dict[PolicyRef, int] = {}
-    for i, raw in enumerate(docs, 1):
+    for i, raw in zip(numbers or range(1, len(docs) + 1), docs, strict=True):
         doc = DocProblems(source, i, KIND)
         policy = _policy(doc, raw, cluster)
         if doc.namespace and doc.name:
