@@ -1,8 +1,7 @@
 """Checking Kubernetes-style documents: every problem collected, each naming its document and field.
 
-Pure. Used by :mod:`glia.policy.manifest` (CiliumNetworkPolicy); the same
-helpers exist privately in :mod:`glia.service.manifest`, which can move onto
-this module when it is next changed. Messages read ``policies.yaml: document 2
+Pure. Used by :mod:`glia.service.manifest` (Service) and
+:mod:`glia.policy.manifest` (CiliumNetworkPolicy). Messages read ``policies.yaml: document 2
 (CiliumNetworkPolicy shop/web): spec.ingress[0].toPorts[0].ports[1].port:
 expected ...``; the caller raises them together as one
 :class:`glia.service.manifest.ManifestError`.

@@ -21,12 +21,20 @@ Local``...), and ignored when they change nothing here (``status``,
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeGuard
+from typing import Any, NamedTuple
 
+from glia.manifestcheck import (
+    META_FIELDS,
+    META_IGNORED,
+    DocProblems,
+    empty,
+    is_int,
+    show,
+    where,
+)
 from glia.model import service as m
 from glia.model.service import (
     HealthCheck,
@@ -70,19 +78,7 @@ class ServiceDoc:
 
     @property
     def where(self) -> str:
-        return _where(self.source, self.index, self.spec.namespace, self.spec.name)
-
-
-def _where(source: str, index: int, namespace: str | None, name: str | None) -> str:
-    parts = []
-    if source:
-        parts.append(source)
-    ident = "" if not name else f"Service {namespace}/{name}" if namespace else f"Service {name}"
-    if index:
-        parts.append(f"document {index}" + (f" ({ident})" if ident else ""))
-    elif ident:
-        parts.append(ident)
-    return ": ".join(parts)
+        return where(self.source, self.index, KIND, self.spec.namespace, self.spec.name)
 
 
 # --- YAML ------------------------------------------------------------------------
@@ -106,25 +102,6 @@ def load_yaml(text: str, source: str) -> list[Any]:
 # --- values ----------------------------------------------------------------------
 
 
-def _show(value: Any) -> str:
-    """A value as it appears in a message: JSON-ish for scalars, a kind for the rest."""
-    if isinstance(value, Mapping):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
-    if isinstance(value, str | bool | int | float) or value is None:
-        try:
-            text = json.dumps(value)
-        except ValueError:
-            text = str(value)
-        return text if len(text) <= 60 else text[:57] + '..."'
-    return f"a {type(value).__name__}"
-
-
-def _is_int(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 # Kubernetes name rules: Service names are DNS-1035 labels, namespaces and port
 # names DNS-1123 labels, a named targetPort an IANA service name.
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -144,7 +121,7 @@ def _dns_label(value: str, rule: re.Pattern[str], what: str) -> str | None:
         first = "a lowercase letter" if rule is _DNS1035 else "a lowercase letter or digit"
         return (
             f"expected {what}: at most 63 lowercase letters, digits or '-', "
-            f"starting with {first} and ending with a letter or digit, got {_show(value)}"
+            f"starting with {first} and ending with a letter or digit, got {show(value)}"
         )
     return None
 
@@ -158,93 +135,25 @@ def _iana_name(value: str) -> str | None:
     ):
         return (
             "expected a port number 1..65535 or a port name (at most 15 lowercase letters, "
-            f"digits or single '-', with at least one letter), got {_show(value)}"
+            f"digits or single '-', with at least one letter), got {show(value)}"
         )
     return None
 
 
-class _Doc:
-    """Problems of one document, each prefixed with where it is."""
+class _Doc(DocProblems):
+    """Problems of one Service document, each prefixed with where it is."""
 
     def __init__(self, source: str, index: int) -> None:
-        self.source = source
-        self.index = index
-        self.namespace: str | None = None
-        self.name: str | None = None
-        self._problems: list[tuple[str, str]] = []
-
-    def add(self, path: str, msg: str) -> None:
-        self._problems.append((path, msg))
-
-    @property
-    def ok(self) -> bool:
-        return not self._problems
-
-    @property
-    def count(self) -> int:
-        return len(self._problems)
-
-    def problems(self) -> list[str]:
-        where = _where(self.source, self.index, self.namespace, self.name)
-        return [
-            f"{where}: {path}: {msg}" if where else f"{path}: {msg}" for path, msg in self._problems
-        ]
-
-    def mapping(self, value: Any, path: str, *, required: bool = False) -> Mapping[str, Any] | None:
-        if value is None:
-            if required:
-                self.add(path, "required, expected a mapping")
-            return None
-        if not isinstance(value, Mapping):
-            self.add(path, f"expected a mapping, got {_show(value)}")
-            return None
-        return value
+        super().__init__(source, index, KIND)
 
     def unknown(self, obj: Mapping[Any, Any], path: str, known: Iterable[str]) -> None:
-        allowed = set(known)
-        for key in obj:
-            if key not in allowed:
-                self.add(f"{path}.{key}" if path else str(key), "unknown field")
-
-    def string(self, value: Any, path: str) -> str | None:
-        if not isinstance(value, str):
-            self.add(path, f"expected a string, got {_show(value)}")
-            return None
-        return value
-
-    def string_map(self, value: Any, path: str) -> dict[str, str]:
-        obj = self.mapping(value, path)
-        out: dict[str, str] = {}
-        for key, val in (obj or {}).items():
-            if not isinstance(key, str) or not key:
-                self.add(path, f"keys must be non-empty strings, got {_show(key)}")
-                continue
-            if not isinstance(val, str):
-                hint = f' (quote it: "{_show(val)}")' if isinstance(val, bool | int | float) else ""
-                self.add(f"{path}[{key}]", f"expected a string, got {_show(val)}{hint}")
-                continue
-            out[key] = val
-        return out
+        self.fields(obj, path, known)
 
 
 # --- documents -------------------------------------------------------------------
 
 _TOP_FIELDS = ("apiVersion", "kind", "metadata", "spec", "status")
-_META_FIELDS = ("name", "namespace", "labels", "annotations")
-# ObjectMeta fields set by the API server or by controllers: meaningless here.
-_META_IGNORED = (
-    "uid",
-    "resourceVersion",
-    "generation",
-    "creationTimestamp",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "managedFields",
-    "ownerReferences",
-    "finalizers",
-    "selfLink",
-    "generateName",
-)
+_META_FIELDS, _META_IGNORED = META_FIELDS, META_IGNORED
 _SPEC_FIELDS = (
     "selector",
     "ports",
@@ -263,16 +172,16 @@ def _header(doc: _Doc, raw: Any) -> Mapping[str, Any] | None:
     None when the document is not a Service at all.
     """
     if not isinstance(raw, Mapping):
-        doc.add("<document>", f"expected a mapping (a Kubernetes object), got {_show(raw)}")
+        doc.add("<document>", f"expected a mapping (a Kubernetes object), got {show(raw)}")
         return None
     kind, version = raw.get("kind"), raw.get("apiVersion")
     if kind != KIND:
         # Another kind's fields mean other things: nothing more to say about them.
-        doc.add("kind", f"expected {KIND} (glia apply takes v1 Service objects), got {_show(kind)}")
+        doc.add("kind", f"expected {KIND} (glia apply takes v1 Service objects), got {show(kind)}")
         return None
     doc.unknown(raw, "", _TOP_FIELDS)
     if version != API_VERSION:
-        doc.add("apiVersion", f"expected {API_VERSION!r} for a {KIND}, got {_show(version)}")
+        doc.add("apiVersion", f"expected {API_VERSION!r} for a {KIND}, got {show(version)}")
     meta = doc.mapping(raw.get("metadata"), "metadata", required=True)
     if meta is None:
         return raw
@@ -374,7 +283,7 @@ def _service(doc: _Doc, raw: Any, service_cidr: str | None) -> ServiceSpec | Non
         doc.add(
             "spec.type",
             f"only ClusterIP is supported (glia has no NodePort, LoadBalancer or "
-            f"ExternalName Services), got {_show(stype)}",
+            f"ExternalName Services), got {show(stype)}",
         )
     selector = _selector(doc, spec.get("selector"))
     ports = _ports(doc, spec.get("ports"))
@@ -396,19 +305,15 @@ def _service(doc: _Doc, raw: Any, service_cidr: str | None) -> ServiceSpec | Non
     )
 
 
-def _empty(value: Any) -> bool:
-    return value is None or value == "" or value == [] or value == {} or value is False
-
-
 def _unsupported(what: str) -> Callable[[Any], str | None]:
-    return lambda v: None if _empty(v) else f"not supported ({what}), got {_show(v)}"
+    return lambda v: None if empty(v) else f"not supported ({what}), got {show(v)}"
 
 
 def _allowed(*values: str, why: str) -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
         if v is None or v in values:
             return None
-        return f"expected {' or '.join(values)} ({why}), got {_show(v)}"
+        return f"expected {' or '.join(values)} ({why}), got {show(v)}"
 
     return check
 
@@ -416,7 +321,7 @@ def _allowed(*values: str, why: str) -> Callable[[Any], str | None]:
 def _ip_families(v: Any) -> str | None:
     if v is None or v == [] or v == ["IPv4"]:
         return None
-    return f'only ["IPv4"] is supported (glia services are IPv4), got {_show(v)}'
+    return f'only ["IPv4"] is supported (glia services are IPv4), got {show(v)}'
 
 
 _LB_ONLY = "only for NodePort/LoadBalancer/ExternalName Services, which glia does not have"
@@ -457,7 +362,7 @@ def _ports(doc: _Doc, value: Any) -> list[ServicePort]:
         doc.add("spec.ports", "required: a non-empty list of ports")
         return []
     if not isinstance(value, list):
-        doc.add("spec.ports", f"expected a list of ports, got {_show(value)}")
+        doc.add("spec.ports", f"expected a list of ports, got {show(value)}")
         return []
     ports: list[ServicePort] = []
     names: dict[str, int] = {}
@@ -472,8 +377,8 @@ def _ports(doc: _Doc, value: Any) -> list[ServicePort]:
         doc.unknown(p, path, _PORT_FIELDS)
         name = _port_name(doc, p.get("name"), f"{path}.name", len(value))
         port = p.get("port")
-        if not (_is_int(port) and 1 <= port <= 65535):
-            doc.add(f"{path}.port", f"expected an integer 1..65535, got {_show(port)}")
+        if not (is_int(port) and 1 <= port <= 65535):
+            doc.add(f"{path}.port", f"expected an integer 1..65535, got {show(port)}")
             port = None
         target = p.get("targetPort")
         if target is None or target == 0 or target == "":
@@ -482,10 +387,10 @@ def _ports(doc: _Doc, value: Any) -> list[ServicePort]:
             if err := _iana_name(target):
                 doc.add(f"{path}.targetPort", err)
                 target = None
-        elif not (_is_int(target) and 1 <= target <= 65535):
+        elif not (is_int(target) and 1 <= target <= 65535):
             doc.add(
                 f"{path}.targetPort",
-                f"expected a port number 1..65535 or a port name, got {_show(target)}",
+                f"expected a port number 1..65535 or a port name, got {show(target)}",
             )
             target = None
         proto_raw = p.get("protocol", "TCP")
@@ -494,16 +399,16 @@ def _ports(doc: _Doc, value: Any) -> list[ServicePort]:
             proto = Protocol(proto_raw or "TCP")
         else:
             hint = " (SCTP is not supported)" if proto_raw == "SCTP" else ""
-            doc.add(f"{path}.protocol", f"expected TCP or UDP{hint}, got {_show(proto_raw)}")
-        if not _empty(p.get("nodePort")):
-            doc.add(f"{path}.nodePort", f"not supported ({_LB_ONLY}), got {_show(p['nodePort'])}")
+            doc.add(f"{path}.protocol", f"expected TCP or UDP{hint}, got {show(proto_raw)}")
+        if not empty(p.get("nodePort")):
+            doc.add(f"{path}.nodePort", f"not supported ({_LB_ONLY}), got {show(p['nodePort'])}")
         if p.get("appProtocol") is not None:
             doc.string(p["appProtocol"], f"{path}.appProtocol")
         if name is not None:
             if name and name in names:
                 doc.add(
                     f"{path}.name",
-                    f"duplicate port name {_show(name)} (also spec.ports[{names[name]}])",
+                    f"duplicate port name {show(name)} (also spec.ports[{names[name]}])",
                 )
             names.setdefault(name, i)
         if port is not None and proto is not None:
@@ -539,7 +444,7 @@ def _cluster_ip(doc: _Doc, spec: Mapping[str, Any], service_cidr: str | None) ->
     path = "spec.clusterIP"
     if ips_raw is not None:
         if not isinstance(ips_raw, list) or not all(isinstance(x, str) for x in ips_raw):
-            doc.add("spec.clusterIPs", f"expected a list of addresses, got {_show(ips_raw)}")
+            doc.add("spec.clusterIPs", f"expected a list of addresses, got {show(ips_raw)}")
             return ""
         if len(ips_raw) > 1:
             doc.add("spec.clusterIPs", "dual-stack Services are not supported: give one address")
@@ -547,7 +452,7 @@ def _cluster_ip(doc: _Doc, spec: Mapping[str, Any], service_cidr: str | None) ->
         if ips_raw and ip_raw not in (None, "") and ip_raw != ips_raw[0]:
             doc.add(
                 "spec.clusterIPs",
-                f"must start with spec.clusterIP {_show(ip_raw)}, got {_show(ips_raw[0])}",
+                f"must start with spec.clusterIP {show(ip_raw)}, got {show(ips_raw[0])}",
             )
             return ""
         if ips_raw and ip_raw in (None, ""):
@@ -563,12 +468,10 @@ def _cluster_ip(doc: _Doc, spec: Mapping[str, Any], service_cidr: str | None) ->
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
-        doc.add(path, f"expected an IPv4 address, got {_show(ip)}")
+        doc.add(path, f"expected an IPv4 address, got {show(ip)}")
         return ""
     if addr.version != 4:
-        doc.add(
-            path, f"expected an IPv4 address (IPv6 Services are not supported), got {_show(ip)}"
-        )
+        doc.add(path, f"expected an IPv4 address (IPv6 Services are not supported), got {show(ip)}")
         return ""
     if service_cidr and (err := clusterip.check(str(addr), service_cidr)):
         doc.add(path, err)
@@ -580,7 +483,7 @@ def _session_affinity(doc: _Doc, spec: Mapping[str, Any]) -> tuple[bool, int]:
     value = spec.get("sessionAffinity", "None")
     affinity = value == "ClientIP"
     if value not in ("ClientIP", "None", None):
-        doc.add("spec.sessionAffinity", f"expected ClientIP or None, got {_show(value)}")
+        doc.add("spec.sessionAffinity", f"expected ClientIP or None, got {show(value)}")
     cfg = doc.mapping(spec.get("sessionAffinityConfig"), "spec.sessionAffinityConfig")
     if cfg is None:
         return affinity, DEFAULT_AFFINITY_TIMEOUT
@@ -594,10 +497,10 @@ def _session_affinity(doc: _Doc, spec: Mapping[str, Any]) -> tuple[bool, int]:
     timeout = client.get("timeoutSeconds", DEFAULT_AFFINITY_TIMEOUT)
     if timeout is None:
         return affinity, DEFAULT_AFFINITY_TIMEOUT
-    if not (_is_int(timeout) and 1 <= timeout <= MAX_AFFINITY_TIMEOUT):
+    if not (is_int(timeout) and 1 <= timeout <= MAX_AFFINITY_TIMEOUT):
         doc.add(
             "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
-            f"expected an integer 1..{MAX_AFFINITY_TIMEOUT}, got {_show(timeout)}",
+            f"expected an integer 1..{MAX_AFFINITY_TIMEOUT}, got {show(timeout)}",
         )
         return affinity, DEFAULT_AFFINITY_TIMEOUT
     return affinity, int(timeout)
@@ -629,7 +532,7 @@ def _annotations(doc: _Doc, ann: Mapping[str, str]) -> dict[str, Any] | None:
             return default
         value = ann[key].strip().lower()
         if value not in allowed:
-            doc.add(path(key), f"expected {' | '.join(allowed)}, got {_show(ann[key])}")
+            doc.add(path(key), f"expected {' | '.join(allowed)}, got {show(ann[key])}")
             return default
         return value
 
@@ -641,7 +544,7 @@ def _annotations(doc: _Doc, ann: Mapping[str, str]) -> dict[str, Any] | None:
     glob = choice(m.ANN_GLOBAL, ("true", "false"), "")
     glob14 = choice(m.ANN_GLOBAL_14, ("true", "false"), "")
     if glob and glob14 and glob != glob14:
-        doc.add(path(m.ANN_GLOBAL_14), f"contradicts {m.ANN_GLOBAL}: {_show(ann[m.ANN_GLOBAL])}")
+        doc.add(path(m.ANN_GLOBAL_14), f"contradicts {m.ANN_GLOBAL}: {show(ann[m.ANN_GLOBAL])}")
     shared = choice(m.ANN_SHARED, ("true", "false"), "true")
     affinity = choice(m.ANN_AFFINITY, ("local", "remote", "none"), "")
     min_ready = _affinity_min_ready(doc, ann, path(m.ANN_AFFINITY_MIN_READY), affinity)
@@ -666,7 +569,7 @@ def _affinity_min_ready(doc: _Doc, ann: Mapping[str, str], path: str, affinity: 
     raw = ann[m.ANN_AFFINITY_MIN_READY]
     n = _count(raw.strip())
     if n is None or not 1 <= n <= MAX_AFFINITY_MIN_READY:
-        doc.add(path, f"expected an integer 1..{MAX_AFFINITY_MIN_READY}, got {_show(raw)}")
+        doc.add(path, f"expected an integer 1..{MAX_AFFINITY_MIN_READY}, got {show(raw)}")
         return 0
     if affinity not in ("local", "remote"):
         # Without a preferred side there is nothing for the count to hold back.
@@ -681,7 +584,7 @@ def _health(doc: _Doc, ann: Mapping[str, str], path: Callable[[str], str]) -> He
     allowed = tuple(t.value for t in ProbeType)
     if raw_type not in allowed:
         doc.add(
-            path(m.ANN_HEALTH), f"expected {' | '.join(allowed)}, got {_show(ann[m.ANN_HEALTH])}"
+            path(m.ANN_HEALTH), f"expected {' | '.join(allowed)}, got {show(ann[m.ANN_HEALTH])}"
         )
         raw_type = d.type.value
     ptype = ProbeType(raw_type)
@@ -693,7 +596,7 @@ def _health(doc: _Doc, ann: Mapping[str, str], path: Callable[[str], str]) -> He
         elif not probe_path.startswith("/") or any(c.isspace() for c in probe_path):
             doc.add(
                 path(m.ANN_HEALTH_PATH),
-                f"expected an absolute URL path without spaces, got {_show(probe_path)}",
+                f"expected an absolute URL path without spaces, got {show(probe_path)}",
             )
 
     def seconds(key: str, default: float) -> float:
@@ -703,7 +606,7 @@ def _health(doc: _Doc, ann: Mapping[str, str], path: Callable[[str], str]) -> He
         if _SECONDS.match(text) and 0.1 <= (v := float(text)) <= 3600:
             return v
         doc.add(
-            path(key), f'expected seconds 0.1..3600 as a number (e.g. "0.5"), got {_show(ann[key])}'
+            path(key), f'expected seconds 0.1..3600 as a number (e.g. "0.5"), got {show(ann[key])}'
         )
         return default
 
@@ -713,7 +616,7 @@ def _health(doc: _Doc, ann: Mapping[str, str], path: Callable[[str], str]) -> He
         v = _count(ann[key].strip())
         if v is not None and 1 <= v <= 100:
             return v
-        doc.add(path(key), f"expected an integer 1..100, got {_show(ann[key])}")
+        doc.add(path(key), f"expected an integer 1..100, got {show(ann[key])}")
         return default
 
     return HealthCheck(
