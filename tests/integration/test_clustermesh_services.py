@@ -133,7 +133,7 @@ async def test_services_wait_for_the_node_cidrs_and_follow_them_at_once(
                 codec.encode(PodCIDRAllocation(f"n{NODES}", f"10.2.{NODES}.0/24")),
             )
             await until(lambda: recorder.backends()[-1] == every, "the last node's backend", 10)
-            assert rc.service_rejects.count == 0
+            assert rc.services.rejects.count == 0
         finally:
             await mesh.stop()
 

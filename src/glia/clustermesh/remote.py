@@ -18,7 +18,8 @@ a bounded time only, :meth:`ClusterMesh.wait_synced`):
    its own :class:`~glia.agent.ipcache_table.ClusterTable`, its identities into
    the identity cache, its ClusterServices (validated against its own bounds
    and node CIDRs: once its nodes and allocations are listed, and again as
-   soon as those change) into the agent's Service merge — each checked
+   soon as those change; :mod:`glia.clustermesh.remote_services`) into the
+   agent's Service merge — each checked
    against the remote's bounds, so it can claim only its own pod pools and
    identity range.
 
@@ -51,17 +52,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from glia.clustermesh.config import RemoteClusterConfig, needs_reconnect
+from glia.clustermesh.remote_services import RemoteServices
 from glia.kvstore import keys
 from glia.kvstore.client import KeyValue, KVClient
 from glia.kvstore.errors import KVStoreError, PermissionDenied
 from glia.kvstore.reflector import Reflector
 from glia.model.cluster import ClusterInfo
-from glia.service.merge import RemoteRecord
 from glia.validate.bounds import ClusterBounds
 from glia.validate.cluster import check_cluster_info
 from glia.validate.errors import Rejected
-from glia.validate.rejects import RejectLog
-from glia.validate.services import check_cluster_service
 
 if TYPE_CHECKING:
     from glia.agent.identities import IdentityCache
@@ -76,7 +75,6 @@ RECHECK_REFUSED = 10.0  # a refused cluster's record is read again this often
 TICK = 1.0  # staleness is judged (and the cluster record read) this often
 REJECTED_SAMPLE = 16  # rejected keys shown by status(), with their reasons
 HEARTBEAT_ERROR = "heartbeat: "  # how a failed heartbeat read starts last_error
-PLACEMENT = frozenset({"nodes", "podcidrs"})  # table parts a Service's backends are checked by
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,12 +121,9 @@ class RemoteCluster:
         self._seed: dict[str, dict[str, KeyValue]] = {}
         self._record_rev = 0  # mod revision of the admitted cluster record
         self._refused_rev = 0  # and of the one last refused
-        self._services: dict[str, bytes] = {}  # service key -> raw record
-        self._programmed: set[tuple[str, str]] = set()
-        self.service_rejects = RejectLog(f"services of {cfg.name}")
+        self.services = RemoteServices(cfg.name, sinks, lambda: self.bounds, lambda: self.stale)
         self.heartbeat_seen: float | None = None  # our clock, when the last one arrived
         self._heartbeat_rev = 0
-        self._cidrs_seen: object = None
         self.stale_since: float | None = None
         self._import_started = 0.0
         self._sync_timer: asyncio.Task[None] | None = None
@@ -338,11 +333,14 @@ class RemoteCluster:
             sinks.ipcache.add_source(bounds)
             sinks.identities.add_source(bounds)
         feeds: list[tuple[str, Any]] = [
-            (keys.nodes(name), _Placement(self, sinks.ipcache.handler("nodes", name))),
-            (keys.podcidr_nodes(name), _Placement(self, sinks.ipcache.handler("podcidrs", name))),
+            (keys.nodes(name), self.services.placement(sinks.ipcache.handler("nodes", name))),
+            (
+                keys.podcidr_nodes(name),
+                self.services.placement(sinks.ipcache.handler("podcidrs", name)),
+            ),
             (keys.ipcaches(name), sinks.ipcache.handler("ip", name)),
             (keys.identity_ids(name), sinks.identities.handler(name)),
-            (keys.services(name), _Services(self)),
+            (keys.services(name), self.services.handler()),
         ]
         self._import_started = self._clock()
         self._imported = True
@@ -401,10 +399,6 @@ class RemoteCluster:
     async def _judge_freshness(self, *, connected: bool = True) -> None:
         """Fresh, stale or withdrawn, from the heartbeat's age. ``connected=False``
         (between connection attempts): nothing is read, state only ages."""
-        table = self._sinks.ipcache.table(self.name)
-        if connected and table is not None and table.cidrs is not self._cidrs_seen:
-            self._cidrs_seen = table.cidrs
-            await self._reprogram_services()
         now = self._clock()
         fresh = self.heartbeat_seen is not None and now - self.heartbeat_seen < (
             self._heartbeat_timeout
@@ -424,13 +418,13 @@ class RemoteCluster:
                 if not self._imported:
                     await self._import()
                 else:
-                    await self._reprogram_services()
+                    await self.services.reprogram()
             self.state = "synced" if self.synced else "connected"
             return
         if self.stale_since is None:
             self.stale_since = now
             self._failed(self._stale_error())
-            await self._reprogram_services()
+            await self.services.reprogram()
         if self._imported and now - self.stale_since >= self.cfg.stale_after:
             log.warning(
                 "clustermesh %s: stale for %.0f s: withdrawing its state", self.name,
@@ -439,65 +433,6 @@ class RemoteCluster:
             await self._stop_data()
             await self._withdraw()
         self.state = "stale" if self._imported else "withdrawn"
-
-    # --- services -------------------------------------------------------------------
-
-    async def _service_upsert(self, key: str, raw: bytes) -> None:
-        self._services[key] = raw
-        await self._program_service(key)
-
-    async def _service_delete(self, key: str) -> None:
-        self._services.pop(key, None)
-        self.service_rejects.forget(key)
-        parts = keys.parse(key).parts if key.startswith(keys.SERVICES) else ()
-        if len(parts) == 3 and (parts[1], parts[2]) in self._programmed:
-            self._programmed.discard((parts[1], parts[2]))
-            await self._sinks.services.set_remote(self.name, parts[1], parts[2], None)
-
-    async def _node_cidrs_changed(self) -> None:
-        """After a node or allocation event: check the Services again at once if the
-        node CIDRs their backends are checked against changed (the first time, once
-        both lists are in)."""
-        table = self._sinks.ipcache.table(self.name)
-        if table is None or not PLACEMENT.issubset(table.synced_parts):
-            return
-        if table.cidrs is not self._cidrs_seen:
-            self._cidrs_seen = table.cidrs
-            await self._reprogram_services()
-
-    async def _program_service(self, key: str) -> None:
-        assert self.bounds is not None
-        table = self._sinks.ipcache.table(self.name)
-        if table is None or not PLACEMENT.issubset(table.synced_parts):
-            # Its nodes or pod CIDR allocations are not listed yet: checked now, its
-            # backends would be dropped for nodes that merely have not arrived (and
-            # taken out of every map until the next check). Kept raw until they are.
-            return
-        cidrs = table.cidrs
-        try:
-            checked = check_cluster_service(key, self._services[key], self.bounds, cidrs)
-        except Rejected as e:
-            self.service_rejects.reject(key, str(e))
-            parts = keys.parse(key).parts if key.startswith(keys.SERVICES) else ()
-            if len(parts) == 3 and (parts[1], parts[2]) in self._programmed:
-                self._programmed.discard((parts[1], parts[2]))
-                await self._sinks.services.set_remote(self.name, parts[1], parts[2], None)
-            return
-        if checked.dropped:
-            self.service_rejects.reject(key, f"{len(checked.dropped)} backends dropped: "
-                                        f"{checked.dropped[0]}")  # fmt: skip
-        else:
-            self.service_rejects.accept(key)
-        svc = checked.service
-        self._programmed.add((svc.namespace, svc.name))
-        await self._sinks.services.set_remote(
-            self.name, svc.namespace, svc.name, RemoteRecord(svc, stale=self.stale)
-        )
-
-    async def _reprogram_services(self) -> None:
-        """Check every record again (node CIDRs or freshness changed)."""
-        for key in list(self._services):
-            await self._program_service(key)
 
     # --- withdrawal -----------------------------------------------------------------
 
@@ -520,11 +455,7 @@ class RemoteCluster:
         if not self._imported:
             return
         self._imported = False
-        for ns, name in sorted(self._programmed):
-            await self._sinks.services.set_remote(self.name, ns, name, None)
-        self._programmed.clear()
-        self._services.clear()
-        self.service_rejects.sync({})
+        await self.services.withdraw()
         self._sinks.identities.remove_source(self.name)
         await self._sinks.ipcache.remove_source(self.name)
         self.state = "withdrawn"
@@ -539,7 +470,7 @@ class RemoteCluster:
         rejected: dict[str, str] = dict(table.rejected()) if table is not None else {}
         if idents is not None:
             rejected.update(idents.rejects.current())
-        rejected.update(self.service_rejects.current())
+        rejected.update(self.services.rejects.current())
         return {
             "name": self.name,
             "id": self.info.id if self.info else self.cfg.cluster_id,
@@ -550,7 +481,7 @@ class RemoteCluster:
             "nodes": len(table.valid_nodes) if table is not None else 0,
             "endpoints": table.placed if table is not None else 0,
             "identities": len(idents.by_id) if idents is not None else 0,
-            "services": len(self._programmed),
+            "services": len(self.services.programmed),
             "rejected": len(rejected),
             "rejected_keys": {k: rejected[k] for k in sorted(rejected)[:REJECTED_SAMPLE]},
             "last_error": self.last_error,
@@ -575,38 +506,3 @@ def _heartbeat_age(raw: bytes, now: float) -> float | None:
         return None
     age = now - stamp
     return age if 0 <= age < 86400 else None
-
-
-class _Placement:
-    """The ipcache handler of a remote's nodes or pod CIDR allocations, then the
-    re-check of its Services that their node CIDRs call for."""
-
-    def __init__(self, rc: RemoteCluster, inner: Any) -> None:
-        self._rc = rc
-        self._inner = inner
-
-    async def on_upsert(self, key: str, kv: KeyValue) -> None:
-        await self._inner.on_upsert(key, kv)
-        await self._rc._node_cidrs_changed()
-
-    async def on_delete(self, key: str, old: KeyValue | None) -> None:
-        await self._inner.on_delete(key, old)
-        await self._rc._node_cidrs_changed()
-
-    async def on_synced(self) -> None:
-        await self._inner.on_synced()
-        await self._rc._node_cidrs_changed()
-
-
-class _Services:
-    def __init__(self, rc: RemoteCluster) -> None:
-        self._rc = rc
-
-    async def on_upsert(self, key: str, kv: KeyValue) -> None:
-        await self._rc._service_upsert(key, kv.value)
-
-    async def on_delete(self, key: str, old: KeyValue | None) -> None:
-        await self._rc._service_delete(key)
-
-    def on_synced(self) -> None:
-        return None
