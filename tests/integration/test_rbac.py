@@ -99,6 +99,7 @@ async def test_operator_and_config_users(etcd: EtcdServer, cluster: str) -> None
     async with await KVClient.connect(etcd.client_config(rbac.CONFIG_USER)) as cfg:
         assert await _writes(cfg, keys.config("services", "default", "web"))
         assert await _writes(cfg, keys.cluster_ip("10.96.0.10"))
+        assert await _writes(cfg, keys.config("policies", "default", "web"))
         for key in (keys.service(c, "default", "web"), keys.node(c, "n1"), keys.cluster_info(c)):
             assert not await _writes(cfg, key), f"the CLI path may write {key}"
     async with await KVClient.connect(etcd.client_config(rbac.RO_USER)) as ro:

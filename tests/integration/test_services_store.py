@@ -269,6 +269,7 @@ async def test_api_apply_get_delete(api: tuple[TestClient[Any, Any], FakeAgent])
                 "name": "web",
                 "action": "created",
                 "cluster_ip": "100.64.0.20",
+                "kind": "service",
             }
         ]
     }

@@ -303,7 +303,7 @@ def test_delete_needs_only_names(app: typer.Typer, agent: FakeAgent) -> None:
     assert r.exit_code == 0, r.output
     r = run(app, "delete", "-f", "-", "--socket", agent.path, input="kind: Pod\n")
     assert r.exit_code == 1
-    assert "kind: expected Service" in r.stderr
+    assert "kind: expected v1 Service or cilium.io/v2 CiliumNetworkPolicy" in r.stderr
     assert len(agent.bodies("/v1/config/delete")) == 1
 
 

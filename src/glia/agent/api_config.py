@@ -1,10 +1,12 @@
 """Agent API routes for declared resources (docs/services.md).
 
 Mounted by :class:`glia.agent.api.ApiServer` through :func:`add_routes`; called
-by ``glia apply/delete -f`` and ``glia get services``
-(:class:`glia.agent.client.AgentClient`). The documents a client sends are
-validated again here (:mod:`glia.service.manifest`): a client is never
-trusted. Errors are ``{"error": {"code", "msg", "details"}}``
+by ``glia apply/delete -f`` and ``glia get services|policies``
+(:class:`glia.agent.client.AgentClient`). A file's documents are ``v1 Service``
+and ``cilium.io/v2 CiliumNetworkPolicy`` objects; the documents a client sends
+are validated again here (:mod:`glia.declared`): a client is never trusted.
+Policies are stored with this agent's cluster, in the same transaction as the
+Services (:mod:`glia.policy.store`). Errors are ``{"error": {"code", "msg", "details"}}``
 (:mod:`glia.agent.api_http`): HTTP 400 with code 7 for invalid input (``msg``
 has one line per problem, each naming the field), 413 with code 7 for a body
 over :data:`~glia.agent.api_http.MAX_REQUEST_BODY`, 503 with code 11 when the
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
+from glia import declared
 from glia.agent.api_http import (
     CODE_INVALID,
     CODE_TRY_AGAIN,
@@ -31,6 +34,8 @@ from glia.agent.api_http import (
 )
 from glia.kvstore.client import KVClient
 from glia.kvstore.errors import KVStoreError
+from glia.policy import manifest as policy_manifest
+from glia.policy import store as policy_store
 from glia.service import clusterip, manifest, store
 from glia.service.manifest import ManifestError
 
@@ -115,25 +120,59 @@ def add_routes(app: web.Application, agent: ConfigAgent) -> None:
         source = data.get("source")
         return docs, source if isinstance(source, str) and source else "request"
 
+    def in_file_order(numbers: list[int], results: list[Any]) -> dict[str, Any]:
+        # The store answers Services first, then policies: back to the file's order.
+        ordered = sorted(zip(numbers, results, strict=True), key=lambda nr: nr[0])
+        return {"results": [asdict(r) for _, r in ordered]}
+
     async def apply(request: web.Request) -> Any:
         docs, source = await body(request)
-        cidr = service_cidr()
-        parsed = manifest.parse_services(docs, source, service_cidr=cidr)
-        results = await store.apply(kv(), parsed, cidr, max_txn_ops=agent.cfg.etcd_max_txn_ops)
-        return {"results": [asdict(r) for r in results]}
+        cidr = agent.cfg.service_cidr or None
+        parsed = declared.parse(docs, source, service_cidr=cidr, cluster=agent.cfg.cluster)
+        if parsed.services:
+            cidr = service_cidr()
+        results = await store.apply(
+            kv(),
+            parsed.services,
+            cidr or "",
+            max_txn_ops=agent.cfg.etcd_max_txn_ops,
+            records=[policy_store.record(p) for p in parsed.policies],
+        )
+        numbers = [d.index for d in parsed.services] + [p.index for p in parsed.policies]
+        return in_file_order(numbers, results)
 
     async def delete(request: web.Request) -> Any:
         docs, source = await body(request)
-        refs = manifest.parse_refs(docs, source)
-        results = await store.delete(kv(), refs, max_txn_ops=agent.cfg.etcd_max_txn_ops)
-        return {"results": [asdict(r) for r in results]}
+        refs = declared.parse_refs(docs, source)
+        results = await store.delete(
+            kv(),
+            [r for _, r in refs.services],
+            max_txn_ops=agent.cfg.etcd_max_txn_ops,
+            records=[policy_store.ref_record(r) for _, r in refs.policies],
+        )
+        numbers = [n for n, _ in refs.services] + [n for n, _ in refs.policies]
+        return in_file_order(numbers, results)
 
-    async def config_services(request: web.Request) -> Any:
+    def ns_and_name(request: web.Request) -> tuple[str | None, str | None]:
         ns = request.query.get("namespace") or None
         name = request.query.get("name") or None
         for what, value in (("namespace", ns), ("name", name)):
             if value is not None and ("/" in value or not value.strip()):
                 raise ApiError(400, CODE_INVALID, f"invalid {what} {value!r}")
+        return ns, name
+
+    async def config_policies(request: web.Request) -> Any:
+        ns, name = ns_and_name(request)
+        if name is not None:
+            ns = ns or policy_manifest.DEFAULT_NAMESPACE
+            policy = await policy_store.get_policy(kv(), ns, name)
+            policies = [policy] if policy is not None else []
+        else:
+            policies = await policy_store.list_policies(kv(), ns)
+        return [policy_manifest.to_manifest(p) for p in policies]
+
+    async def config_services(request: web.Request) -> Any:
+        ns, name = ns_and_name(request)
         if name is not None:
             spec = await store.get_spec(kv(), ns or manifest.DEFAULT_NAMESPACE, name)
             specs = [spec] if spec is not None else []
@@ -145,3 +184,4 @@ def add_routes(app: web.Application, agent: ConfigAgent) -> None:
     r.add_post("/v1/config/apply", _route(apply))
     r.add_post("/v1/config/delete", _route(delete))
     r.add_get("/v1/config/services", _route(config_services), allow_head=False)
+    r.add_get("/v1/config/policies", _route(config_policies), allow_head=False)

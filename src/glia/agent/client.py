@@ -218,12 +218,12 @@ class AgentClient:
     # -- declared resources and Services (docs/services.md) -----------------------------
 
     def config_apply(self, documents: list[Any], source: str) -> dict[str, Any]:
-        """Store the manifests' Services: ``{"results": [{namespace, name, action, ...}]}``."""
+        """Store the manifests' resources: ``{"results": [{kind, name, action, ...}]}``."""
         body = {"documents": documents, "source": source}
         return self._dict(self.post("/v1/config/apply", body), "/v1/config/apply")
 
     def config_delete(self, documents: list[Any], source: str) -> dict[str, Any]:
-        """Delete the Services the manifests name: ``{"results": [{..., "action"}]}``."""
+        """Delete the resources the manifests name: ``{"results": [{..., "action"}]}``."""
         body = {"documents": documents, "source": source}
         return self._dict(self.post("/v1/config/delete", body), "/v1/config/delete")
 
@@ -233,6 +233,15 @@ class AgentClient:
         """Declared Services as Kubernetes ``v1 Service`` objects."""
         query = {k: v for k, v in (("namespace", namespace), ("name", name)) if v}
         path = "/v1/config/services"
+        full = f"{path}?{urllib.parse.urlencode(query)}" if query else path
+        return self._list(self.get(full), path)
+
+    def config_policies(
+        self, namespace: str | None = None, name: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Declared policies as ``cilium.io/v2 CiliumNetworkPolicy`` objects."""
+        query = {k: v for k, v in (("namespace", namespace), ("name", name)) if v}
+        path = "/v1/config/policies"
         full = f"{path}?{urllib.parse.urlencode(query)}" if query else path
         return self._list(self.get(full), path)
 

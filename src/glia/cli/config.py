@@ -1,8 +1,9 @@
-"""``glia apply -f``, ``glia delete -f``, ``glia get services``: declared Services, kubectl-style.
+"""``glia apply/delete -f``, ``glia get services|policies``: declared resources, kubectl-style.
 
 Registered on the top-level app by :mod:`glia.cli.main` through :func:`register`.
 Files (``-f -`` is stdin) are parsed and validated here first
-(:mod:`glia.service.manifest`), so mistakes show before any agent is asked;
+(:mod:`glia.declared`: ``v1 Service`` and ``cilium.io/v2
+CiliumNetworkPolicy`` documents, mixed in one file), so mistakes show before any agent is asked;
 the agent validates again and stores (docs/services.md). Every command takes
 ``--node CLUSTER/NODE`` (``--lab NAME``) / ``--socket PATH`` and
 ``-o table|json|yaml`` like the other agent commands.
@@ -18,10 +19,12 @@ from typing import Annotated, Any
 
 import typer
 
+from glia import declared
 from glia.agent.client import AgentError
 from glia.cli import output
 from glia.cli.common import LabOption, NodeOption, SocketOption, agent_errors, client_for, fail
 from glia.cli.output import Column, OutputFormat, OutputOption
+from glia.policy import manifest as policy_manifest
 from glia.service import manifest, yamlload
 from glia.service.manifest import ManifestError
 
@@ -34,7 +37,10 @@ FileOption = Annotated[
         "--filename",
         "-f",
         metavar="FILE",
-        help="YAML file of Kubernetes v1 Service objects ('---' between them); '-' reads stdin.",
+        help=(
+            "YAML file of v1 Service and cilium.io/v2 CiliumNetworkPolicy objects "
+            "('---' between them); '-' reads stdin."
+        ),
         show_default=False,
     ),
 ]
@@ -106,15 +112,16 @@ def apply(
     socket: SocketOption = None,
     out: OutputOption = OutputFormat.table,
 ) -> None:
-    """Create or update the Services of a file, all of them or (on any error) none.
+    """Create or update the Services and CiliumNetworkPolicies of a file: all, or none.
 
     A Service without spec.clusterIP gets one from the cluster's service CIDR;
-    an existing Service keeps its ClusterIP. -o json|yaml prints one result per
-    Service: namespace, name, action (created, configured, unchanged), cluster_ip.
+    an existing Service keeps its ClusterIP; a policy governs the endpoints of
+    the agent's cluster. -o json|yaml prints one result per document: kind,
+    namespace, name, action (created, configured, unchanged), cluster_ip.
     """
     docs, source = _load(filename)
     try:
-        manifest.parse_services(docs, source)
+        declared.parse(docs, source)
     except ManifestError as e:
         fail(str(e))
     client = client_for(node, socket, lab)
@@ -124,7 +131,7 @@ def apply(
     if output.print_structured(results, out):
         return
     for r in results:
-        typer.echo(f"service/{r.get('name')} {r.get('action')}")
+        typer.echo(f"{r.get('kind', 'service')}/{r.get('name')} {r.get('action')}")
 
 
 def delete(
@@ -138,15 +145,15 @@ def delete(
     socket: SocketOption = None,
     out: OutputOption = OutputFormat.table,
 ) -> None:
-    """Delete the Services a file names (and release their ClusterIPs).
+    """Delete the Services (releasing their ClusterIPs) and CiliumNetworkPolicies a file names.
 
     Exits with code 1 if one of them does not exist (unless --ignore-not-found),
-    also with -o json|yaml, which prints one result per Service: namespace, name,
-    action (deleted, not found), cluster_ip.
+    also with -o json|yaml, which prints one result per resource: kind,
+    namespace, name, action (deleted, not found), cluster_ip.
     """
     docs, source = _load(filename)
     try:
-        manifest.parse_refs(docs, source)
+        declared.parse_refs(docs, source)
     except ManifestError as e:
         fail(str(e))
     client = client_for(node, socket, lab)
@@ -156,13 +163,14 @@ def delete(
     structured = output.print_structured(results, out)
     missing = 0
     for r in results:
+        kind = r.get("kind", "service")
         if r.get("action") == "deleted":
             if not structured:
-                typer.echo(f'service "{r.get("name")}" deleted')
+                typer.echo(f'{kind} "{r.get("name")}" deleted')
         elif not ignore_not_found:
             missing += 1
             typer.echo(
-                f'service "{r.get("name")}" not found in namespace "{r.get("namespace")}"',
+                f'{kind} "{r.get("name")}" not found in namespace "{r.get("namespace")}"',
                 err=True,
             )
     if missing:
@@ -247,3 +255,86 @@ def get_services(
 
 get_app.command("service", hidden=True)(get_services)
 get_app.command("svc", hidden=True)(get_services)
+
+
+# -- get policies -----------------------------------------------------------------
+
+
+def _rules(policy: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    spec, specs = policy.get("spec"), policy.get("specs")
+    rules = [spec] if isinstance(spec, Mapping) else []
+    rules += [r for r in specs if isinstance(r, Mapping)] if isinstance(specs, list) else []
+    return rules
+
+
+def _selector_text(sel: Any) -> str:
+    if not isinstance(sel, Mapping):
+        return "-"
+    parts = [f"{k}={v}" for k, v in (sel.get("matchLabels") or {}).items()]
+    for e in sel.get("matchExpressions") or []:
+        if isinstance(e, Mapping):
+            values = ",".join(str(v) for v in e.get("values") or [])
+            parts.append(f"{e.get('key')} {e.get('operator')}" + (f" ({values})" if values else ""))
+    return ",".join(parts) or "<all>"
+
+
+def _directions(policy: Mapping[str, Any]) -> str:
+    found = []
+    for section in ("ingress", "ingressDeny", "egress", "egressDeny"):
+        if any(r.get(section) for r in _rules(policy)):
+            found.append(section)
+    return ",".join(found) or "-"
+
+
+POLICY_COLUMNS: Sequence[Column] = (
+    Column("NAME", _meta_field("name")),
+    Column("RULES", lambda p: len(_rules(p))),
+    Column(
+        "ENDPOINT-SELECTOR",
+        lambda p: " | ".join(_selector_text(r.get("endpointSelector")) for r in _rules(p)),
+    ),
+    Column("SECTIONS", _directions),
+)
+
+
+@get_app.command("policies")
+def get_policies(
+    name: Annotated[str | None, typer.Argument(metavar="NAME", help="Only this policy.")] = None,
+    namespace: Annotated[
+        str, typer.Option("--namespace", "-n", help="The policies' namespace.")
+    ] = policy_manifest.DEFAULT_NAMESPACE,
+    all_namespaces: Annotated[
+        bool, typer.Option("--all-namespaces", "-A", help="Policies of every namespace.")
+    ] = False,
+    out: OutputOption = OutputFormat.table,
+    node: NodeOption = None,
+    lab: LabOption = None,
+    socket: SocketOption = None,
+) -> None:
+    """List declared CiliumNetworkPolicies, or show one, as cilium.io/v2 objects."""
+    if name is not None and all_namespaces:
+        raise typer.BadParameter("a NAME is looked up in one namespace: drop -A", param_hint="-A")
+    client = client_for(node, socket, lab)
+    ns = None if all_namespaces else namespace
+    with _agent_call():
+        items = client.config_policies(namespace=ns, name=name)
+    if name is not None:
+        if not items:
+            fail(f'ciliumnetworkpolicy "{name}" not found in namespace "{namespace}"')
+        if output.print_structured(items[0], out):
+            return
+    elif output.print_structured({"apiVersion": "v1", "kind": "List", "items": items}, out):
+        return
+    if not items:
+        where = "any namespace" if all_namespaces else f"the {namespace} namespace"
+        typer.echo(f"No CiliumNetworkPolicies found in {where}.")
+        return
+    columns = list(POLICY_COLUMNS)
+    if all_namespaces:
+        columns.insert(0, Column("NAMESPACE", _meta_field("namespace")))
+    output.print_table(output.build_table(items, columns))
+
+
+get_app.command("policy", hidden=True)(get_policies)
+get_app.command("ciliumnetworkpolicies", hidden=True)(get_policies)
+get_app.command("cnp", hidden=True)(get_policies)

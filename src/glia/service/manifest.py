@@ -95,7 +95,12 @@ def load_yaml(text: str, source: str) -> list[Any]:
     except yamlload.YamlError as e:
         raise ManifestError([str(e)]) from None
     if not docs:
-        raise ManifestError([f"{source}: no documents (expected Kubernetes v1 Service objects)"])
+        raise ManifestError(
+            [
+                f"{source}: no documents (expected v1 Service or cilium.io/v2 "
+                "CiliumNetworkPolicy objects)"
+            ]
+        )
     return docs
 
 
@@ -206,11 +211,16 @@ def _header(doc: _Doc, raw: Any) -> Mapping[str, Any] | None:
     return raw
 
 
-def parse_refs(docs: Sequence[Any], source: str) -> list[ServiceRef]:
-    """Which Services a file names (for ``glia delete -f``): only kind and metadata are checked."""
+def parse_refs(
+    docs: Sequence[Any], source: str, *, numbers: Sequence[int] | None = None
+) -> list[ServiceRef]:
+    """Which Services a file names (for ``glia delete -f``): only kind and metadata are checked.
+
+    ``numbers``: each document's number in its file, when ``docs`` are some of them.
+    """
     problems: list[str] = []
     refs: list[ServiceRef] = []
-    for i, raw in enumerate(docs, 1):
+    for i, raw in zip(numbers or range(1, len(docs) + 1), docs, strict=True):
         doc = _Doc(source, i)
         _header(doc, raw)
         if doc.ok and doc.namespace and doc.name:
@@ -224,17 +234,23 @@ def parse_refs(docs: Sequence[Any], source: str) -> list[ServiceRef]:
 
 
 def parse_services(
-    docs: Sequence[Any], source: str, *, service_cidr: str | None = None
+    docs: Sequence[Any],
+    source: str,
+    *,
+    service_cidr: str | None = None,
+    numbers: Sequence[int] | None = None,
 ) -> list[ServiceDoc]:
     """Every document as a Service, or one ManifestError with every problem of the file.
 
     With ``service_cidr``, a given ``spec.clusterIP`` must be a usable address in it.
+    ``numbers``: each document's number in its file, when ``docs`` are some of them
+    (:mod:`glia.declared` splits a file mixing kinds).
     """
     problems: list[str] = []
     out: list[ServiceDoc] = []
     names: dict[ServiceRef, int] = {}
     ips: dict[str, int] = {}
-    for i, raw in enumerate(docs, 1):
+    for i, raw in zip(numbers or range(1, len(docs) + 1), docs, strict=True):
         doc = _Doc(source, i)
         spec = _service(doc, raw, service_cidr)
         if doc.namespace and doc.name:

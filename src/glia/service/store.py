@@ -1,7 +1,9 @@
 """Declared Services in the kvstore: apply, delete, list (with ClusterIP reservations).
 
 Called by the agent's config API (:mod:`glia.agent.api_config`) for ``glia
-apply/delete -f``, and by whoever needs the declared Services (the operator's
+apply/delete -f``, which stores a file's other declared resources (policies,
+:mod:`glia.policy.store`) as plain :class:`Record` s in the same transaction,
+and by whoever needs the declared Services (the operator's
 :class:`~glia.operator.services.ServiceResolver` watches the same keys).
 
 Layout (docs/services.md):
@@ -10,13 +12,13 @@ Layout (docs/services.md):
   its ClusterIP filled in;
 - ``glia/config/v1/clusterips/<ip>``: ``"<ns>/<name>"``, the reservation.
 
-All Services of one apply are written in ONE etcd transaction whose compares
+All Services (and records) of one apply are written in ONE etcd transaction whose compares
 say that every Service key is still as it was read and that every ClusterIP is
 still free (or still this Service's): either the whole file is stored or
 nothing, and an address can never be reserved twice, however many appliers
 race (the loser re-reads and tries again). That bounds one apply to what one
 transaction may hold: etcd's ``--max-txn-ops`` (128 by default) compares, so
-64 changed Services; larger files are refused with a clear message.
+64 changed Services (or 128 records); larger files are refused with a clear message.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class ApplyResult:
     name: str
     action: Action
     cluster_ip: str
+    kind: str = "service"  # "service" or a record's kind ("ciliumnetworkpolicy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,22 @@ class DeleteResult:
     name: str
     action: Literal["deleted", "not found"]
     cluster_ip: str = ""
+    kind: str = "service"
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A declared resource stored as its value alone, without reservations (a policy).
+
+    ``value`` is empty when the record is only named (to delete it).
+    """
+
+    kind: str  # as results name it: "ciliumnetworkpolicy"
+    namespace: str
+    name: str
+    key: str
+    value: bytes = b""
+    where: str = ""  # the document, for messages
 
 
 class StoreConflict(KVStoreError):
@@ -105,7 +124,7 @@ def _too_big(n_ops: int, max_txn_ops: int, what: str) -> ManifestError:
         [
             f"{what}: {n_ops} operations do not fit in one etcd transaction (at most "
             f"{max_txn_ops}, etcd's --max-txn-ops): split the file, about "
-            f"{max_txn_ops // 2} Services per file"
+            f"{max_txn_ops // 2} Services or {max_txn_ops} policies per file"
         ]
     )
 
@@ -117,8 +136,12 @@ async def apply(
     *,
     max_txn_ops: int = MAX_TXN_OPS,
     rng: random.Random | None = None,
+    records: Sequence[Record] = (),
 ) -> list[ApplyResult]:
-    """Store every Service, all or nothing; a missing ClusterIP is allocated.
+    """Store every Service and record, all or nothing; a missing ClusterIP is allocated.
+
+    Results: the Services' in order, then the records'. ``service_cidr`` is
+    needed only when there are Services.
 
     Raises :class:`ManifestError` (each problem naming the document and field)
     for a ClusterIP outside ``service_cidr``, taken by another Service, or
@@ -127,7 +150,13 @@ async def apply(
     :class:`StoreConflict` if concurrent writers won ``MAX_ATTEMPTS`` times.
     """
     docs = [_as_doc(s) for s in specs]
-    clusterip.parse_cidr(service_cidr)  # a bad agent setting fails before any I/O
+    if docs:
+        clusterip.parse_cidr(service_cidr)  # a bad agent setting fails before any I/O
+    keys_seen: set[str] = set()
+    for r in records:
+        if r.key in keys_seen:
+            raise ManifestError([f"{r.where}: metadata.name: the same {r.kind} is given twice"])
+        keys_seen.add(r.key)
     seen: set[ServiceRef] = set()
     for d in docs:
         ref = ServiceRef(d.spec.namespace, d.spec.name)
@@ -136,13 +165,14 @@ async def apply(
         seen.add(ref)
     delay = 0.002
     for _ in range(MAX_ATTEMPTS):
-        results = await _try_apply(kv, docs, service_cidr, max_txn_ops, rng)
+        results = await _try_apply(kv, docs, records, service_cidr, max_txn_ops, rng)
         if results is not None:
             return results
         await asyncio.sleep(random.uniform(0, delay))
         delay = min(delay * 2, 0.1)
     raise StoreConflict(
-        f"gave up storing {len(docs)} Service(s) after {MAX_ATTEMPTS} conflicts with "
+        f"gave up storing {len(docs) + len(records)} resource(s) after {MAX_ATTEMPTS} "
+        "conflicts with "
         "concurrent writers; nothing was stored, try again"
     )
 
@@ -150,12 +180,14 @@ async def apply(
 async def _try_apply(
     kv: KVClient,
     docs: Sequence[ServiceDoc],
+    records: Sequence[Record],
     service_cidr: str,
     max_txn_ops: int,
     rng: random.Random | None,
 ) -> list[ApplyResult] | None:
     """One read-check-write round; None if the transaction lost a race."""
     current = await _get_all(kv, [config_key(d.spec.namespace, d.spec.name) for d in docs])
+    record_current = await _get_all(kv, [r.key for r in records])
     existing = [_decode(c) for c in current]
     # The ClusterIP each Service will have ("" = allocate one).
     wanted: list[str] = []
@@ -213,10 +245,22 @@ async def _try_apply(
         else:
             compares.append(Compare(ipkey, "create", "==", 0))
             ops.append(Put(ipkey, me))
+    for rec, rcur in zip(records, record_current, strict=True):
+        if rcur is not None and rcur.value == rec.value:
+            results.append(ApplyResult(rec.namespace, rec.name, "unchanged", "", rec.kind))
+            continue
+        action = "created" if rcur is None else "configured"
+        results.append(ApplyResult(rec.namespace, rec.name, action, "", rec.kind))
+        if rcur is None:
+            compares.append(Compare(rec.key, "create", "==", 0))
+        else:
+            compares.append(Compare(rec.key, "mod", "==", rcur.mod_revision))
+        ops.append(Put(rec.key, rec.value))
     if not ops:
         return results
     if max(len(compares), len(ops)) > max_txn_ops:
-        raise _too_big(max(len(compares), len(ops)), max_txn_ops, docs[0].source or "apply")
+        first = docs[0].source if docs else records[0].where.split(":", 1)[0]
+        raise _too_big(max(len(compares), len(ops)), max_txn_ops, first or "apply")
     if await kv.txn(compares, ops):
         return results
     return None
@@ -244,11 +288,20 @@ async def _free_ips(
 
 
 async def delete(
-    kv: KVClient, refs: Sequence[tuple[str, str]], *, max_txn_ops: int = MAX_TXN_OPS
+    kv: KVClient,
+    refs: Sequence[tuple[str, str]],
+    *,
+    max_txn_ops: int = MAX_TXN_OPS,
+    records: Sequence[Record] = (),
 ) -> list[DeleteResult]:
-    """Remove the Services and release their ClusterIPs, all in one transaction."""
+    """Remove the Services (releasing their ClusterIPs) and the records, in one transaction.
+
+    Results: the Services' in order, then the records'.
+    """
     unique = list(dict.fromkeys(ServiceRef(*r) for r in refs))
+    unique_records = list({r.key: r for r in records}.values())
     for _ in range(MAX_ATTEMPTS):
+        record_current = await _get_all(kv, [r.key for r in unique_records])
         current = await _get_all(kv, [config_key(ns, n) for ns, n in unique])
         specs = [_decode(c) for c in current]
         ips = [s.cluster_ip if s else "" for s in specs]
@@ -267,6 +320,13 @@ async def delete(
             if ip and res is not None and res.value == me:
                 compares.append(Compare(res.key, "value", "==", me))
                 ops.append(Delete(res.key))
+        for rec, rcur in zip(unique_records, record_current, strict=True):
+            if rcur is None:
+                results.append(DeleteResult(rec.namespace, rec.name, "not found", "", rec.kind))
+                continue
+            results.append(DeleteResult(rec.namespace, rec.name, "deleted", "", rec.kind))
+            compares.append(Compare(rcur.key, "mod", "==", rcur.mod_revision))
+            ops.append(Delete(rcur.key))
         if not ops:
             return results
         if max(len(compares), len(ops)) > max_txn_ops:
@@ -275,7 +335,8 @@ async def delete(
             return results
         await asyncio.sleep(random.uniform(0, 0.01))
     raise StoreConflict(
-        f"gave up deleting {len(unique)} Service(s) after {MAX_ATTEMPTS} conflicts with "
+        f"gave up deleting {len(unique) + len(unique_records)} resource(s) after "
+        f"{MAX_ATTEMPTS} conflicts with "
         "concurrent writers; nothing was deleted, try again"
     )
 
