@@ -8,10 +8,11 @@ record is skipped, never a crash). Runs against an etcd of its own
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from test_services_store import own_etcd
 
+from glia import declared
 from glia.agent.api_config import add_routes
 from glia.agent.config import AgentConfig
 from glia.kvstore import keys
@@ -28,6 +30,8 @@ from glia.model import codec
 from glia.policy import store as policy_store
 from glia.policy.manifest import parse_policy, to_manifest
 from glia.policy.model import Policy
+from glia.service import store
+from glia.service.manifest import ManifestError
 
 CIDR = "100.64.0.0/24"
 Client = TestClient[Any, Any]
@@ -240,3 +244,30 @@ async def test_policies_need_no_service_cidr(kv: KVClient) -> None:
         status, answer = await apply(client, DENY, SVC)
         assert status == 503
         assert "service_cidr" in answer["error"]["msg"]
+
+
+async def test_too_many_policies_for_one_transaction(kv: KVClient) -> None:
+    docs = [{**DENY, "metadata": {"name": f"p{i}"}} for i in range(5)]
+    parsed = declared.parse(docs, "big.yaml", cluster="east")
+    records = [policy_store.record(p) for p in parsed.policies]
+    with pytest.raises(ManifestError, match="5 operations do not fit in one etcd transaction"):
+        await store.apply(kv, [], "", max_txn_ops=4, records=records)
+    assert await config_keys(kv) == {}
+    results = await store.apply(kv, [], "", max_txn_ops=5, records=records)
+    assert [r.action for r in results] == ["created"] * 5
+    # Concurrent appliers, each changing every policy its own way: each transaction
+    # wins or re-reads and tries again; the records end up as one applier wrote them.
+    variants = [
+        [
+            policy_store.record(replace(d, policy=replace(d.policy, labels={"v": str(k)})))
+            for d in parsed.policies
+        ]
+        for k in range(4)
+    ]
+    outcomes = await asyncio.gather(*(store.apply(kv, [], "", records=v) for v in variants))
+    assert all(r.action in ("configured", "unchanged") for rs in outcomes for r in rs)
+    stored = await config_keys(kv)
+    values = {r.key.removeprefix(keys.CONFIG): r.value for v in variants for r in v}
+    for k, value in stored.items():
+        assert value in {r.value for v in variants for r in v if r.key.endswith(k)}, k
+    assert len(stored) == 5 and set(stored) <= set(values)
