@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
 
 from glia import declared
-from glia.agent.client import AgentError
+from glia.agent.client import AgentClient, AgentError
 from glia.cli import output
 from glia.cli.common import LabOption, NodeOption, SocketOption, agent_errors, client_for, fail
 from glia.cli.output import Column, OutputFormat, OutputOption
@@ -230,27 +230,51 @@ def get_services(
     socket: SocketOption = None,
 ) -> None:
     """List declared Services, or show one, as Kubernetes v1 Service objects."""
+    _print_declared(
+        "service",
+        "Services",
+        COLUMNS,
+        lambda client, ns: client.config_services(namespace=ns, name=name),
+        name,
+        namespace,
+        all_namespaces,
+        out,
+        lambda: client_for(node, socket, lab),
+    )
+
+
+def _print_declared(
+    kind: str,
+    plural: str,
+    columns: Sequence[Column],
+    fetch: Callable[[AgentClient, str | None], list[dict[str, Any]]],
+    name: str | None,
+    namespace: str,
+    all_namespaces: bool,
+    out: OutputFormat,
+    connect: Callable[[], AgentClient],
+) -> None:
+    """``glia get KIND``: one object (NAME) or a List, as a table or structured."""
     if name is not None and all_namespaces:
         raise typer.BadParameter("a NAME is looked up in one namespace: drop -A", param_hint="-A")
-    client = client_for(node, socket, lab)
-    ns = None if all_namespaces else namespace
+    client = connect()
     with _agent_call():
-        items = client.config_services(namespace=ns, name=name)
+        items = fetch(client, None if all_namespaces else namespace)
     if name is not None:
         if not items:
-            fail(f'service "{name}" not found in namespace "{namespace}"')
+            fail(f'{kind} "{name}" not found in namespace "{namespace}"')
         if output.print_structured(items[0], out):
             return
     elif output.print_structured({"apiVersion": "v1", "kind": "List", "items": items}, out):
         return
     if not items:
         where = "any namespace" if all_namespaces else f"the {namespace} namespace"
-        typer.echo(f"No Services found in {where}.")
+        typer.echo(f"No {plural} found in {where}.")
         return
-    columns = list(COLUMNS)
+    shown = list(columns)
     if all_namespaces:
-        columns.insert(0, Column("NAMESPACE", _meta_field("namespace")))
-    output.print_table(output.build_table(items, columns))
+        shown.insert(0, Column("NAMESPACE", _meta_field("namespace")))
+    output.print_table(output.build_table(items, shown))
 
 
 get_app.command("service", hidden=True)(get_services)
@@ -312,27 +336,17 @@ def get_policies(
     socket: SocketOption = None,
 ) -> None:
     """List declared CiliumNetworkPolicies, or show one, as cilium.io/v2 objects."""
-    if name is not None and all_namespaces:
-        raise typer.BadParameter("a NAME is looked up in one namespace: drop -A", param_hint="-A")
-    client = client_for(node, socket, lab)
-    ns = None if all_namespaces else namespace
-    with _agent_call():
-        items = client.config_policies(namespace=ns, name=name)
-    if name is not None:
-        if not items:
-            fail(f'ciliumnetworkpolicy "{name}" not found in namespace "{namespace}"')
-        if output.print_structured(items[0], out):
-            return
-    elif output.print_structured({"apiVersion": "v1", "kind": "List", "items": items}, out):
-        return
-    if not items:
-        where = "any namespace" if all_namespaces else f"the {namespace} namespace"
-        typer.echo(f"No CiliumNetworkPolicies found in {where}.")
-        return
-    columns = list(POLICY_COLUMNS)
-    if all_namespaces:
-        columns.insert(0, Column("NAMESPACE", _meta_field("namespace")))
-    output.print_table(output.build_table(items, columns))
+    _print_declared(
+        "ciliumnetworkpolicy",
+        "CiliumNetworkPolicies",
+        POLICY_COLUMNS,
+        lambda client, ns: client.config_policies(namespace=ns, name=name),
+        name,
+        namespace,
+        all_namespaces,
+        out,
+        lambda: client_for(node, socket, lab),
+    )
 
 
 get_app.command("policy", hidden=True)(get_policies)
