@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeGuard
 
 # Kubernetes name rules.
@@ -199,3 +199,21 @@ class DocProblems:
             else:
                 self.namespace = s
         return meta
+
+
+def named_refs(
+    docs: Sequence[Any],
+    numbers: Sequence[int] | None,
+    check: Callable[[int, Any], DocProblems],
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """(namespace, name) of every document whose header ``check`` passes, first seen
+    first, and every problem (``glia delete -f`` of any kind). ``check(number, raw)``
+    checks kind and metadata only; ``numbers``: the documents' numbers in their file."""
+    problems: list[str] = []
+    refs: list[tuple[str, str]] = []
+    for i, raw in zip(numbers or range(1, len(docs) + 1), docs, strict=True):
+        doc = check(i, raw)
+        if doc.ok and doc.namespace and doc.name and (doc.namespace, doc.name) not in refs:
+            refs.append((doc.namespace, doc.name))
+        problems += doc.problems()
+    return refs, problems

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from glia.manifestcheck import DocProblems, show
+from glia.manifestcheck import DocProblems, named_refs, show
 from glia.policy import fields
 from glia.policy.model import (
     LabelSelector,
@@ -115,19 +115,16 @@ def parse_refs(
 
     ``numbers``: each document's number in its file, when ``docs`` are some of them.
     """
-    problems: list[str] = []
-    refs: list[PolicyRef] = []
-    for i, raw in zip(numbers or range(1, len(docs) + 1), docs, strict=True):
+
+    def check(i: int, raw: Any) -> DocProblems:
         doc = DocProblems(source, i, KIND)
         _header(doc, raw)
-        if doc.ok and doc.namespace and doc.name:
-            ref = PolicyRef(doc.namespace, doc.name)
-            if ref not in refs:
-                refs.append(ref)
-        problems += doc.problems()
+        return doc
+
+    refs, problems = named_refs(docs, numbers, check)
     if problems:
         raise ManifestError(problems)
-    return refs
+    return [PolicyRef(ns, name) for ns, name in refs]
 
 
 def parse_policies(

@@ -32,6 +32,7 @@ from glia.manifestcheck import (
     DocProblems,
     empty,
     is_int,
+    named_refs,
     show,
     where,
 )
@@ -218,19 +219,16 @@ def parse_refs(
 
     ``numbers``: each document's number in its file, when ``docs`` are some of them.
     """
-    problems: list[str] = []
-    refs: list[ServiceRef] = []
-    for i, raw in zip(numbers or range(1, len(docs) + 1), docs, strict=True):
+
+    def check(i: int, raw: Any) -> DocProblems:
         doc = _Doc(source, i)
         _header(doc, raw)
-        if doc.ok and doc.namespace and doc.name:
-            ref = ServiceRef(doc.namespace, doc.name)
-            if ref not in refs:
-                refs.append(ref)
-        problems += doc.problems()
+        return doc
+
+    refs, problems = named_refs(docs, numbers, check)
     if problems:
         raise ManifestError(problems)
-    return refs
+    return [ServiceRef(ns, name) for ns, name in refs]
 
 
 def parse_services(
