@@ -4,14 +4,17 @@
  *
  * Order: L3 check -> anti-spoofing -> refused-connection signal (signals.h)
  * -> service LB (VIP:port -> backend DNAT,
- * conntrack; refused at once without a ready backend) -> [egress policy] ->
- * local endpoint (reverse NAT of service replies, redirect_peer) | remote
- * node (VXLAN) | node stack, except UDP to the VXLAN port (overlay.h).
+ * conntrack; refused at once without a ready backend) -> egress policy of the
+ * source for the destination's identity (policy.h; after the DNAT, so policy
+ * judges the backend, never the VIP) -> local endpoint (its ingress policy,
+ * reverse NAT of service replies, redirect_peer) | remote node (VXLAN) | node
+ * stack, except UDP to the VXLAN port (overlay.h).
  */
 #include "common.h"
 #include "config.h"
 #include "endpoints.h"
 #include "forward.h"
+#include "identity.h"
 #include "ipcache.h"
 #include "lb.h"
 #include "overlay.h"
@@ -28,7 +31,7 @@ int from_endpoint(struct __sk_buff *skb)
 	const struct glia_config *cfg;
 	struct ethhdr *eth = data;
 	struct iphdr *ip4;
-	__u32 src_identity;
+	__u32 src_identity, dst_identity;
 	int verdict;
 
 	if ((void *)(eth + 1) > data_end)
@@ -61,21 +64,36 @@ int from_endpoint(struct __sk_buff *skb)
 	if ((void *)(ip4 + 1) > data_end)
 		return glia_drop_flow(skb, GLIA_DROP_INVALID_PACKET, GLIA_DIR_EGRESS, src_identity, 0);
 
-	/* GLIA-HOOK(policy): egress policy of the source endpoint goes here,
-	 * keyed on the destination identity (from dst or the ipcache). After the
-	 * DNAT above, so policy sees the backend, never the VIP; packets of an
-	 * established service connection (conntrack hit in glia_lb4) may skip it. */
-
 	dst = glia_lookup_endpoint(ip4->daddr);
-	if (dst)
-		return glia_deliver_local(skb, dst, src_identity, GLIA_DIR_EGRESS);
+	if (dst) {
+		/* A pod reaching itself through a Service (hairpin, ct.h): no
+		 * policy, as in Cilium; a pod cannot be kept from itself. */
+		if (dst->ifindex == skb->ingress_ifindex)
+			return glia_deliver_local(skb, dst, src_identity, GLIA_DIR_EGRESS, 0);
+		verdict = glia_policy(skb, src_identity, dst->identity, GLIA_DIR_EGRESS);
+		if (verdict)
+			return verdict;
+		return glia_deliver_local(skb, dst, src_identity, GLIA_DIR_EGRESS, 1);
+	}
 	/* A pod answering its own service connection (hairpin, ct.h): delivered
 	 * back to itself, reverse NAT included. */
 	if (ip4->daddr == bpf_htonl(GLIA_HAIRPIN_IP))
-		return glia_deliver_local(skb, src, src_identity, GLIA_DIR_EGRESS);
+		return glia_deliver_local(skb, src, src_identity, GLIA_DIR_EGRESS, 0);
+
+	remote = glia_lookup_ipcache(ip4->daddr);
+	dst_identity = remote ? remote->identity : GLIA_ID_WORLD;
+	verdict = glia_policy(skb, src_identity, dst_identity, GLIA_DIR_EGRESS);
+	if (verdict)
+		return verdict;
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	ip4 = (void *)(eth + 1);
+	if ((void *)(ip4 + 1) > data_end)
+		return glia_drop_flow(skb, GLIA_DROP_INVALID_PACKET, GLIA_DIR_EGRESS, src_identity,
+				      dst_identity);
 
 	cfg = glia_get_config();
-	remote = glia_lookup_ipcache(ip4->daddr);
 	if (cfg && remote && remote->tunnel_endpoint) {
 		if (remote->tunnel_endpoint == cfg->node_ip)
 			return glia_drop_flow(skb, GLIA_DROP_NO_ENDPOINT, GLIA_DIR_EGRESS,
@@ -89,7 +107,7 @@ int from_endpoint(struct __sk_buff *skb)
 	 * traffic (overlay.h). */
 	if (cfg && glia_to_vxlan_port(skb, ip4, cfg))
 		return glia_drop_flow(skb, GLIA_DROP_OVERLAY_PORT, GLIA_DIR_EGRESS, src_identity,
-				      remote ? remote->identity : 0);
+				      dst_identity);
 	return glia_to_stack(skb, GLIA_DIR_EGRESS);
 }
 

@@ -5,8 +5,8 @@
  *
  * Order: tunnel key (VNI = source identity) -> sender checks (overlay.h: the
  * outer source is a node, the inner source is that node's, the identity one
- * it may claim) -> [ingress policy] -> local endpoint (reverse NAT of service
- * replies, redirect_peer) | node stack.
+ * it may claim) -> local endpoint (ingress policy for the VNI's identity,
+ * forward.h; reverse NAT of service replies; redirect_peer) | node stack.
  * The lb4 maps are not used here but are declared in every object (lb.h), so
  * either object can create and pin the whole map set.
  */
@@ -52,15 +52,12 @@ int from_overlay(struct __sk_buff *skb)
 	if (refused != GLIA_REASON_FORWARDED)
 		return glia_drop_overlay(skb, refused, src_identity, outer);
 
+	/* Service traffic arrives already DNATed to the backend (the client's
+	 * node did it), so ingress policy sees the backend's own address and
+	 * port; replies to a local client are reverse-NATed after it. */
 	dst = glia_lookup_endpoint(ip4->daddr);
-
-	/* GLIA-HOOK(policy): ingress policy of dst for src_identity goes here.
-	 * Service traffic arrives already DNATed to the backend (the client's
-	 * node did it), so policy sees the backend's own address and port;
-	 * replies to a local client are reverse-NATed in glia_deliver_local. */
-
 	if (dst)
-		return glia_deliver_local(skb, dst, src_identity, GLIA_DIR_INGRESS);
+		return glia_deliver_local(skb, dst, src_identity, GLIA_DIR_INGRESS, 1);
 
 	cfg = glia_get_config();
 	local = glia_lookup_ipcache(ip4->daddr);

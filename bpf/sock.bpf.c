@@ -30,6 +30,7 @@
 #include "events.h"
 #include "ipcache.h"
 #include "lb.h"
+#include "policy.h" /* declared here too: every object can create every pinned map */
 #include "metrics.h"
 #include "signals.h"
 

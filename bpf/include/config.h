@@ -12,11 +12,17 @@
 
 #include "common.h"
 
+/* Set by the agent while a `glia monitor` asks for these events (events.h). */
+enum glia_config_flags {
+	GLIA_CFG_F_POLICY_VERDICTS = 1,  /* report allowed new connections, not only denies */
+	GLIA_CFG_F_TRACE = 2,            /* report every forwarded packet */
+};
+
 struct glia_config {
 	__be32 node_ip;       /* this node's underlay IP, network order: the tunnel endpoint */
 	__u32 vxlan_ifindex;  /* ifindex of glia_vxlan in the node namespace; 0 = no tunnel */
 	__u32 cluster_id;     /* this node's cluster id (1..255) */
-	__u32 flags;          /* reserved, 0 */
+	__u32 flags;          /* enum glia_config_flags */
 	__be16 vxlan_port;    /* UDP port of glia_vxlan, network order: pods may not send to it */
 	__u16 pad;            /* explicit padding, 0 */
 };

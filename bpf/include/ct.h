@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* glia_ct4_v2: connection tracking of service connections, on the client's
- * node. Python mirror: glia.datapath.ct (listing and garbage collection).
+/* glia_ct4_v2: connection tracking, on the node where an endpoint sends or
+ * receives. Python mirror: glia.datapath.ct (listing and garbage collection).
  *
  * The first packet of a connection to a VIP creates two entries:
  * - SERVICE, keyed by the client's tuple to the VIP, holds the chosen
@@ -10,7 +10,17 @@
  * - REPLY, keyed by the backend -> client tuple, holds the VIP and port: the
  *   reverse NAT applied when a reply is delivered to the client
  *   (glia_deliver_local, from both from_endpoint and from_overlay).
- * Both carry an expiry (bpf_ktime_get_ns, CLOCK_MONOTONIC); the datapath
+ * Every connection of an endpoint (policy.h) also gets one entry per side
+ * where it is judged, keyed by the tuple of its first packet:
+ * - EGRESS, where the sending endpoint let it out;
+ * - INGRESS, where the receiving endpoint let it in.
+ * A packet whose tuple has the entry of its side belongs to an allowed
+ * connection; one whose reversed tuple has the entry of the other side is a
+ * reply. Either passes without a policy lookup, so replies of allowed
+ * connections pass and a policy change leaves open connections alone.
+ * Service connections are judged after DNAT (the backend), so their EGRESS
+ * entry and the backend's INGRESS entry hold the backend's address.
+ * All carry an expiry (bpf_ktime_get_ns, CLOCK_MONOTONIC); the datapath
  * treats an expired entry as absent, glia.datapath.ct.ct_gc deletes them, and
  * the LRU evicts the oldest when full.
  */
@@ -18,6 +28,7 @@
 #define GLIA_CT_H
 
 #include "common.h"
+#include "drop.h"
 #include "nat.h"
 
 #define GLIA_CT_MAX 262144
@@ -34,6 +45,8 @@
 enum glia_ct_dir {
 	GLIA_CT_SERVICE = 1,             /* client -> VIP; value: the backend */
 	GLIA_CT_REPLY = 2,               /* backend -> client; value: the VIP */
+	GLIA_CT_EGRESS = 3,              /* first packet's tuple, allowed out of its sender */
+	GLIA_CT_INGRESS = 4,             /* first packet's tuple, allowed into its receiver */
 };
 
 enum glia_ct_flags {
@@ -91,13 +104,11 @@ static __always_inline __u64 glia_ct_lifetime(__u8 proto, __u8 flags)
 	return GLIA_CT_LIFETIME_SYN;
 }
 
-/* A packet of the connection went by: update flags and expiry of `e` and,
- * when that changes anything, of its twin entry (`twin` is its key), so both
- * directions live and die together. */
-static __always_inline void glia_ct_touch(struct glia_ct4_entry *e, const struct glia_ct4_key *twin,
-					  __u8 proto, __u8 tcp_flags, __u8 add_flags, __u64 now)
+/* A packet of the connection went by: update flags and expiry of `e`. 1 when
+ * anything changed (then a twin entry needs the same). */
+static __always_inline int glia_ct_touch_one(struct glia_ct4_entry *e, __u8 proto, __u8 tcp_flags,
+					     __u8 add_flags, __u64 now)
 {
-	struct glia_ct4_entry *other;
 	__u8 flags = e->flags | add_flags;
 	__u64 expires;
 
@@ -106,15 +117,75 @@ static __always_inline void glia_ct_touch(struct glia_ct4_entry *e, const struct
 	expires = now + glia_ct_lifetime(proto, flags);
 	if (flags == e->flags && expires < e->expires_ns + GLIA_CT_REFRESH &&
 	    (tcp_flags & ~e->tcp_flags) == 0)
-		return;
+		return 0;
 	e->flags = flags;
 	e->tcp_flags |= tcp_flags;
 	e->expires_ns = expires;
+	return 1;
+}
+
+/* glia_ct_touch_one, and when that changes anything, the same flags and expiry
+ * for its twin entry (`twin` is its key), so both directions live and die
+ * together. */
+static __always_inline void glia_ct_touch(struct glia_ct4_entry *e, const struct glia_ct4_key *twin,
+					  __u8 proto, __u8 tcp_flags, __u8 add_flags, __u64 now)
+{
+	struct glia_ct4_entry *other;
+
+	if (!glia_ct_touch_one(e, proto, tcp_flags, add_flags, now))
+		return;
 	other = bpf_map_lookup_elem(&glia_ct4_v2, twin);
 	if (other) {
-		other->flags = flags;
-		other->expires_ns = expires;
+		other->flags = e->flags;
+		other->expires_ns = e->expires_ns;
 	}
+}
+
+/* Policy conntrack (policy.h): 1 when the packet with tuple `t` (dir ignored)
+ * belongs to a connection already allowed on this side (`direction`, enum
+ * glia_direction), or is a reply to one allowed on the other side. A TCP SYN
+ * on a closing entry starts a new connection: judged again. */
+static __always_inline int glia_ct_policy_seen(const struct glia_ct4_key *t, __u32 direction,
+					       __u8 tcp_flags, __u64 now)
+{
+	struct glia_ct4_entry *e;
+	struct glia_ct4_key key;
+
+	key = *t;
+	key.dir = direction == GLIA_DIR_EGRESS ? GLIA_CT_EGRESS : GLIA_CT_INGRESS;
+	e = bpf_map_lookup_elem(&glia_ct4_v2, &key);
+	if (e && e->expires_ns > now &&
+	    !((e->flags & GLIA_CT_F_CLOSING) &&
+	      (tcp_flags & (GLIA_TCP_SYN | GLIA_TCP_ACK)) == GLIA_TCP_SYN)) {
+		glia_ct_touch_one(e, t->proto, tcp_flags, 0, now);
+		return 1;
+	}
+	key.saddr = t->daddr;
+	key.daddr = t->saddr;
+	key.sport = t->dport;
+	key.dport = t->sport;
+	key.dir = direction == GLIA_DIR_EGRESS ? GLIA_CT_INGRESS : GLIA_CT_EGRESS;
+	e = bpf_map_lookup_elem(&glia_ct4_v2, &key);
+	if (e && e->expires_ns > now) {
+		glia_ct_touch_one(e, t->proto, tcp_flags, GLIA_CT_F_SEEN_REPLY, now);
+		return 1;
+	}
+	return 0;
+}
+
+static __always_inline void glia_ct_policy_create(const struct glia_ct4_key *t, __u32 direction,
+						  __u8 tcp_flags, __u64 now)
+{
+	struct glia_ct4_entry entry = {};
+	struct glia_ct4_key key;
+
+	key = *t;
+	key.dir = direction == GLIA_DIR_EGRESS ? GLIA_CT_EGRESS : GLIA_CT_INGRESS;
+	if (tcp_flags & (GLIA_TCP_FIN | GLIA_TCP_RST))
+		entry.flags = GLIA_CT_F_CLOSING;
+	entry.tcp_flags = tcp_flags;
+	entry.expires_ns = now + glia_ct_lifetime(t->proto, entry.flags);
+	bpf_map_update_elem(&glia_ct4_v2, &key, &entry, BPF_ANY);
 }
 
 /* Reverse NAT before delivery to a local endpoint: a reply from a backend to

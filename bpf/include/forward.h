@@ -8,22 +8,31 @@
 #include "common.h"
 #include "ct.h"
 #include "endpoints.h"
+#include "policy.h"
 #include "verdict.h"
 
 /* Delivery to an endpoint of this node, from a local pod (from_endpoint) or
- * through the tunnel (from_overlay). A reply of a service connection whose
- * client is this endpoint gets its reverse NAT here (VIP:port as source), so
- * both paths share it. The MACs are set as the pod expects from its gateway:
+ * through the tunnel (from_overlay): the one ingress point of pod traffic
+ * (to_endpoint judges what the node's stack delivers). With `check_policy`
+ * the endpoint's ingress policy judges the packet first, on its tuple before
+ * reverse NAT (the backend's address, as the client's egress entry holds it).
+ * A reply of a service connection whose client is this endpoint gets its
+ * reverse NAT here (VIP:port as source), so both paths share it. The MACs are set as the pod expects from its gateway:
  * source = host-side veth, destination = pod. */
 static __always_inline int glia_deliver_local(struct __sk_buff *skb,
 					      const struct glia_endpoint *ep, __u32 src_identity,
-					      enum glia_direction direction)
+					      enum glia_direction direction, int check_policy)
 {
 	void *data, *data_end;
 	struct ethhdr *eth;
 	struct iphdr *ip4;
 	long ret;
 
+	if (check_policy) {
+		ret = glia_policy(skb, ep->identity, src_identity, GLIA_DIR_INGRESS);
+		if (ret)
+			return (int)ret;
+	}
 	if (glia_ct_reply_nat(skb) < 0)
 		return glia_drop_flow(skb, GLIA_DROP_NAT_FAILED, direction, src_identity,
 				      ep->identity);
@@ -45,6 +54,8 @@ static __always_inline int glia_deliver_local(struct __sk_buff *skb,
 	 * stack would discard them. */
 	if (skb->pkt_type != PACKET_HOST)
 		bpf_skb_change_type(skb, PACKET_HOST);
+	glia_trace(skb, GLIA_OBS_TO_ENDPOINT, GLIA_REASON_FORWARDED, direction, src_identity,
+		   ep->identity);
 	ret = bpf_redirect_peer(ep->ifindex, 0);
 	if (ret != TC_ACT_REDIRECT)
 		return glia_drop_flow(skb, GLIA_DROP_REDIRECT_FAILED, direction, src_identity,
@@ -73,6 +84,8 @@ static __always_inline int glia_to_tunnel(struct __sk_buff *skb, struct iphdr *i
 	if (bpf_skb_set_tunnel_key(skb, &key, sizeof(key), BPF_F_ZERO_CSUM_TX) < 0)
 		return glia_drop_flow(skb, GLIA_DROP_REDIRECT_FAILED, GLIA_DIR_EGRESS, src_identity,
 				      dst_identity);
+	glia_trace(skb, GLIA_OBS_TO_OVERLAY, GLIA_REASON_FORWARDED, GLIA_DIR_EGRESS, src_identity,
+		   dst_identity);
 	ret = bpf_redirect(vxlan_ifindex, 0);
 	if (ret != TC_ACT_REDIRECT)
 		return glia_drop_flow(skb, GLIA_DROP_REDIRECT_FAILED, GLIA_DIR_EGRESS, src_identity,

@@ -10,6 +10,7 @@
 #define GLIA_IDENTITY_H
 
 #define GLIA_ID_HOST 1           /* this node (its IPs in its own ipcache) */
+#define GLIA_ID_WORLD 2          /* outside the mesh: no ipcache entry */
 #define GLIA_ID_INIT 5           /* an endpoint whose labels are not known yet */
 #define GLIA_ID_REMOTE_NODE 6    /* another node of the mesh (its node IP) */
 #define GLIA_ID_MIN_LOCAL 256    /* first allocated index within a cluster */

@@ -25,7 +25,7 @@ import netns_util as nu
 import pytest
 
 from glia.datapath import cgroup, netlink
-from glia.datapath.ct import ct_entries, ct_gc
+from glia.datapath.ct import CTRow, ct_entries, ct_gc
 from glia.datapath.drop import Direction, Reason
 from glia.datapath.loader import Datapath, unpin
 from glia.datapath.maps import EndpointInfo
@@ -134,6 +134,11 @@ elif mode == "hold":
             print(lines.readline().decode().strip(), flush=True)
 print(json.dumps(out), flush=True)
 """
+
+
+def lb_ct(dp: Datapath) -> list[CTRow]:
+    """The service conntrack entries (not the policy ones every connection has)."""
+    return [r for r in ct_entries(dp) if r.kind in ("service", "reply")]
 
 
 @dataclass
@@ -335,7 +340,7 @@ def test_connections_spread_over_backends_on_both_nodes(clean: Lab) -> None:
     n1, n2 = lab.nodes["lbn1"], lab.nodes["lbn2"]
     services = [r for r in ct_entries(n1.dp) if r.kind == "service"]
     assert len(services) == 300 and {r.dst for r in services} == {VIP}
-    assert ct_entries(n2.dp) == []
+    assert lb_ct(n2.dp) == []
 
 
 def test_udp_service_answers_from_the_vip(clean: Lab) -> None:
@@ -432,13 +437,16 @@ def test_conntrack_gc_removes_expired_entries(clean: Lab) -> None:
     client(lab, "udp", UDP_PORT, 10)
     n1 = lab.nodes["lbn1"]
     rows = ct_entries(n1.dp)
-    assert len(rows) == 40  # a service and a reply entry per connection
+    assert len(lb_ct(n1.dp)) == 40  # a service and a reply entry per connection
+    # and policy entries: egress of each client, ingress of the local backends
+    assert {r.kind for r in rows} == {"service", "reply", "egress", "ingress"}
+    tcp = sum(r.proto == 6 for r in rows)
     now = time.monotonic_ns()
     assert ct_gc(n1.dp, now) == 0
     # Closed TCP connections expire within 10 s, UDP flows after 60 s idle.
-    assert ct_gc(n1.dp, now + 11 * 10**9) == 20
+    assert ct_gc(n1.dp, now + 11 * 10**9) == tcp
     assert {r.proto for r in ct_entries(n1.dp)} == {17}
-    assert ct_gc(n1.dp, now + 61 * 10**9) == 20
+    assert ct_gc(n1.dp, now + 61 * 10**9) == len(rows) - tcp
     assert ct_entries(n1.dp) == []
 
 
@@ -485,7 +493,7 @@ def test_socket_lb_sends_connections_straight_to_backends(sock_lb: tuple[Lab, Pa
     assert min(counts.values()) >= 0.15 * 300, counts
     # Picked at connect(): the packets went to the pod IPs, no conntrack, no NAT.
     assert _xlated(n1) == before + 300
-    assert ct_entries(n1.dp) == []
+    assert lb_ct(n1.dp) == []
     seen = client(lab, "tcp-peer", TCP_PORT, cgroup=cg)
     assert seen["peer"] == [VIP, TCP_PORT] and seen["name"] in {"b1", "b2", "b3"}
     # The same client outside the cgroup goes through from_endpoint's DNAT.
@@ -502,7 +510,7 @@ def test_socket_lb_udp_answers_come_from_the_vip(sock_lb: tuple[Lab, Path]) -> N
     unconnected = client(lab, "udp-unconnected", UDP_PORT, 30, cgroup=cg)
     assert {k.split("@")[1] for k in unconnected} == {f"{VIP}:{UDP_PORT}"}, unconnected
     assert sum(unconnected.values()) == 30
-    assert ct_entries(n1.dp) == []
+    assert lb_ct(n1.dp) == []
 
 
 def test_socket_lb_leaves_maglev_affinity_and_refusals_to_the_datapath(

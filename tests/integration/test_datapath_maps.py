@@ -52,6 +52,7 @@ def test_load_pins_every_map_and_program(dp: Datapath) -> None:
     assert {p.name for p in (dp.pin_dir / PROGS_SUBDIR).iterdir()} == {
         "from_endpoint",
         "from_overlay",
+        "to_endpoint",
         "glia_sock4_connect",
         "glia_sock4_sendmsg",
         "glia_sock4_recvmsg",

@@ -235,6 +235,7 @@ def from_node(
 
 _INIT, _HOST = int(ReservedIdentity.INIT), int(ReservedIdentity.HOST)
 _NODE = int(ReservedIdentity.REMOTE_NODE)
+_WORLD = int(ReservedIdentity.WORLD)  # no ipcache entry
 _UNKNOWN_NODE, _NOT_OF_NODE = Reason.DROP_UNKNOWN_NODE, Reason.DROP_SOURCE_NOT_OF_NODE
 _BAD_ID = Reason.DROP_IDENTITY_NOT_OF_NODE
 OVERLAY_CASES = [
@@ -310,9 +311,10 @@ PORT_CASES = [
             dst_identity=_HOST),
     to_node("pod to another node's VXLAN port", REMOTE_NODE_IP, udp(40000, VXLAN_PORT), _PORT,
             dst_identity=_NODE),
-    to_node("pod to the VXLAN port outside the mesh", WORLD, udp(40000, VXLAN_PORT), _PORT),
+    to_node("pod to the VXLAN port outside the mesh", WORLD, udp(40000, VXLAN_PORT), _PORT,
+            dst_identity=_WORLD),
     to_node("pod to the VXLAN port on the underlay broadcast", "198.19.255.255",
-            udp(40000, VXLAN_PORT), _PORT),
+            udp(40000, VXLAN_PORT), _PORT, dst_identity=_WORLD),
     to_node("pod to its node, another UDP port", NODE_IP, udp(40000, 53), Reason.TO_STACK),
     to_node("pod to another node, another UDP port", REMOTE_NODE_IP, udp(40000, 4789),
             Reason.TO_STACK),

@@ -106,6 +106,7 @@ def test_identity_header_mirrors_the_model() -> None:
     }
     assert defines == {
         "GLIA_ID_HOST": ReservedIdentity.HOST,
+        "GLIA_ID_WORLD": ReservedIdentity.WORLD,
         "GLIA_ID_INIT": ReservedIdentity.INIT,
         "GLIA_ID_REMOTE_NODE": ReservedIdentity.REMOTE_NODE,
         "GLIA_ID_MIN_LOCAL": MIN_LOCAL,

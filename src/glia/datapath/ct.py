@@ -27,11 +27,13 @@ if TYPE_CHECKING:
 # enum glia_ct_dir / glia_ct_flags
 CT_SERVICE = 1
 CT_REPLY = 2
+CT_EGRESS = 3  # policy: allowed out of its sender (tuple of the first packet)
+CT_INGRESS = 4  # policy: allowed into its receiver
 CT_F_SEEN_REPLY = 1
 CT_F_CLOSING = 2
 CT_F_HAIRPIN = 4
 HAIRPIN_IP = "169.254.42.1"  # GLIA_HAIRPIN_IP: source of a pod's connections to itself
-_DIR_NAMES = {CT_SERVICE: "service", CT_REPLY: "reply"}
+_DIR_NAMES = {CT_SERVICE: "service", CT_REPLY: "reply", CT_EGRESS: "egress", CT_INGRESS: "ingress"}
 _TCP_FLAG_NAMES = ((0x01, "FIN"), (0x02, "SYN"), (0x04, "RST"), (0x10, "ACK"))
 
 _KEY = struct.Struct("!4s4sHHBBH")  # glia_ct4_key: addresses and ports in network order

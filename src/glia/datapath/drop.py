@@ -55,6 +55,43 @@ class Direction(enum.IntEnum):
         return self.name.lower()
 
 
+class PolicyMatch(enum.IntEnum):
+    """enum glia_policy_match (bpf/include/policy.h): how a policy verdict was reached."""
+
+    NONE = 0  # no entry: default deny
+    L3 = 1  # the peer's entry for every port
+    L4 = 2  # the peer's entry for this protocol and port
+    ANY_L3 = 3  # the any-peer entry for every port
+    ANY_L4 = 4  # the any-peer entry for this protocol and port
+    NOT_ENFORCED = 5  # the endpoint is open in this direction
+    HAIRPIN = 6  # an endpoint reaching itself through a Service
+
+    @property
+    def label(self) -> str:
+        return {
+            PolicyMatch.NONE: "default-deny",
+            PolicyMatch.L3: "L3-only",
+            PolicyMatch.L4: "L3-L4",
+            PolicyMatch.ANY_L3: "all",
+            PolicyMatch.ANY_L4: "L4-only",
+            PolicyMatch.NOT_ENFORCED: "not-enforced",
+            PolicyMatch.HAIRPIN: "hairpin",
+        }[self]
+
+
+class ObsPoint(enum.IntEnum):
+    """enum glia_obs_point (bpf/include/events.h): where a trace event was taken."""
+
+    NONE = 0
+    TO_ENDPOINT = 1
+    TO_OVERLAY = 2
+    TO_STACK = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower().replace("_", "-")
+
+
 def reason_c_name(reason: Reason) -> str:
     """The enumerator's name in drop.h."""
     if reason.is_drop:

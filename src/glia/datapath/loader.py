@@ -86,6 +86,8 @@ BPF_CGROUP_INET4_GETPEERNAME = 29
 
 FROM_ENDPOINT = ProgramSpec("from_endpoint.bpf.o", "from_endpoint")
 FROM_OVERLAY = ProgramSpec("from_overlay.bpf.o", "from_overlay")
+# tc egress of the endpoint veth: ingress policy for what the node's stack sends.
+TO_ENDPOINT = ProgramSpec("to_endpoint.bpf.o", "to_endpoint")
 # Socket-level load-balancing (bpf/sock.bpf.c), attached to a cgroup v2.
 SOCK_PROGRAMS = (
     ProgramSpec("sock.bpf.o", "glia_sock4_connect", BPF_CGROUP_INET4_CONNECT),
@@ -93,7 +95,7 @@ SOCK_PROGRAMS = (
     ProgramSpec("sock.bpf.o", "glia_sock4_recvmsg", BPF_CGROUP_UDP4_RECVMSG),
     ProgramSpec("sock.bpf.o", "glia_sock4_getpeername", BPF_CGROUP_INET4_GETPEERNAME),
 )
-PROGRAMS = (FROM_ENDPOINT, FROM_OVERLAY, *SOCK_PROGRAMS)
+PROGRAMS = (FROM_ENDPOINT, FROM_OVERLAY, TO_ENDPOINT, *SOCK_PROGRAMS)
 # Each object once, in load order (every object declares every pinned map).
 OBJECT_FILES = tuple(dict.fromkeys(spec.object_file for spec in PROGRAMS))
 
@@ -295,7 +297,11 @@ class Datapath:
             raise DatapathError(f"program {program} is not loaded ({self.pin_dir})") from None
 
     def attach_endpoint(self, ifindex: int) -> None:
-        """from_endpoint on the host-side veth ``ifindex`` of the calling thread's netns."""
+        """from_endpoint (tc ingress) and to_endpoint (tc egress) on the host-side veth
+        ``ifindex`` of the calling thread's netns. Egress first: the pod sends
+        nothing before from_endpoint is there, and what the node sends it is
+        judged from then on."""
+        tc.attach_egress(ifindex, self.prog_fd(TO_ENDPOINT.program))
         tc.attach_ingress(ifindex, self.prog_fd(FROM_ENDPOINT.program))
 
     def attach_overlay(self, ifindex: int) -> None:
@@ -303,7 +309,9 @@ class Datapath:
         tc.attach_ingress(ifindex, self.prog_fd(FROM_OVERLAY.program))
 
     def detach(self, ifindex: int) -> bool:
-        return tc.detach_ingress(ifindex)
+        """Remove glia's programs from ``ifindex``; False if there were none."""
+        egress = tc.detach_egress(ifindex)
+        return tc.detach_ingress(ifindex) or egress
 
     # --- socket-level load-balancing (cgroup v2) ------------------------------
 

@@ -36,7 +36,18 @@ BPF_F_NO_COMMON_LRU = 2
 # bpf/include/lb.h
 LB_MAGLEV_M = 16381  # GLIA_LB_MAGLEV_M: slots of a Maglev table in the map
 
+# enum glia_event_type (bpf/include/events.h)
 GLIA_EVENT_DROP = 1
+GLIA_EVENT_POLICY_VERDICT = 2
+GLIA_EVENT_TRACE = 3
+# enum glia_config_flags (bpf/include/config.h)
+GLIA_CFG_F_POLICY_VERDICTS = 1
+GLIA_CFG_F_TRACE = 2
+# bpf/include/policy.h
+GLIA_POLICY_F_DENY = 1
+GLIA_POLICY_F_L4 = 2
+POLICY_L3_PREFIX = 72  # subject, peer, direction: every protocol and port
+POLICY_FULL_PREFIX = 96
 GLIA_SIGNAL_REFUSED = 1  # bpf/include/signals.h
 
 
@@ -101,7 +112,38 @@ class glia_drop_event(Structure):
         ("dst_identity", c_uint32),
         ("len", c_uint32),
         ("tunnel_src", c_uint32),
+        ("rule_cookie", c_uint32),
+        ("match", c_uint8),
+        ("obs_point", c_uint8),
+        ("pad2", c_uint16),
     ]
+
+
+# --- policy.h --------------------------------------------------------------
+
+
+class glia_policy_key(Structure):
+    _fields_ = [
+        ("prefixlen", c_uint32),
+        ("subject", c_uint32),  # host order
+        ("peer", c_uint32),  # host order; 0: any
+        ("direction", c_uint8),
+        ("proto", c_uint8),
+        ("dport", c_uint16),  # network order
+    ]
+
+
+class glia_policy_entry(Structure):
+    _fields_ = [
+        ("flags", c_uint8),
+        ("pad1", c_uint8),
+        ("pad2", c_uint16),
+        ("cookie", c_uint32),
+    ]
+
+
+class glia_policy_subject(Structure):
+    _fields_ = [("enforced", c_uint32), ("pad", c_uint32)]
 
 
 # --- signals.h -------------------------------------------------------------
@@ -326,6 +368,22 @@ METRICS = MapSpec(
 CONFIG = MapSpec("glia_config_v2", BPF_MAP_TYPE_ARRAY, c_uint32, glia_config, 1)
 EVENTS = MapSpec("glia_events_v1", BPF_MAP_TYPE_RINGBUF, None, None, 256 * 1024)
 SIGNALS = MapSpec("glia_signals_v1", BPF_MAP_TYPE_RINGBUF, None, None, 64 * 1024)
+POLICY = MapSpec(
+    "glia_policy_v1",
+    BPF_MAP_TYPE_LPM_TRIE,
+    glia_policy_key,
+    glia_policy_entry,
+    1048576,
+    flags=BPF_F_NO_PREALLOC,
+)
+POLICY_SUBJECTS = MapSpec(
+    "glia_polsub_v1",
+    BPF_MAP_TYPE_HASH,
+    c_uint32,
+    glia_policy_subject,
+    16384,
+    flags=BPF_F_NO_PREALLOC,
+)
 
 
 def _lb_hash(
@@ -380,6 +438,8 @@ ALL_MAPS = (
     CT4,
     LB_SOCK,
     LB_RSK,
+    POLICY,
+    POLICY_SUBJECTS,
 )
 # Pins of earlier layout versions, which no program of this version uses: the
 # loader removes them (programs of the old version still attached keep their

@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/* to_endpoint: tc egress of the host side of every endpoint veth, i.e. what
+ * the node's IP stack sends to a pod (the node itself: health probes; or
+ * traffic the node routed). Pod traffic never comes this way: from_endpoint
+ * and from_overlay deliver it with bpf_redirect_peer, which skips this hook,
+ * after judging it at glia_deliver_local (forward.h).
+ *
+ * Ingress policy of the endpoint for the source's identity (the ipcache's;
+ * world without an entry), with policy conntrack, so connections the node
+ * opens are tracked and the pod's replies pass its egress policy.
+ * Attached by glia.datapath.loader.Datapath next to from_endpoint.
+ */
+#include "common.h"
+#include "endpoints.h"
+#include "identity.h"
+#include "ipcache.h"
+#include "lb.h"     /* declared here too: every object can create every pinned map */
+#include "policy.h"
+#include "signals.h"
+#include "verdict.h"
+
+SEC("tc")
+int to_endpoint(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	const struct glia_ipcache_entry *src;
+	const struct glia_endpoint *dst;
+	struct ethhdr *eth = data;
+	struct iphdr *ip4;
+	__u32 src_identity;
+
+	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;  /* ARP from the node's side, or not ours to judge */
+	ip4 = (void *)(eth + 1);
+	if ((void *)(ip4 + 1) > data_end || ip4->version != 4 || ip4->ihl < 5)
+		return glia_drop_flow(skb, GLIA_DROP_INVALID_PACKET, GLIA_DIR_INGRESS, 0, 0);
+	dst = glia_lookup_endpoint(ip4->daddr);
+	if (!dst)
+		return TC_ACT_OK;
+	src = glia_lookup_ipcache(ip4->saddr);
+	src_identity = src ? src->identity : GLIA_ID_WORLD;
+	if (glia_policy(skb, dst->identity, src_identity, GLIA_DIR_INGRESS))
+		return TC_ACT_SHOT;
+	return TC_ACT_OK;
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";
