@@ -39,12 +39,15 @@ from glia.datapath.maps import (
     MetricsMap,
     NodeConfig,
 )
+from glia.datapath.policymap import PolicyMap
 from glia.datapath.structs import (
     CONFIG,
     CT4,
     ENDPOINTS,
     IPCACHE,
     METRICS,
+    POLICY,
+    POLICY_SUBJECTS,
     RETIRED_MAPS,
     glia_config,
     glia_ct4_entry,
@@ -54,6 +57,9 @@ from glia.datapath.structs import (
     glia_ipcache_entry,
     glia_ipcache_key,
     glia_metrics,
+    glia_policy_entry,
+    glia_policy_key,
+    glia_policy_subject,
 )
 
 _H = TypeVar("_H")
@@ -153,6 +159,7 @@ class Datapath:
         self._config: ConfigMap | None = None
         self._lb: LBMaps | None = None
         self._ct: CTMap | None = None
+        self._policy: PolicyMap | None = None
 
     def __enter__(self) -> Datapath:
         return self
@@ -199,6 +206,17 @@ class Datapath:
             self._lb = LBMaps.open(lambda spec: self._map_fd(first, spec.name))
             self._ct = CTMap(
                 BPFMap(self._map_fd(first, CT4.name), CT4, glia_ct4_key, glia_ct4_entry)
+            )
+            self._policy = PolicyMap(
+                BPFMap(
+                    self._map_fd(first, POLICY.name), POLICY, glia_policy_key, glia_policy_entry
+                ),
+                BPFMap(
+                    self._map_fd(first, POLICY_SUBJECTS.name),
+                    POLICY_SUBJECTS,
+                    c_uint32,
+                    glia_policy_subject,
+                ),
             )
         except BaseException:
             self.close()
@@ -274,6 +292,11 @@ class Datapath:
     def lb(self) -> LBMaps:
         """The lb4 service maps (written by glia.service.lbsync only)."""
         return self._loaded(self._lb)
+
+    @property
+    def policy(self) -> PolicyMap:
+        """The policy maps (written by the agent's policy subsystem only)."""
+        return self._loaded(self._policy)
 
     @property
     def ct(self) -> CTMap:
@@ -391,12 +414,14 @@ class Datapath:
             self._config,
             self._lb,
             self._ct,
+            self._policy,
         ):
             if handle is not None:
                 handle.close()
         self._endpoints = self._ipcache = self._metrics = self._config = None
         self._lb = None
         self._ct = None
+        self._policy = None
         for obj in self._objects:
             libbpf.lib().bpf_object__close(obj)
         self._objects.clear()
