@@ -74,8 +74,13 @@ async def test_an_agent_writes_only_its_own_node_records(etcd: EtcdServer, clust
         ]
         for key in foreign:
             assert not await _writes(n1, key), f"n1 may write {key}"
-        # It reads the whole cluster state (validation bounds what it accepts).
+        # It reads the whole cluster state (validation bounds what it accepts)
+        # and the declared policies it enforces, nothing else of the config.
         await n1.check_read(keys.STATE)
+        await n1.check_read(keys.configs("policies"))
+        assert not await _writes(n1, keys.config("policies", "default", "web"))
+        with pytest.raises(PermissionDenied):
+            await n1.check_read(keys.configs("services"))
 
 
 async def test_operator_and_config_users(etcd: EtcdServer, cluster: str) -> None:

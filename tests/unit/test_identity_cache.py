@@ -54,3 +54,29 @@ def test_cache_keeps_valid_identities_and_reports_the_rest() -> None:
     asyncio.run(run())
     assert also.events == [f"upsert {good}", f"upsert {forged}", "synced", f"upsert {good}",
                            f"delete {forged}"]  # fmt: skip
+
+
+def test_listener_hears_real_changes_once_with_the_minting_cluster() -> None:
+    cache = IdentityCache(ClusterBounds("c1", 1))
+    heard: list[tuple[str, int, dict[str, str] | None]] = []
+    t1 = cache.tables["c1"]
+    k1 = keys.identity_id("c1", 65800)
+    t1.upsert(k1, codec.encode(Identity(65800, {"app": "web"})))
+    cache.listen(lambda c, n, i: heard.append((c, n, None if i is None else i.labels)))
+    assert heard == [("c1", 65800, {"app": "web"})]  # what was held, at once
+    t1.upsert(k1, codec.encode(Identity(65800, {"app": "web"})))  # a re-list: unchanged
+    assert len(heard) == 1
+    t1.upsert(k1, codec.encode(Identity(65800, {"app": "db"})))
+    assert heard[-1] == ("c1", 65800, {"app": "db"})
+    t1.upsert(k1, b"{junk")  # gone bad: gone
+    assert heard[-1] == ("c1", 65800, None)
+    t1.delete(k1)  # already gone: nothing to hear
+    assert len(heard) == 3
+    c2 = cache.add_source(ClusterBounds("c2", 2))
+    k2 = keys.identity_id("c2", 2 << 16 | 300)
+    c2.upsert(k2, codec.encode(Identity(2 << 16 | 300, {"app": "client"})))
+    assert heard[-1] == ("c2", 2 << 16 | 300, {"app": "client"})
+    cache.remove_source("c2")
+    assert heard[-1] == ("c2", 2 << 16 | 300, None)
+    cache.remove_source("c1")  # the local cluster is never removed
+    assert len(heard) == 5

@@ -5,8 +5,9 @@ reverse): kvstore client and lease publisher, datapath (maps reused from the
 pins, programs loaded, VXLAN device), node registration and pod CIDR, IPAM and
 identity allocator, endpoint restore, the remote clusters (ClusterMesh: their
 first lists, briefly awaited), our ipcache, identity and Service reflectors,
-then ready. The API socket is up from the start so ``glia status`` can tell
-what the agent waits for.
+policy (its reflector, then one sync of the policy maps), then ready. The API
+socket is up from the start so ``glia status`` can tell what the agent waits
+for.
 
 Blocking kernel work (libbpf, netlink) runs on one worker thread: the event
 loop stays responsive and datapath changes are serialised.
@@ -31,6 +32,7 @@ from glia.agent.config import AgentConfig, reserved_networks
 from glia.agent.identities import IdentityCache
 from glia.agent.ipcache import IPCacheSync
 from glia.agent.labels import NoRuntimeLabels, PodmanLabels
+from glia.agent.policy import PolicySync
 from glia.agent.services import AgentServices
 from glia.clustermesh.mesh import ClusterMesh
 from glia.clustermesh.remote import MeshSinks
@@ -43,13 +45,14 @@ from glia.identity.allocator import IdentityAllocator, MasterKeyKeeper
 from glia.ipam.local import LocalIPAM
 from glia.kvstore import keys
 from glia.kvstore.client import KVClient
-from glia.kvstore.errors import KVStoreError
+from glia.kvstore.errors import KVStoreError, PermissionDenied
 from glia.kvstore.grace import DeferredDeletes, defer_deletes
 from glia.kvstore.publisher import LeasedPublisher
 from glia.kvstore.reflector import Reflector
 from glia.model import codec
 from glia.model.cluster import ClusterInfo
 from glia.model.node import Node, PodCIDRAllocation
+from glia.policy import store as policy_store
 from glia.validate.bounds import ClusterBounds
 
 log = logging.getLogger(__name__)
@@ -87,7 +90,7 @@ class Agent:
         self.boot_id = uuid.uuid4().hex[:12]
         self.status: dict[str, Subsystem] = {
             n: Subsystem()
-            for n in ("kvstore", "datapath", "node", "endpoints", "ipcache", "services")
+            for n in ("kvstore", "datapath", "node", "endpoints", "ipcache", "services", "policy")
         }
         self.ready = asyncio.Event()
         self.kv: KVClient | None = None
@@ -99,6 +102,8 @@ class Agent:
         self.endpoints: EndpointManager | None = None
         self.ipcache: IPCacheSync | None = None
         self.services: AgentServices | None = None
+        self.policy: PolicySync | None = None
+        self._policy_reflector: Reflector | None = None
         self.node: Node | None = None
         self._reflectors: list[Reflector] = []
         self._ipcache_reflectors: list[Reflector] = []
@@ -192,6 +197,7 @@ class Agent:
             cidrs=lambda: ipcache.cidrs,
         )
         self.ipcache.on_cidrs_changed(self.services.revalidate)
+        self._wire_policy()
         if cfg.clustermesh_dir:
             # Before our own first lists: the first writes of the ipcache and
             # the lb maps then hold the remote clusters' state too, instead of
@@ -227,9 +233,38 @@ class Agent:
         await svc_reflector.start()
         self._reflectors.append(svc_reflector)
         self._services_reflector = svc_reflector
+        await self._start_policy()
         self._refresh_status()
         self.ready.set()
         log.info("agent %s/%s ready (pod CIDR %s)", cfg.cluster, cfg.node, cidr)
+
+    def _wire_policy(self) -> None:
+        """Policy hears of every identity (the mesh's too) and local endpoint from now on."""
+        assert self.datapath and self.ipcache and self.identities and self.endpoints
+        dp, endpoints = self.datapath, self.endpoints
+        self.policy = PolicySync(self.cfg.cluster, dp.policy, self.run_dp, cidr_sink=self.ipcache)
+        self.identities.listen(self.policy.identity_changed)
+        self.policy.set_endpoint_source(lambda: ((e.identity, e.labels) for e in endpoints.all()))
+        endpoints.hooks = self.policy
+
+    async def _start_policy(self) -> None:
+        """List the policies (the node's user reads glia/config/v1/policies/), then
+        program the maps once from everything listed."""
+        assert self.kv and self.policy
+        prefix = keys.configs(policy_store.KIND)
+        try:
+            await self.kv.check_read(prefix)
+        except PermissionDenied as e:
+            # Networking goes on; nothing is enforced and status says why.
+            self.policy.failure = f"{e}: create the etcd roles again (glia kvstore roles)"
+            log.error("policy: %s", self.policy.failure)
+            return
+        await self.policy.adopt_cidr()
+        r = Reflector(self.kv, prefix, self.policy.policy_handler(), name="policies")
+        await r.start()
+        self._reflectors.append(r)
+        self._policy_reflector = r
+        await self.policy.initial_sync()
 
     async def _register_node(self) -> str:
         cfg = self.cfg
@@ -296,6 +331,8 @@ class Agent:
         for d in self._deferred:
             with contextlib.suppress(Exception):
                 await d.stop(deliver=False)
+        if self.policy:
+            await self.policy.stop()
         if self.services:
             await self.services.stop()
         if self.endpoints:
@@ -364,6 +401,10 @@ class Agent:
                     True, f"{base}; {problems}" if problems else base, degraded=bool(problems)
                 )
 
+        if self.policy is not None:
+            ok, msg, degraded = self.policy.summary()
+            self.status["policy"].set(ok, msg, degraded=degraded)
+
     def healthy(self) -> bool:
         """Every subsystem does its job (degraded ones too: they refuse bad input)."""
         self._refresh_status()
@@ -393,6 +434,7 @@ class Agent:
             "ipcache": self.ipcache.status() if self.ipcache else None,
             "identity_cache": self.identities.status() if self.identities else None,
             "services": self.services.status() if self.services else None,
+            "policy": self.policy.status() if self.policy else None,
         }
 
 

@@ -17,6 +17,14 @@ back, so entries left by an earlier agent run that no longer exist are
 removed, and entries that still exist are never dropped (traffic keeps
 flowing across an agent restart).
 
+One more input, after every cluster's: the CIDR identities of policy
+(:meth:`IPCacheSync.set_cidr_identities`, from :mod:`glia.agent.policy`):
+``prefix -> node-local identity``, not tunnelled, cluster id 0 (world).
+Endpoint and node /32s are more specific and win the LPM lookup; a prefix a
+cluster table also wants keeps the table's value. Pinned CIDR entries are kept
+until policy has given its first set (so a restart never turns a named prefix
+back into ``world``, even briefly).
+
 :func:`plan_ipcache` computes one cluster's result from scratch (pure): the
 reference the incremental table is tested against, and what test harnesses
 use to write the ipcache an agent would.
@@ -40,6 +48,7 @@ from glia.kvstore import keys
 from glia.kvstore.client import KeyValue
 from glia.model.identity import ReservedIdentity
 from glia.model.node import Node
+from glia.policy.cidr import is_cidr_identity
 from glia.validate.bounds import ClusterBounds
 from glia.validate.errors import Rejected
 from glia.validate.ipcache import KeyedEntry, check_placement
@@ -52,6 +61,8 @@ from glia.validate.nodes import (
 from glia.validate.rejects import RejectLog
 
 log = logging.getLogger(__name__)
+
+CIDR_SOURCE = 0  # the cluster id of CIDR entries (world), and their source in ``_orphans``
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +148,8 @@ class IPCacheSync:
         self._nodes_seen: object = None  # local valid nodes that _node_ips was built from
         self._node_ips: dict[str, str] = {}  # our node IPs -> node name
         self._nodes_judged = self.local.valid_nodes  # what remote nodes were last judged by
+        self._cidr: dict[str, int] = {}  # policy's CIDR prefixes -> their identity
+        self._cidr_synced = False
 
     def add_source(self, bounds: ClusterBounds) -> ClusterTable:
         """A remote cluster's table (ClusterMesh), merged after ours; its handlers
@@ -185,6 +198,20 @@ class IPCacheSync:
                 del self._orphans[prefix]
                 dirty.add(prefix)
         await self._apply(dirty)
+
+    async def set_cidr_identities(self, prefixes: Mapping[str, int]) -> None:
+        """Exactly these CIDR prefixes (policy's whole set each time; normalised prefixes)."""
+        old, self._cidr = self._cidr, dict(prefixes)
+        dirty = {p for p in old.keys() | self._cidr.keys() if old.get(p) != self._cidr.get(p)}
+        if not self._cidr_synced:
+            self._cidr_synced = True
+            dirty |= self._orphans_of_synced()
+        await self._apply(dirty)
+
+    async def held_cidr_identities(self) -> dict[str, int]:
+        """The CIDR entries the map holds (an earlier run's): policy adopts their numbers."""
+        current = await self._run_dp(self._dp.ipcache.items)
+        return {p: info.identity for p, info in current if is_cidr_identity(info.identity)}
 
     def table(self, cluster: str) -> ClusterTable | None:
         return self._tables.get(cluster)
@@ -261,6 +288,7 @@ class IPCacheSync:
             await self._initial_diff()
             self._initialized = True
             dirty |= {p for t in self._tables.values() for p in t.wanted()}
+            dirty |= set(self._cidr)
         upserts: dict[str, Desired] = {}
         deletes: list[str] = []
         for prefix in dirty:
@@ -284,7 +312,11 @@ class IPCacheSync:
     def _orphans_of_synced(self) -> set[str]:
         """Pinned prefixes whose source has synced since: no longer waiting."""
         synced = {t.bounds.cluster_id for t in self._tables.values() if t.synced}
-        done = {p for p, cid in self._orphans.items() if cid in synced}
+        done = {
+            p
+            for p, cid in self._orphans.items()
+            if (cid == CIDR_SOURCE and self._cidr_synced) or (cid != CIDR_SOURCE and cid in synced)
+        }
         for p in done:
             del self._orphans[p]
         return done
@@ -294,6 +326,9 @@ class IPCacheSync:
             d = t.want(prefix)
             if d is not None:
                 return d
+        cidr = self._cidr.get(prefix)
+        if cidr is not None:
+            return Desired(cidr, "", CIDR_SOURCE)
         return None
 
     async def _upsert_map(self, upserts: dict[str, Desired]) -> None:
@@ -326,6 +361,9 @@ class IPCacheSync:
             self._applied[prefix] = d
             if self._merged(prefix) is not None:
                 continue
+            if is_cidr_identity(info.identity) and not self._cidr_synced:
+                self._orphans[prefix] = CIDR_SOURCE
+                continue
             if info.cluster_id in waiting:
                 self._orphans[prefix] = info.cluster_id
                 continue
@@ -340,6 +378,7 @@ class IPCacheSync:
             "synced": self.synced,
             "entries": len(self._applied),
             "nodes": len(self.local.valid_nodes),
+            "cidr_prefixes": len(self._cidr),
             "map_errors": self.map_errors,
             "last_map_error": self.last_map_error,
             **self.rejects.status(),

@@ -11,6 +11,12 @@ what ADD did. DEL is idempotent. On start, :meth:`EndpointManager.restore`
 adopts the endpoints recorded on disk whose veth still exists and removes
 leftovers (veths, map entries, IPs, this node's keys and identity references
 in the kvstore) that no record claims.
+
+Policy (:mod:`glia.agent.policy`) follows the endpoints through
+:attr:`EndpointManager.hooks`: ``identity_ready`` is awaited before an
+endpoint's new identity reaches the endpoint map (so its policy is programmed
+first: a selected pod is never open for a moment), ``endpoints_changed`` after
+any change of the set of endpoints or their identities.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
 
@@ -60,6 +66,12 @@ class LabelSource(Protocol):
     async def labels(self, container_id: str) -> dict[str, str]: ...
 
 
+class EndpointHooks(Protocol):
+    async def identity_ready(self, identity: int, labels: Mapping[str, str]) -> None: ...
+
+    def endpoints_changed(self) -> None: ...
+
+
 class EndpointManager:
     def __init__(
         self,
@@ -94,6 +106,11 @@ class EndpointManager:
         self._eps: dict[str, Endpoint] = {}  # endpoint_key -> endpoint
         self._lock = asyncio.Lock()  # ADD/DEL/GC/label updates are serialised
         self._label_tasks: dict[str, asyncio.Task[None]] = {}
+        self.hooks: EndpointHooks | None = None
+
+    def _changed(self) -> None:
+        if self.hooks is not None:
+            self.hooks.endpoints_changed()
 
     # ---- queries -------------------------------------------------------
 
@@ -208,7 +225,10 @@ class EndpointManager:
                 host = netlink.host_ifname_for(cid, ifname)
                 await self._run_dp(lambda: netlink.delete_endpoint_veth(host))
                 return
-            await self._remove(ep)
+            try:
+                await self._remove(ep)
+            finally:
+                self._changed()
 
     async def _remove(self, ep: Endpoint) -> None:
         await self._withdraw(ep)
@@ -248,7 +268,10 @@ class EndpointManager:
             for key, ep in list(self._eps.items()):
                 if key not in keep:
                     del self._eps[key]
-                    await self._remove(ep)
+                    try:
+                        await self._remove(ep)
+                    finally:
+                        self._changed()
                     removed += 1
         return removed
 
@@ -299,6 +322,7 @@ class EndpointManager:
         for ep in self._eps.values():
             if ep.state != EndpointState.READY:
                 self._resolve_labels_later(ep)
+        self._changed()
         log.info("endpoint restore: %s", stats)
         return stats
 
@@ -335,10 +359,15 @@ class EndpointManager:
                 log.warning("endpoint %s/%s lost its interface", ep.namespace, ep.name)
                 await self._ids.release(ident.id)
                 return
-            await self._program(ep, ifindex)
-            self._store.save(ep)
-            await self._publish(ep)
-            self._eps[key] = ep
+            try:
+                if self.hooks is not None:
+                    await self.hooks.identity_ready(ident.id, labels)
+                await self._program(ep, ifindex)
+                self._store.save(ep)
+                await self._publish(ep)
+                self._eps[key] = ep
+            finally:
+                self._changed()
             await self._ids.release(old)
             log.info("endpoint %s/%s has identity %d %s", ep.namespace, ep.name, ident.id, labels)
         self._label_tasks.pop(key, None)

@@ -12,7 +12,8 @@ user                     may write
 glia-agent-<node>        its node record, its ipcache entries, its endpoints,
                          its probe results, its identity references, and the
                          identity allocator's id and label keys (shared by
-                         design: any agent may mint an identity)
+                         design: any agent may mint an identity); reads
+                         the declared policies (it enforces them)
 glia-operator            pod CIDR allocations, ClusterServices, leadership,
                          the cluster record, the heartbeat, identity
                          garbage collection
@@ -34,6 +35,8 @@ from typing import Literal
 
 from glia.kvstore import keys
 from glia.model.cluster import validate_name
+
+POLICY_KIND = "policies"  # glia.policy.store.KIND (not imported: this module stays pure)
 
 RW_USER = "glia"
 RO_USER = "glia-remote"
@@ -75,6 +78,9 @@ def agent_role(cluster: str, node: str) -> RoleSpec:
         (
             _READ_STATE,
             _READ_HEARTBEAT,
+            # Policies only, not the rest of glia/config/: the agent enforces
+            # them with its own user (an agent without ``config_etcd`` too).
+            Grant(keys.configs(POLICY_KIND), "read"),
             Grant(keys.node(cluster, node), "readwrite", prefix=False),
             Grant(keys.health(cluster, node), "readwrite", prefix=False),
             Grant(keys.ipcaches(cluster, node), "readwrite"),
