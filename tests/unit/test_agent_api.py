@@ -48,6 +48,7 @@ class AgentState:
         self.endpoints = None
         self.datapath = None
         self.services = None
+        self.policy = None
 
     def status_dict(self) -> dict[str, Any]:
         return {"healthy": False, "node": None}
@@ -236,6 +237,18 @@ async def test_routes_answer_json_before_the_agent_is_connected(api: str) -> Non
     with pytest.raises(AgentError) as ei:
         await asyncio.to_thread(c.config_services)
     assert (ei.value.http_status, ei.value.code) == (503, 11)
+
+
+async def test_policy_routes_before_policy_runs(api: str) -> None:
+    c = AgentClient(api)
+    for call in (c.policy_endpoints, lambda: c.bpf_policy("web")):
+        with pytest.raises(AgentError) as ei:
+            await asyncio.to_thread(call)
+        assert (ei.value.http_status, ei.value.code, ei.value.msg) == (
+            503,
+            50,
+            "policy is not running yet",
+        )
 
 
 def service(i: int) -> dict[str, Any]:

@@ -15,11 +15,16 @@ import asyncio
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+import pytest
+
+from glia.agent.api_http import ApiError
+from glia.agent.api_policy import endpoint_view, find_endpoints
 from glia.agent.identities import IdentityCache
 from glia.agent.policy import CookieTable, PolicySync
 from glia.kvstore import keys
 from glia.kvstore.client import KeyValue
 from glia.model import codec
+from glia.model.endpoint import Endpoint
 from glia.model.identity import CLUSTER_LABEL, NAMESPACE_LABEL, Identity
 from glia.policy import store as policy_store
 from glia.policy.cidr import is_cidr_identity
@@ -370,3 +375,39 @@ def test_labels_of_peers_as_listings_show_them() -> None:
     assert sync.peer_labels(1) == ["reserved:host"]
     assert "app=web" in sync.peer_labels(WEB)
     assert f"{CLUSTER_LABEL}=c1" in sync.peer_labels(WEB)
+
+
+def _ep(name: str, ip: str, identity: int, ns: str = "default") -> Endpoint:
+    return Endpoint(f"{name}cafe0123456789", ns, name, "c1", "n1", ip, identity, labels(name))
+
+
+def test_an_endpoint_is_found_by_ip_name_container_or_identity() -> None:
+    eps = [
+        _ep("web", "10.1.0.5", WEB),
+        _ep("web2", "10.1.0.6", WEB),
+        _ep("client", "10.1.0.7", CLIENT),
+        _ep("client", "10.1.0.8", OTHER, ns="shop"),
+    ]
+    names = lambda found: sorted(f"{e.namespace}/{e.name}" for e in found)  # noqa: E731
+    # Every endpoint of the identity: they share its entries.
+    assert names(find_endpoints(eps, "10.1.0.5")) == ["default/web", "default/web2"]
+    assert names(find_endpoints(eps, "default/client")) == ["default/client"]
+    assert names(find_endpoints(eps, "shop/client")) == ["shop/client"]
+    assert names(find_endpoints(eps, "web2cafe")) == ["default/web", "default/web2"]
+    assert names(find_endpoints(eps, str(CLIENT))) == ["default/client"]
+    assert find_endpoints(eps, "10.1.0.99") == [] and find_endpoints(eps, "nope") == []
+    with pytest.raises(ApiError, match="several endpoints"):
+        find_endpoints(eps, "client")  # two namespaces, two identities
+
+
+async def test_endpoint_view_shows_what_is_programmed() -> None:
+    r = Rig()
+    r.identity(WEB, labels("web"))
+    r.endpoint("web", WEB, "web")
+    r.put(cnp("web", WEB_FROM_CLIENT))
+    await r.start()
+    view = endpoint_view(r.sync, _ep("web", "10.1.0.5", WEB))
+    assert view["ingress_enforced"] and not view["egress_enforced"]
+    assert view["entries"] == len(r.writer.maps[WEB].entries) > 0
+    other = endpoint_view(r.sync, _ep("client", "10.1.0.7", CLIENT))
+    assert (other["ingress_enforced"], other["entries"]) == (False, 0)

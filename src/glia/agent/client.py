@@ -196,6 +196,16 @@ class AgentClient:
     def bpf_ct(self) -> list[dict[str, Any]]:
         return self._list(self.get("/v1/bpf/ct"), "/v1/bpf/ct")
 
+    def bpf_policy(self, endpoint: str) -> dict[str, Any]:
+        """The policy map rows of a local endpoint's identity (``GET /v1/bpf/policy``)."""
+        path = "/v1/bpf/policy"
+        query = urllib.parse.urlencode({"endpoint": endpoint})
+        return self._dict(self.get(f"{path}?{query}"), path)
+
+    def policy_endpoints(self) -> list[dict[str, Any]]:
+        """Each local endpoint's identity and enforced policy (``GET /v1/policy/endpoints``)."""
+        return self._list(self.get("/v1/policy/endpoints"), "/v1/policy/endpoints")
+
     def clustermesh(self) -> dict[str, Any]:
         """Every remote cluster's state and the remote cluster directory's problems."""
         return self._dict(self.get("/v1/clustermesh"), "/v1/clustermesh")
