@@ -148,6 +148,12 @@ def test_policy_allows_only_the_client_and_keeps_open_connections(
         mine = next(v for v in views if v["endpoint"] == f"default/{web1.name}")
         assert mine["ingress_enforced"] and mine["entries"] >= 2  # client:80, host
 
+        for node in NODES:
+            st = json.loads(glia(lab, "status", "-o", "json", "--node", node))
+            pol = st["subsystems"]["policy"]
+            assert pol["state"] == "ok", pol
+            assert st["policy"]["policies"] >= 1 and st["policy"]["subjects"] >= 1
+
         glia(lab, "delete", "-f", str(path), "--node", NODES[1])
         t_deleted = time.monotonic()
     except BaseException:
