@@ -8,6 +8,9 @@ it within 1 s of `glia apply` returning; client -> web:80 connects, other ->
 web:80 and client -> web:7000 do not; a connection other -> web:7000 opened
 before the apply keeps flowing; `glia bpf policy list` shows the entries and
 the rule; `glia delete -f` restores default allow everywhere, also within 1 s.
+And across a restart of the web pod's agent the policy holds: while the agent
+is down (the pinned maps enforce alone) and after it is back (its first sync
+finds the maps right: the same rows, nothing wiped).
 """
 
 from __future__ import annotations
@@ -168,3 +171,43 @@ def test_policy_allows_only_the_client_and_keeps_open_connections(
     t = time.monotonic()
     assert set(reader.wait_more(t, 3)) == {web1.name}
     lab.exec(f"{other.node}/{other.name}", ["touch", "/tmp/stop"], check=True)
+
+
+def _rows(lab: Lab, web: Container) -> list[tuple[Any, ...]]:
+    got = lab.agent(web.node).get(f"/v1/bpf/policy?endpoint={web.ip}")
+    return sorted(
+        (r["direction"], r["peer"], r["proto"], tuple(r["ports"]), r["action"]) for r in got["rows"]
+    )
+
+
+def test_enforcement_outlives_an_agent_restart(lab: Lab, work: Workload, tmp_path: Path) -> None:
+    web = work.container(NODES[0], "glia-prweb", {"app": "pweb"}, backend_command("glia-prweb"))
+    client = work.container(NODES[1], "glia-prclient", {"app": "pclient"})
+    other = work.container(NODES[1], "glia-prother", {"app": "pother"})
+    work.endpoint_ready(web, client, other)
+    assert web.ip
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(POLICY))
+    glia(lab, "apply", "-f", str(path), "--node", NODES[1])
+    try:
+        until_all(lab, [web], True, time.monotonic())
+        before = _rows(lab, web)
+        assert http(lab, client, web.ip) == web.name
+        assert http(lab, other, web.ip) == ""
+
+        lab.stop_agent(web.node)
+        try:
+            # The pinned maps enforce without an agent.
+            assert http(lab, client, web.ip) == web.name
+            assert http(lab, other, web.ip) == ""
+        finally:
+            lab.start_agent(web.node, wait=True)
+        assert _rows(lab, web) == before
+        assert http(lab, client, web.ip) == web.name
+        assert http(lab, other, web.ip) == ""
+        st = json.loads(glia(lab, "status", "-o", "json", "--node", web.node))
+        assert st["subsystems"]["policy"]["state"] == "ok", st["subsystems"]["policy"]
+    finally:
+        glia(lab, "delete", "-f", str(path), "--node", NODES[1], "--ignore-not-found")
+    until_all(lab, [web], False, time.monotonic())
+    assert http(lab, other, web.ip) == web.name
