@@ -367,6 +367,53 @@ async def test_a_refused_write_is_repaired_by_a_full_sync() -> None:
     await r.sync.stop()
 
 
+async def test_a_subject_removed_while_writes_fail_is_removed_by_the_repair() -> None:
+    r = Rig()
+    r.identity(WEB, labels("web"))
+    r.endpoint("web", WEB, "web")
+    r.put(cnp("web", WEB_FROM_CLIENT))
+    await r.start()
+    r.writer.fail = True
+    del r.endpoints["web"]
+    r.sync.endpoints_changed()
+    await asyncio.sleep(0.05)
+    assert WEB in r.writer.maps
+    r.writer.fail = False
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if WEB not in r.writer.maps and not r.sync.pending:
+            break
+    assert WEB not in r.writer.maps and r.sync.engine.subjects() == set()
+    await r.sync.stop()
+
+
+async def test_an_unexpected_failure_is_logged_and_repaired(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    r = Rig()
+    r.identity(WEB, labels("web"))
+    r.endpoint("web", WEB, "web")
+    await r.start()
+    real = r.sync.engine.compute
+    calls = {"n": 0}
+
+    def flaky(lbls: Mapping[str, str]) -> EndpointPolicy:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug")
+        return real(lbls)
+
+    monkeypatch.setattr(r.sync.engine, "compute", flaky)
+    r.put(cnp("web", WEB_FROM_CLIENT))
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if WEB in r.writer.maps and r.writer.maps[WEB].ingress_enforced:
+            break
+    assert r.writer.maps[WEB].ingress_enforced
+    assert r.sync.map_errors == 1 and "a bug" in (r.sync.last_map_error or "")
+    await r.sync.stop()
+
+
 def test_labels_of_peers_as_listings_show_them() -> None:
     sync = PolicySync("c1", FakeWriter(), run_dp)
     sync.identity_changed("c1", WEB, Identity(WEB, labels("web")))

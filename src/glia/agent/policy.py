@@ -203,7 +203,9 @@ class PolicySync:
         self._note_dirty()
         if self.started:
             async with self._lock:
-                await self._flush()
+                await self._guarded_flush()
+            if self._repair:
+                self._schedule(self._retry)
 
     def endpoints_changed(self) -> None:
         """The set of local endpoints or their identities changed."""
@@ -291,7 +293,7 @@ class PolicySync:
         what they say (reading what they hold; never emptied)."""
         async with self._lock:
             t0 = time.monotonic()
-            await self._sync_cidr(first=True)
+            self._sync_cidr(first=True)
             self._prepared.clear()
             self._refresh_local()
             self._dirty_ids.clear()
@@ -363,7 +365,7 @@ class PolicySync:
                     if self._repair:
                         break
                 else:
-                    await self._flush()
+                    await self._guarded_flush()
         if self._repair:
             self._task = None
             self._schedule(self._retry)
@@ -389,7 +391,7 @@ class PolicySync:
                 del self._ids_of_key[skey]
                 self.engine.forget(labels)
 
-    async def _sync_cidr(self, *, first: bool = False) -> None:
+    def _sync_cidr(self, *, first: bool = False) -> None:
         """The CIDR identities for the prefixes of the policies now; the engine learns them."""
         if not (self._cidr_dirty or first):
             return
@@ -406,13 +408,22 @@ class PolicySync:
             self._dirty_keys |= self.engine.upsert_cidr_identity(identity, prefix)
         self._cidr_changed = bool(first or changes.added or changes.removed)
 
+    async def _guarded_flush(self) -> None:
+        """A flush whose unexpected failure is logged and repaired later, never lost."""
+        try:
+            await self._flush()
+        except Exception as e:
+            log.exception("policy: flush failed")
+            self._map_error(f"flush: {e!r}")
+            self._repair = True
+
     async def _flush(self) -> None:
         """Compute the dirty subjects and program their diffs (the lock is held)."""
         t0 = time.monotonic()
         since = self._dirty_since or t0
         self._dirty_since = None
         self._cidr_changed = False
-        await self._sync_cidr()
+        self._sync_cidr()
         ids = set(self._dirty_ids)
         for k in self._dirty_keys:
             ids |= self._ids_of_key.get(k, set())
@@ -464,9 +475,16 @@ class PolicySync:
 
     async def _repair_all(self) -> None:
         """After a refused write: make the maps hold what we want, read back."""
+        self._sync_cidr()
+        self._dirty_ids.clear()
+        self._dirty_keys.clear()
+        for identity in [i for i in self._key_of if i not in self._local]:
+            self._unkey(identity)
         desired = {i: self._compute(i, labels) for i, labels in self._local.items()}
         try:
             written = await self._run_dp(lambda: self._writer.sync_all(desired, self.cookies))
+            if self._cidr_sink is not None:
+                await self._cidr_sink.set_cidr_identities(dict(self.cidr.by_prefix))
         except Exception as e:
             self._map_error(f"full sync: {e}")
             return
