@@ -292,6 +292,11 @@ async def test_a_new_identity_is_programmed_before_the_endpoint_carries_it() -> 
     r.endpoint("web", WEB, "web")  # the endpoint manager's change after it
     await r.settle()
     assert r.writer.calls == [("sync_all", []), ("apply", WEB)]
+    # A second endpoint of the identity while a change is pending: no waiting either.
+    r.delete("web")
+    assert r.writer.maps[WEB].ingress_enforced  # the flush is not due yet
+    await r.sync.identity_ready(WEB, labels("web"))
+    assert not r.writer.maps[WEB].ingress_enforced
 
 
 async def test_untrusted_records_are_refused_one_by_one() -> None:

@@ -196,12 +196,12 @@ class PolicySync:
         if identity < MIN_LOCAL:
             return
         self._prepared[identity] = dict(labels)
-        if identity in self._local:
-            return
-        self._local[identity] = dict(labels)
-        self._dirty_ids.add(identity)
-        self._note_dirty()
-        if self.started:
+        if identity not in self._local:
+            self._local[identity] = dict(labels)
+            self._dirty_ids.add(identity)
+            self._note_dirty()
+        # Whatever is pending may concern this identity: program it all now.
+        if self.started and self.pending:
             async with self._lock:
                 await self._guarded_flush()
             if self._repair:
@@ -525,6 +525,7 @@ class PolicySync:
         entries = sum(len(p.entries) for p in self.programmed.values())
         return {
             "started": self.started,
+            "policies_synced": self.policies_synced,
             "policies": len(self._policies),
             "subjects": len(self.programmed),
             "entries": entries,
