@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 import pytest
 
+from glia.agent.api_bpfpolicy import endpoint_view, find_endpoints
 from glia.agent.api_http import ApiError
-from glia.agent.api_policy import endpoint_view, find_endpoints
 from glia.agent.identities import IdentityCache
 from glia.agent.policy import CookieTable, PolicySync
 from glia.kvstore import keys
