@@ -29,12 +29,12 @@ import logging
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 from glia.datapath.drop import Reason
 from glia.datapath.errors import DatapathError
 from glia.datapath.events import ETH_P_IP, Event, EventType, decode, reason_text
-from glia.datapath.loader import Datapath
 from glia.datapath.ringbuf import RingBuffer
 from glia.datapath.runner import RunDatapath
 from glia.datapath.structs import EVENTS, GLIA_CFG_F_POLICY_VERDICTS, GLIA_CFG_F_TRACE
@@ -113,7 +113,7 @@ def event_dict(ev: Event, ctx: Context) -> dict[str, Any]:
     def end(ip: str, port: int, identity: int) -> dict[str, Any]:
         return {
             "ip": ip if ipv4 else None,
-            "port": port if ev.has_ports else None,
+            "port": port if ipv4 and ev.has_ports else None,
             **identity_info(identity, ctx.identity),
             "endpoint": ctx.endpoints.get(ip) if ipv4 else None,
         }
@@ -210,12 +210,29 @@ class Subscription:
 # -- the monitor -----------------------------------------------------------------
 
 
+class EventSource(Protocol):
+    """What the monitor reads: :class:`~glia.datapath.ringbuf.RingBuffer`."""
+
+    def fileno(self) -> int: ...
+    def consume(self) -> list[bytes]: ...
+    def close(self) -> None: ...
+
+
+class FlagsTarget(Protocol):
+    """Where the events ring is pinned and whose config flags ask for the optional
+    kinds: :class:`~glia.datapath.loader.Datapath`."""
+
+    @property
+    def pin_dir(self) -> Path: ...
+    def set_flags(self, flags: int) -> None: ...
+
+
 class Monitor:
     """The events ring's reader on a node and its subscribers."""
 
     def __init__(
         self,
-        datapath: Datapath,
+        datapath: FlagsTarget,
         run_dp: RunDatapath,
         context: Callable[[], Context],
         *,
@@ -225,7 +242,7 @@ class Monitor:
         self._run_dp = run_dp
         self._context = context
         self._queue_events = queue_events
-        self._ring: RingBuffer | None = None
+        self._ring: EventSource | None = None
         self._subs: set[Subscription] = set()
         self._flags_lock = asyncio.Lock()
         self._flags: int | None = None  # as last written (None: not known)
@@ -238,10 +255,11 @@ class Monitor:
     def running(self) -> bool:
         return self._ring is not None
 
-    async def start(self) -> None:
-        """Open the ring, clear the optional-event flags, read from the event loop."""
+    async def start(self, source: EventSource | None = None) -> None:
+        """Clear the optional-event flags, open the ring (or read ``source``),
+        read it from the event loop."""
         await self._write_flags(0, force=True)
-        ring = RingBuffer(self._dp.pin_dir, EVENTS)
+        ring = source if source is not None else RingBuffer(self._dp.pin_dir, EVENTS)
         asyncio.get_running_loop().add_reader(ring.fileno(), self._on_readable)
         self._ring = ring
 
