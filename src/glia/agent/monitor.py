@@ -337,7 +337,11 @@ class Monitor:
         except DatapathError as e:
             log.warning("monitor: reading %s: %s", EVENTS.name, e)
             return
-        self.deliver(raw)
+        try:
+            self.deliver(raw)
+        except Exception:
+            # Labelling failed (a bug): this batch is lost, the next is read.
+            log.exception("monitor: delivering %d events", len(raw))
 
     def deliver(self, records: list[bytes]) -> None:
         """Decode ``records`` and hand each event to the subscribers that want it."""
