@@ -22,16 +22,19 @@ overriding an allow:
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from labhelpers import RECORDER_PORT, recorder_command, tcp_send, wait_for
+from labhelpers import RECORDER_PORT, LineReader, recorder_command, tcp_send, wait_for
 
 from glia.lab.lab import Lab
 from glia.lab.podman import Container
@@ -239,3 +242,47 @@ def test_the_truth_table_holds_and_trace_agrees(
         f"trace {t.get('allowed')} {json.dumps(t)[:400]}"
         for c, real, t in failures
     )
+
+
+def test_monitor_shows_the_denied_connection_with_both_identities(
+    mesh: Lab, pods: dict[str, Container], policies: None
+) -> None:
+    """other -> web:7001 is denied at web's ingress (the ingressDeny): web's node shows it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GLIA_LAB_DIR", "GLIA_LAB_NAME")}
+    argv = [str(GLIA), "monitor", "--node", WEB_NODE, "--lab", mesh.name]
+    proc = subprocess.Popen(
+        [*argv, "--type", "drop", "--type", "policy-verdict", "-o", "json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        reader = LineReader(proc)
+        reader.wait_more(0, 1, timeout=20)  # the start line
+        src, dst = pods["other"], pods["web"]
+
+        def denied() -> dict[str, Any] | None:
+            assert not tcp_send(mesh, src, dst.ip or "", RECORDER_PORT)
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                for line in reader.all():
+                    ev = json.loads(line)  # every line parses
+                    if (
+                        ev.get("type") == "drop"
+                        and ev.get("reason") == "policy-denied"
+                        and (ev.get("src") or {}).get("ip") == src.ip
+                    ):
+                        return dict(ev)
+                time.sleep(0.1)
+            return None
+
+        ev = wait_for("the policy drop in glia monitor", denied, timeout=30)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=20)
+    assert ev["direction"] == "ingress" and ev["dst"]["port"] == RECORDER_PORT
+    assert ev["src"]["labels"]["app"] == "pm-other" and ev["dst"]["labels"]["app"] == "pm-web"
+    assert ev["src"]["identity"] and ev["dst"]["identity"]
+    assert ev["match"] == "L3-L4"  # the deny entry of other's identity on that port
+    assert any("pm-web" in r and "ingressDeny" in r for r in ev["rules"] or []), ev
