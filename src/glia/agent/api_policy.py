@@ -9,16 +9,25 @@ user (``config_kv``, as :mod:`glia.agent.api_config`), another cluster's once
 per trace over that cluster's read-only connection
 (:meth:`glia.clustermesh.remote.RemoteCluster.list_policies`): no peer is
 asked to trace. A side whose cluster cannot be read is not guessed: 503 with
-code 11 naming the cluster and the side.
+code 11 naming the cluster and the side. The routes answer their documented
+errors on any application that mounts them (:func:`_errors`), not only on
+:class:`glia.agent.api.ApiServer`'s.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from glia.agent.api_http import CODE_INVALID, CODE_TRY_AGAIN, ApiError, read_json_object
+from glia.agent.api_http import (
+    CODE_INVALID,
+    CODE_TRY_AGAIN,
+    ApiError,
+    error_response,
+    read_json_object,
+)
 from glia.kvstore.client import KVClient
 from glia.kvstore.errors import KVStoreError
 from glia.model.identity import MIN_LOCAL
@@ -114,8 +123,25 @@ def add_routes(app: web.Application, agent: Agent) -> None:
         return web.json_response(view)
 
     r = app.router
-    r.add_get("/v1/policy", get_policy, allow_head=False)
-    r.add_post("/v1/policy/trace", post_trace)
+    r.add_get("/v1/policy", _errors(get_policy), allow_head=False)
+    r.add_post("/v1/policy/trace", _errors(post_trace))
+
+
+Handler = Callable[[web.Request], Awaitable[web.Response]]
+
+
+def _errors(fn: Handler) -> Handler:
+    """Expected failures as the API's error body (docs/agent-api.md, "Errors")."""
+
+    async def handler(request: web.Request) -> web.Response:
+        try:
+            return await fn(request)
+        except ApiError as e:
+            return e.response()
+        except KVStoreError as e:
+            return error_response(503, CODE_TRY_AGAIN, f"kvstore: {e}")
+
+    return handler
 
 
 def _field(body: dict[str, Any], end: str) -> str:
