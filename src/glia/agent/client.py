@@ -341,6 +341,18 @@ class AgentClient:
         full = f"{path}?{urllib.parse.urlencode(query)}" if query else path
         return self._list(self.get(full), path)
 
+    def policy(self, namespace: str | None = None, name: str | None = None) -> dict[str, Any]:
+        """The policies the agent's cluster enforces: ``{"cluster", "revision", "policies",
+        "skipped"}`` (docs/agent-api.md)."""
+        query = {k: v for k, v in (("namespace", namespace), ("name", name)) if v}
+        path = "/v1/policy"
+        full = f"{path}?{urllib.parse.urlencode(query)}" if query else path
+        return self._dict(self.get(full), path)
+
+    def policy_trace(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The verdict on one connection and the rules that decided it (docs/policy.md)."""
+        return self._dict(self.post("/v1/policy/trace", request), "/v1/policy/trace")
+
     def services(self) -> list[dict[str, Any]]:
         """The cluster's ClusterService records (frontends, backends with readiness)."""
         return self._list(self.get("/v1/services"), "/v1/services")

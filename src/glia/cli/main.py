@@ -16,7 +16,7 @@ import typer
 import typer.core
 
 import glia
-from glia.cli import clustermesh, config, daemons, inspect, kvstore, lab, monitor, services
+from glia.cli import clustermesh, config, daemons, inspect, kvstore, lab, monitor, policy, services
 
 DIST_NAME = "glia"
 PIPE_HELP_WIDTH = 100_000  # help printed to a pipe: paragraphs and option lines unwrapped
@@ -109,6 +109,7 @@ services.register(app)
 kvstore.register(app)
 clustermesh.register(app)
 monitor.register(app)
+policy.register(app)
 
 
 def main() -> None:
