@@ -19,8 +19,8 @@ import netns_util as nu
 import pytest
 
 from glia.datapath.ct import ct_entries
-from glia.datapath.drop import Direction, Reason
-from glia.datapath.events import EventReader
+from glia.datapath.drop import Direction, PolicyMatch, Reason
+from glia.datapath.events import EventReader, EventType
 from glia.datapath.loader import Datapath, unpin
 from glia.datapath.maps import EndpointInfo, IPCacheInfo
 from glia.datapath.packets import (
@@ -230,11 +230,16 @@ def test_deny_wins_over_allow(rig: Rig) -> None:
         )
     )
     assert rig.syn(CLIENT, WEB.ip, 80) == TC_ACT_REDIRECT
-    with EventReader(rig.dp.pin_dir) as events:
+    kinds = (EventType.DROP, EventType.POLICY_VERDICT)
+    with EventReader(rig.dp.pin_dir, types=kinds) as events:
         events.poll()
         assert rig.syn(CLIENT, WEB.ip, 8042, sport=40300) == TC_ACT_SHOT
-        seen = nu.collect_events(events, lambda evs: len(evs) >= 1, timeout=2)
-    assert [(e.reason, e.dport) for e in seen] == [(Reason.DROP_POLICY, 8042)]
+        seen = nu.collect_events(events, lambda evs: len(evs) >= 2, timeout=2)
+    # A verdict and a drop, both saying the deny came from an L4 entry.
+    assert sorted((e.type, e.reason, e.dport, e.match) for e in seen) == [
+        (EventType.DROP, Reason.DROP_POLICY, 8042, PolicyMatch.L4),
+        (EventType.POLICY_VERDICT, Reason.DROP_POLICY, 8042, PolicyMatch.L4),
+    ]
     udp_pkt = ipv4(CLIENT.ip, WEB.ip, udp(40301, 8080), proto=17)
     assert rig.send(CLIENT, udp_pkt).retval == TC_ACT_SHOT  # ANY: TCP and UDP
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from glia.agent import api_bpfpolicy, api_config
+from glia.agent import api_bpfpolicy, api_config, api_monitor, api_policy
 from glia.agent.api_http import (
     CODE_INTERNAL,
     MAX_REQUEST_BODY,
@@ -83,6 +83,8 @@ class ApiServer:
         r.add_get("/v1/services", self._services, allow_head=False)
         api_config.add_routes(app, self._agent)
         api_bpfpolicy.add_routes(app, self._agent)
+        api_monitor.add_routes(app, self._agent)
+        api_policy.add_routes(app, self._agent)
         return app
 
     async def start(self) -> None:

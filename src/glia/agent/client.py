@@ -13,6 +13,7 @@ import errno
 import json
 import socket
 import urllib.parse
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 DEFAULT_SOCKET = "/run/glia/agent.sock"
@@ -21,6 +22,7 @@ DEFAULT_SOCKET = "/run/glia/agent.sock"
 TRANSIENT_ERRNOS = frozenset({errno.ENOENT, errno.ECONNREFUSED, errno.EAGAIN})
 
 _MAX_ERROR_TEXT = 300
+_MAX_HEADER_LINE = 8192
 
 
 class AgentClientError(Exception):
@@ -167,6 +169,100 @@ class AgentClient:
             raise _error_from_body(status, data)
         return data
 
+    # -- streams -------------------------------------------------------------------
+
+    def monitor(self, types: Sequence[str] = ()) -> Iterator[dict[str, Any]]:
+        """``GET /v1/monitor``: the node's datapath events, one JSON object per line,
+        as they come (docs/monitor.md), until the agent ends the stream (an
+        ``{"type": "end"}`` item, then the iterator ends). A connection that
+        breaks without it raises :class:`AgentProtocolError`.
+
+        Still the hand-written HTTP/1.0 exchange, not aiohttp's client: this
+        module stays standard-library only (the CNI plugin imports it and must
+        start fast), and to an HTTP/1.0 request aiohttp answers a stream
+        unframed, closed by the agent, so reading lines to EOF is the whole
+        protocol (no chunked decoding). The headers must come within
+        ``timeout``; events may then be any time apart.
+        """
+        query = urllib.parse.urlencode([("type", t) for t in types])
+        path = "/v1/monitor" + (f"?{query}" if query else "")
+        head = f"GET {path} HTTP/1.0\r\nHost: localhost\r\nAccept: application/x-ndjson\r\n\r\n"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            try:
+                sock.connect(self.socket_path)
+            except TimeoutError as e:
+                raise AgentProtocolError(
+                    self.socket_path,
+                    f"GET {path}: no connection within {self.timeout:g}s",
+                    timeout=True,
+                ) from e
+            except OSError as e:
+                raise AgentUnreachable(self.socket_path, e) from e
+            stream = sock.makefile("rb")
+            try:
+                sock.sendall(head.encode())
+                status = self._stream_status(stream, path)
+                if status >= 400:
+                    self._decode("GET", path, status, stream.read())
+                    raise AgentProtocolError(self.socket_path, f"GET {path}: HTTP {status}")
+                sock.settimeout(None)
+                yield from self._lines(stream, path)
+            except TimeoutError as e:
+                raise AgentProtocolError(
+                    self.socket_path,
+                    f"GET {path}: no answer within {self.timeout:g}s",
+                    timeout=True,
+                ) from e
+            except OSError as e:
+                raise AgentProtocolError(
+                    self.socket_path, f"GET {path}: connection lost ({_describe(e)})"
+                ) from e
+            finally:
+                stream.close()
+        finally:
+            sock.close()
+
+    def _stream_status(self, stream: Any, path: str) -> int:
+        """Read the status line and headers; the status code."""
+        status_line = stream.readline(_MAX_HEADER_LINE)
+        parts = status_line.split()
+        if len(parts) < 2 or not parts[1].isdigit():
+            what = "closed the connection" if not status_line else f"answered {status_line[:60]!r}"
+            raise AgentProtocolError(self.socket_path, f"GET {path}: the agent {what}")
+        while True:
+            line = stream.readline(_MAX_HEADER_LINE)
+            if not line:
+                raise AgentProtocolError(
+                    self.socket_path, f"GET {path}: the connection closed within the headers"
+                )
+            if line in (b"\r\n", b"\n"):
+                return int(parts[1])
+
+    def _lines(self, stream: Any, path: str) -> Iterator[dict[str, Any]]:
+        while True:
+            line = stream.readline()
+            if not line.endswith(b"\n"):
+                raise AgentProtocolError(
+                    self.socket_path,
+                    f"GET {path}: the connection to the agent was lost "
+                    "(it closed the stream without saying why)",
+                )
+            try:
+                item = json.loads(line)
+            except (ValueError, UnicodeDecodeError):
+                raise AgentProtocolError(
+                    self.socket_path, f"GET {path}: a line is not JSON: {line[:80]!r}"
+                ) from None
+            if not isinstance(item, dict):
+                raise AgentProtocolError(
+                    self.socket_path, f"GET {path}: expected JSON objects, got {_kind(item)}"
+                )
+            yield item
+            if item.get("type") == "end":
+                return
+
     # -- routes (docs/agent-api.md) -------------------------------------------------
 
     def status(self) -> dict[str, Any]:
@@ -254,6 +350,18 @@ class AgentClient:
         path = "/v1/config/policies"
         full = f"{path}?{urllib.parse.urlencode(query)}" if query else path
         return self._list(self.get(full), path)
+
+    def policy(self, namespace: str | None = None, name: str | None = None) -> dict[str, Any]:
+        """The policies the agent's cluster enforces: ``{"cluster", "revision", "policies",
+        "skipped"}`` (docs/agent-api.md)."""
+        query = {k: v for k, v in (("namespace", namespace), ("name", name)) if v}
+        path = "/v1/policy"
+        full = f"{path}?{urllib.parse.urlencode(query)}" if query else path
+        return self._dict(self.get(full), path)
+
+    def policy_trace(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The verdict on one connection and the rules that decided it (docs/policy.md)."""
+        return self._dict(self.post("/v1/policy/trace", request), "/v1/policy/trace")
 
     def services(self) -> list[dict[str, Any]]:
         """The cluster's ClusterService records (frontends, backends with readiness)."""

@@ -32,6 +32,7 @@ from glia.agent.config import AgentConfig, reserved_networks
 from glia.agent.identities import IdentityCache
 from glia.agent.ipcache import IPCacheSync
 from glia.agent.labels import NoRuntimeLabels, PodmanLabels
+from glia.agent.monitor import Monitor, agent_context
 from glia.agent.policy import PolicySync
 from glia.agent.services import AgentServices
 from glia.clustermesh.mesh import ClusterMesh
@@ -104,6 +105,7 @@ class Agent:
         self.services: AgentServices | None = None
         self.policy: PolicySync | None = None
         self._policy_reflector: Reflector | None = None
+        self.monitor: Monitor | None = None  # datapath events for `glia monitor`
         self.node: Node | None = None
         self._reflectors: list[Reflector] = []
         self._ipcache_reflectors: list[Reflector] = []
@@ -155,6 +157,10 @@ class Agent:
         self.status["datapath"].set(
             True, f"programs loaded, maps pinned at {cfg.bpf_pin_dir}; {socket_lb}"
         )
+        # The events ring's one reader; it also clears the flags a crashed run left on.
+        monitor = Monitor(dp, self.run_dp, lambda: agent_context(self))
+        await monitor.start()
+        self.monitor = monitor
 
         cidr = await self._register_node()
         state_dir = Path(cfg.state_dir)
@@ -344,6 +350,9 @@ class Agent:
             if client is not None:
                 with contextlib.suppress(Exception):
                     await client.close()
+        if self.monitor is not None:
+            with contextlib.suppress(Exception):
+                await self.monitor.stop()
         if self.datapath:
             dp = self.datapath
             await self.run_dp(dp.close)
@@ -435,6 +444,7 @@ class Agent:
             "identity_cache": self.identities.status() if self.identities else None,
             "services": self.services.status() if self.services else None,
             "policy": self.policy.status() if self.policy else None,
+            "monitor": self.monitor.status() if self.monitor else None,
         }
 
 

@@ -230,7 +230,7 @@ def get_services(
     socket: SocketOption = None,
 ) -> None:
     """List declared Services, or show one, as Kubernetes v1 Service objects."""
-    _print_declared(
+    print_declared(
         "service",
         "Services",
         COLUMNS,
@@ -243,7 +243,7 @@ def get_services(
     )
 
 
-def _print_declared(
+def print_declared(
     kind: str,
     plural: str,
     columns: Sequence[Column],
@@ -336,7 +336,7 @@ def get_policies(
     socket: SocketOption = None,
 ) -> None:
     """List declared CiliumNetworkPolicies, or show one, as cilium.io/v2 objects."""
-    _print_declared(
+    print_declared(
         "ciliumnetworkpolicy",
         "CiliumNetworkPolicies",
         POLICY_COLUMNS,

@@ -16,7 +16,18 @@ import typer
 import typer.core
 
 import glia
-from glia.cli import bpfpolicy, clustermesh, config, daemons, inspect, kvstore, lab, services
+from glia.cli import (
+    bpfpolicy,
+    clustermesh,
+    config,
+    daemons,
+    inspect,
+    kvstore,
+    lab,
+    monitor,
+    policy,
+    services,
+)
 
 DIST_NAME = "glia"
 PIPE_HELP_WIDTH = 100_000  # help printed to a pipe: paragraphs and option lines unwrapped
@@ -109,6 +120,8 @@ services.register(app)
 kvstore.register(app)
 clustermesh.register(app)
 bpfpolicy.register(app)
+monitor.register(app)
+policy.register(app)
 
 
 def main() -> None:

@@ -58,6 +58,7 @@ from glia.kvstore.client import KeyValue, KVClient
 from glia.kvstore.errors import KVStoreError, PermissionDenied
 from glia.kvstore.reflector import Reflector
 from glia.model.cluster import ClusterInfo
+from glia.policy.store import PolicyListing, read_policies
 from glia.validate.bounds import ClusterBounds
 from glia.validate.cluster import check_cluster_info
 from glia.validate.errors import Rejected
@@ -75,6 +76,7 @@ RECHECK_REFUSED = 10.0  # a refused cluster's record is read again this often
 TICK = 1.0  # staleness is judged (and the cluster record read) this often
 REJECTED_SAMPLE = 16  # rejected keys shown by status(), with their reasons
 HEARTBEAT_ERROR = "heartbeat: "  # how a failed heartbeat read starts last_error
+POLICY_READ_TIMEOUT = 5.0  # one read of the remote's policies for a trace
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +201,25 @@ class RemoteCluster:
     @property
     def synced(self) -> bool:
         return self._imported and bool(self._data) and all(r.synced.is_set() for r in self._data)
+
+    async def list_policies(self, timeout: float = POLICY_READ_TIMEOUT) -> PolicyListing:
+        """This cluster's declared policies, read once over the read-only connection
+        (``glia policy trace``), records re-checked (:func:`glia.policy.store.read_policies`).
+
+        KVStoreError with the reason when the cluster is not connected and
+        admitted, or does not answer within ``timeout`` s: a trace then says
+        that side cannot be judged rather than guess.
+        """
+        client = self._client
+        if client is None or self.state in ("connecting", "refused", "withdrawn"):
+            why = f": {self.last_error}" if self.last_error else ""
+            raise KVStoreError(f"cluster {self.name} is {self.state}{why}")
+        try:
+            return await asyncio.wait_for(read_policies(client), timeout)
+        except TimeoutError:
+            raise KVStoreError(
+                f"cluster {self.name}: no answer within {timeout:g} s reading its policies"
+            ) from None
 
     # --- the background work ----------------------------------------------------------
 

@@ -1,4 +1,8 @@
-"""The service conntrack map (glia_ct4_v2, bpf/include/ct.h): listing and GC.
+"""The conntrack map (glia_ct4_v2, bpf/include/ct.h): listing and GC.
+
+Service connections have a service and a reply entry on the client's node;
+every connection has a policy entry per side where it was allowed (egress at
+the sender's node, ingress at the receiver's).
 
 The datapath creates and refreshes the entries; Python only reads them
 (:func:`ct_entries`, behind `glia bpf ct list`) and deletes the expired ones
@@ -48,7 +52,7 @@ if _KEY.size != sizeof(glia_ct4_key) or 8 + 6 + _ENTRY_TAIL.size != sizeof(glia_
 class CTRow:
     """One conntrack entry, decoded."""
 
-    kind: str  # "service" (client -> VIP) | "reply" (backend -> client)
+    kind: str  # "service" (client -> VIP) | "reply" (backend -> client) | "egress" | "ingress"
     proto: int
     src: str
     sport: int

@@ -22,7 +22,7 @@ import os
 import shutil
 import threading
 from ctypes import c_uint32
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
@@ -309,6 +309,16 @@ class Datapath:
         """Tell the programs their node: its IP (the tunnel endpoint), glia_vxlan's
         ifindex and UDP port (pods may not send to it), its cluster id."""
         self.config.set(NodeConfig(node_ip, vxlan_ifindex, cluster_id, vxlan_port))
+
+    def set_flags(self, flags: int) -> None:
+        """The config's ``flags`` (GLIA_CFG_F_*: which optional events the
+        programs emit), keeping the node's other fields as :meth:`configure`
+        wrote them. The agent's monitor (:mod:`glia.agent.monitor`) is the one
+        caller; :meth:`configure` resets them to 0."""
+        self.config.set(replace(self.config.get(), flags=flags))
+
+    def flags(self) -> int:
+        return self.config.get().flags
 
     # --- programs -----------------------------------------------------------
 

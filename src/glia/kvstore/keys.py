@@ -57,6 +57,11 @@ HEALTH = "glia/state/health/v1/"
 CLUSTERS = "glia/state/cluster/v1/"
 # ClusterIP reservations, created in the same transaction as the Service config.
 CLUSTERIPS = "glia/config/v1/clusterips/"
+# Declared CiliumNetworkPolicies (glia.policy.store); the one part of the
+# config other clusters of the mesh may read (glia policy trace judges their
+# endpoints by their own cluster's policies).
+POLICIES_KIND = "policies"
+POLICIES = f"{CONFIG}{POLICIES_KIND}/"
 
 
 def _check(part: str, what: str) -> str:

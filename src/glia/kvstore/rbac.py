@@ -18,8 +18,10 @@ glia-operator            pod CIDR allocations, ClusterServices, leadership,
                          the cluster record, the heartbeat, identity
                          garbage collection
 glia-config              declared resources (``glia apply``: the CLI path)
-glia-remote              nothing: reads ``glia/state/`` and the heartbeat
-                         (other clusters of the mesh)
+glia-remote              nothing: reads ``glia/state/``, the heartbeat and
+                         the declared policies (other clusters of the mesh;
+                         ``glia policy trace`` judges a remote endpoint by
+                         its own cluster's policies)
 glia                     ``glia/`` (administration and tests; no daemon)
 =======================  ==================================================
 
@@ -63,8 +65,10 @@ class RoleSpec:
 _READ_STATE = Grant(keys.STATE, "read")
 _READ_HEARTBEAT = Grant(keys.HEARTBEAT, "read", prefix=False)
 
+_READ_POLICIES = Grant(keys.POLICIES, "read")
+
 ROLE_RW = RoleSpec("glia-rw", (Grant(keys.ROOT, "readwrite"),))
-ROLE_RO = RoleSpec("glia-ro", (_READ_STATE, _READ_HEARTBEAT))
+ROLE_RO = RoleSpec("glia-ro", (_READ_STATE, _READ_HEARTBEAT, _READ_POLICIES))
 
 
 def agent_user(node: str) -> str:

@@ -8,12 +8,16 @@ s), ``glia get policies`` lists them. Layout (docs/policy.md):
 as JSON (:mod:`glia.model.codec`), with the cluster of the agent that stored it.
 
 Records read back are checked for meaning (:func:`glia.policy.manifest.check_stored`):
-a damaged one is skipped with a warning, never handed on.
+a damaged one is skipped with a warning, never handed on. :func:`read_policies`
+also says which were skipped and why, and each policy's revision (``glia
+policy trace`` and ``glia policy get``, also over a remote cluster's
+read-only connection, :meth:`glia.clustermesh.remote.RemoteCluster.list_policies`).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 
 from glia.kvstore import keys
 from glia.kvstore.client import KeyValue, KVClient
@@ -25,7 +29,7 @@ from glia.service.store import Record
 
 log = logging.getLogger(__name__)
 
-KIND = "policies"  # the key's kind
+KIND = keys.POLICIES_KIND  # the key's kind
 RESULT_KIND = "ciliumnetworkpolicy"  # as results and the CLI name it
 
 
@@ -51,12 +55,29 @@ def ref_record(ref: PolicyRef) -> Record:
     return Record(RESULT_KIND, ref.namespace, ref.name, config_key(ref.namespace, ref.name))
 
 
-def _decode(item: KeyValue) -> Policy | None:
+@dataclass(frozen=True, slots=True)
+class PolicyListing:
+    """The valid policies under a prefix, as read at one store revision."""
+
+    policies: list[Policy]  # sorted by namespace and name
+    revision: int  # the store revision of the read
+    mod_revisions: dict[tuple[str, str], int] = field(default_factory=dict)  # (ns, name) ->
+    skipped: list[str] = field(default_factory=list)  # "<key>: <why>" of each invalid record
+
+
+def _decode(item: KeyValue, skipped: list[str] | None = None) -> Policy | None:
     try:
-        return check_stored(codec.decode(Policy, item.value))
+        policy = check_stored(codec.decode(Policy, item.value))
     except (codec.InvalidValue, ManifestError) as e:
-        log.warning("skipping invalid stored policy %s: %s", item.key, e)
-        return None
+        why = str(e)
+    else:
+        if item.key == config_key(policy.namespace, policy.name):
+            return policy
+        why = f"holds policy {policy.namespace}/{policy.name}, which belongs at another key"
+    log.warning("skipping invalid stored policy %s: %s", item.key, why)
+    if skipped is not None:
+        skipped.append(f"{item.key}: {why}")
+    return None
 
 
 async def get_policy(kv: KVClient, namespace: str, name: str) -> Policy | None:
@@ -64,9 +85,22 @@ async def get_policy(kv: KVClient, namespace: str, name: str) -> Policy | None:
     return None if item is None else _decode(item)
 
 
+async def read_policies(kv: KVClient, namespace: str | None = None) -> PolicyListing:
+    """Every valid declared policy (of ``namespace`` if given), with what was skipped."""
+    prefix = keys.configs(KIND) + (f"{namespace}/" if namespace else "")
+    items, revision = await kv.list(prefix)
+    skipped: list[str] = []
+    out: list[Policy] = []
+    mods: dict[tuple[str, str], int] = {}
+    for item in items:
+        p = _decode(item, skipped)
+        if p is not None:
+            out.append(p)
+            mods[(p.namespace, p.name)] = item.mod_revision
+    out.sort(key=lambda p: (p.namespace, p.name))
+    return PolicyListing(out, revision, mods, skipped)
+
+
 async def list_policies(kv: KVClient, namespace: str | None = None) -> list[Policy]:
     """Every valid declared policy (of ``namespace`` if given), sorted by namespace and name."""
-    prefix = keys.configs(KIND) + (f"{namespace}/" if namespace else "")
-    items, _ = await kv.list(prefix)
-    out = [p for item in items if (p := _decode(item)) is not None]
-    return sorted(out, key=lambda p: (p.namespace, p.name))
+    return (await read_policies(kv, namespace)).policies
