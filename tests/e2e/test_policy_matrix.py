@@ -180,12 +180,21 @@ def policies(mesh: Lab, pods: dict[str, Container], cidr_sources: None) -> Itera
             glia(mesh, "delete", "-f", f.name, "--node", "c1/n1", "--ignore-not-found")
 
 
+CONNECT_FROM = """
+import socket, sys
+src, dst, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with socket.create_connection((dst, port), timeout=1, source_address=(src, 0)) as s:
+    s.sendall(b"x\\n")
+"""
+
+
 def connects(lab: Lab, pods: dict[str, Container], case: Case) -> bool:
     dst = pods[case.dst]
     assert dst.ip
     if case.src.startswith("cidr:"):
+        # Python, not nc: Debian's busybox nc has no -s (source address).
         src_ip = case.src.removeprefix("cidr:")
-        argv = ["sh", "-c", f"echo x | busybox nc -w 1 -s {src_ip} {dst.ip} {case.port}"]
+        argv = [sys.executable, "-c", CONNECT_FROM, src_ip, dst.ip, str(case.port)]
         return lab.node_exec(WEB_NODE, argv, timeout=20).returncode == 0
     return tcp_send(lab, pods[case.src], dst.ip, case.port)
 
