@@ -9,8 +9,10 @@ ping and HTTP between them, within cluster 1 and across the clusters both ways
 cluster 1's agent sees (``glia clustermesh status``, ``status``, ``node list``,
 ``bpf ipcache list`` with the other cluster's pods and nodes); then a global
 Service with backends in both clusters, affinity local, failover to the other
-cluster and back (:mod:`glia.lab.demo_mesh`); tear down. Exit code 0 only if
-every step worked.
+cluster and back (:mod:`glia.lab.demo_mesh`); a network policy by identity
+across the clusters, traced, enforced, seen in ``glia monitor`` and removed
+(:mod:`glia.lab.demo_policy`); tear down. Exit code 0 only if every step
+worked.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from glia.lab import demo_mesh
+from glia.lab import demo_mesh, demo_policy
 from glia.lab.demo_steps import Steps, show_cli, wait_until
 from glia.lab.lab import Lab, LabError
 from glia.lab.podman import Container
@@ -58,6 +60,7 @@ def run(console: Console, *, name: str = DEMO_LAB, keep: bool = False) -> int:
         for args in CLI_TABLES:
             failures += show_cli(lab, console, [*args, "--node", "c1/n1"])
         failures += demo_mesh.run(lab, console, client)
+        failures += demo_policy.run(lab, console, web1, web2, client)
     except LabError as e:
         failures.append(str(e))
         console.print(Text.assemble(("error: ", "bold red"), str(e)))
