@@ -34,7 +34,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labhelpers import RECORDER_PORT, LineReader, recorder_command, tcp_send, wait_for
+from labhelpers import (
+    RECORDER_PORT,
+    LineReader,
+    lb_frontend,
+    netns_python,
+    recorder_command,
+    service_manifest,
+    slotted,
+    tcp_send,
+    wait_for,
+)
 
 from glia.lab.lab import Lab
 from glia.lab.podman import Container
@@ -154,11 +164,16 @@ def pods(mesh: Lab) -> Iterator[dict[str, Container]]:
 
 @pytest.fixture(scope="module")
 def cidr_sources(mesh: Lab) -> Iterator[None]:
-    """The CIDR sources as addresses of the web node's own namespace (lab-owned)."""
+    """The CIDR sources as addresses of the web node's own namespace (lab-owned).
+
+    Scope host: used only when a socket binds to them, never picked as the
+    source of the node's own connections (a global address on lo would be, and
+    the node's health probes would come from a CIDR identity)."""
     added = []
     try:
         for ip in (CIDR_OK, CIDR_EXCEPT):
-            r = mesh.node_exec(WEB_NODE, ["ip", "addr", "add", f"{ip}/32", "dev", "lo"])
+            argv = ["ip", "addr", "add", f"{ip}/32", "dev", "lo", "scope", "host"]
+            r = mesh.node_exec(WEB_NODE, argv)
             assert r.returncode == 0, r.stderr
             added.append(ip)
         yield
@@ -295,3 +310,50 @@ def test_monitor_shows_the_denied_connection_with_both_identities(
     assert ev["src"]["identity"] and ev["dst"]["identity"]
     assert ev["match"] == "L3-L4"  # the deny entry of other's identity on that port
     assert any("pm-web" in r and "ingressDeny" in r for r in ev["rules"] or []), ev
+
+
+CONNECT = """
+import socket, sys
+s = socket.socket()
+s.settimeout(2)
+try:
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    print("ok")
+except OSError as e:
+    print("fail", e)
+"""
+SVC_PORT = 8080  # the VIP's port; the backends listen on 80
+
+
+def test_service_traffic_is_judged_against_the_backend(
+    mesh: Lab, pods: dict[str, Container], policies: None
+) -> None:
+    """A VIP:8080 over pm-web's :80. other's egressDeny (cluster, port 80) must catch it on
+    both load-balancers: judged at VIP:8080 it would pass. client's allows pass."""
+    doc = service_manifest(
+        "pm-websvc", {"app": "pm-web"}, [{"port": SVC_PORT, "targetPort": 80, "protocol": "TCP"}]
+    )
+    r = glia(mesh, "apply", "-f", "-", "--node", "c1/n1", stdin=json.dumps(doc))
+    assert r.returncode == 0, r.stderr
+    try:
+        vip = str(mesh.agent("c1/n1").config_services(name="pm-websvc")[0]["spec"]["clusterIP"])
+        web_ip = pods["web"].ip
+        wait_for(
+            "the Service's backend on c1/n1",
+            lambda: web_ip in slotted(lb_frontend(mesh, "c1/n1", vip, SVC_PORT)),
+            timeout=SYNC_TIMEOUT,
+        )
+        for name, allowed in (("client", True), ("other", False)):
+            ctr = pods[name]
+            # Socket LB: the container's own processes (in the node's cgroup).
+            r = mesh.exec(
+                f"{ctr.node}/{ctr.name}",
+                ["timeout", "3", "wget", "-q", "-O", "-", f"http://{vip}:{SVC_PORT}/"],
+            )
+            got = r.stdout.strip() if r.returncode == 0 else ""
+            assert (got == pods["web"].name) is allowed, (name, "socket LB", got)
+            # Per-packet LB: a process outside the cgroup, in the pod's network namespace.
+            out = netns_python(ctr, CONNECT, vip, str(SVC_PORT))
+            assert out.startswith("ok") is allowed, (name, "per-packet LB", out)
+    finally:
+        glia(mesh, "delete", "-f", "-", "--node", "c1/n1", stdin=json.dumps(doc))
