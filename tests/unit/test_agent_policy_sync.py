@@ -20,7 +20,8 @@ import pytest
 from glia.agent.api_bpfpolicy import endpoint_view, find_endpoints
 from glia.agent.api_http import ApiError
 from glia.agent.identities import IdentityCache
-from glia.agent.policy import CookieTable, PolicySync
+from glia.agent.policy import PolicySync
+from glia.agent.policy_types import CookieTable
 from glia.kvstore import keys
 from glia.kvstore.client import KeyValue
 from glia.model import codec

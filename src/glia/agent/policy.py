@@ -29,7 +29,7 @@ maps hold (an agent restart never empties them). A failed write is counted
 and repaired by a ``sync_all`` after :data:`RETRY`.
 
 Rule cookies: each distinct tuple of rule ids gets a small number for the
-agent's life (:class:`CookieTable`), written with the entries and carried by
+agent's life (:class:`glia.agent.policy_types.CookieTable`), written with the entries and carried by
 drop and verdict events; :meth:`PolicySync.rules_for_cookie` names them
 (``glia monitor``, ``glia bpf policy list``).
 """
@@ -40,10 +40,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable
+from typing import Any
 
+from glia.agent.policy_types import CidrSink, CookieTable, FlushStats, Labels, PolicyWriter, RunDp
 from glia.kvstore.client import KeyValue
 from glia.model import codec
 from glia.model.identity import CLUSTER_LABEL, MIN_LOCAL, Identity, ReservedIdentity
@@ -59,74 +59,6 @@ log = logging.getLogger(__name__)
 
 DEBOUNCE = 0.005  # s from the first change to the flush: a burst of events programs once
 RETRY = 1.0  # s before a failed map write is repaired by a full sync
-
-Labels = Mapping[str, str]
-Cookie = Callable[[tuple[str, ...]], int]
-
-
-class PolicyWriter(Protocol):
-    """What programming needs of the policy maps (:class:`glia.datapath.policymap.PolicyMap`)."""
-
-    def apply(
-        self, subject: int, old: EndpointPolicy | None, new: EndpointPolicy | None, cookie: Cookie
-    ) -> int: ...
-
-    def sync_all(self, desired: Mapping[int, EndpointPolicy], cookie: Cookie) -> int: ...
-
-
-class CidrSink(Protocol):
-    """The ipcache's writer (:class:`glia.agent.ipcache.IPCacheSync`)."""
-
-    async def set_cidr_identities(self, prefixes: Mapping[str, int]) -> None: ...
-
-    async def held_cidr_identities(self) -> dict[str, int]: ...
-
-
-RunDp = Callable[[Callable[[], Any]], Awaitable[Any]]
-
-
-class CookieTable:
-    """Rule-id tuples <-> small numbers, stable for the agent's life (0: no rules)."""
-
-    def __init__(self) -> None:
-        self._ids: dict[tuple[str, ...], int] = {(): 0}
-        self._rules: list[tuple[str, ...]] = [()]
-
-    def __call__(self, rules: tuple[str, ...]) -> int:
-        cookie = self._ids.get(rules)
-        if cookie is None:
-            cookie = len(self._rules)
-            self._ids[rules] = cookie
-            self._rules.append(rules)
-        return cookie
-
-    def rules(self, cookie: int) -> list[str]:
-        return list(self._rules[cookie]) if 0 <= cookie < len(self._rules) else []
-
-    def __len__(self) -> int:
-        return len(self._rules) - 1
-
-
-@dataclass
-class FlushStats:
-    """The last flush, for ``glia status`` and bench/policy.py."""
-
-    subjects: int = 0  # subjects computed
-    compute_s: float = 0.0  # engine time
-    program_s: float = 0.0  # map writes (datapath thread, queueing included)
-    written: int = 0  # map entries (port blocks) written or removed
-    latency_s: float = 0.0  # first change seen -> programmed
-    at: float = 0.0  # wall clock of its end
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "subjects": self.subjects,
-            "compute_ms": round(self.compute_s * 1000, 2),
-            "program_ms": round(self.program_s * 1000, 2),
-            "written": self.written,
-            "latency_ms": round(self.latency_s * 1000, 2),
-            "at": round(self.at, 3),
-        }
 
 
 class PolicySync:
