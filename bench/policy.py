@@ -77,7 +77,19 @@ from _common import (
 from glia.datapath.drop import Direction, Reason
 from glia.datapath.errors import DatapathError
 from glia.datapath.loader import OBJECT_FILES, default_obj_dir
+from glia.datapath.packets import (
+    ETH_P_IP,
+    IPPROTO_TCP,
+    TCP_ACK,
+    TCP_FIN,
+    TCP_PSH,
+    TCP_SYN,
+    ethernet,
+    ipv4,
+    tcp,
+)
 from glia.datapath.policymap import PolicyMap
+from glia.datapath.testrun import TC_ACT_REDIRECT, run_program
 from glia.model import make_cluster_identity
 from glia.model.identity import NAMESPACE_LABEL
 from glia.model.service import LBAlgorithm
@@ -116,13 +128,14 @@ class Params:
     program_reps: int = 3
     full_endpoints: int = 1000  # the realistically full map of the enforcement runs
     full_rules: int = 1000
-    rate_rounds: int = 16  # wrk runs per case, the cases alternating
-    rate_seconds: int = 1
+    rate_rounds: int = 20  # wrk runs per case, the cases alternating
+    rate_seconds: int = 2
     latency_rounds: int = 6  # blocks of connect + GET + close per case
     latency_count: int = 1500  # per block
-    iperf_rounds: int = 4
+    iperf_rounds: int = 8
     iperf_seconds: int = 2
     cost_seconds: int = 2  # a wrk run per case with BPF statistics on
+    testrun_connections: int = 3000  # per path, BPF_PROG_TEST_RUN
     wrk_threads: int = 2
     wrk_connections: int = 32
 
@@ -138,6 +151,7 @@ class Params:
             iperf_rounds=1,
             iperf_seconds=1,
             cost_seconds=1,
+            testrun_connections=300,
         )
 
 
@@ -432,6 +446,22 @@ def enforcement(node: Node, pols: Policies, p: Params) -> dict[str, Any]:
     log(f"enforcement: throughput, {p.iperf_rounds} rounds")
     tput = paired((NO_POLICY, POLICY), p.iperf_rounds, gbps)
 
+    path = Path4(
+        POD_IP,
+        svc.CLIENT_IP,
+        (svc.DIRECT_IP, svc.SERVER_PORTS[0]),
+        svc.DIRECT_IP,
+        (svc.DIRECT_IP, svc.SERVER_PORTS[0]),
+    )
+    log(f"enforcement: BPF run time per connection, {p.testrun_connections} each (test runs)")
+    per_conn: dict[str, list[float]] = {NO_POLICY: [], POLICY: []}
+    blocks = 10
+    for b in range(blocks):
+        for state in (NO_POLICY, POLICY) if b % 2 == 0 else (POLICY, NO_POLICY):
+            pols.set(states[state])
+            got = connection_ns(node, [path], p.testrun_connections // blocks, TESTRUN_SPORT)
+            per_conn[state].append(got[POD_IP]["p50"])
+    testrun = {s: {"p50_of_blocks": median(v), "blocks": v} for s, v in per_conn.items()}
     cost = {}
     for state in (NO_POLICY, POLICY):
         pols.set(states[state])
@@ -442,8 +472,89 @@ def enforcement(node: Node, pols: Policies, p: Params) -> dict[str, Any]:
         "latency_us": {**latency, "median_ratio": lat_rounds["ratio"], "block_medians": lat_rounds},
         "throughput_gbps": tput,
         "bpf_cost": cost,
-        "map_blocks": len(node.dp.policy) if pols.on else None,
+        "testrun_ns_per_connection": testrun,
     }
+
+
+# One short connection, as (from the client?, TCP flags) per packet: handshake,
+# request, response, both closes.
+CONNECTION = (
+    (True, TCP_SYN),
+    (False, TCP_SYN | TCP_ACK),
+    (True, TCP_ACK),
+    (True, TCP_PSH | TCP_ACK),
+    (False, TCP_PSH | TCP_ACK),
+    (False, TCP_FIN | TCP_ACK),
+    (True, TCP_FIN | TCP_ACK),
+    (False, TCP_ACK),
+)
+
+
+@dataclass(frozen=True)
+class Path4:
+    """A connection's addresses as each end sees them."""
+
+    name: str
+    client: str  # client pod IP
+    dst: tuple[str, int]  # what the client connects to
+    server: str  # the pod that answers
+    src: tuple[str, int]  # where its answers come from (before any reverse NAT)
+
+
+def connection_ns(node: Node, paths: Sequence[Path4], count: int, sport0: int) -> dict[str, Any]:
+    """from_endpoint's own run time for whole short connections, by
+    BPF_PROG_TEST_RUN (no network, no other process: this machine's noise
+    barely touches it): per connection the sum of its 8 packets' durations,
+    the paths interleaved connection by connection. Each connection has its
+    own client port, so every one is new to conntrack, as in wrk's runs."""
+    dp = node.dp
+    fd = dp.prog_fd("from_endpoint")
+    eps = {}
+    for path in paths:
+        for ip in (path.client, path.server):
+            info = dp.endpoints.get(ip)
+            if info is None:
+                raise BenchError(f"no endpoint {ip}")
+            eps[ip] = info
+    out: dict[str, list[float]] = {path.name: [] for path in paths}
+
+    def one(path: Path4, sport: int) -> float:
+        total = 0
+        for from_client, flags in CONNECTION:
+            if from_client:
+                ep, src, dst = eps[path.client], (path.client, sport), path.dst
+            else:
+                ep, src, dst = eps[path.server], path.src, (path.client, sport)
+            l3 = ipv4(src[0], dst[0], tcp(src[1], dst[1], flags), proto=IPPROTO_TCP)
+            frame = ethernet(ep.node_mac, ep.mac, ETH_P_IP, l3)
+            got = run_program(fd, frame, ingress_ifindex=ep.ifindex)
+            if got.retval != TC_ACT_REDIRECT:
+                raise BenchError(f"{path.name}: test run of {flags:#x} gave {got.retval}")
+            total += got.duration_ns
+        return float(total)
+
+    def body() -> None:
+        for i in range(count):
+            order = paths if i % 2 == 0 else list(reversed(paths))
+            for j, path in enumerate(order):
+                out[path.name].append(one(path, sport0 + 2 * i + j))
+
+    node.flush()
+    in_netns(netns_path(node.node), body)
+    node.flush()
+    return {name: summary(v) for name, v in out.items()}
+
+
+TESTRUN_SPORT = 30000  # the test runs' client ports: TESTRUN_SPORT + 2 x connection (+1)
+
+
+def affinity_backend(node: Node) -> tuple[str, int]:
+    """The backend the client's affinity entry names: the one its connections to
+    the VIP reach (read from a connection's conntrack entry)."""
+    for e in node.dp.ct.entries():
+        if e.kind == "service" and e.dst == svc.TEST_VIP and e.src == svc.CLIENT_TC_IP:
+            return e.nat_addr, e.nat_port
+    raise BenchError("no conntrack entry of the client's connections to the VIP")
 
 
 def service_path(node: Node, p: Params) -> dict[str, Any]:
@@ -464,7 +575,22 @@ def service_path(node: Node, p: Params) -> dict[str, Any]:
     svc.http_crr([cases[VIP_TC]], 20, 0)
     if node.vip_ct_entries() == 0 or node.sock_xlate() != xlate:
         raise BenchError("the VIP case did not take the per-packet path (no conntrack entry)")
+    backend = affinity_backend(node)
 
+    pod_path = Path4(
+        POD_IP,
+        svc.CLIENT_TC_IP,
+        (svc.DIRECT_IP, svc.SERVER_PORTS[0]),
+        svc.DIRECT_IP,
+        (svc.DIRECT_IP, svc.SERVER_PORTS[0]),
+    )
+    vip_path = Path4(VIP_TC, svc.CLIENT_TC_IP, (svc.TEST_VIP, svc.HTTP_PORT), backend[0], backend)
+    log(f"service: BPF run time per connection, {p.testrun_connections} each (test runs)")
+    testrun = connection_ns(node, (pod_path, vip_path), p.testrun_connections, TESTRUN_SPORT)
+    log(
+        f"service: from_endpoint per connection {testrun[VIP_TC]['p50']:.0f} ns (VIP) against "
+        f"{testrun[POD_IP]['p50']:.0f} ns (pod IP)"
+    )
     log(f"service: rate, {p.rate_rounds} rounds")
     rates = paired((POD_IP, VIP_TC), p.rate_rounds, lambda c: wrk_rate(cases[c], p, p.rate_seconds))
     log(
@@ -496,6 +622,7 @@ def service_path(node: Node, p: Params) -> dict[str, Any]:
         "latency_us": lat,
         "throughput_gbps": tput,
         "bpf_cost": cost,
+        "testrun_ns_per_connection": testrun,
     }
 
 
@@ -630,13 +757,20 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         help="run only these parts (repeatable; default: all)",
     )
+    parser.add_argument(
+        "--obj-dir",
+        type=Path,
+        default=default_obj_dir(),
+        help="BPF objects to load (default: this tree's build/bpf; another tree's "
+        "for a before/after comparison)",
+    )
     args = parser.parse_args(argv)
     p = Params.quick() if args.quick else Params()
     parts = set(args.only or ("program", "enforcement", "service"))
     signal.signal(signal.SIGTERM, _terminate)
     started = time.monotonic()
     date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    obj_dir = default_obj_dir()
+    obj_dir = args.obj_dir.resolve()
     bg = Background(record=svc.PIDS)
     node: Node | None = None
     host: dict[str, Any] = {}
@@ -686,6 +820,7 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": round(time.monotonic() - started, 1),
         "host": {**host, "load_average_1m_after": round(os.getloadavg()[0], 2)},
         "params": asdict(p),
+        "bpf_objects": str(obj_dir),
         **doc,
     }
     doc["ratios"] = ratios(doc)
