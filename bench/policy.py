@@ -46,6 +46,7 @@ import functools
 import os
 import platform
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -368,33 +369,90 @@ def refused_by_policy(node: Node) -> bool:
 # --- measurements ------------------------------------------------------------------
 
 
-def wrk_rate(case: svc.Case, p: Params, seconds: int) -> float:
-    got = svc.wrk(
-        case, svc.Params(wrk_threads=p.wrk_threads, wrk_connections=p.wrk_connections), seconds
+def _proc_cpu_s(pid: int) -> float:
+    """utime + stime of a process (tick-based accounting here: softirq work done
+    in its context, such as the tc programs on the veths it sends through,
+    counts as its system time)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_pids(node: Node) -> list[int]:
+    """The nginx processes of the backend and pod-IP target pods (their pid files)."""
+    pids = []
+    for ns in (node.backend, node.direct):
+        pid_file = svc.RUN_DIR / f"nginx-{ns}.pid"
+        try:
+            pids.append(int(pid_file.read_text().split()[0]))
+        except (OSError, ValueError, IndexError) as e:
+            raise BenchError(f"nginx of {ns}: no pid in {pid_file}: {e}") from None
+    return pids
+
+
+def wrk_run(case: svc.Case, p: Params, seconds: int) -> dict[str, float]:
+    """One wrk run (short connections): its rate, and its connections per CPU
+    second of wrk and both nginx processes (what the path costs, which other
+    work on a shared machine stretches far less than the wall-clock rate)."""
+    case.node.flush()
+    argv = ["wrk", f"-t{p.wrk_threads}", f"-c{p.wrk_connections}", f"-d{seconds}s"]
+    argv += ["--latency", "-H", "Connection: close", case.url]
+    assert isinstance(case.node, Node)
+    servers = server_pids(case.node)
+    before = sum(_proc_cpu_s(pid) for pid in servers)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # wrk is the only child meanwhile
+    proc = subprocess.Popen(
+        case.client(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
     )
+    try:
+        out, err = proc.communicate(timeout=seconds + 60)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise BenchError(f"{case.name}: wrk did not finish") from None
+    if proc.returncode != 0:
+        raise BenchError(f"{case.name}: wrk exited {proc.returncode}: {err.decode().strip()}")
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+    server_cpu = sum(_proc_cpu_s(pid) for pid in servers) - before
+    got = svc.parse_wrk(out.decode(errors="replace"))
     if got["requests"] <= 0 or got["errors"] > 0.01 * got["requests"]:
         raise BenchError(f"{case.name}: wrk: {got['errors']:.0f} errors in {got['requests']:.0f}")
-    return float(got["rate"])
+    cpu = client_cpu + server_cpu
+    return {"rate": got["rate"], "per_cpu_s": got["requests"] / cpu if cpu > 0 else 0.0}
 
 
-def paired(names: Sequence[str], rounds: int, measure: Callable[[str], float]) -> dict[str, Any]:
+def wrk_rate(case: svc.Case, p: Params, seconds: int) -> float:
+    return wrk_run(case, p, seconds)["rate"]
+
+
+def paired(
+    names: Sequence[str], rounds: int, measure: Callable[[str], float | dict[str, float]]
+) -> dict[str, Any]:
     """``measure(name)`` for each name in every round, the order reversed every
     other round; per name the runs and median, and the per-round ratio of the
-    second name to the first (median and range)."""
-    runs: dict[str, list[float]] = {n: [] for n in names}
+    second name to the first (median and range). A measure giving several
+    figures (a dict) gets this per figure, the first one also at the top."""
+    runs: dict[str, dict[str, list[float]]] = {}
     for r in range(rounds):
         for name in names if r % 2 == 0 else list(reversed(names)):
-            runs[name].append(measure(name))
+            got = measure(name)
+            figures = got if isinstance(got, dict) else {"value": got}
+            for fig, value in figures.items():
+                runs.setdefault(fig, {n: [] for n in names})[name].append(value)
     base, other = names
-    per_round = [b / a for a, b in zip(runs[base], runs[other], strict=True) if a]
-    return {
-        **{
-            n: {"median": round(median(v), 3), "runs": [round(x, 3) for x in v]}
-            for n, v in runs.items()
-        },
-        "ratio": round(median(per_round), 3),
-        "ratio_rounds": [round(x, 3) for x in per_round],
-    }
+    out: dict[str, Any] = {}
+    for fig, by_name in runs.items():
+        per_round = [b / a for a, b in zip(by_name[base], by_name[other], strict=True) if a]
+        out[fig] = {
+            **{
+                n: {"median": round(median(v), 3), "runs": [round(x, 3) for x in v]}
+                for n, v in by_name.items()
+            },
+            "ratio": round(median(per_round), 3),
+            "ratio_rounds": [round(x, 3) for x in per_round],
+        }
+    first = next(iter(out.values()))
+    return {**first, **({} if list(out) == ["value"] else out)}
 
 
 def program_ids(node: Node) -> dict[str, int]:
@@ -415,9 +473,9 @@ def enforcement(node: Node, pols: Policies, p: Params) -> dict[str, Any]:
     pols.set(False)
     svc.reach(case)
 
-    def rate(state: str) -> float:
+    def rate(state: str) -> dict[str, float]:
         pols.set(states[state])
-        return wrk_rate(case, p, p.rate_seconds)
+        return wrk_run(case, p, p.rate_seconds)
 
     log(f"enforcement: rate, {p.rate_rounds} rounds")
     rates = paired((NO_POLICY, POLICY), p.rate_rounds, rate)
@@ -592,7 +650,7 @@ def service_path(node: Node, p: Params) -> dict[str, Any]:
         f"{testrun[POD_IP]['p50']:.0f} ns (pod IP)"
     )
     log(f"service: rate, {p.rate_rounds} rounds")
-    rates = paired((POD_IP, VIP_TC), p.rate_rounds, lambda c: wrk_rate(cases[c], p, p.rate_seconds))
+    rates = paired((POD_IP, VIP_TC), p.rate_rounds, lambda c: wrk_run(cases[c], p, p.rate_seconds))
     log(
         f"service: rate {rates[VIP_TC]['median']:.0f} / {rates[POD_IP]['median']:.0f} conn/s, "
         f"paired ratio {rates['ratio']}"
@@ -638,12 +696,14 @@ def ratios(doc: dict[str, Any]) -> dict[str, float | None]:
     e = doc.get("enforcement")
     if e:
         out["enforcement.rate"] = e["rate_cps"]["ratio"]
+        out["enforcement.conn_per_cpu_s"] = e["rate_cps"]["per_cpu_s"]["ratio"]
         out["enforcement.throughput"] = e["throughput_gbps"]["ratio"]
         for q in ("p50", "p99"):
             out[f"enforcement.latency_{q}"] = _us_ratio(e["latency_us"], NO_POLICY, POLICY, q)
     s = doc.get("service")
     if s:
         out["service.rate"] = s["rate_cps"]["ratio"]
+        out["service.conn_per_cpu_s"] = s["rate_cps"]["per_cpu_s"]["ratio"]
         out["service.throughput"] = s["throughput_gbps"]["ratio"]
         for q in ("p50", "p99"):
             out[f"service.latency_{q}"] = _us_ratio(s["latency_us"], POD_IP, VIP_TC, q)
@@ -695,9 +755,10 @@ def plot(doc: dict[str, Any], path: Path) -> None:
         (axes[2], "service", "per-packet VIP (Maglev, ClientIP) / pod IP", (0.95, 0.95)),
     ):
         r = doc["ratios"]
-        names = ["rate", "throughput", "latency_p50", "latency_p99"]
+        names = ["rate", "conn_per_cpu_s", "throughput", "latency_p50", "latency_p99"]
         vals = [r.get(f"{key}.{n}") or 0 for n in names]
-        ax.bar(names, vals, color=[GLIA_COLOR, GLIA_COLOR, "#9a9a9a", "#9a9a9a"])
+        colors = [GLIA_COLOR, GLIA_COLOR, GLIA_COLOR, "#9a9a9a", "#9a9a9a"]
+        ax.bar(["rate", "conn/CPU-s", "throughput", "p50", "p99"], vals, color=colors)
         for i, v in enumerate(vals):
             ax.text(i, v + 0.01, f"{v:.3f}", ha="center", fontsize=9)
         ax.axhline(1.0, color="black", linewidth=0.5)
