@@ -350,9 +350,9 @@ static __always_inline int glia_lb4_refuse(struct __sk_buff *skb, const struct g
 
 /* Service load-balancing of a packet a pod sent: on a VIP:port hit, DNAT to
  * the connection's backend (conntrack) or a newly picked one. Returns
- * GLIA_LB_CONTINUE when the packet goes on to forwarding (rewritten or not;
- * packet pointers are invalid then), else the verdict. */
-static __always_inline int glia_lb4(struct __sk_buff *skb, __u32 src_identity)
+ * GLIA_LB_CONTINUE when the packet goes on to forwarding (rewritten or not:
+ * *translated says; packet pointers are invalid then), else the verdict. */
+static __always_inline int glia_lb4(struct __sk_buff *skb, __u32 src_identity, int *translated)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -429,6 +429,7 @@ static __always_inline int glia_lb4(struct __sk_buff *skb, __u32 src_identity)
 	if (hairpin && glia_nat4(skb, &l4, 1, tuple.saddr, bpf_htonl(GLIA_HAIRPIN_IP), tuple.sport,
 				 tuple.sport) < 0)
 		return glia_drop_flow(skb, GLIA_DROP_NAT_FAILED, GLIA_DIR_EGRESS, src_identity, 0);
+	*translated = 1;
 	return GLIA_LB_CONTINUE;
 }
 
