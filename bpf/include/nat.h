@@ -33,26 +33,57 @@ struct glia_l4 {
 	__u16 pad;
 };
 
+/* skb->data / skb->data_end loaded by one instruction each, from the context
+ * pointer itself: with more plain C reads of them in a program, clang hoists
+ * `skb + offset` into a register, which the verifier refuses to dereference
+ * ("dereference of modified ctx ptr"). */
+#define GLIA_SKB_LOAD(skb, field)                                                         \
+	({                                                                                \
+		void *_p;                                                                 \
+		asm volatile("%0 = *(u32 *)(%1 + %2)"                                     \
+			     : "=r"(_p)                                                   \
+			     : "r"(skb), "i"(offsetof(struct __sk_buff, field)));         \
+		_p;                                                                       \
+	})
+
+#define GLIA_L4_OFF_MAX (sizeof(struct ethhdr) + 60)  /* IHL 15 */
+
 /* 0 and *l4 filled for a TCP or UDP packet that carries its ports (not a
- * later fragment); -1 otherwise (no load-balancing or NAT applies). */
+ * later fragment); -1 otherwise (no load-balancing or NAT applies). Read
+ * straight from the packet when the L4 header is in the linear area (every
+ * packet a pod sends), else through bpf_skb_load_bytes: several parts of a
+ * program parse each packet, so this is on every packet's path a few times. */
 static __always_inline int glia_parse_l4(struct __sk_buff *skb, const struct iphdr *ip4,
 					 struct glia_l4 *l4)
 {
+	void *data, *data_end;
 	__be16 ports[2];
+	__u8 *l4h;
+	__u32 off;
 
 	if (ip4->protocol != IPPROTO_TCP && ip4->protocol != IPPROTO_UDP)
 		return -1;
 	if (ip4->frag_off & bpf_htons(GLIA_IP_OFFSET))
 		return -1;
-	l4->off = sizeof(struct ethhdr) + ip4->ihl * 4;
+	off = sizeof(struct ethhdr) + ip4->ihl * 4;
+	l4->off = off;
 	l4->proto = ip4->protocol;
 	l4->tcp_flags = 0;
-	if (bpf_skb_load_bytes(skb, l4->off, ports, sizeof(ports)) < 0)
+	data = GLIA_SKB_LOAD(skb, data);
+	data_end = GLIA_SKB_LOAD(skb, data_end);
+	if (off <= GLIA_L4_OFF_MAX && data + off + 14 <= data_end) {
+		l4h = data + off;
+		l4->sport = *(__be16 *)l4h;
+		l4->dport = *(__be16 *)(l4h + 2);
+		if (l4->proto == IPPROTO_TCP)
+			l4->tcp_flags = l4h[13];
+		return 0;
+	}
+	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)) < 0)
 		return -1;
 	l4->sport = ports[0];
 	l4->dport = ports[1];
-	if (l4->proto == IPPROTO_TCP &&
-	    bpf_skb_load_bytes(skb, l4->off + 13, &l4->tcp_flags, 1) < 0)
+	if (l4->proto == IPPROTO_TCP && bpf_skb_load_bytes(skb, off + 13, &l4->tcp_flags, 1) < 0)
 		return -1;
 	return 0;
 }
@@ -72,21 +103,6 @@ static __always_inline __sum16 glia_csum_replace4(__sum16 check, __be32 from, __
 	sum = (sum & 0xFFFF) + (sum >> 16);
 	return (__sum16)~sum;
 }
-
-#define GLIA_L4_OFF_MAX (sizeof(struct ethhdr) + 60)  /* IHL 15 */
-
-/* skb->data / skb->data_end loaded by one instruction each, from the context
- * pointer itself: with more plain C reads of them in a program, clang hoists
- * `skb + offset` into a register, which the verifier refuses to dereference
- * ("dereference of modified ctx ptr"). */
-#define GLIA_SKB_LOAD(skb, field)                                                         \
-	({                                                                                \
-		void *_p;                                                                 \
-		asm volatile("%0 = *(u32 *)(%1 + %2)"                                     \
-			     : "=r"(_p)                                                   \
-			     : "r"(skb), "i"(offsetof(struct __sk_buff, field)));         \
-		_p;                                                                       \
-	})
 
 /* Rewrite the source (is_src) or destination address and port, with the IP
  * header checksum and the L4 checksum (pseudo-header included) fixed up.
