@@ -10,7 +10,7 @@ BPF_SRC := $(wildcard bpf/*.bpf.c bpf/test/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SRC))
 BPF_HDR := $(wildcard bpf/include/*.h)
 
-.PHONY: setup bpf demo test lint unit integration e2e bench bench-pods bench-services bench-mesh clean
+.PHONY: setup bpf demo test lint unit integration e2e bench bench-pods bench-services bench-mesh bench-policy clean
 
 setup:
 	@./scripts/setup.sh
@@ -35,7 +35,7 @@ test: setup bpf lint
 unit: setup
 	@$(VENV)/bin/pytest -q tests/unit
 
-bench: bench-pods bench-services bench-mesh
+bench: bench-pods bench-services bench-mesh bench-policy
 
 bench-pods: setup bpf
 	@$(PY) bench/pods.py
@@ -45,6 +45,9 @@ bench-services: setup bpf
 
 bench-mesh: setup bpf
 	@$(PY) bench/mesh.py
+
+bench-policy: setup bpf
+	@$(PY) bench/policy.py
 
 clean:
 	rm -rf build

@@ -32,7 +32,7 @@ int from_endpoint(struct __sk_buff *skb)
 	struct ethhdr *eth = data;
 	struct iphdr *ip4;
 	__u32 src_identity, dst_identity;
-	int verdict;
+	int verdict, translated = 0;
 
 	if ((void *)(eth + 1) > data_end)
 		return glia_drop_flow(skb, GLIA_DROP_INVALID_PACKET, GLIA_DIR_EGRESS, 0, 0);
@@ -54,7 +54,7 @@ int from_endpoint(struct __sk_buff *skb)
 
 	/* Service load-balancing before the destination lookup, so the backend
 	 * decides where the packet goes (this node, another node). */
-	verdict = glia_lb4(skb, src_identity);
+	verdict = glia_lb4(skb, src_identity, &translated);
 	if (verdict != GLIA_LB_CONTINUE)
 		return verdict;
 	data = (void *)(long)skb->data;
@@ -69,11 +69,14 @@ int from_endpoint(struct __sk_buff *skb)
 		/* A pod reaching itself through a Service (hairpin, ct.h): no
 		 * policy, as in Cilium; a pod cannot be kept from itself. */
 		if (dst->ifindex == skb->ingress_ifindex)
-			return glia_deliver_local(skb, dst, src_identity, GLIA_DIR_EGRESS, 0);
+			return glia_deliver_local(skb, dst, src_identity, GLIA_DIR_EGRESS,
+						  translated ? GLIA_DELIVER_NO_REVNAT : 0);
 		verdict = glia_policy(skb, src_identity, dst->identity, GLIA_DIR_EGRESS);
 		if (verdict)
 			return verdict;
-		return glia_deliver_local(skb, dst, src_identity, GLIA_DIR_EGRESS, 1);
+		return glia_deliver_local(skb, dst, src_identity, GLIA_DIR_EGRESS,
+					  GLIA_DELIVER_POLICY |
+						  (translated ? GLIA_DELIVER_NO_REVNAT : 0));
 	}
 	/* A pod answering its own service connection (hairpin, ct.h): delivered
 	 * back to itself, reverse NAT included. */

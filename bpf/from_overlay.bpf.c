@@ -57,7 +57,7 @@ int from_overlay(struct __sk_buff *skb)
 	 * port; replies to a local client are reverse-NATed after it. */
 	dst = glia_lookup_endpoint(ip4->daddr);
 	if (dst)
-		return glia_deliver_local(skb, dst, src_identity, GLIA_DIR_INGRESS, 1);
+		return glia_deliver_local(skb, dst, src_identity, GLIA_DIR_INGRESS, GLIA_DELIVER_POLICY);
 
 	cfg = glia_get_config();
 	local = glia_lookup_ipcache(ip4->daddr);

@@ -105,26 +105,28 @@ static __always_inline __u64 glia_ct_lifetime(__u8 proto, __u8 flags)
 }
 
 /* A packet of the connection went by: update flags and expiry of `e`. 1 when
- * anything changed (then a twin entry needs the same). */
+ * its flags or expiry changed (then a twin entry needs the same); the TCP
+ * flags seen are this direction's own, so new ones alone do not touch the
+ * twin. Nothing is written when nothing changes. */
 static __always_inline int glia_ct_touch_one(struct glia_ct4_entry *e, __u8 proto, __u8 tcp_flags,
 					     __u8 add_flags, __u64 now)
 {
 	__u8 flags = e->flags | add_flags;
 	__u64 expires;
 
+	if (tcp_flags & ~e->tcp_flags)
+		e->tcp_flags |= tcp_flags;
 	if (tcp_flags & (GLIA_TCP_FIN | GLIA_TCP_RST))
 		flags |= GLIA_CT_F_CLOSING;
 	expires = now + glia_ct_lifetime(proto, flags);
-	if (flags == e->flags && expires < e->expires_ns + GLIA_CT_REFRESH &&
-	    (tcp_flags & ~e->tcp_flags) == 0)
+	if (flags == e->flags && expires < e->expires_ns + GLIA_CT_REFRESH)
 		return 0;
 	e->flags = flags;
-	e->tcp_flags |= tcp_flags;
 	e->expires_ns = expires;
 	return 1;
 }
 
-/* glia_ct_touch_one, and when that changes anything, the same flags and expiry
+/* glia_ct_touch_one, and when that changes flags or expiry, the same flags and expiry
  * for its twin entry (`twin` is its key), so both directions live and die
  * together. */
 static __always_inline void glia_ct_touch(struct glia_ct4_entry *e, const struct glia_ct4_key *twin,

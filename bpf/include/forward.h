@@ -11,29 +11,36 @@
 #include "policy.h"
 #include "verdict.h"
 
+/* glia_deliver_local's flags. */
+#define GLIA_DELIVER_POLICY 1     /* judge the endpoint's ingress policy first */
+/* The service LB has just DNATed the packet: a request of a service
+ * connection, never the reply of one, so the reverse-NAT lookup is skipped
+ * (one conntrack lookup less per packet of a service connection). */
+#define GLIA_DELIVER_NO_REVNAT 2
+
 /* Delivery to an endpoint of this node, from a local pod (from_endpoint) or
  * through the tunnel (from_overlay): the one ingress point of pod traffic
- * (to_endpoint judges what the node's stack delivers). With `check_policy`
- * the endpoint's ingress policy judges the packet first, on its tuple before
+ * (to_endpoint judges what the node's stack delivers). With
+ * GLIA_DELIVER_POLICY in `flags` the endpoint's ingress policy judges the packet first, on its tuple before
  * reverse NAT (the backend's address, as the client's egress entry holds it).
  * A reply of a service connection whose client is this endpoint gets its
  * reverse NAT here (VIP:port as source), so both paths share it. The MACs are set as the pod expects from its gateway:
  * source = host-side veth, destination = pod. */
 static __always_inline int glia_deliver_local(struct __sk_buff *skb,
 					      const struct glia_endpoint *ep, __u32 src_identity,
-					      enum glia_direction direction, int check_policy)
+					      enum glia_direction direction, int flags)
 {
 	void *data, *data_end;
 	struct ethhdr *eth;
 	struct iphdr *ip4;
 	long ret;
 
-	if (check_policy) {
+	if (flags & GLIA_DELIVER_POLICY) {
 		ret = glia_policy(skb, ep->identity, src_identity, GLIA_DIR_INGRESS);
 		if (ret)
 			return (int)ret;
 	}
-	if (glia_ct_reply_nat(skb) < 0)
+	if (!(flags & GLIA_DELIVER_NO_REVNAT) && glia_ct_reply_nat(skb) < 0)
 		return glia_drop_flow(skb, GLIA_DROP_NAT_FAILED, direction, src_identity,
 				      ep->identity);
 	data = (void *)(long)skb->data;

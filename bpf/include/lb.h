@@ -239,27 +239,35 @@ static __always_inline __u32 glia_tuple_hash(__be32 saddr, __be32 daddr, __be16 
 }
 
 /* ClientIP affinity: the client's backend while its entry is fresh and the
- * backend still a ready backend of this service; 0 otherwise. */
+ * backend still a ready backend of this service; 0 otherwise. *used: when the
+ * entry was last written (0 when not honoured). */
 static __always_inline __u32 glia_lb4_affinity_pick(const struct glia_lb4_service *svc,
-						    __be32 client, __u64 now)
+						    __be32 client, __u64 now, __u64 *used)
 {
 	struct glia_lb4_aff_key key = { .client = client, .svc_id = svc->svc_id };
 	struct glia_lb4_affm_key match;
 	struct glia_lb4_affinity *aff;
+	__u64 last;
 
 	aff = bpf_map_lookup_elem(&glia_lb4_aff_v1, &key);
-	if (!aff || now - aff->last_used_ns > (__u64)svc->affinity_timeout * GLIA_NSEC)
+	if (!aff)
+		return 0;
+	last = aff->last_used_ns;
+	if (now - last > (__u64)svc->affinity_timeout * GLIA_NSEC)
 		return 0;
 	match.backend_id = aff->backend_id;
 	match.svc_id = svc->svc_id;
 	if (!bpf_map_lookup_elem(&glia_lb4_afm_v1, &match))
 		return 0;
+	*used = last;
 	return match.backend_id;
 }
 
-/* A backend for a new connection: affinity, else Maglev or random. */
+/* A backend for a new connection: affinity (*aff_used: when its entry was
+ * last written), else Maglev or random. */
 static __always_inline __u32 glia_lb4_pick(const struct glia_lb4_service *svc,
-					   const struct glia_ct4_key *tuple, __u64 now)
+					   const struct glia_ct4_key *tuple, __u64 now,
+					   __u64 *aff_used)
 {
 	struct glia_lb4_slot_key slot_key;
 	const struct glia_lb4_maglev *table;
@@ -267,7 +275,7 @@ static __always_inline __u32 glia_lb4_pick(const struct glia_lb4_service *svc,
 	__u32 backend_id = 0, idx, svc_id = svc->svc_id;
 
 	if (svc->flags & GLIA_LB_F_AFFINITY)
-		backend_id = glia_lb4_affinity_pick(svc, tuple->saddr, now);
+		backend_id = glia_lb4_affinity_pick(svc, tuple->saddr, now, aff_used);
 	if (backend_id)
 		return backend_id;
 	if (svc->flags & GLIA_LB_F_MAGLEV) {
@@ -342,9 +350,9 @@ static __always_inline int glia_lb4_refuse(struct __sk_buff *skb, const struct g
 
 /* Service load-balancing of a packet a pod sent: on a VIP:port hit, DNAT to
  * the connection's backend (conntrack) or a newly picked one. Returns
- * GLIA_LB_CONTINUE when the packet goes on to forwarding (rewritten or not;
- * packet pointers are invalid then), else the verdict. */
-static __always_inline int glia_lb4(struct __sk_buff *skb, __u32 src_identity)
+ * GLIA_LB_CONTINUE when the packet goes on to forwarding (rewritten or not:
+ * *translated says; packet pointers are invalid then), else the verdict. */
+static __always_inline int glia_lb4(struct __sk_buff *skb, __u32 src_identity, int *translated)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -358,8 +366,8 @@ static __always_inline int glia_lb4(struct __sk_buff *skb, __u32 src_identity)
 	__u32 backend_id;
 	__be32 be_ip;
 	__be16 be_port;
+	__u64 now, aff_used = 0;
 	__u8 hairpin;
-	__u64 now;
 
 	if ((void *)(ip4 + 1) > data_end)
 		return GLIA_LB_CONTINUE;
@@ -402,11 +410,14 @@ static __always_inline int glia_lb4(struct __sk_buff *skb, __u32 src_identity)
 	} else {
 		if (svc->count == 0)
 			return glia_lb4_refuse(skb, &l4, src_identity);
-		backend_id = glia_lb4_pick(svc, &tuple, now);
+		backend_id = glia_lb4_pick(svc, &tuple, now, &aff_used);
 		be = backend_id ? bpf_map_lookup_elem(&glia_lb4_be_v1, &backend_id) : NULL;
 		if (!be)  /* maps mid-update or inconsistent: refuse rather than stall */
 			return glia_lb4_refuse(skb, &l4, src_identity);
-		if (svc->flags & GLIA_LB_F_AFFINITY)
+		/* A client's entry is rewritten at most every GLIA_CT_REFRESH (its
+		 * timeout may end that much early): an LRU update per connection
+		 * cost more than the rest of the pick. */
+		if ((svc->flags & GLIA_LB_F_AFFINITY) && now - aff_used >= GLIA_CT_REFRESH)
 			glia_lb4_remember(svc, tuple.saddr, backend_id, now);
 		glia_lb4_ct_create(&tuple, be, svc->svc_id, l4.tcp_flags, now);
 		be_ip = be->ip;
@@ -418,6 +429,7 @@ static __always_inline int glia_lb4(struct __sk_buff *skb, __u32 src_identity)
 	if (hairpin && glia_nat4(skb, &l4, 1, tuple.saddr, bpf_htonl(GLIA_HAIRPIN_IP), tuple.sport,
 				 tuple.sport) < 0)
 		return glia_drop_flow(skb, GLIA_DROP_NAT_FAILED, GLIA_DIR_EGRESS, src_identity, 0);
+	*translated = 1;
 	return GLIA_LB_CONTINUE;
 }
 

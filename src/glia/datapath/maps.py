@@ -229,13 +229,13 @@ class BPFMap(Generic[K, V]):
                 self._fd(), kbuf, vbuf, ctypes.byref(count), ctypes.byref(opts)
             )
             if ret in (-_ENOTSUPP, -_EOPNOTSUPP):  # map type without batch ops: one by one
+                # Pointers into the chunk's buffers: no copy, no object per entry.
+                kaddr, vaddr, fd = ctypes.addressof(kbuf), ctypes.addressof(vbuf), self._fd()
+                update = lib.bpf_map_update_elem
                 for i in range(m):
-                    k = ctypes.c_buffer(bytes(kbuf)[i * ksize : (i + 1) * ksize], ksize)
-                    v = ctypes.c_buffer(bytes(vbuf)[i * vsize : (i + 1) * vsize], vsize)
-                    libbpf.check(
-                        lib.bpf_map_update_elem(self._fd(), k, v, libbpf.BPF_ANY),
-                        f"update of {self.spec.name}",
-                    )
+                    ret = update(fd, kaddr + i * ksize, vaddr + i * vsize, libbpf.BPF_ANY)
+                    if ret < 0:
+                        libbpf.check(ret, f"update of {self.spec.name}")
                 continue
             libbpf.check(ret, f"batch update of {self.spec.name} ({count.value}/{m} done)")
 
@@ -254,9 +254,9 @@ class BPFMap(Generic[K, V]):
                 self._fd(), kbuf, ctypes.byref(count), ctypes.byref(opts)
             )
             if ret in (-_ENOTSUPP, -_EOPNOTSUPP):
+                kaddr, fd = ctypes.addressof(kbuf), self._fd()
                 for i in range(m):
-                    k = ctypes.c_buffer(bytes(kbuf)[i * ksize : (i + 1) * ksize], ksize)
-                    r = lib.bpf_map_delete_elem(self._fd(), k)
+                    r = lib.bpf_map_delete_elem(fd, kaddr + i * ksize)
                     if r != -_ENOENT:
                         libbpf.check(r, f"delete from {self.spec.name}")
                         deleted += 1

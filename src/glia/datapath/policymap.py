@@ -19,6 +19,7 @@ that stops being enforced has its flags cleared first.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable, Iterable, Mapping
 from ctypes import c_uint32
@@ -60,21 +61,26 @@ def _no_cookie(_rules: tuple[str, ...]) -> int:
     return 0
 
 
+@functools.lru_cache(maxsize=8192)
+def _port_blocks(proto: int, lo: int, hi: int) -> tuple[tuple[int, int, bytes], ...]:
+    """(prefix length, proto, port in network order) of each LPM block of a range;
+    cached: a cluster's policies use a handful of port ranges, its entries many times."""
+    if proto == PROTO_ANY:
+        return ((POLICY_L3_PREFIX, 0, b"\0\0"),)
+    return tuple(
+        (POLICY_L3_PREFIX + 8 + bits, proto, port.to_bytes(2, "big"))
+        for port, bits in port_prefixes(lo, hi)
+    )
+
+
 def key_blocks(subject: int, key: PolicyKey) -> list[bytes]:
     """The packed LPM keys of one entry (a protocol-ANY entry is one 72-bit prefix)."""
     direction = _DIR_CODE[key.direction]
-    if key.proto == PROTO_ANY:
-        return [_KEY.pack(POLICY_L3_PREFIX, subject, key.identity, direction, 0, b"\0\0")]
+    peer = key.identity
+    pack = _KEY.pack
     return [
-        _KEY.pack(
-            POLICY_L3_PREFIX + 8 + bits,
-            subject,
-            key.identity,
-            direction,
-            key.proto,
-            port.to_bytes(2, "big"),
-        )
-        for port, bits in port_prefixes(key.lo, key.hi)
+        pack(plen, subject, peer, direction, proto, port)
+        for plen, proto, port in _port_blocks(key.proto, key.lo, key.hi)
     ]
 
 
@@ -93,13 +99,19 @@ def blocks(
 ) -> dict[bytes, bytes]:
     """Packed key -> packed value of ``keys`` (default: every entry)."""
     out: dict[bytes, bytes] = {}
+    pack = _KEY.pack
+    values: dict[tuple[bool, PolicyValue], bytes] = {}  # few distinct values: pack each once
     for k in entries if keys is None else keys:
         v = entries.get(k)
         if v is None:
             continue
-        packed = pack_value(k, v, cookie)
-        for b in key_blocks(subject, k):
-            out[b] = packed
+        l4 = k.proto != PROTO_ANY
+        packed = values.get((l4, v))
+        if packed is None:
+            packed = values[(l4, v)] = pack_value(k, v, cookie)
+        direction, peer = _DIR_CODE[k.direction], k.identity
+        for plen, proto, port in _port_blocks(k.proto, k.lo, k.hi):
+            out[pack(plen, subject, peer, direction, proto, port)] = packed
     return out
 
 
@@ -159,6 +171,31 @@ def _row(raw_key: bytes, raw_value: bytes) -> PolicyMapRow | None:
     )
 
 
+_Plan = tuple[dict[bytes, bytes], list[bytes], int]  # upserts, removals, enforced bits
+
+
+def _plan(
+    subject: int, old: EndpointPolicy | None, new: EndpointPolicy | None, cookie: Cookie
+) -> _Plan | None:
+    """What going from ``old`` to ``new`` writes for ``subject``; None: nothing."""
+    before = old.entries if old is not None else {}
+    after = new.entries if new is not None else {}
+    bits = _enforced_bits(new)
+    if not before:  # a new subject: every block is an upsert (the common, bulk case)
+        upserts = blocks(subject, after, None, cookie)
+        removals: list[bytes] = []
+    else:
+        touched = [k for k in before if after.get(k) != before[k]]
+        touched += [k for k in after if k not in before]
+        old_blocks = blocks(subject, before, touched, cookie)
+        new_blocks = blocks(subject, after, touched, cookie)
+        upserts = {b: v for b, v in new_blocks.items() if old_blocks.get(b) != v}
+        removals = [b for b in old_blocks if b not in new_blocks]
+    if not upserts and not removals and bits == _enforced_bits(old):
+        return None
+    return upserts, removals, bits
+
+
 class PolicyMap:
     """Handles on both policy maps of one node."""
 
@@ -212,19 +249,47 @@ class PolicyMap:
     ) -> int:
         """Go from ``old`` (what the map holds for ``subject``, None: nothing) to
         ``new`` (None: remove the subject). Returns the blocks written or removed."""
-        before = old.entries if old is not None else {}
-        after = new.entries if new is not None else {}
-        touched = [k for k in before if after.get(k) != before[k]]
-        touched += [k for k in after if k not in before]
-        old_blocks = blocks(subject, before, touched, cookie)
-        new_blocks = blocks(subject, after, touched, cookie)
-        upserts = {b: v for b, v in new_blocks.items() if old_blocks.get(b) != v}
-        removals = [b for b in old_blocks if b not in new_blocks]
-        bits = _enforced_bits(new)
-        if not upserts and not removals and bits == _enforced_bits(old):
+        plan = _plan(subject, old, new, cookie)
+        if plan is None:
             return 0
+        upserts, removals, bits = plan
         self._write(subject, upserts, removals, bits)
         return len(upserts) + len(removals)
+
+    def apply_many(
+        self,
+        changes: Iterable[tuple[int, EndpointPolicy | None, EndpointPolicy | None]],
+        cookie: Cookie = _no_cookie,
+    ) -> int:
+        """:meth:`apply` for many subjects (subject, old, new) at once, with one
+        syscall per phase and chunk instead of a few per subject (an agent
+        starting, a policy that selects many identities). The order of writes
+        holds for every subject: flags of subjects turned off, every new block,
+        flags of the others, every removal. Returns the blocks written or removed."""
+        plans = [
+            (subject, plan)
+            for subject, old, new in changes
+            if (plan := _plan(subject, old, new, cookie)) is not None
+        ]
+        off = b"".join(_SUBJECT.pack(s) for s, (_, _, bits) in plans if not bits)
+        if off:
+            self._subjects.delete_raw(off)
+        upserts = [p[0] for _, p in plans if p[0]]
+        if upserts:
+            self._entries.update_raw(
+                b"".join(b"".join(u) for u in upserts),
+                b"".join(b"".join(u.values()) for u in upserts),
+            )
+        on = [(s, bits) for s, (_, _, bits) in plans if bits]
+        if on:
+            self._subjects.update_raw(
+                b"".join(_SUBJECT.pack(s) for s, _ in on),
+                b"".join(_SUBJECT_VALUE.pack(bits, 0) for _, bits in on),
+            )
+        gone = b"".join(b"".join(p[1]) for _, p in plans)
+        if gone:
+            self._entries.delete_raw(gone)
+        return sum(len(p[0]) + len(p[1]) for _, p in plans)
 
     def sync_all(self, desired: Mapping[int, EndpointPolicy], cookie: Cookie = _no_cookie) -> int:
         """Make the maps hold exactly ``desired`` (subject -> policy), reading what
