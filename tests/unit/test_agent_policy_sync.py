@@ -12,7 +12,7 @@ rule cookies, and repair after a refused write.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import pytest
@@ -72,6 +72,15 @@ class FakeWriter:
             for v in new.entries.values():
                 cookie(v.rules)
         return 1
+
+    def apply_many(
+        self,
+        changes: Iterable[tuple[int, EndpointPolicy | None, EndpointPolicy | None]],
+        cookie: Callable[[tuple[str, ...]], int],
+    ) -> int:
+        changes = list(changes)
+        self.calls.append(("apply_many", len(changes)))
+        return sum(self.apply(s, old, new, cookie) for s, old, new in changes)
 
     def sync_all(
         self, desired: Mapping[int, EndpointPolicy], cookie: Callable[[tuple[str, ...]], int]
@@ -464,3 +473,20 @@ async def test_endpoint_view_shows_what_is_programmed() -> None:
     assert view["entries"] == len(r.writer.maps[WEB].entries) > 0
     other = endpoint_view(r.sync, _ep("client", "10.1.0.7", CLIENT))
     assert (other["ingress_enforced"], other["entries"]) == (False, 0)
+
+
+async def test_a_policy_selecting_many_subjects_programs_them_in_one_batch() -> None:
+    r = Rig()
+    r.identity(CLIENT, labels("client"))
+    for i in range(20):
+        r.identity(WEB + 100 + i, {**labels("web"), "replica": str(i)})
+        r.endpoint(f"web-{i}", WEB + 100 + i, "web")
+        r.endpoints[f"web-{i}"] = (WEB + 100 + i, {**labels("web"), "replica": str(i)})
+    r.sync.endpoints_changed()
+    await r.start()
+    r.writer.calls.clear()
+    r.put(cnp("web", WEB_FROM_CLIENT))
+    await r.settle()
+    assert r.writer.calls[0] == ("apply_many", 20)
+    peers = {frozenset(r.ingress_peers(WEB + 100 + i)) for i in range(20)}
+    assert peers == {frozenset({CLIENT, 1})}, peers

@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 
 DEBOUNCE = 0.005  # s from the first change to the flush: a burst of events programs once
 RETRY = 1.0  # s before a failed map write is repaired by a full sync
+BATCH_FROM = 16  # subjects in one flush from which their writes go in one batch per phase
 
 
 class PolicySync:
@@ -394,7 +395,16 @@ class PolicySync:
     def _apply(
         self, changes: list[tuple[int, EndpointPolicy | None, EndpointPolicy | None]]
     ) -> tuple[int, set[int]]:
-        """On the datapath thread: each subject's diff; one refused write stops nothing."""
+        """On the datapath thread: each subject's diff; one refused write stops nothing.
+
+        Many subjects at once (a policy selecting many identities) go in one batch
+        per phase; if the kernel refuses part of it, subject by subject again
+        (idempotent: a diff re-applied writes what is missing)."""
+        if len(changes) >= BATCH_FROM:
+            try:
+                return self._writer.apply_many(changes, self.cookies), set()
+            except Exception as e:
+                log.warning("policy: batch of %d subjects failed (%s): one by one", len(changes), e)
         written = 0
         failed: set[int] = set()
         for identity, old, new in changes:

@@ -7,7 +7,7 @@ Imported by glia.agent.policy, the agent's API and its tests.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,6 +22,12 @@ class PolicyWriter(Protocol):
 
     def apply(
         self, subject: int, old: EndpointPolicy | None, new: EndpointPolicy | None, cookie: Cookie
+    ) -> int: ...
+
+    def apply_many(
+        self,
+        changes: Iterable[tuple[int, EndpointPolicy | None, EndpointPolicy | None]],
+        cookie: Cookie,
     ) -> int: ...
 
     def sync_all(self, desired: Mapping[int, EndpointPolicy], cookie: Cookie) -> int: ...
