@@ -24,7 +24,7 @@ from glia.datapath.lbtypes import MapContents
 from glia.datapath.netlink import HOST_PREFIX, VXLAN_NAME
 from glia.kvstore import rbac
 from glia.lab import netns, processes, teardown, topology
-from glia.lab.lab import Lab, LabError
+from glia.lab.lab import Lab, LabError, bin_dir
 from glia.lab.podman import Container
 from glia.model.identity import MIN_LOCAL
 
@@ -69,6 +69,28 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0) ->
 
 
 # --- traffic -------------------------------------------------------------------
+
+
+def glia_run(
+    lab: Lab, *args: str, stdin: str | None = None, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """The installed ``glia ARGS`` against ``lab``, as a user runs it; output captured."""
+    return subprocess.run(
+        [str(bin_dir() / "glia"), *args],
+        env=lab.cli_env(),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def glia_ok(lab: Lab, *args: str, stdin: str | None = None) -> str:
+    """:func:`glia_run` that must succeed; its stdout."""
+    proc = glia_run(lab, *args, stdin=stdin)
+    assert proc.returncode == 0, f"glia {' '.join(args)}: {proc.stderr.strip()}"
+    return proc.stdout
 
 
 def ping(lab: Lab, src: Container, ip: str, count: int = 1) -> bool:

@@ -72,8 +72,11 @@ from labhelpers import (
     slotted,
     wait_for,
 )
+from labhelpers import (
+    glia_ok as glia,
+)
 
-from glia.lab.lab import Lab, bin_dir
+from glia.lab.lab import Lab
 from glia.lab.podman import Container
 from glia.model import service as m
 
@@ -139,20 +142,6 @@ def world(mesh: Lab) -> Iterator[World]:
 
 
 # -- the Service in both clusters ----------------------------------------------------
-
-
-def glia(lab: Lab, *args: str, stdin: str | None = None) -> str:
-    proc = subprocess.run(
-        [str(bin_dir() / "glia"), *args],
-        env=lab.cli_env(),
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert proc.returncode == 0, f"glia {' '.join(args)}: {proc.stderr.strip()}"
-    return proc.stdout
 
 
 def manifest(

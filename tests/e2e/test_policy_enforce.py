@@ -34,6 +34,9 @@ from labhelpers import (
     tcp_send,
     wait_for,
 )
+from labhelpers import (
+    glia_ok as glia,
+)
 
 from glia.lab.base import bin_dir
 from glia.lab.lab import Lab
@@ -57,19 +60,6 @@ POLICY = {
     },
 }
 RULE = "default/web-from-client: spec.ingress[0]"
-
-
-def glia(lab: Lab, *args: str) -> str:
-    proc = subprocess.run(
-        [str(bin_dir() / "glia"), *args],
-        env=lab.cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert proc.returncode == 0, f"glia {' '.join(args)}: {proc.stderr.strip()}"
-    return proc.stdout
 
 
 def enforced_everywhere(lab: Lab, webs: list[Container]) -> dict[str, bool]:

@@ -45,6 +45,9 @@ from labhelpers import (
     tcp_send,
     wait_for,
 )
+from labhelpers import (
+    glia_run as glia,
+)
 
 from glia.lab.lab import Lab
 from glia.lab.podman import Container
@@ -131,17 +134,6 @@ CASES = [
     Case(f"cidr:{CIDR_OK}", "web", RECORDER_PORT, True, "fromCIDRSet"),
     Case(f"cidr:{CIDR_EXCEPT}", "web", RECORDER_PORT, False, "fromCIDRSet except"),
 ]
-
-
-def glia(lab: Lab, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(GLIA), *args],
-        env=lab.cli_env(),
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 @pytest.fixture(scope="module")

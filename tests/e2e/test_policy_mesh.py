@@ -12,15 +12,14 @@ its cluster label. Deleting the policy restores default allow.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from labhelpers import glia_ok as glia
 from labhelpers import http, wait_for
 
-from glia.lab.base import bin_dir
 from glia.lab.lab import Lab
 from glia.lab.podman import Container
 from glia.model.identity import CLUSTER_LABEL
@@ -42,19 +41,6 @@ POLICY = {
         ],
     },
 }
-
-
-def glia(lab: Lab, *args: str) -> str:
-    proc = subprocess.run(
-        [str(bin_dir() / "glia"), *args],
-        env=lab.cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert proc.returncode == 0, f"glia {' '.join(args)}: {proc.stderr.strip()}"
-    return proc.stdout
 
 
 @pytest.fixture

@@ -13,15 +13,15 @@ the policies with the one local endpoint they select.
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import yaml
+from labhelpers import glia_run as glia
 from labhelpers import wait_for
 
-from glia.lab.lab import Lab, bin_dir
+from glia.lab.lab import Lab
 from glia.lab.podman import Container
 from glia.model.identity import CLUSTER_LABEL, MIN_LOCAL
 
@@ -54,18 +54,6 @@ POLICIES = [
         },
     },
 ]
-
-
-def glia(lab: Lab, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(bin_dir() / "glia"), *args],
-        env=lab.cli_env(),
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
 
 
 def identity_of(lab: Lab, node: str, name: str) -> int | None:

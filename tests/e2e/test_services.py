@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -50,8 +49,11 @@ from labhelpers import (
     wait_backends,
     wait_for,
 )
+from labhelpers import (
+    glia_ok as glia,
+)
 
-from glia.lab.lab import Lab, bin_dir
+from glia.lab.lab import Lab
 from glia.lab.podman import Container
 
 IPPROTO_TCP = 6
@@ -84,20 +86,6 @@ def backends(work: Workload, app: str, *nodes: str) -> list[Container]:
         name = f"glia-{app}{i}"
         out.append(work.container(node, name, {"app": app}, backend_command(name)))
     return out
-
-
-def glia(lab: Lab, *args: str, stdin: str | None = None) -> str:
-    proc = subprocess.run(
-        [str(bin_dir() / "glia"), *args],
-        env=lab.cli_env(),
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert proc.returncode == 0, f"glia {' '.join(args)}: {proc.stderr.strip()}"
-    return proc.stdout
 
 
 def test_requests_spread_over_backends_on_both_nodes(
