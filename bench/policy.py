@@ -760,17 +760,24 @@ def merge_previous(
     doc: dict[str, Any], previous: dict[str, Any], parts_run: set[str]
 ) -> dict[str, Any]:
     """``doc`` with the parts it did not measure taken from ``previous`` (the
-    policy.json of an earlier run); ``part_dates`` says which run measured each."""
+    policy.json of an earlier run); ``part_runs`` says which run measured each
+    (its date, commit and load: the top-level ``host`` is this run's)."""
     out = dict(doc)
-    old_dates = previous.get("part_dates") or {}
-    dates: dict[str, Any] = {}
+    old_runs = previous.get("part_runs") or {}
+
+    def run_of(d: dict[str, Any]) -> dict[str, Any]:
+        host = d.get("host") or {}
+        keys = ("glia_commit", "load_average_1m_before", "load_average_1m_after")
+        return {"date": d.get("date"), **{k: host.get(k) for k in keys}}
+
+    runs: dict[str, Any] = {}
     for part in PARTS:
         if part in parts_run and part in doc:
-            dates[part] = doc.get("date")
+            runs[part] = run_of(doc)
         elif part in previous and part not in doc:
             out[part] = previous[part]
-            dates[part] = old_dates.get(part, previous.get("date"))
-    out["part_dates"] = dates
+            runs[part] = old_runs.get(part, run_of(previous))
+    out["part_runs"] = runs
     return out
 
 
@@ -838,10 +845,22 @@ def plot(doc: dict[str, Any], path: Path) -> None:
         ax.set_ylim(0.5, 1.3)
         ax.set_title(f"{title}\n(latency: higher = slower)", fontsize=10)
     _propagation_panel(axes[3], doc.get("propagation"))
-    fig.suptitle(
-        f"glia policy benchmark, {doc['date']} (load {doc['host']['load_average_1m_before']}"
-        f" -> {doc['host']['load_average_1m_after']})"
-    )
+    runs = doc.get("part_runs") or {}
+    by_run: dict[tuple[Any, ...], list[str]] = {}
+    for part, r in runs.items():
+        key = (r["date"], r["load_average_1m_before"], r["load_average_1m_after"])
+        by_run.setdefault(key, []).append(part)
+    if len(by_run) > 1:  # --merge: parts of several runs
+        title = "glia policy benchmark: " + "; ".join(
+            f"{', '.join(parts)} {date} (load {before} -> {after})"
+            for (date, before, after), parts in by_run.items()
+        )
+    else:
+        title = (
+            f"glia policy benchmark, {doc['date']} (load {doc['host']['load_average_1m_before']}"
+            f" -> {doc['host']['load_average_1m_after']})"
+        )
+    fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

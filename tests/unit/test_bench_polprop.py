@@ -147,6 +147,7 @@ def test_the_target_judges_p99_every_node_in_seconds() -> None:
 def test_merge_keeps_the_parts_this_run_did_not_measure() -> None:
     previous = {
         "date": "d1",
+        "host": {"glia_commit": "abc", "load_average_1m_before": 0.4},
         "program": [{"endpoints": 1000}],
         "enforcement": {"x": 1},
         "propagation": {"old": True},
@@ -155,7 +156,15 @@ def test_merge_keeps_the_parts_this_run_did_not_measure() -> None:
     got = pb.merge_previous(doc, previous, {"propagation"})
     assert got["propagation"] == {"new": True}
     assert got["program"] == [{"endpoints": 1000}] and got["enforcement"] == {"x": 1}
-    assert got["part_dates"] == {"program": "d1", "enforcement": "d1", "propagation": "d2"}
+    runs = got["part_runs"]
+    assert {p: r["date"] for p, r in runs.items()} == {
+        "program": "d1",
+        "enforcement": "d1",
+        "propagation": "d2",
+    }
+    assert runs["program"]["glia_commit"] == "abc"
+    assert runs["program"]["load_average_1m_before"] == 0.4
     again = pb.merge_previous({"date": "d3", "service": {}}, got, {"service"})
-    assert again["part_dates"]["propagation"] == "d2"
-    assert again["part_dates"]["service"] == "d3"
+    assert again["part_runs"]["propagation"]["date"] == "d2"
+    assert again["part_runs"]["program"]["glia_commit"] == "abc"
+    assert again["part_runs"]["service"]["date"] == "d3"
