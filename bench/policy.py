@@ -31,6 +31,12 @@ in the server pods). Three parts:
   cgroup: from_endpoint's DNAT and conntrack) to a Maglev Service with
   ClientIP affinity, against the pod-IP target from the same client; the same
   figures, the cases interleaved.
+- ``propagation``: in a lab of its own (``gliabpp``, one cluster of four nodes,
+  containers on every node, 100 background policies; bench/_polprop.py, which
+  uses bench/mesh.py's lab handling), 100 changes of one policy, each altering
+  the entries of subjects on every node: from the write's return until every
+  node's agent has programmed it (the agents' own flush figures, checked
+  against the kernel's policy map).
 
 Only ratios within one run mean something on this shared 2-vCPU machine: every
 comparison alternates its cases round by round, and the ratios are the
@@ -43,6 +49,7 @@ import argparse
 import contextlib
 import datetime
 import functools
+import json
 import os
 import platform
 import random
@@ -61,6 +68,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _polprop
 import _throughput  # bench/ is a folder of scripts
 import services as svc
 from _common import (
@@ -91,6 +99,7 @@ from glia.datapath.packets import (
 )
 from glia.datapath.policymap import PolicyMap
 from glia.datapath.testrun import TC_ACT_REDIRECT, run_program
+from glia.lab.lab import LabError
 from glia.model import make_cluster_identity
 from glia.model.identity import NAMESPACE_LABEL
 from glia.model.service import LBAlgorithm
@@ -109,6 +118,9 @@ svc.RUN_DIR = Path("/run/glia-bench-pol")
 svc.PIDS = svc.RUN_DIR / "pids"
 RESULTS = Path(__file__).resolve().parent / "results"
 TOOLS = ("ip", "nsenter", "ss", "wrk", "iperf3", "nginx", "bpftool")
+LAB_TOOLS = ("podman", "etcd")  # the propagation part's lab
+NODE_PARTS = ("program", "enforcement", "service")  # on services.py's glia node
+PARTS = (*NODE_PARTS, "propagation")
 
 # The bench pods' identities: above the synthetic cluster's (policy_core numbers
 # them from 256 on), so the 1,000 rules never select them by accident.
@@ -139,6 +151,8 @@ class Params:
     testrun_connections: int = 3000  # per path, BPF_PROG_TEST_RUN
     wrk_threads: int = 2
     wrk_connections: int = 32
+    prop_changes: int = 100  # policy changes, one at a time (lab gliabpp)
+    prop_background: int = 100  # policies stored besides the changed one
 
     @classmethod
     def quick(cls) -> Params:
@@ -153,6 +167,7 @@ class Params:
             iperf_seconds=1,
             cost_seconds=1,
             testrun_connections=300,
+            prop_changes=20,
         )
 
 
@@ -721,8 +736,12 @@ def targets(doc: dict[str, Any]) -> dict[str, Any]:
         met = None if value is None else (value >= limit if higher else value < limit)
         return {"value": value, "limit": limit, "unit": unit, "met": met}
 
+    prop = doc.get("propagation")
+    change_p99 = round(prop["every_node_ms"]["p99"] / 1000, 4) if prop else None
     return {
         "compute_and_program_1000_rules_1000_endpoints": entry(total, 1.0, "s", False),
+        # The issue's "a policy change on every node within 1 s", over many changes.
+        "policy_change_every_node": entry(change_p99, 1.0, "s", False),
         "enforcement_rate_ratio": entry(r.get("enforcement.rate"), 0.95, "ratio", True),
         "enforcement_throughput_ratio": entry(r.get("enforcement.throughput"), 0.98, "ratio", True),
         "service_per_packet_rate_ratio": entry(r.get("service.rate"), 0.95, "ratio", True),
@@ -737,13 +756,65 @@ def targets(doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def merge_previous(
+    doc: dict[str, Any], previous: dict[str, Any], parts_run: set[str]
+) -> dict[str, Any]:
+    """``doc`` with the parts it did not measure taken from ``previous`` (the
+    policy.json of an earlier run); ``part_runs`` says which run measured each
+    (its date, commit and load: the top-level ``host`` is this run's)."""
+    out = dict(doc)
+    old_runs = previous.get("part_runs") or {}
+
+    def run_of(d: dict[str, Any]) -> dict[str, Any]:
+        host = d.get("host") or {}
+        keys = ("glia_commit", "load_average_1m_before", "load_average_1m_after")
+        return {"date": d.get("date"), **{k: host.get(k) for k in keys}}
+
+    runs: dict[str, Any] = {}
+    for part in PARTS:
+        if part in parts_run and part in doc:
+            runs[part] = run_of(doc)
+        elif part in previous and part not in doc:
+            out[part] = previous[part]
+            runs[part] = old_runs.get(part, run_of(previous))
+    out["part_runs"] = runs
+    return out
+
+
+def _propagation_panel(ax: Any, prop: dict[str, Any] | None) -> None:
+    if not prop:
+        ax.text(0.5, 0.5, "propagation not measured", ha="center", va="center")
+        ax.set_axis_off()
+        return
+    samples = sorted(prop["samples_ms"])
+    n = len(samples)
+    ax.plot(samples, [(i + 1) / n for i in range(n)], color=GLIA_COLOR, label="every node")
+    every = prop["every_node_ms"]
+    for q, style in (("p50", ":"), ("p99", "--")):
+        ax.axvline(
+            every[q], color="#555555", linestyle=style, linewidth=1, label=f"{q} {every[q]} ms"
+        )
+    ax.axvline(1000, color="#c0392b", linestyle="--", linewidth=1, label="1 s target (p99)")
+    ax.set_xscale("log")
+    ax.set_xlabel("write returned -> programmed on every node (ms)")
+    ax.set_ylabel("fraction of changes")
+    agent = prop["agent_flush_ms"]
+    ax.set_title(
+        f"a policy change on every node: {prop['lab']['nodes']} nodes, {prop['changes']} changes"
+        f"\nagents' flush p50: {agent['latency_ms']['p50']} ms (compute "
+        f"{agent['compute_ms']['p50']}, program {agent['program_ms']['p50']})",
+        fontsize=10,
+    )
+    ax.legend(fontsize=8, loc="lower right")
+
+
 def plot(doc: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(16, 5))
+    fig, axes = plt.subplots(1, 4, figsize=(21, 5))
     ax = axes[0]
     rows = doc.get("program", [])
     labels = [f"{r['endpoints']}/{r['rules']}" for r in rows]
@@ -773,10 +844,23 @@ def plot(doc: dict[str, Any], path: Path) -> None:
         ax.axhline(limits[0], color="#c0392b", linestyle="--", linewidth=1)
         ax.set_ylim(0.5, 1.3)
         ax.set_title(f"{title}\n(latency: higher = slower)", fontsize=10)
-    fig.suptitle(
-        f"glia policy benchmark, {doc['date']} (load {doc['host']['load_average_1m_before']}"
-        f" -> {doc['host']['load_average_1m_after']})"
-    )
+    _propagation_panel(axes[3], doc.get("propagation"))
+    runs = doc.get("part_runs") or {}
+    by_run: dict[tuple[Any, ...], list[str]] = {}
+    for part, r in runs.items():
+        key = (r["date"], r["load_average_1m_before"], r["load_average_1m_after"])
+        by_run.setdefault(key, []).append(part)
+    if len(by_run) > 1:  # --merge: parts of several runs
+        title = "glia policy benchmark: " + "; ".join(
+            f"{', '.join(parts)} {date} (load {before} -> {after})"
+            for (date, before, after), parts in by_run.items()
+        )
+    else:
+        title = (
+            f"glia policy benchmark, {doc['date']} (load {doc['host']['load_average_1m_before']}"
+            f" -> {doc['host']['load_average_1m_after']})"
+        )
+    fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
@@ -801,10 +885,11 @@ def host_info() -> dict[str, Any]:
     }
 
 
-def check_host(obj_dir: Path) -> None:
+def check_host(obj_dir: Path, parts: set[str]) -> None:
     if os.geteuid() != 0:
         raise BenchError("run as root: the benchmark builds namespaces and loads BPF")
-    missing = [t for t in TOOLS if shutil.which(t) is None]
+    tools = (*TOOLS, *LAB_TOOLS) if "propagation" in parts else TOOLS
+    missing = [t for t in tools if shutil.which(t) is None]
     if missing:
         raise BenchError(f"missing tools: {', '.join(missing)} (run scripts/setup.sh)")
     missing_objs = [o for o in OBJECT_FILES if not (obj_dir / o).is_file()]
@@ -822,7 +907,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results folder ({RESULTS})")
     parser.add_argument(
         "--only",
-        choices=("program", "enforcement", "service"),
+        choices=PARTS,
         action="append",
         help="run only these parts (repeatable; default: all)",
     )
@@ -833,9 +918,17 @@ def main(argv: list[str] | None = None) -> int:
         help="BPF objects to load (default: this tree's build/bpf; another tree's "
         "for a before/after comparison)",
     )
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the parts this run does not measure from the policy.json in --out",
+    )
+    parser.add_argument("--changes", type=int, help="policy changes of the propagation part")
     args = parser.parse_args(argv)
     p = Params.quick() if args.quick else Params()
-    parts = set(args.only or ("program", "enforcement", "service"))
+    if args.changes:
+        p = replace(p, prop_changes=args.changes)
+    parts = set(args.only or PARTS)
     signal.signal(signal.SIGTERM, _terminate)
     started = time.monotonic()
     date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -845,13 +938,14 @@ def main(argv: list[str] | None = None) -> int:
     host: dict[str, Any] = {}
     doc: dict[str, Any] = {}
     try:
-        check_host(obj_dir)
+        check_host(obj_dir, parts)
         host = host_info()
         svc.cleanup()  # leftovers of a crashed run
         svc.RUN_DIR.mkdir(parents=True)
-        node = Node(obj_dir)
-        node.build()
-        if "program" in parts:
+        if parts & set(NODE_PARTS):
+            node = Node(obj_dir)
+            node.build()
+        if node is not None and "program" in parts:
             doc["program"] = compute_and_program(node.dp.policy, p)
         if "service" in parts or "enforcement" in parts:
             svc.start_servers(bg, node)
@@ -866,7 +960,14 @@ def main(argv: list[str] | None = None) -> int:
                 "identities": cluster.identities,
                 "entries": cluster.entries,
             }
-    except (BenchError, DatapathError, subprocess.SubprocessError) as e:
+        if node is not None:
+            bg.stop_all()
+            node.close()  # the lab below has the machine to itself
+            node = None
+        if "propagation" in parts:
+            pp = _polprop.PropParams(changes=p.prop_changes, background=p.prop_background)
+            doc["propagation"] = _polprop.run(pp)
+    except (BenchError, DatapathError, LabError, subprocess.SubprocessError) as e:
         log(f"FAILED: {e}")
         return 1
     except KeyboardInterrupt:
@@ -892,6 +993,9 @@ def main(argv: list[str] | None = None) -> int:
         "bpf_objects": str(obj_dir),
         **doc,
     }
+    previous = args.out / "policy.json"
+    if args.merge and previous.is_file():
+        doc = merge_previous(doc, json.loads(previous.read_text()), parts)
     doc["ratios"] = ratios(doc)
     doc["targets"] = targets(doc)
     text = write_json(args.out / "policy.json", doc)
