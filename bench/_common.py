@@ -47,6 +47,7 @@ import fcntl
 import json
 import math
 import os
+import platform
 import queue
 import random
 import signal
@@ -59,6 +60,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -223,6 +225,34 @@ def run(
         err = (proc.stderr or proc.stdout).decode(errors="replace").strip()
         raise BenchError(f"{' '.join(argv)} exited with {proc.returncode}: {err}")
     return proc
+
+
+def host_info(**extra: Any) -> dict[str, Any]:
+    """What a run measured on: kernel, CPUs, Python, glia's commit (and whether src/ or
+    bpf/ had uncommitted changes), the load before it; ``extra``: tool versions.
+    Other work on the machine moves every figure: judge a run by its load."""
+    repo = ["git", "-C", str(Path(__file__).resolve().parents[1])]
+    commit = run([*repo, "rev-parse", "--short", "HEAD"], check=False).stdout.decode().strip()
+    status = [*repo, "status", "--porcelain", "--untracked-files=no", "src", "bpf"]
+    changes = run(status, check=False).stdout.decode().strip()
+    return {
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        **extra,
+        "glia_commit": commit or None,
+        "glia_uncommitted_changes": bool(changes),
+        "load_average_1m_before": round(os.getloadavg()[0], 2),
+    }
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def interrupt_on_sigterm() -> None:
+    """SIGTERM (a CI timeout) tears a benchmark down like Ctrl-C does."""
+    signal.signal(signal.SIGTERM, _terminate)
 
 
 class Background:

@@ -35,7 +35,6 @@ import contextlib
 import datetime
 import json
 import os
-import platform
 import signal
 import socket
 import struct
@@ -47,15 +46,16 @@ from collections.abc import Callable, Iterator, Sequence
 from ctypes import c_uint32
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-from _common import (  # bench/ is a folder of scripts
+from _common import (
     BenchError,
+    host_info,
     in_cgroup,
+    interrupt_on_sigterm,
     log,
     median,
     netns_delete,
@@ -901,21 +901,6 @@ def _signals_ignored() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old[1])
 
 
-def host_info() -> dict[str, Any]:
-    repo = ["git", "-C", str(Path(__file__).resolve().parents[1])]
-    commit = run([*repo, "rev-parse", "--short", "HEAD"], check=False).stdout.decode().strip()
-    status = [*repo, "status", "--porcelain", "--untracked-files=no", "src", "bpf"]
-    changes = run(status, check=False).stdout.decode().strip()
-    return {
-        "kernel": platform.release(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "glia_commit": commit or None,
-        "glia_uncommitted_changes": bool(changes),
-        "load_average_1m_before": round(os.getloadavg()[0], 2),
-    }
-
-
 def check_host() -> None:
     import shutil
 
@@ -924,10 +909,6 @@ def check_host() -> None:
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
         raise BenchError(f"missing tools: {', '.join(missing)} (run scripts/setup.sh)")
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -946,7 +927,7 @@ def main(argv: list[str] | None = None) -> int:
     params = Params.quick() if args.quick else Params()
     if args.import_endpoints:
         params = replace(params, import_endpoints=args.import_endpoints)
-    signal.signal(signal.SIGTERM, _terminate)
+    interrupt_on_sigterm()
     started = time.monotonic()
     date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     figures: dict[str, Any] = {}

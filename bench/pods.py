@@ -39,7 +39,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import re
 import secrets
 import shutil
@@ -51,7 +50,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -67,6 +65,7 @@ from _common import (  # bench/ is a folder of scripts
     first_echo_reply,
     in_netns,
     interface_ipv4,
+    interrupt_on_sigterm,
     listening,
     log,
     netns_add,
@@ -79,6 +78,9 @@ from _common import (  # bench/ is a folder of scripts
     summary,
     wait_for,
     write_json,
+)
+from _common import (
+    host_info as common_host_info,
 )
 from _throughput import AFFINITIES, KernelReference
 from _throughput import Path as TPath
@@ -582,20 +584,7 @@ def plot(doc: dict[str, Any], path: Path) -> None:
 
 def host_info() -> dict[str, Any]:
     iperf_version = run(["iperf3", "--version"], check=False).stdout.decode().split("\n")[0]
-    repo = ["git", "-C", str(Path(__file__).resolve().parents[1])]
-    commit = run([*repo, "rev-parse", "--short", "HEAD"], check=False).stdout.decode().strip()
-    status = [*repo, "status", "--porcelain", "--untracked-files=no", "src", "bpf"]
-    changes = run(status, check=False).stdout.decode().strip()
-    return {
-        "kernel": platform.release(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "iperf3": iperf_version.strip(),
-        "glia_commit": commit or None,
-        "glia_uncommitted_changes": bool(changes),  # in src/ or bpf/ when it ran
-        # Other work on the machine moves every figure: judge a run by these.
-        "load_average_1m_before": round(os.getloadavg()[0], 2),
-    }
+    return common_host_info(iperf3=iperf_version.strip())
 
 
 def check_host() -> None:
@@ -616,10 +605,6 @@ def use_names(lab: str) -> None:
     --lab values share nothing (namespaces, containers, lab directory)."""
     global LAB, REF, CNI_NS, CONTAINER
     LAB, REF, CNI_NS, CONTAINER = lab, f"{lab}-ref-", f"{lab}-cni", f"{lab}-"
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -645,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
     use_names(args.lab)
     params = Params.quick() if args.quick else Params()
     params = replace(params, affinity=args.affinity)
-    signal.signal(signal.SIGTERM, _terminate)
+    interrupt_on_sigterm()
     started = time.monotonic()
     date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     bg = Background()

@@ -51,7 +51,6 @@ import datetime
 import functools
 import json
 import os
-import platform
 import random
 import resource
 import shutil
@@ -63,7 +62,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -71,15 +69,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _polprop
 import _throughput  # bench/ is a folder of scripts
 import services as svc
-from _common import (
+from _common import (  # bench/ is a folder of scripts
     GLIA_COLOR,
     Background,
     BenchError,
+    host_info,
     in_netns,
+    interrupt_on_sigterm,
     log,
     median,
     netns_path,
-    run,
     summary,
     write_json,
 )
@@ -870,21 +869,6 @@ def plot(doc: dict[str, Any], path: Path) -> None:
 # --- main ------------------------------------------------------------------------
 
 
-def host_info() -> dict[str, Any]:
-    repo = ["git", "-C", str(Path(__file__).resolve().parents[1])]
-    commit = run([*repo, "rev-parse", "--short", "HEAD"], check=False).stdout.decode().strip()
-    status = [*repo, "status", "--porcelain", "--untracked-files=no", "src", "bpf"]
-    changes = run(status, check=False).stdout.decode().strip()
-    return {
-        "kernel": platform.release(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "glia_commit": commit or None,
-        "glia_uncommitted_changes": bool(changes),
-        "load_average_1m_before": round(os.getloadavg()[0], 2),
-    }
-
-
 def check_host(obj_dir: Path, parts: set[str]) -> None:
     if os.geteuid() != 0:
         raise BenchError("run as root: the benchmark builds namespaces and loads BPF")
@@ -895,10 +879,6 @@ def check_host(obj_dir: Path, parts: set[str]) -> None:
     missing_objs = [o for o in OBJECT_FILES if not (obj_dir / o).is_file()]
     if missing_objs:
         raise BenchError(f"no {', '.join(missing_objs)} in {obj_dir}: run `make bpf`")
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -929,7 +909,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.changes:
         p = replace(p, prop_changes=args.changes)
     parts = set(args.only or PARTS)
-    signal.signal(signal.SIGTERM, _terminate)
+    interrupt_on_sigterm()
     started = time.monotonic()
     date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     obj_dir = args.obj_dir.resolve()

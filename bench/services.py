@@ -54,7 +54,6 @@ import hashlib
 import ipaddress
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -64,7 +63,6 @@ import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -74,6 +72,7 @@ from _common import (  # bench/ is a folder of scripts
     Background,
     BenchError,
     in_cgroup,
+    interrupt_on_sigterm,
     ip_batch,
     listening,
     log,
@@ -90,6 +89,9 @@ from _common import (  # bench/ is a folder of scripts
     sysctl,
     wait_for,
     write_json,
+)
+from _common import (
+    host_info as common_host_info,
 )
 from glia.datapath import netlink
 from glia.datapath.cgroup import (
@@ -1833,24 +1835,14 @@ def _version(argv: list[str]) -> str:
 
 
 def host_info() -> dict[str, Any]:
-    repo = ["git", "-C", str(Path(__file__).resolve().parents[1])]
-    commit = run([*repo, "rev-parse", "--short", "HEAD"], check=False).stdout.decode().strip()
-    status = [*repo, "status", "--porcelain", "--untracked-files=no", "src", "bpf"]
-    changes = run(status, check=False).stdout.decode().strip()
-    return {
-        "kernel": platform.release(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "wrk": _version(["wrk", "-v"]),
-        "nginx": _version(["nginx", "-v"]),
-        "iperf3": _version(["iperf3", "--version"]),
-        "iptables_nft": _version(["iptables-nft", "--version"]),
-        "iptables_legacy": _version(["iptables-legacy", "--version"]),
-        "nft": _version(["nft", "--version"]),
-        "glia_commit": commit or None,
-        "glia_uncommitted_changes": bool(changes),  # in src/ or bpf/ when it ran
-        "load_average_1m_before": round(os.getloadavg()[0], 2),
-    }
+    return common_host_info(
+        wrk=_version(["wrk", "-v"]),
+        nginx=_version(["nginx", "-v"]),
+        iperf3=_version(["iperf3", "--version"]),
+        iptables_nft=_version(["iptables-nft", "--version"]),
+        iptables_legacy=_version(["iptables-legacy", "--version"]),
+        nft=_version(["nft", "--version"]),
+    )
 
 
 def check_host(obj_dir: Path) -> None:
@@ -1885,17 +1877,13 @@ def cleanup() -> None:
     shutil.rmtree(RUN_DIR, ignore_errors=True)
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer and shorter runs (smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results folder ({RESULTS})")
     args = parser.parse_args(argv)
     params = Params.quick() if args.quick else Params()
-    signal.signal(signal.SIGTERM, _terminate)
+    interrupt_on_sigterm()
     started = time.monotonic()
     date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     obj_dir = default_obj_dir()
