@@ -52,15 +52,26 @@ static __noinline int glia_drop(struct __sk_buff *skb, struct glia_drop_event *e
 	return TC_ACT_SHOT;
 }
 
+/* An event of `type` with what the caller knows; glia_event_output adds the rest. */
+static __always_inline void glia_event_init(struct glia_drop_event *ev, __u8 type,
+					    enum glia_reason reason, enum glia_direction direction,
+					    __u32 src_identity, __u32 dst_identity)
+{
+	__builtin_memset(ev, 0, sizeof(*ev));
+	ev->type = type;
+	ev->reason = reason;
+	ev->direction = direction;
+	ev->src_identity = src_identity;
+	ev->dst_identity = dst_identity;
+}
+
 static __always_inline int glia_drop_flow(struct __sk_buff *skb, enum glia_reason reason,
 					  enum glia_direction direction, __u32 src_identity,
 					  __u32 dst_identity)
 {
 	struct glia_drop_event ev;
 
-	__builtin_memset(&ev, 0, sizeof(ev));
-	ev.src_identity = src_identity;
-	ev.dst_identity = dst_identity;
+	glia_event_init(&ev, GLIA_EVENT_DROP, reason, direction, src_identity, dst_identity);
 	return glia_drop(skb, &ev, reason, direction);
 }
 
@@ -72,12 +83,8 @@ static __always_inline void glia_policy_event(struct __sk_buff *skb, enum glia_r
 {
 	struct glia_drop_event ev;
 
-	__builtin_memset(&ev, 0, sizeof(ev));
-	ev.type = GLIA_EVENT_POLICY_VERDICT;
-	ev.reason = reason;
-	ev.direction = direction;
-	ev.src_identity = src_identity;
-	ev.dst_identity = dst_identity;
+	glia_event_init(&ev, GLIA_EVENT_POLICY_VERDICT, reason, direction, src_identity,
+			dst_identity);
 	ev.match = match;
 	ev.rule_cookie = cookie;
 	glia_event_output(skb, &ev);
@@ -102,9 +109,8 @@ static __always_inline int glia_drop_policy(struct __sk_buff *skb, enum glia_dir
 
 	glia_policy_event(skb, GLIA_DROP_POLICY, direction, src_identity, dst_identity, match,
 			  cookie);
-	__builtin_memset(&ev, 0, sizeof(ev));
-	ev.src_identity = src_identity;
-	ev.dst_identity = dst_identity;
+	glia_event_init(&ev, GLIA_EVENT_DROP, GLIA_DROP_POLICY, direction, src_identity,
+			dst_identity);
 	ev.match = match;
 	ev.rule_cookie = cookie;
 	return glia_drop(skb, &ev, GLIA_DROP_POLICY, direction);
@@ -120,12 +126,7 @@ static __always_inline void glia_trace(struct __sk_buff *skb, enum glia_obs_poin
 
 	if (!cfg || !(cfg->flags & GLIA_CFG_F_TRACE))
 		return;
-	__builtin_memset(&ev, 0, sizeof(ev));
-	ev.type = GLIA_EVENT_TRACE;
-	ev.reason = reason;
-	ev.direction = direction;
-	ev.src_identity = src_identity;
-	ev.dst_identity = dst_identity;
+	glia_event_init(&ev, GLIA_EVENT_TRACE, reason, direction, src_identity, dst_identity);
 	ev.obs_point = point;
 	glia_event_output(skb, &ev);
 }
