@@ -35,6 +35,7 @@ from glia.agent.labels import NoRuntimeLabels, PodmanLabels
 from glia.agent.monitor import Monitor, agent_context
 from glia.agent.policy import PolicySync
 from glia.agent.services import AgentServices
+from glia.agent.subsystems import Subsystem, refused
 from glia.clustermesh.mesh import ClusterMesh
 from glia.clustermesh.remote import MeshSinks
 from glia.cni.deletion_queue import DeletionQueue
@@ -61,27 +62,6 @@ T = TypeVar("T")
 
 VXLAN_DEVICE = "glia_vxlan"
 MESH_FIRST_SYNC = 3.0  # seconds the start waits for the remote clusters' first lists
-
-
-class Subsystem:
-    """Health of one part of the agent, as ``glia status`` shows it.
-
-    ``ok`` is False when the part does not do its job (the agent is then not
-    healthy); ``degraded`` when it does, but refuses some of its input (records
-    that failed validation: the agent protects itself, a person should look).
-    """
-
-    def __init__(self) -> None:
-        self.ok = False
-        self.degraded = False
-        self.msg = "starting"
-
-    def set(self, ok: bool, msg: str, *, degraded: bool = False) -> None:
-        self.ok, self.msg, self.degraded = ok, msg, degraded
-
-    @property
-    def state(self) -> str:
-        return "failed" if not self.ok else "degraded" if self.degraded else "ok"
 
 
 class Agent:
@@ -395,7 +375,7 @@ class Agent:
                 self.status["ipcache"].set(False, f"not in sync: waiting for {', '.join(lagging)}")
             else:
                 base = f"in sync with the kvstore: {st['entries']} entries, {st['nodes']} nodes"
-                problems = _problems(st)
+                problems = refused(st)
                 self.status["ipcache"].set(
                     True, f"{base}; {problems}" if problems else base, degraded=bool(problems)
                 )
@@ -405,7 +385,7 @@ class Agent:
                 self.status["services"].set(False, "not in sync with the kvstore")
             else:
                 base = f"load-balancer maps in sync with the kvstore: {st['services']} services"
-                problems = _problems(st)
+                problems = refused(st)
                 self.status["services"].set(
                     True, f"{base}; {problems}" if problems else base, degraded=bool(problems)
                 )
@@ -446,20 +426,6 @@ class Agent:
             "policy": self.policy.status() if self.policy else None,
             "monitor": self.monitor.status() if self.monitor else None,
         }
-
-
-def _problems(st: dict[str, Any]) -> str:
-    """What a subsystem refused, for its status line ("" when nothing)."""
-    out = []
-    if st.get("rejected"):
-        last = st.get("last_rejected") or {}
-        out.append(
-            f"degraded: {st['rejected']} record(s) rejected, last {last.get('key')}: "
-            f"{last.get('reason')}"
-        )
-    if st.get("map_errors"):
-        out.append(f"{st['map_errors']} map update(s) refused, last {st.get('last_map_error')}")
-    return "; ".join(out)
 
 
 def _default_obj_dir(repo_root: Path | None) -> Path:
