@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from glia.agent.policy_types import CidrSink, CookieTable, FlushStats, Labels, PolicyWriter, RunDp
+from glia.agent.subsystems import refused
 from glia.kvstore.client import KeyValue
 from glia.model import codec
 from glia.model.identity import CLUSTER_LABEL, MIN_LOCAL, Identity, ReservedIdentity
@@ -457,10 +458,7 @@ class PolicySync:
         if is_cidr_identity(identity):
             prefixes = [p for p, i in self.cidr.by_prefix.items() if i == identity]
             return [f"cidr:{p}" for p in prefixes]
-        peer = self.engine.identities().get(identity)
-        labels = getattr(peer, "labels", None)
-        if labels is None:
-            return []
+        labels = getattr(self.engine.identities().get(identity), "labels", None) or {}
         return [f"{k}={v}" for k, v in sorted(labels.items())]
 
     def status(self) -> dict[str, Any]:
@@ -495,14 +493,6 @@ class PolicySync:
             f"{st['entries']} entries; last change programmed in "
             f"{st['last_flush']['latency_ms']} ms"
         )
-        problems = []
-        if self.rejects.count:
-            last = self.rejects.last
-            problems.append(
-                f"degraded: {self.rejects.count} record(s) rejected"
-                + (f", last {last.key}: {last.reason}" if last else "")
-            )
-        if self._repair or self.map_errors:
-            problems.append(f"{self.map_errors} map write(s) failed, last {self.last_map_error}")
+        problems = refused(st)
         degraded = bool(self.rejects.count) or self._repair
-        return True, "; ".join([msg, *problems]), degraded
+        return True, f"{msg}; {problems}" if problems else msg, degraded

@@ -41,5 +41,5 @@ def refused(st: dict[str, Any]) -> str:
             f"{last.get('reason')}"
         )
     if st.get("map_errors"):
-        out.append(f"{st['map_errors']} map update(s) refused, last {st.get('last_map_error')}")
+        out.append(f"{st['map_errors']} map write(s) failed, last {st.get('last_map_error')}")
     return "; ".join(out)
