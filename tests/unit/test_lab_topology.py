@@ -32,7 +32,20 @@ def test_names_addresses_and_paths_of_one_node() -> None:
     assert c.operator_node.name == "n1"
     assert c.etcd_data_dir.name.startswith("glia")
     assert topo.netns_names[-1] == "gliat-underlay"
-    assert len(set(topo.netns_names)) == 2 * 3 + 2 + 1
+    assert len(set(topo.netns_names)) == 2 * 3 + 2 + 2
+    assert topo.world_netns == "gliat-world" and topo.world_netns in topo.netns_names
+    assert topo.world_url == "http://203.0.113.10:80/"
+
+
+def test_the_world_is_outside_every_pool_service_cidr_and_the_underlay() -> None:
+    assert topology.WORLD_IP in topology.WORLD_NET
+    assert topology.WORLD_UNDERLAY_IP in topology.UNDERLAY
+    assert not topology.WORLD_NET.overlaps(topology.UNDERLAY)
+    assert not topology.WORLD_NET.overlaps(topology.SERVICE_SUPERNET)
+    assert not any(topology.WORLD_NET.overlaps(topology.pod_pool(i)) for i in range(1, 256))
+    topo = topology.build("glia", 4, 5, Path("/run/glia/lab"))
+    taken = [n.ip for n in topo.nodes] + [c.etcd_ip for c in topo.clusters]
+    assert topology.WORLD_UNDERLAY_IP not in taken
 
 
 def test_every_address_is_in_the_underlay_and_unique() -> None:
@@ -96,7 +109,7 @@ def test_default_lab_dir(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_own_namespaces_are_recognised_and_others_are_not() -> None:
     topo = topology.build("glia", 1, 1, Path("/run/glia/lab"))
-    for name in ("glia-underlay", "glia-c1-n1", "glia-c12-n40", "glia-c3-etcd"):
+    for name in ("glia-underlay", "glia-world", "glia-c1-n1", "glia-c12-n40", "glia-c3-etcd"):
         assert topo.is_own_netns(name), name
     for name in (
         "gliat-c1-n1",  # another lab
@@ -105,12 +118,14 @@ def test_own_namespaces_are_recognised_and_others_are_not() -> None:
         "glia-c1",
         "netns-1234",
         "glia-underlay2",
+        "glia-world2",
+        "gliat-world",
         "xglia-c1-n1",
     ):
         assert not topo.is_own_netns(name), name
 
 
-@given(st.text(alphabet="gliatc0123456789-nuderlyx", max_size=20))
+@given(st.text(alphabet="gliatc0123456789-nuderlyxwo", max_size=20))
 def test_recognised_names_are_exactly_the_ones_build_makes(name: str) -> None:
     topo = topology.build("glia", 3, 4, Path("/run/glia/lab"))
     if name in topo.netns_names:

@@ -59,6 +59,11 @@ class AgentConfig:
     # (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF of this node's podman).
     runtime: str = "podman"  # "podman" or "none" (labels only from CNI args)
     runtime_env: dict[str, str] = field(default_factory=dict)
+    # Egress (glia.agent.egress): pods reach addresses outside every pod CIDR of
+    # the mesh with the node's address (kernel NAT in the node's namespace), the
+    # node routes other nodes' pod CIDRs via those nodes, IPv4 forwarding on.
+    # Off by default: it changes the namespace the agent runs in (the lab turns it on).
+    masquerade: bool = False
     log_level: str = "info"
 
 

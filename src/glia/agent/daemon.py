@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from glia.agent.config import AgentConfig, reserved_networks
+from glia.agent.egress import ClusterNodes, EgressSync
 from glia.agent.identities import IdentityCache
 from glia.agent.ipcache import IPCacheSync
 from glia.agent.labels import NoRuntimeLabels, PodmanLabels
@@ -183,6 +184,8 @@ class Agent:
             cidrs=lambda: ipcache.cidrs,
         )
         self.ipcache.on_cidrs_changed(self.services.revalidate)
+        if cfg.masquerade:
+            await self._start_egress(cidr)
         self._wire_policy()
         if cfg.clustermesh_dir:
             # Before our own first lists: the first writes of the ipcache and
@@ -251,6 +254,27 @@ class Agent:
         self._reflectors.append(r)
         self._policy_reflector = r
         await self.policy.initial_sync()
+
+    async def _start_egress(self, cidr: str) -> None:
+        """Masquerade and node routes (glia.agent.egress): now, with what is known,
+        then again whenever a cluster's nodes change."""
+        ipcache = self.ipcache
+        assert ipcache is not None
+        egress = EgressSync(self.cfg.node_ip)
+
+        def clusters() -> list[ClusterNodes]:
+            return [
+                ClusterNodes(
+                    pools=t.bounds.pod_pools,
+                    nodes={
+                        name: (n.node_ip, t.cidrs.get(name)) for name, n in t.valid_nodes.items()
+                    },
+                )
+                for t in ipcache.node_tables()
+            ]
+
+        ipcache.on_nodes_changed(lambda: egress.update(cidr, clusters()))
+        await egress.update(cidr, clusters())
 
     async def _register_node(self) -> str:
         cfg = self.cfg

@@ -145,6 +145,8 @@ class IPCacheSync:
         self.last_map_error: str | None = None
         self._cidrs_seen = self.local.cidrs
         self._cidr_listeners: list[Callable[[], Any]] = []
+        self._node_listeners: list[Callable[[], Any]] = []
+        self._nodes_notified: list[object] = []
         self._nodes_seen: object = None  # local valid nodes that _node_ips was built from
         self._node_ips: dict[str, str] = {}  # our node IPs -> node name
         self._nodes_judged = self.local.valid_nodes  # what remote nodes were last judged by
@@ -258,6 +260,15 @@ class IPCacheSync:
         """Call ``fn`` after the node CIDR table changed (Service validation depends on it)."""
         self._cidr_listeners.append(fn)
 
+    def on_nodes_changed(self, fn: Callable[[], Any]) -> None:
+        """Call ``fn`` after any cluster's valid nodes or node CIDRs changed (egress
+        routing and masquerade depend on them: :mod:`glia.agent.egress`)."""
+        self._node_listeners.append(fn)
+
+    def node_tables(self) -> list[ClusterTable]:
+        """Every source's table, ours first (their ``valid_nodes``, ``cidrs``, ``bounds``)."""
+        return list(self._tables.values())
+
     @property
     def synced(self) -> bool:
         return self.local.synced
@@ -270,6 +281,16 @@ class IPCacheSync:
         if self.local.cidrs is not self._cidrs_seen:
             self._cidrs_seen = self.local.cidrs
             for fn in self._cidr_listeners:
+                result = fn()
+                if inspect.isawaitable(result):
+                    await result
+        # The tables replace these dicts on every change (held, so compared by identity).
+        seen: list[object] = [o for t in self._tables.values() for o in (t.valid_nodes, t.cidrs)]
+        if len(seen) != len(self._nodes_notified) or any(
+            a is not b for a, b in zip(seen, self._nodes_notified, strict=True)
+        ):
+            self._nodes_notified = seen
+            for fn in self._node_listeners:
                 result = fn()
                 if inspect.isawaitable(result):
                     await result

@@ -10,7 +10,9 @@ Addressing of an endpoint (no ARP on either side, no routing by the node):
 pod: ip/32 on ``ifname``, ``gateway/32 scope link``, ``default via gateway
 onlink``, permanent neighbour gateway -> host-side MAC, IPv6 off.
 node: host side up, ``ip/32 dev host_ifname``, permanent neighbour ip -> pod
-MAC, IPv4 forwarding off on it (only glia's programs move pod traffic).
+MAC, IPv4 forwarding as the node's default: off, unless the agent masquerades
+egress (glia.agent.egress turns ``ip_forward`` on, so what from_endpoint hands
+to the stack, pod traffic to the world and to other nodes, is routed).
 """
 
 from __future__ import annotations
@@ -168,7 +170,6 @@ def _configure_host_side(
     ipr: IPRoute, host_ifname: str, host_index: int, ip: str, container_mac: str
 ) -> None:
     _disable_ipv6(host_ifname)
-    _write_sysctl(f"/proc/sys/net/ipv4/conf/{host_ifname}/forwarding", "0")
     with _netlink(f"configuring host side {host_ifname}"):
         ipr.link("set", index=host_index, state="up")
         ipr.route("replace", dst=f"{ip}/32", oif=host_index, scope=_SCOPE_LINK)

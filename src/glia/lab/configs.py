@@ -70,6 +70,7 @@ def agent_config(
         socket_lb_cgroup=str(socket_lb_cgroup) if socket_lb_cgroup is not None else "",
         clustermesh_dir=str(clustermesh_dir) if clustermesh_dir is not None else "",
         node_networks=[str(UNDERLAY)],
+        masquerade=True,
     )
 
 

@@ -49,7 +49,7 @@ from glia.lab import (
     underlay,
 )
 from glia.lab.base import QuietReporter, Reporter, bin_dir
-from glia.lab.daemons import AGENTS_TIMEOUT, ETCD_TIMEOUT, SUPERVISOR, LabDaemons
+from glia.lab.daemons import AGENTS_TIMEOUT, ETCD_TIMEOUT, SUPERVISOR, LabDaemons, _daemon_env
 from glia.lab.errors import DaemonExited, LabAlreadyUp, LabError
 from glia.lab.etcd import EtcdError
 from glia.lab.podman import SYSTEM_CNI_DIR, NodePodman, PodmanError, build_rootfs
@@ -178,6 +178,7 @@ class Lab(LabDaemons, LabWorkloads):
             underlay.build(self.topo)
         except netns.NetnsError as e:
             raise LabError(f"building the underlay failed: {e}") from None
+        self.start_world()
         self._start_etcds()
         self._setup_podman(self._create_cgroups())
         if agents:
@@ -227,6 +228,10 @@ class Lab(LabDaemons, LabWorkloads):
             else:
                 self.start_agent(d.target, wait=False)
         done = [d.process for d in todo]
+        world = st.processes.get(topology.WORLD_PROCESS)
+        if world is None or not processes.alive(world):
+            self.start_world()
+            done.append(topology.WORLD_PROCESS)
         if st.supervisor is None or not processes.alive(st.supervisor):
             self.start_supervisor()
             done.append(SUPERVISOR)
@@ -239,6 +244,39 @@ class Lab(LabDaemons, LabWorkloads):
                 "namespaces, containers, etcd data and Services kept"
             )
         return done
+
+    def start_world(self) -> processes.ProcessRecord:
+        """The world's HTTP server (:mod:`glia.lab.world`) in ``<lab>-world``; recorded."""
+        rec = self._record(topology.WORLD_PROCESS)
+        if rec is not None and processes.alive(rec):
+            return rec
+        argv = [
+            str(bin_dir() / "python"),
+            "-m",
+            "glia.lab.world",
+            "--bind",
+            str(topology.WORLD_IP),
+            "--port",
+            str(topology.WORLD_PORT),
+            "--lab",
+            self.name,
+            "--dir",
+            str(self.topo.world_log.parent),
+        ]
+        try:
+            rec = processes.spawn(
+                topology.WORLD_PROCESS,
+                argv,
+                log=self.topo.world_log,
+                token=str(netns.path(self.topo.world_netns)),
+                netns_name=self.topo.world_netns,
+                env=_daemon_env(),
+            )
+        except processes.ProcessError as e:
+            raise LabError(str(e)) from None
+        self._put_record(rec)
+        self.reporter.note(f"world: {self.topo.world_url} pid {rec.pid}, log {rec.log}")
+        return rec
 
     def _start_etcds(self) -> None:
         self.reporter.step("etcd: one per cluster, TLS, client-certificate auth, RBAC")

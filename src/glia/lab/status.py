@@ -26,7 +26,15 @@ from glia.lab import netns, processes, supervision
 from glia.lab.podman import NodePodman, PodmanError
 from glia.lab.state import LabState
 from glia.lab.supervision import Daemon, Watch
-from glia.lab.topology import DEFAULT_LAB, ClusterSpec, NodeSpec, Topology
+from glia.lab.topology import (
+    DEFAULT_LAB,
+    WORLD_IP,
+    WORLD_PROCESS,
+    WORLD_UNDERLAY_IP,
+    ClusterSpec,
+    NodeSpec,
+    Topology,
+)
 
 ProcInfo = Callable[[str], dict[str, Any]]
 
@@ -79,6 +87,7 @@ def collect(
         "complete": bool(st and st.complete),
         "agents": bool(st and st.agents),
         "underlay_netns": topo.underlay_netns,
+        "world": _world(topo, recs.get(WORLD_PROCESS)),
         "supervisor": {
             "pid": sup.pid if sup else None,
             "alive": sup_alive,
@@ -164,6 +173,21 @@ def _ago(seconds: float) -> str:
 
 def _up_command(lab: str) -> str:
     return "glia lab up" if lab == DEFAULT_LAB else f"glia lab up --lab {lab}"
+
+
+def _world(topo: Topology, rec: processes.ProcessRecord | None) -> dict[str, Any]:
+    """The world namespace and its HTTP server (not supervised: `glia lab up` restarts it)."""
+    alive = rec is not None and processes.alive(rec)
+    return {
+        "netns": topo.world_netns,
+        "netns_exists": netns.exists(topo.world_netns),
+        "ip": str(WORLD_IP),
+        "underlay_ip": str(WORLD_UNDERLAY_IP),
+        "url": topo.world_url,
+        "pid": rec.pid if rec else None,
+        "state": RUNNING if alive else (DEAD if rec is not None else MISSING),
+        "log": rec.log if rec else None,
+    }
 
 
 def _cluster(c: ClusterSpec, proc: ProcInfo) -> dict[str, Any]:

@@ -6,8 +6,11 @@ alone, after a crash) and by tests. Every rule about how a lab is laid out
 lives here, so the builder, the cleaner and the tests cannot disagree:
 
 - namespaces ``<lab>-underlay`` (a bridge), ``<lab>-c<i>-n<j>`` (node ``n<j>`` of
-  cluster ``c<i>``), ``<lab>-c<i>-etcd`` (that cluster's etcd);
-- node address ``198.18.<i>.<j>/15``, etcd ``198.18.<i>.254``;
+  cluster ``c<i>``), ``<lab>-c<i>-etcd`` (that cluster's etcd), ``<lab>-world``
+  ("the world": an HTTP server outside every pool, for egress);
+- node address ``198.18.<i>.<j>/15``, etcd ``198.18.<i>.254``; the world
+  ``198.18.0.253/15`` on the underlay and ``203.0.113.10/24`` (a documentation
+  range, TEST-NET-3) behind it, which every node routes via ``198.18.0.253``;
 - pod pool ``10.<i>.0.0/16`` (a /24 per node, allocated by the operator);
 - service CIDR: the ``i``-th /15 of ``100.64.0.0/10`` (131072 addresses; overlaps
   no pod pool, no underlay address, no other cluster's services);
@@ -46,6 +49,14 @@ ETCD_PEER_PORT = 2380
 SERVICE_SUPERNET = ipaddress.IPv4Network("100.64.0.0/10")
 SERVICE_PREFIXLEN = 15
 NODE_MASK_SIZE = 24
+# "The world": a namespace on the underlay whose HTTP server has an address
+# outside every pod pool, service CIDR and the underlay (egress is masqueraded).
+WORLD_NET = ipaddress.IPv4Network("203.0.113.0/24")
+WORLD_IP = ipaddress.IPv4Address("203.0.113.10")
+WORLD_UNDERLAY_IP = ipaddress.IPv4Address("198.18.0.253")  # cluster ids start at 1
+WORLD_VETH = "world"  # its end on the underlay bridge
+WORLD_PORT = 80
+WORLD_PROCESS = "world-http"  # its HTTP server's name in state.json
 
 MAX_CLUSTERS = 2 ** (SERVICE_PREFIXLEN - SERVICE_SUPERNET.prefixlen)  # 32
 MAX_NODES = 200  # keeps .250-.254 of each cluster's /24 for etcd members
@@ -270,6 +281,18 @@ class Topology:
         return f"{self.name}-underlay"
 
     @property
+    def world_netns(self) -> str:
+        return f"{self.name}-world"
+
+    @property
+    def world_log(self) -> Path:
+        return self.dir / "world" / "http.log"
+
+    @property
+    def world_url(self) -> str:
+        return f"http://{WORLD_IP}:{WORLD_PORT}/"
+
+    @property
     def state_file(self) -> Path:
         return self.dir / "state.json"
 
@@ -305,6 +328,7 @@ class Topology:
         return (
             *(n.netns for n in self.nodes),
             *(c.etcd_netns for c in self.clusters),
+            self.world_netns,
             self.underlay_netns,
         )
 
@@ -333,7 +357,7 @@ class Topology:
 
 
 def is_lab_netns(lab: str, name: str) -> bool:
-    return re.fullmatch(rf"{re.escape(lab)}-(underlay|c\d+-(n\d+|etcd))", name) is not None
+    return re.fullmatch(rf"{re.escape(lab)}-(underlay|world|c\d+-(n\d+|etcd))", name) is not None
 
 
 def cgroup_name(lab: str, node_key: str) -> str:

@@ -5,13 +5,26 @@ bridge; every node and etcd namespace gets a veth whose one end is on that
 bridge and whose other end is ``eth0`` in the node, addressed in
 198.18.0.0/15. Each pair is created inside the underlay namespace with its
 peer placed straight into the node's, so nothing ever appears in the root
-namespace. Nodes keep ``ip_forward`` at 0: the datapath does not need it.
+namespace. "The world" (``<lab>-world``) hangs off the same bridge with an
+underlay address and one in 203.0.113.0/24 (a documentation range); every
+node routes that range via the world's underlay address, nothing else does.
+The agent turns ``ip_forward`` on in its node when it masquerades egress
+(:mod:`glia.agent.egress`); the lab leaves it as the kernel makes it.
 """
 
 from __future__ import annotations
 
 from glia.lab import netns
-from glia.lab.topology import NODE_IFNAME, UNDERLAY, UNDERLAY_BRIDGE, Topology
+from glia.lab.topology import (
+    NODE_IFNAME,
+    UNDERLAY,
+    UNDERLAY_BRIDGE,
+    WORLD_IP,
+    WORLD_NET,
+    WORLD_UNDERLAY_IP,
+    WORLD_VETH,
+    Topology,
+)
 
 
 def build(topo: Topology) -> None:
@@ -25,9 +38,11 @@ def build(topo: Topology) -> None:
             f"link set {UNDERLAY_BRIDGE} up",
         ],
     )
-    ends = [(n.netns, n.underlay_veth, n.ip) for n in topo.nodes] + [
-        (c.etcd_netns, c.etcd_veth, c.etcd_ip) for c in topo.clusters
-    ]
+    ends = (
+        [(n.netns, n.underlay_veth, n.ip) for n in topo.nodes]
+        + [(c.etcd_netns, c.etcd_veth, c.etcd_ip) for c in topo.clusters]
+        + [(topo.world_netns, WORLD_VETH, WORLD_UNDERLAY_IP)]
+    )
     for ns, veth, ip in ends:
         netns.add(ns)
         netns.veth(under, veth, ns, NODE_IFNAME)
@@ -39,6 +54,9 @@ def build(topo: Topology) -> None:
                 f"link set {NODE_IFNAME} up",
             ],
         )
+    netns.batch(topo.world_netns, [f"addr add {WORLD_IP}/{WORLD_NET.prefixlen} dev {NODE_IFNAME}"])
+    for n in topo.nodes:
+        netns.batch(n.netns, [f"route add {WORLD_NET} via {WORLD_UNDERLAY_IP}"])
 
 
 def remove(topo: Topology) -> list[str]:
