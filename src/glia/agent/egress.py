@@ -41,7 +41,7 @@ from glia.datapath.netlink import HOST_PREFIX
 log = logging.getLogger(__name__)
 
 TABLE = "glia_egress"
-ROUTE_PROTO = 186  # marks the node routes this module owns (iproute2 leaves 186 unnamed)
+ROUTE_PROTO = 200  # marks the node routes this module owns (unnamed in iproute2's rt_protos)
 IP_FORWARD = "/proc/sys/net/ipv4/ip_forward"
 
 

@@ -393,6 +393,13 @@ def _print_status(data: dict[str, Any]) -> None:
                 ctrs or "-",
             )
     output.print_table(nodes, console)
+    w = data.get("world")
+    if w:
+        ns = w["netns"] if w["netns_exists"] else f"[red]{w['netns']} (missing)[/]"
+        http = (
+            f"[green]running[/] {w['pid']}" if w["state"] == "running" else f"[red]{w['state']}[/]"
+        )
+        console.print(f"world {ns} {w['ip']} (via {w['underlay_ip']}): {w['url']} {http}")
     for c in data["clusters"]:
         console.print(Text(f"{c['name']}: etcd log {c['etcd']['log'] or '-'}", style="dim"))
         if c["operator"]["log"]:

@@ -268,7 +268,7 @@ class Lab(LabDaemons, LabWorkloads):
                 topology.WORLD_PROCESS,
                 argv,
                 log=self.topo.world_log,
-                token=str(netns.path(self.topo.world_netns)),
+                token=str(self.topo.world_log.parent),
                 netns_name=self.topo.world_netns,
                 env=_daemon_env(),
             )

@@ -1,0 +1,155 @@
+"""Egress and node access on the session lab: masquerade to "the world", node <-> pod.
+
+Real podman containers (busybox httpd answering their own name) on both nodes
+of the lab, the lab's world namespace (an HTTP server at 203.0.113.10 that
+answers with the client address it saw), the agents' masquerade, forward
+filter and node routes (glia.agent.egress):
+
+- a pod fetches the world's page, and the world saw the pod's node's address;
+- the world, even routing the pod pools at a node, opens no connection to a pod;
+- a node reaches pods on both nodes by TCP, and a pod reaches the other node;
+- policy still judges egress: ``toCIDR: [203.0.113.0/24]`` lets the pod reach
+  the world, a policy that names another prefix only does not.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from labhelpers import NODES, Workload, glia_run, http, ping, wait_for
+from labhelpers import glia_ok as glia
+
+from glia.lab import netns
+from glia.lab.lab import Lab
+from glia.lab.podman import Container
+from glia.lab.topology import WORLD_IP, WORLD_NET
+
+pytestmark = [pytest.mark.e2e, pytest.mark.root]
+
+
+@dataclass
+class Pods:
+    a: Container  # on NODES[0]
+    b: Container  # on NODES[1]
+
+
+@pytest.fixture(scope="module")
+def pods(lab: Lab) -> Iterator[Pods]:
+    w = Workload(lab)
+    tag = uuid.uuid4().hex[:6]
+    try:
+        a = w.container(NODES[0], f"glia-eg-a-{tag}", {"app": f"eg-a-{tag}"})
+        b = w.container(NODES[1], f"glia-eg-b-{tag}", {"app": f"eg-b-{tag}"})
+        w.endpoint_ready(a, b)
+        yield Pods(a, b)
+    finally:
+        w.close()
+
+
+def node_ip(lab: Lab, node: str) -> str:
+    cluster, name = node.split("/")
+    return str(lab.topo.node(cluster, name).ip)
+
+
+def world_page(lab: Lab, src: Container) -> str:
+    return http(lab, src, str(WORLD_IP), timeout=3)
+
+
+def node_http(lab: Lab, node: str, ip: str) -> str:
+    """The page at ``ip`` fetched by a process of ``node`` (not a pod)."""
+    r = lab.node_exec(node, ["timeout", "3", "busybox", "wget", "-q", "-O", "-", f"http://{ip}/"])
+    return r.stdout.strip() if r.returncode == 0 else ""
+
+
+def world_exec(lab: Lab, argv: list[str]) -> int:
+    return subprocess.run(
+        netns.nsenter_argv(lab.topo.world_netns, argv), capture_output=True, timeout=30
+    ).returncode
+
+
+def test_lab_status_shows_the_world(lab: Lab) -> None:
+    world = lab.status()["world"]
+    assert world["netns"] == f"{lab.name}-world" and world["netns_exists"]
+    assert world["ip"] == str(WORLD_IP) and world["state"] == "running"
+    assert f"world {lab.name}-world {WORLD_IP}" in glia(lab, "lab", "status", "--lab", lab.name)
+
+
+def test_a_pod_reaches_the_world_as_its_node(lab: Lab, pods: Pods) -> None:
+    for pod in (pods.a, pods.b):
+        page = wait_for(f"{pod.name} -> world", lambda p=pod: world_page(lab, p), timeout=10)
+        assert page == f"glia world: client {node_ip(lab, pod.node)}", page
+
+
+def test_the_world_cannot_open_a_connection_to_a_pod(lab: Lab, pods: Pods) -> None:
+    assert pods.a.ip and pods.b.ip
+    # A hostile world that routes the pod pool at the first node: both that
+    # node's pod and the other node's (forwarded on) stay out of its reach.
+    route = f"10.{lab.topo.clusters[0].id}.0.0/16"
+    assert world_exec(lab, ["ip", "route", "add", route, "via", node_ip(lab, NODES[0])]) == 0
+    try:
+        for ip in (pods.a.ip, pods.b.ip):
+            argv = ["timeout", "3", "busybox", "wget", "-q", "-O", "-", f"http://{ip}/"]
+            assert world_exec(lab, argv) != 0, f"world -> {ip}:80 must fail"
+            assert world_exec(lab, ["busybox", "ping", "-c", "1", "-W", "1", ip]) != 0
+    finally:
+        world_exec(lab, ["ip", "route", "del", route])
+    # The pods' own connections to the world still work meanwhile and after.
+    assert world_page(lab, pods.a).startswith("glia world")
+
+
+def test_nodes_reach_pods_on_every_node(lab: Lab, pods: Pods) -> None:
+    assert pods.a.ip and pods.b.ip
+    for node in NODES:
+        for pod in (pods.a, pods.b):
+            assert pod.ip
+            got = wait_for(
+                f"{node} -> {pod.name}", lambda n=node, ip=pod.ip: node_http(lab, n, ip), timeout=10
+            )
+            assert got == pod.name
+
+
+def test_pods_reach_every_node(lab: Lab, pods: Pods) -> None:
+    for pod in (pods.a, pods.b):
+        for node in NODES:
+            assert ping(lab, pod, node_ip(lab, node)), f"{pod.name} -> {node}"
+
+
+def _egress_policy(name: str, app: str, cidr: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": name},
+        "spec": {"endpointSelector": {"matchLabels": {"app": app}}, "egress": [{"toCIDR": [cidr]}]},
+    }
+
+
+@pytest.mark.parametrize(("cidr", "allowed"), [(str(WORLD_NET), True), ("192.0.2.0/24", False)])
+def test_egress_policy_to_cidr_judges_the_world(
+    lab: Lab, tmp_path: Path, cidr: str, allowed: bool
+) -> None:
+    w = Workload(lab)
+    tag = uuid.uuid4().hex[:6]
+    path = tmp_path / "policy.yaml"
+    try:
+        pod = w.container(NODES[0], f"glia-eg-p-{tag}", {"app": f"eg-p-{tag}"})
+        w.endpoint_ready(pod)
+        wait_for("the pod reaches the world before any policy", lambda: world_page(lab, pod))
+        path.write_text(yaml.safe_dump(_egress_policy(f"eg-{tag}", f"eg-p-{tag}", cidr)))
+        glia(lab, "apply", "-f", str(path), "--node", NODES[0])
+        if allowed:
+            # Allowed before and after the policy: it must hold for a while.
+            for _ in range(3):
+                assert world_page(lab, pod).startswith("glia world"), f"toCIDR {cidr}"
+        else:
+            wait_for(f"toCIDR {cidr} denies the world", lambda: not world_page(lab, pod))
+    finally:
+        if path.exists():
+            glia_run(lab, "delete", "-f", str(path), "--node", NODES[0])
+        w.close()
