@@ -153,3 +153,31 @@ def test_egress_policy_to_cidr_judges_the_world(
         if path.exists():
             glia_run(lab, "delete", "-f", str(path), "--node", NODES[0])
         w.close()
+
+
+def test_across_clusters_nodes_reach_pods_and_pods_reach_the_world(mesh: Lab) -> None:
+    """On the mesh lab: a node of c1 reaches a pod of c2 (and back), the c2 pod's
+    egress to the world is masqueraded to its own node, pod-to-pod keeps pod IPs."""
+    w = Workload(mesh, api_node="c1/n1")
+    tag = uuid.uuid4().hex[:6]
+    try:
+        p1 = w.container("c1/n1", f"glia-egm-1-{tag}", {"app": f"egm-{tag}"})
+        p2 = w.container("c2/n2", f"glia-egm-2-{tag}", {"app": f"egm-{tag}"})
+        w.endpoint_ready(p1, p2)
+        assert p1.ip and p2.ip
+        for node, pod in (("c1/n1", p2), ("c1/n2", p2), ("c2/n1", p1), ("c2/n2", p1)):
+            got = wait_for(
+                f"{node} -> {pod.name}",
+                lambda n=node, ip=pod.ip: node_http(mesh, n, ip),
+                timeout=15,
+            )
+            assert got == pod.name
+        page = wait_for("c2 pod -> world", lambda: world_page(mesh, p2), timeout=10)
+        assert page == f"glia world: client {node_ip(mesh, 'c2/n2')}"
+        # Pod to pod across clusters still works, and no node masquerades the
+        # other cluster's pod pool.
+        assert http(mesh, p2, p1.ip) == p1.name
+        seen = mesh.node_exec("c1/n1", ["nft", "list", "set", "ip", "glia_egress", "mesh"]).stdout
+        assert "10.1.0.0/16" in seen and "10.2.0.0/16" in seen
+    finally:
+        w.close()

@@ -56,10 +56,11 @@ def test_the_script_masquerades_pods_and_drops_new_connections_from_outside() ->
     assert 'ip saddr 10.1.1.0/24 ip daddr != @mesh oifname != "gliae*" masquerade' in script
     lines = [ln.strip() for ln in script.splitlines()]
     fwd = lines[lines.index("chain forward {") :]
-    # Replies first, then the pods' own traffic, then the drop of everything else
-    # that opens a connection towards a pod.
-    assert fwd[2:5] == [
+    # Replies first, then the pods' own traffic (never to a pod: that is BPF's),
+    # then the drop of everything else that opens a connection towards a pod.
+    assert fwd[2:6] == [
         "ct state established,related accept",
+        'iifname "gliae*" ip daddr @mesh counter drop',
         'iifname "gliae*" accept',
         "ip daddr @mesh ip saddr != @nodes counter drop",
     ]

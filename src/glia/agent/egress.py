@@ -10,9 +10,10 @@ cluster's), :meth:`EgressSync.update` makes the node's namespace say:
 - nftables table ``ip glia_egress``: connections of this node's pods to
   anything outside every pod CIDR of the mesh leave with the node's address
   (``masquerade``); a forwarded packet that opens a connection towards a pod
-  CIDR is dropped unless it comes from a pod here or from a node of the mesh
-  (so the world, even routing pod addresses at this node, never opens a
-  connection to a pod; replies pass through conntrack);
+  CIDR is dropped unless it comes from a node of the mesh (so the world, even
+  routing pod addresses at this node, never opens a connection to a pod;
+  replies pass through conntrack), and pod-to-pod traffic never takes the
+  node's stack (glia's programs deliver it; without them it stops);
 - a route per other node's pod CIDR (every cluster's) via that node's
   address, with route protocol :data:`ROUTE_PROTO`, so processes of the node
   reach every pod (the other node delivers, through ``to_endpoint``, with the
@@ -112,6 +113,7 @@ table ip {TABLE} {{
     chain forward {{
         type filter hook forward priority filter; policy accept;
         ct state established,related accept
+        iifname "{HOST_PREFIX}*" ip daddr @mesh counter drop
         iifname "{HOST_PREFIX}*" accept
         ip daddr @mesh ip saddr != @nodes counter drop
     }}
