@@ -23,7 +23,16 @@ from typing import Any
 
 import pytest
 import yaml
-from labhelpers import NODES, Workload, glia_run, http, ping, wait_for
+from labhelpers import (
+    NODES,
+    Workload,
+    glia_run,
+    http,
+    ping,
+    service_manifest,
+    wait_backends,
+    wait_for,
+)
 from labhelpers import glia_ok as glia
 
 from glia.lab import netns
@@ -179,5 +188,25 @@ def test_across_clusters_nodes_reach_pods_and_pods_reach_the_world(mesh: Lab) ->
         assert http(mesh, p2, p1.ip) == p1.name
         seen = mesh.node_exec("c1/n1", ["nft", "list", "set", "ip", "glia_egress", "mesh"]).stdout
         assert "10.1.0.0/16" in seen and "10.2.0.0/16" in seen
+    finally:
+        w.close()
+
+
+def test_node_processes_reach_a_service_vip(lab: Lab, pods: Pods) -> None:
+    """`glia lab exec NODE` runs as a process of the node (its cgroup, where the
+    socket load-balancer is attached): a Service VIP answers it from both nodes."""
+    w = Workload(lab)
+    tag = uuid.uuid4().hex[:6]
+    try:
+        web = w.container(NODES[1], f"glia-eg-w-{tag}", {"app": f"eg-w-{tag}"})
+        w.endpoint_ready(web)
+        (vip,) = w.apply(
+            service_manifest(f"eg-{tag}", {"app": f"eg-w-{tag}"}, [{"port": 80, "protocol": "TCP"}])
+        )
+        assert web.ip
+        wait_backends(lab, vip, 80, {web.ip})
+        for node in NODES:
+            got = wait_for(f"{node} -> {vip}", lambda n=node: node_http(lab, n, vip), timeout=10)
+            assert got == web.name
     finally:
         w.close()

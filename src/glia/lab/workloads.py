@@ -6,7 +6,10 @@ in one of its containers (``c1/n1`` or ``c1/n1/CONTAINER``), and podman
 containers on a node (:class:`glia.lab.podman.NodePodman`, which joins them
 to the glia CNI network). Called by :mod:`glia.cli.lab`, the demo
 (:mod:`glia.lab.demo`, :mod:`glia.lab.demo_mesh`), the end-to-end tests
-and ``bench/``. It reads no state: the node's namespace must exist.
+and ``bench/``. It reads no state: the node's namespace must exist. A
+command in a node runs in the node's cgroup v2 directory too (where the
+socket load-balancer is attached), so it reaches Service VIPs as a process
+of a real node does.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from glia.datapath import cgroup
 from glia.lab import netns, topology
 from glia.lab.base import LabBase
 from glia.lab.errors import LabError
 from glia.lab.podman import Container, NodePodman, PodmanError
-from glia.lab.topology import IMAGE
+from glia.lab.topology import IMAGE, NodeSpec
 
 
 class LabWorkloads(LabBase):
@@ -45,7 +49,7 @@ class LabWorkloads(LabBase):
         if not netns.exists(n.netns):
             raise LabError(f"{n.ref}: namespace {n.netns} does not exist; is lab {self.name!r} up?")
         if t.container is None:
-            return netns.nsenter_argv(n.netns, argv), dict(os.environ)
+            return _in_node_cgroup(n, netns.nsenter_argv(n.netns, argv)), dict(os.environ)
         pm = NodePodman(n)
         return pm.exec_argv(t.container, argv, tty=tty), pm.env
 
@@ -119,3 +123,15 @@ class LabWorkloads(LabBase):
             return self.podman(node).containers()
         except PodmanError as e:
             raise LabError(str(e)) from None
+
+
+def _in_node_cgroup(node: NodeSpec, argv: list[str]) -> list[str]:
+    """``argv`` run as a process of the node: inside the node's cgroup v2 directory,
+    where its containers are, so the socket load-balancer attached there gives it
+    Service VIPs as a host's cgroup2 root gives every process of a real node.
+    Unchanged when the directory does not exist (a lab without it)."""
+    root = cgroup.cgroup2_root()
+    if root is None or not node.cgroup(root).is_dir():
+        return argv
+    join = 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"'
+    return ["sh", "-c", join, "sh", str(node.cgroup(root)), *argv]
