@@ -14,6 +14,8 @@ filter and node routes (glia.agent.egress):
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 import uuid
@@ -253,3 +255,16 @@ def test_node_identities_under_ingress_policy(
         if path.exists():
             glia_run(lab, "delete", "-f", str(path), "--node", NODES[0])
         w.close()
+
+
+def test_a_dead_world_is_reported_and_lab_up_restarts_it(lab: Lab, pods: Pods) -> None:
+    rec = lab.start_world()  # its live record
+    os.kill(rec.pid, signal.SIGKILL)
+    wait_for("the world's server gone", lambda: lab.status()["world"]["state"] == "dead")
+    st = lab.status()
+    assert any(p.startswith("world-http: dead") for p in st["problems"]), st["problems"]
+    assert not lab.is_up()
+    assert lab.up() is True  # repairs: starts the world again, keeps the rest
+    page = wait_for("the world back", lambda: world_page(lab, pods.a), timeout=10)
+    assert page == f"glia world: client {node_ip(lab, pods.a.node)}"
+    assert lab.is_up()

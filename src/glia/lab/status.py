@@ -79,6 +79,12 @@ def collect(
             problems.append(f"the lab was not built completely; run `{_up_command(topo.name)}`")
     else:
         problems.append(f"lab {topo.name!r} is not up; `{_up_command(topo.name)}` builds it")
+    world = _world(topo, recs.get(WORLD_PROCESS))
+    if st is not None and st.complete and world["state"] != RUNNING:
+        problems.append(
+            f"{WORLD_PROCESS}: {world['state']} (the world's HTTP server, not supervised); "
+            f"run `{_up_command(topo.name)}`"
+        )
     return {
         "lab": topo.name,
         "dir": str(topo.dir),
@@ -87,7 +93,7 @@ def collect(
         "complete": bool(st and st.complete),
         "agents": bool(st and st.agents),
         "underlay_netns": topo.underlay_netns,
-        "world": _world(topo, recs.get(WORLD_PROCESS)),
+        "world": world,
         "supervisor": {
             "pid": sup.pid if sup else None,
             "alive": sup_alive,
