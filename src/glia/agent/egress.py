@@ -12,8 +12,10 @@ cluster's), :meth:`EgressSync.update` makes the node's namespace say:
   (``masquerade``); a forwarded packet that opens a connection towards a pod
   CIDR is dropped unless it comes from a node of the mesh (so the world, even
   routing pod addresses at this node, never opens a connection to a pod;
-  replies pass through conntrack), and pod-to-pod traffic never takes the
-  node's stack (glia's programs deliver it; without them it stops);
+  replies pass through conntrack), pod-to-pod traffic never takes the
+  node's stack (glia's programs deliver it; without them it stops), and
+  nothing that came out of the tunnel is routed on (another node's pods
+  reach only this node's pods and the node itself through it);
 - a route per other node's pod CIDR (every cluster's) via that node's
   address, with route protocol :data:`ROUTE_PROTO`, so processes of the node
   reach every pod (the other node delivers, through ``to_endpoint``, with the
@@ -37,7 +39,7 @@ from pathlib import Path
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from glia.datapath.netlink import HOST_PREFIX
+from glia.datapath.netlink import HOST_PREFIX, VXLAN_NAME
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +115,7 @@ table ip {TABLE} {{
     chain forward {{
         type filter hook forward priority filter; policy accept;
         ct state established,related accept
+        iifname "{VXLAN_NAME}" counter drop
         iifname "{HOST_PREFIX}*" ip daddr @mesh counter drop
         iifname "{HOST_PREFIX}*" accept
         ip daddr @mesh ip saddr != @nodes counter drop
