@@ -91,6 +91,10 @@ def test_lab_status_shows_the_world(lab: Lab) -> None:
     assert world["netns"] == f"{lab.name}-world" and world["netns_exists"]
     assert world["ip"] == str(WORLD_IP) and world["state"] == "running"
     assert f"world {lab.name}-world {WORLD_IP}" in glia(lab, "lab", "status", "--lab", lab.name)
+    for node in NODES:
+        egress = lab.agent(node).status()["subsystems"]["egress"]
+        assert egress["state"] == "ok", egress
+        assert egress["msg"].startswith("masquerading 10.1."), egress
 
 
 def test_a_pod_reaches_the_world_as_its_node(lab: Lab, pods: Pods) -> None:

@@ -273,8 +273,15 @@ class Agent:
                 for t in ipcache.node_tables()
             ]
 
-        ipcache.on_nodes_changed(lambda: egress.update(cidr, clusters()))
-        await egress.update(cidr, clusters())
+        self.status["egress"] = Subsystem()
+
+        async def update() -> None:
+            await egress.update(cidr, clusters())
+            ok, msg, degraded = egress.status()
+            self.status["egress"].set(ok, msg, degraded=degraded)
+
+        ipcache.on_nodes_changed(update)
+        await update()
 
     async def _register_node(self) -> str:
         cfg = self.cfg

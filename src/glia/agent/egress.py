@@ -187,7 +187,8 @@ class EgressSync:
         self._self_ip = self_ip
         self._applied: EgressPlan | None = None
         self._lock = asyncio.Lock()
-        self.problems: list[str] = []
+        self.problems: list[str] = []  # routes the namespace refused (the rest works)
+        self.error: str | None = None  # the table or forwarding refused: no egress
 
     async def update(self, local_cidr: str, clusters: list[ClusterNodes]) -> None:
         p = plan(local_cidr, self._self_ip, clusters)
@@ -197,9 +198,10 @@ class EgressSync:
             try:
                 self.problems = await asyncio.to_thread(apply, p)
             except EgressError as e:
-                self.problems = [str(e)]
+                self.error = str(e)
                 log.error("egress: %s", e)
                 return
+            self.error = None
             for line in self.problems:
                 log.warning("egress: %s", line)
             self._applied = p
@@ -209,3 +211,18 @@ class EgressSync:
                 len(p.mesh),
                 len(p.routes),
             )
+
+    def status(self) -> tuple[bool, str, bool]:
+        """(ok, message, degraded) for the agent's ``egress`` subsystem."""
+        if self.error is not None:
+            return False, self.error, False
+        p = self._applied
+        if p is None:
+            return False, "not set up yet", False
+        msg = (
+            f"masquerading {p.local_cidr} except {len(p.mesh)} mesh prefixes; "
+            f"{len(p.routes)} node routes"
+        )
+        if self.problems:
+            return True, f"{msg}; degraded: {'; '.join(self.problems)}", True
+        return True, msg, False
