@@ -13,6 +13,7 @@ the daemons' configuration):
 - :class:`glia.lab.workloads.LabWorkloads`: commands and containers in the nodes;
 - this module: the lab as a whole. ``up`` composes the pure topology with the
   pieces that do I/O: namespaces and the underlay (:mod:`glia.lab.underlay`),
+  the world's HTTP server (:mod:`glia.lab.world`, for egress),
   one etcd per cluster (TLS and RBAC on), podman per node
   (:mod:`glia.lab.podman`), a cgroup v2 directory per node for socket
   load-balancing (:mod:`glia.datapath.cgroup`; the node's containers join it

@@ -13,7 +13,7 @@ in the lab's own podman storage. Order matters:
 2. processes: recorded PIDs whose cmdline still holds their token, then any
    process left inside one of the lab's namespaces (never this process or its
    ancestors);
-3. namespaces with the lab's prefix (nodes, etcd, underlay);
+3. namespaces with the lab's prefix (nodes, etcd, world, underlay);
 4. the lab's bpffs pins (``/sys/fs/bpf/glia/lab-<lab>``);
 5. the nodes' cgroups (``glia-lab-<lab>-c<i>-n<j>`` in the cgroup2 hierarchy and in
    each v1 hierarchy podman's ``--cgroup-parent`` filled), with whatever podman
