@@ -58,11 +58,12 @@ def test_the_script_masquerades_pods_and_drops_new_connections_from_outside() ->
     fwd = lines[lines.index("chain forward {") :]
     # Replies first, then the pods' own traffic (never to a pod: that is BPF's),
     # then the drop of everything else that opens a connection towards a pod.
-    assert fwd[2:7] == [
+    assert fwd[2:8] == [
         "ct state established,related accept",
         'iifname "glia_vxlan" counter drop',
         'iifname "gliae*" ip daddr @mesh counter drop',
         'iifname "gliae*" accept',
+        "ct status dnat accept",
         "ip daddr @mesh ip saddr != @nodes counter drop",
     ]
 

@@ -12,8 +12,10 @@ cluster's), :meth:`EgressSync.update` makes the node's namespace say:
   (``masquerade``); a forwarded packet that opens a connection towards a pod
   CIDR is dropped unless it comes from a node of the mesh (so the world, even
   routing pod addresses at this node, never opens a connection to a pod;
-  replies pass through conntrack), pod-to-pod traffic never takes the
-  node's stack (glia's programs deliver it; without them it stops), and
+  replies pass through conntrack; a connection the node itself DNATs to a
+  pod, such as a published port, is the node's choice and passes),
+  pod-to-pod traffic never takes the node's stack (glia's programs deliver
+  it; without them it stops), and
   nothing that came out of the tunnel is routed on (another node's pods
   reach only this node's pods and the node itself through it);
 - a route per other node's pod CIDR (every cluster's) via that node's
@@ -118,6 +120,7 @@ table ip {TABLE} {{
         iifname "{VXLAN_NAME}" counter drop
         iifname "{HOST_PREFIX}*" ip daddr @mesh counter drop
         iifname "{HOST_PREFIX}*" accept
+        ct status dnat accept
         ip daddr @mesh ip saddr != @nodes counter drop
     }}
 }}
