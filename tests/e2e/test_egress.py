@@ -272,3 +272,20 @@ def test_a_dead_world_is_reported_and_lab_up_restarts_it(lab: Lab, pods: Pods) -
     page = wait_for("the world back", lambda: world_page(lab, pods.a), timeout=10)
     assert page == f"glia world: client {node_ip(lab, pods.a.node)}"
     assert lab.is_up()
+
+
+def test_egress_survives_an_agent_restart(lab: Lab, pods: Pods) -> None:
+    """The table and routes are the node's, not the agent's: egress and node
+    access work while the agent is down, and after it is back."""
+    assert pods.b.ip
+    lab.stop_agent(NODES[0], stay_down=True)
+    try:
+        assert world_page(lab, pods.a) == f"glia world: client {node_ip(lab, NODES[0])}"
+        assert node_http(lab, NODES[0], pods.b.ip) == pods.b.name
+    finally:
+        lab.start_agent(NODES[0])
+    lab.wait_agents()
+    assert world_page(lab, pods.a) == f"glia world: client {node_ip(lab, NODES[0])}"
+    assert node_http(lab, NODES[0], pods.b.ip) == pods.b.name
+    routes = lab.node_exec(NODES[0], ["ip", "route", "show", "proto", "200"]).stdout
+    assert routes.count("via") == 1, routes  # the other node's CIDR, once
