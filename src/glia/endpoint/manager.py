@@ -424,11 +424,12 @@ class EndpointManager:
                     await self.hooks.identity_ready(ident.id, labels)
                 await self._program(ep, ifindex)
                 self._store.save(ep)
-                await self._publish(ep)
                 if old_namespace != ep.namespace:
+                    # Old key first: readers index endpoints by IP too.
                     await self._pub.withdraw(
                         keys.endpoint(self._cluster, self._node, old_namespace, ep.name)
                     )
+                await self._publish(ep)
                 self._eps[key] = ep
             finally:
                 self._changed()
