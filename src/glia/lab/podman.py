@@ -335,6 +335,8 @@ class NodePodman:
         """Remove every container of the node; returns what was there."""
         found = self.containers()
         if found:
+            # Pods first (`podman pod create`): their infra containers go only with the pod.
+            self.run(["pod", "rm", "-a", "-f", "-t", "0"], check=False)
             self.run(["rm", "-af", "-t", "0"])
         return found
 
