@@ -89,8 +89,6 @@ class DnsServer:
         except OSError:
             transport.close()
             raise
-        if self.port == 0:  # tests: the TCP server takes the port UDP was given
-            self.port = transport.get_extra_info("sockname")[1]
         log.info("dns: serving on %s:%d (udp, tcp)", self.host, self.port)
 
     async def stop(self) -> None:
