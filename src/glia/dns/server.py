@@ -59,6 +59,15 @@ class Upstream:
         return cls(host, p)
 
 
+@dataclass(frozen=True, slots=True)
+class _Forward:
+    """A query for the upstreams, with the response to send if none answers."""
+
+    query: dns.message.Message
+    response: dns.message.Message
+    limit: int
+
+
 class DnsServer:
     def __init__(
         self,
@@ -112,6 +121,13 @@ class DnsServer:
 
     async def answer(self, wire: bytes, tcp: bool) -> bytes | None:
         """The response to one query message; None for bytes that are no query at all."""
+        out = self.answer_local(wire, tcp)
+        if isinstance(out, _Forward):
+            return await self._forward(out, tcp)
+        return out
+
+    def answer_local(self, wire: bytes, tcp: bool) -> bytes | _Forward | None:
+        """The response from memory, or what to forward (the only case that waits)."""
         try:
             query = dns.message.from_wire(wire)
         except dns.exception.DNSException:
@@ -131,8 +147,9 @@ class DnsServer:
         qtype = dns.rdatatype.to_text(q.rdtype)
         ans = resolve(q.name.to_text(), qtype, self._src)
         if ans.verdict is Verdict.ELSEWHERE and self._upstreams:
-            return await self._forward(query, response, limit, tcp)
-        response.flags |= dns.flags.AA if ans.verdict is not Verdict.ELSEWHERE else 0
+            return _Forward(query, response, limit)
+        if ans.verdict is not Verdict.ELSEWHERE:
+            response.flags |= dns.flags.AA
         if ans.verdict is Verdict.ANSWER:
             self.counts["answered"] += 1
             if ans.addresses and q.rdclass == dns.rdataclass.IN:
@@ -144,9 +161,8 @@ class DnsServer:
             response.set_rcode(dns.rcode.NXDOMAIN)
         return _wire(response, limit)
 
-    async def _forward(
-        self, query: dns.message.Message, response: dns.message.Message, limit: int, tcp: bool
-    ) -> bytes:
+    async def _forward(self, fwd: _Forward, tcp: bool) -> bytes:
+        query, response, limit = fwd.query, fwd.response, fwd.limit
         self.counts["forwarded"] += 1
         for up in self._upstreams:
             try:
@@ -198,11 +214,16 @@ class _Udp(asyncio.DatagramProtocol):
         self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self._server._spawn(self._reply(data, addr))
+        # Answered in the callback: a task per query would cost more than the answer.
+        out = self._server.answer_local(data, tcp=False)
+        if isinstance(out, _Forward):
+            self._server._spawn(self._forwarded(out, addr))
+        elif out is not None and self._transport is not None:
+            self._transport.sendto(out, addr)
 
-    async def _reply(self, data: bytes, addr: tuple[str, int]) -> None:
-        out = await self._server.answer(data, tcp=False)
-        if out is not None and self._transport is not None:
+    async def _forwarded(self, fwd: _Forward, addr: tuple[str, int]) -> None:
+        out = await self._server._forward(fwd, tcp=False)
+        if self._transport is not None:
             self._transport.sendto(out, addr)
 
 
