@@ -3,23 +3,40 @@
 Every lab container's resolv.conf names its node's agent (docs/dns.md). A pod
 on one node fetches a Service's page by its name (full and short forms),
 resolves a Service of another namespace, a container of the other node by its
-name, and gets NXDOMAIN for an unknown name at once.
+name, and gets NXDOMAIN for an unknown name at once; under an egress policy,
+DNS works when the policy allows the node (`host`) and only then.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Any
 
-from labhelpers import NODES, Workload, backend_command, service_manifest, wait_backends, wait_for
+import pytest
+import yaml
+from labhelpers import (
+    NODES,
+    Workload,
+    backend_command,
+    service_manifest,
+    wait_backends,
+    wait_for,
+)
+from labhelpers import (
+    glia_ok as glia,
+)
 
 from glia.lab.lab import Lab
 from glia.lab.podman import Container
 
+pytestmark = [pytest.mark.e2e, pytest.mark.root]
+
 HTTP = [{"port": 80}]
 
 
-def _lookup(lab: Lab, src: Container, name: str) -> tuple[int, str]:
-    r = lab.exec(f"{src.node}/{src.name}", ["timeout", "5", "nslookup", name])
+def _lookup(lab: Lab, src: Container, name: str, seconds: int = 5) -> tuple[int, str]:
+    r = lab.exec(f"{src.node}/{src.name}", ["timeout", str(seconds), "nslookup", name])
     return r.returncode, r.stdout + r.stderr
 
 
@@ -65,3 +82,55 @@ def test_pods_resolve_services_and_containers_through_their_node(lab: Lab, work:
     m = re.search(r"real\s+(\d+)m\s*([\d.]+)s", r.stderr)
     assert m, r.stderr
     assert int(m.group(1)) * 60 + float(m.group(2)) < 1.0, r.stderr
+
+
+def _egress_policy(to: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "dns-egress"},
+        "spec": {"endpointSelector": {"matchLabels": {"app": "dnspol"}}, "egress": to},
+    }
+
+
+DNS_TO_HOST = {
+    "toEntities": ["host"],
+    "toPorts": [{"ports": [{"port": "53", "protocol": "UDP"}, {"port": "53", "protocol": "TCP"}]}],
+}
+
+
+def test_under_an_egress_policy_dns_needs_the_host_allowed(
+    lab: Lab, work: Workload, tmp_path: Path
+) -> None:
+    """docs/dns.md: the pod's DNS peer is `host`; a policy allowing it keeps lookups working,
+    one that does not drops them (Cilium users allow DNS explicitly too)."""
+    target = work.container(NODES[0], "glia-dnstarget", {"app": "dnstarget"})
+    client = work.container(NODES[1], "glia-dnspol", {"app": "dnspol"})
+    work.endpoint_ready(target, client)
+    name = "glia-dnstarget.cluster.local"
+
+    def resolves() -> bool:
+        rc, out = _lookup(lab, client, name, seconds=2)
+        return rc == 0 and f"Address: {target.ip}" in out
+
+    assert wait_for("the lookup without policy", lambda: resolves() or None)
+    path = tmp_path / "policy.yaml"
+    try:
+        path.write_text(yaml.safe_dump(_egress_policy([DNS_TO_HOST])))
+        glia(lab, "apply", "-f", str(path), "--node", NODES[1])
+        # Enforced now (egress to a pod is dropped), and DNS still answers.
+        wait_for("egress enforced", lambda: (not _ping(lab, client, target.ip)) or None)
+        assert resolves()
+        other = {"toEndpoints": [{"matchLabels": {"app": "dnstarget"}}]}
+        path.write_text(yaml.safe_dump(_egress_policy([other])))
+        glia(lab, "apply", "-f", str(path), "--node", NODES[1])
+        wait_for("the lookup dropped by policy", lambda: (not resolves()) or None)
+        assert _ping(lab, client, target.ip)
+    finally:
+        glia(lab, "delete", "-f", str(path), "--node", NODES[1], "--ignore-not-found")
+    assert wait_for("the lookup once the policy is gone", lambda: resolves() or None)
+
+
+def _ping(lab: Lab, src: Container, ip: str) -> bool:
+    r = lab.exec(f"{src.node}/{src.name}", ["ping", "-c", "1", "-W", "1", ip])
+    return r.returncode == 0
