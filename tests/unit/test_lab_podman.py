@@ -86,3 +86,15 @@ def test_cgroup_hook_runs_the_console_script_for_every_container() -> None:
 
 def test_cgroup_parent_is_the_node_cgroup_from_the_hierarchy_root() -> None:
     assert podman.cgroup_parent(_node()) == "/glia-lab-gliat-c1-n2"
+
+
+def test_containers_get_their_nodes_dns() -> None:
+    node = _node()
+    conf = tomllib.loads(podman.render_containers_conf(node, []))["containers"]
+    assert conf["dns_servers"] == [str(node.ip)]
+    assert conf["dns_searches"] == [
+        "default.svc.cluster.local",
+        "svc.cluster.local",
+        "cluster.local",
+    ]
+    assert conf["dns_options"] == ["ndots:5"]

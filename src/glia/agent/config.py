@@ -59,6 +59,12 @@ class AgentConfig:
     # (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF of this node's podman).
     runtime: str = "podman"  # "podman" or "none" (labels only from CNI args)
     runtime_env: dict[str, str] = field(default_factory=dict)
+    # DNS for pods (docs/dns.md), UDP and TCP on node_ip:dns_port; 0 = off.
+    dns_port: int = 53
+    # Where names outside cluster.local/clusterset.local go ("IP" or "IP:PORT",
+    # tried in order, dns_timeout s each); none: they get NXDOMAIN at once.
+    dns_upstreams: list[str] = field(default_factory=list)
+    dns_timeout: float = 0.5
     log_level: str = "info"
 
 

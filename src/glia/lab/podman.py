@@ -43,6 +43,11 @@ CGROUP_HOOK_FILE = "glia-cgroup.json"
 CGROUP_HOOK_STAGE = "createRuntime"
 BUSYBOX = Path("/bin/busybox")
 PODMAN_TIMEOUT = 60.0
+# Short names of Services in namespace default, then `<service>.<namespace>`,
+# as in Kubernetes (every lab container's resolv.conf).
+DNS_SEARCHES = ("default.svc.cluster.local", "svc.cluster.local", "cluster.local")
+# Kubernetes' ndots: `web.shop` (one dot) goes through the search domains first.
+DNS_OPTIONS = ("ndots:5",)
 
 
 class PodmanError(RuntimeError):
@@ -69,6 +74,11 @@ def render_containers_conf(node: NodeSpec, plugin_dirs: Sequence[Path]) -> str:
             f"# glia lab node {node.ref}: written by `glia lab up`",
             "[containers]",
             'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]',
+            # The node's agent serves DNS on the node's IP (docs/dns.md); the
+            # machine's own resolver is out of the pods' reach.
+            f"dns_servers = {_toml_list([str(node.ip)])}",
+            f"dns_searches = {_toml_list(DNS_SEARCHES)}",
+            f"dns_options = {_toml_list(DNS_OPTIONS)}",
             'log_driver = "k8s-file"',
             "",
             "[engine]",
