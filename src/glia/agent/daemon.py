@@ -169,6 +169,8 @@ class Agent:
             datapath=self.datapath,
             run_dp=self.run_dp,
             labels=labels,
+            # resolv.conf names no port: only DNS on 53 can be handed to pods.
+            dns_nameserver=cfg.node_ip if cfg.dns_port == 53 else None,
         )
         stats = await self.endpoints.restore()
         summary = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in stats.items())

@@ -90,7 +90,10 @@ class EndpointManager:
         datapath: Datapath,
         run_dp: RunDatapath,
         labels: LabelSource,
+        dns_nameserver: str | None = None,
     ) -> None:
+        """``dns_nameserver``: the node IP when the agent serves DNS on its port 53
+        (then ADD results carry it, with the namespace's search list), else None."""
         self._cluster = cluster
         self._cluster_id = cluster_id
         self._node = node
@@ -104,6 +107,7 @@ class EndpointManager:
         self._dp = datapath
         self._run_dp = run_dp
         self._labels = labels
+        self._dns_nameserver = dns_nameserver
         self._eps: dict[str, Endpoint] = {}  # endpoint_key -> endpoint
         self._lock = asyncio.Lock()  # ADD/DEL/GC/label updates are serialised
         self._label_tasks: dict[str, asyncio.Task[None]] = {}
@@ -136,7 +140,7 @@ class EndpointManager:
             existing = self._eps.get(key)
             if existing is not None:
                 # A runtime retrying ADD: same answer, nothing allocated twice.
-                return add_result(existing, self.gateway, cni_version)
+                return self._result(existing, cni_version)
             for other in self._eps.values():
                 if (other.namespace, other.name) == (namespace, name):
                     raise CniError(
@@ -144,12 +148,22 @@ class EndpointManager:
                         f"an endpoint named {namespace}/{name} already exists on this node "
                         f"(container {other.container_id[:12]})",
                     )
-            ep = await self._add_locked(cid, netns, ifname, name, namespace, r.ip)
+            ep = await self._add_locked(cid, netns, ifname, name, namespace, r.ip, r.aliases)
         self._resolve_labels_later(ep)
-        return add_result(ep, self.gateway, cni_version)
+        return self._result(ep, cni_version)
+
+    def _result(self, ep: Endpoint, cni_version: str) -> dict[str, Any]:
+        return add_result(ep, self.gateway, cni_version, self._dns_nameserver)
 
     async def _add_locked(
-        self, cid: str, netns: str, ifname: str, name: str, namespace: str, requested: str | None
+        self,
+        cid: str,
+        netns: str,
+        ifname: str,
+        name: str,
+        namespace: str,
+        requested: str | None,
+        aliases: tuple[str, ...] = (),
     ) -> Endpoint:
         undo: list[Callable[[], Awaitable[Any]]] = []
         try:
@@ -200,6 +214,7 @@ class EndpointManager:
                 netns=netns,
                 mac=veth.container_mac,
                 host_mac=veth.host_mac,
+                aliases=aliases,
             )
             await self._program(ep, veth.host_ifindex)
             undo.append(lambda: self._unprogram(ep))

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from glia.cni import spec
 from glia.cni.spec import ERR_INVALID_CONFIG, ERR_INVALID_ENV, CniError
-from glia.model.endpoint import Endpoint
+from glia.model.endpoint import MAX_ALIASES, Endpoint, alias_problem
 from glia.model.identity import NAMESPACE_LABEL
 
 DEFAULT_IFNAME = "eth0"
@@ -38,6 +38,20 @@ MAX_POD_NAME = 253
 MAX_POD_NAMESPACE = 63
 _POD_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
 _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+# CNI_ARGS glia reads (IP) or may ignore because they only name the pod
+# (Kubernetes' runtimes send all four K8S_ ones; podman sends K8S_POD_NAME and
+# IgnoreUnknown, which glia-cni strips, plus whatever CNI_ARGS its own
+# environment holds). Any other key is an option glia cannot honour, MAC= above
+# all (podman run --mac-address): refused, never silently ignored.
+KNOWN_CNI_ARGS = frozenset(
+    {"K8S_POD_NAME", "K8S_POD_NAMESPACE", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID", "IP"}
+)
+_ARG_OPTION = {"MAC": "--mac-address (CNI_ARGS MAC)"}
+# runtimeConfig keys (capabilities) glia-cni reads; portMappings belongs to the
+# portmap plugin chained after it (docs/endpoints.md), which podman hands it only
+# if glia-cni's entry declared it too: tolerated, never read here.
+KNOWN_RUNTIME_CONFIG = frozenset({"aliases", "ips", "portMappings"})
 
 
 class NetnsId(NamedTuple):
@@ -58,6 +72,7 @@ class AddRequest:
     namespace: str  # K8S_POD_NAMESPACE, else "default"
     cni_version: str  # of the result
     ip: str | None = None  # the address asked for (podman run --ip), if any
+    aliases: tuple[str, ...] = ()  # --network-alias names (and podman's short id), lower case
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +90,83 @@ def parse_add(body: Any) -> AddRequest:
     cid, netns, ifname = _attachment(body)
     name, namespace = _pod(body.get("args"), cid)
     version = _cni_version(body.get("config"))
+    check_supported(body.get("args"), body.get("config"))
     ip = requested_ip(body.get("args"), body.get("config"))
-    return AddRequest(cid, netns, ifname, name, namespace, version, ip)
+    aliases = requested_aliases(body.get("config"))
+    return AddRequest(cid, netns, ifname, name, namespace, version, ip, aliases)
+
+
+def check_supported(args: Any, config: Any) -> None:
+    """Refuse (code 4 or 7) an ADD asking for what glia cannot do, naming the option.
+
+    ``args`` are CNI_ARGS (already checked to be strings), ``config`` the
+    network configuration with the runtime's ``runtimeConfig``.
+    """
+    for key in sorted(args or {}):
+        if key in KNOWN_CNI_ARGS:
+            continue
+        option = _ARG_OPTION.get(key, f"CNI_ARGS {str(key)[:60]}")
+        raise CniError(
+            ERR_INVALID_ENV,
+            f"{option} is not supported by glia",
+            f"glia reads CNI_ARGS {', '.join(sorted(KNOWN_CNI_ARGS))} only; "
+            "run the container without that option",
+        )
+    rc = config.get("runtimeConfig") if isinstance(config, Mapping) else None
+    if rc is None:
+        return
+    if not isinstance(rc, Mapping):
+        raise CniError(ERR_INVALID_CONFIG, "runtimeConfig must be an object")
+    for key in sorted(rc):
+        if key not in KNOWN_RUNTIME_CONFIG:
+            raise CniError(
+                ERR_INVALID_CONFIG,
+                f"runtimeConfig.{str(key)[:60]} (capability) is not supported by glia",
+                f"glia-cni reads {', '.join(sorted(KNOWN_RUNTIME_CONFIG))} only",
+            )
+
+
+def requested_aliases(config: Any) -> tuple[str, ...]:
+    """The endpoint's DNS aliases from ``runtimeConfig.aliases`` (code 7 if malformed).
+
+    Podman (CNI backend) sends ``{"<network>": ["db", "<short id>"]}`` when the
+    conflist declares the ``aliases`` capability: its ``--network-alias`` names
+    and the container's 12-character short id. Only the list of this network
+    (``config.name``) counts. Names are folded to lower case (DNS is
+    case-insensitive); each must be a DNS label, at most ``MAX_ALIASES`` of them.
+    """
+    rc = config.get("runtimeConfig") if isinstance(config, Mapping) else None
+    if not isinstance(rc, Mapping) or rc.get("aliases") is None:
+        return ()
+    by_net = rc["aliases"]
+    if not isinstance(by_net, Mapping):
+        raise CniError(
+            ERR_INVALID_CONFIG, "runtimeConfig.aliases must be an object: network -> list of names"
+        )
+    network = config.get("name") if isinstance(config, Mapping) else None
+    raw = by_net.get(network, []) if isinstance(network, str) else []
+    if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
+        raise CniError(
+            ERR_INVALID_CONFIG, f"runtimeConfig.aliases.{network}: expected a list of names"
+        )
+    out: list[str] = []
+    for alias in raw:
+        alias = alias.lower()
+        problem = alias_problem(alias)
+        if problem is not None:
+            raise CniError(
+                ERR_INVALID_CONFIG,
+                f"--network-alias {problem}",
+                "glia answers aliases as single DNS names (docs/dns.md)",
+            )
+        if alias not in out:
+            out.append(alias)
+    if len(out) > MAX_ALIASES:
+        raise CniError(
+            ERR_INVALID_CONFIG,
+            f"{len(out)} network aliases; glia keeps at most {MAX_ALIASES} per endpoint",
+        )
+    return tuple(out)
 
 
 def requested_ip(args: Any, config: Any) -> str | None:
