@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from glia.endpoint.cni_result import DNS_OPTIONS as DNS_RESULT_OPTIONS
 from glia.lab import netns
 from glia.lab.topology import IMAGE, NodeSpec
 
@@ -43,11 +44,10 @@ CGROUP_HOOK_FILE = "glia-cgroup.json"
 CGROUP_HOOK_STAGE = "createRuntime"
 BUSYBOX = Path("/bin/busybox")
 PODMAN_TIMEOUT = 60.0
-# Short names of Services in namespace default, then `<service>.<namespace>`,
-# as in Kubernetes (every lab container's resolv.conf).
-DNS_SEARCHES = ("default.svc.cluster.local", "svc.cluster.local", "cluster.local")
 # Kubernetes' ndots: `web.shop` (one dot) goes through the search domains first.
-DNS_OPTIONS = ("ndots:5",)
+# The nameserver and search list come from glia-cni's ADD result instead
+# (glia.endpoint.cni_result); podman 4.3 ignores that result's options.
+DNS_OPTIONS = DNS_RESULT_OPTIONS
 
 
 class PodmanError(RuntimeError):
@@ -74,10 +74,11 @@ def render_containers_conf(node: NodeSpec, plugin_dirs: Sequence[Path]) -> str:
             f"# glia lab node {node.ref}: written by `glia lab up`",
             "[containers]",
             'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]',
-            # The node's agent serves DNS on the node's IP (docs/dns.md); the
-            # machine's own resolver is out of the pods' reach.
-            f"dns_servers = {_toml_list([str(node.ip)])}",
-            f"dns_searches = {_toml_list(DNS_SEARCHES)}",
+            # The node's agent serves DNS on the node's IP (docs/dns.md): the
+            # CNI result names it with the pod's namespace first in the search
+            # list. Setting dns_servers or dns_searches here would make podman
+            # drop the result's search list (seen with podman 4.3.1); its
+            # options it ignores, hence ndots here.
             f"dns_options = {_toml_list(DNS_OPTIONS)}",
             'log_driver = "k8s-file"',
             "",
