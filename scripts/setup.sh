@@ -10,6 +10,7 @@ APT_PACKAGES=(
   etcd-server etcd-client
   iproute2 iptables nftables conntrack
   podman runc containernetworking-plugins
+  catatonit  # the infra container of `podman pod create` runs it
   busybox-static iperf3 wrk nginx-light procps psmisc
   python3-venv
 )

@@ -236,3 +236,63 @@ def test_identity_names_a_namespace_whatever_the_path() -> None:
     assert netns_check.identity("/nonexistent") is None
     assert netns_check.identity("/x\0") is None
     assert stat.S_ISREG(st_net.st_mode)  # what check_pod_netns relies on
+
+
+# -- issue 10: requested addresses and namespaces ------------------------------------
+
+
+def test_requested_ip_from_cni_args_and_runtime_config() -> None:
+    assert request.requested_ip({"IP": "10.1.1.7"}, {}) == "10.1.1.7"
+    assert request.requested_ip({}, {"runtimeConfig": {"ips": ["10.1.1.7/24"]}}) == "10.1.1.7"
+    assert request.requested_ip({"IP": "10.1.1.7"}, {"runtimeConfig": {"ips": ["10.1.1.7"]}}) == (
+        "10.1.1.7"
+    )
+    assert request.requested_ip({}, {}) is None
+    assert request.requested_ip(None, None) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "config", "code", "text"),
+    [
+        ({"IP": "10.1.1.x"}, {}, 4, "CNI_ARGS IP: '10.1.1.x' is not an IP address"),
+        ({"IP": "fd00::1"}, {}, 4, "IPv6"),
+        ({"IP": "10.1.1.7,10.1.1.8"}, {}, 4, "2 addresses requested"),
+        ({}, {"runtimeConfig": {"ips": "10.1.1.7"}}, 7, "runtimeConfig.ips must be a list"),
+        ({}, {"runtimeConfig": {"ips": ["zz"]}}, 7, "runtimeConfig.ips: 'zz'"),
+    ],
+)
+def test_requested_ip_refused(args: Any, config: Any, code: int, text: str) -> None:
+    with pytest.raises(CniError) as e:
+        request.requested_ip(args, config)
+    assert e.value.code == code and text in e.value.msg
+
+
+def test_parse_add_carries_the_requested_ip() -> None:
+    body = {
+        "container_id": "c" * 64,
+        "netns": "/run/netns/x",
+        "ifname": "eth0",
+        "args": {"K8S_POD_NAME": "web", "IP": "10.1.1.9"},
+        "config": {"cniVersion": "1.0.0"},
+    }
+    assert request.parse_add(body).ip == "10.1.1.9"
+
+
+@pytest.mark.parametrize(
+    ("labels", "want", "problem"),
+    [
+        ({"io.kubernetes.pod.namespace": "shop"}, "shop", None),
+        ({"app": "web"}, "default", None),
+        ({"io.kubernetes.pod.namespace": "Shop"}, "default", "is not a namespace name"),
+        ({"io.kubernetes.pod.namespace": "-shop"}, "default", "is not a namespace name"),
+        ({"io.kubernetes.pod.namespace": "a" * 64}, "default", "at most 63"),
+        ({"io.kubernetes.pod.namespace": ""}, "default", "is not a namespace name"),
+    ],
+)
+def test_namespace_from_labels(labels: dict[str, str], want: str, problem: str | None) -> None:
+    ns, why = request.namespace_from_labels(labels, "default")
+    assert ns == want
+    if problem is None:
+        assert why is None
+    else:
+        assert why is not None and problem in why

@@ -86,3 +86,11 @@ def test_cgroup_hook_runs_the_console_script_for_every_container() -> None:
 
 def test_cgroup_parent_is_the_node_cgroup_from_the_hierarchy_root() -> None:
     assert podman.cgroup_parent(_node()) == "/glia-lab-gliat-c1-n2"
+
+
+def test_containers_get_ndots_and_the_rest_of_dns_from_the_cni_result() -> None:
+    # dns_servers or dns_searches would make podman drop the CNI result's
+    # per-namespace search list (glia.endpoint.cni_result); it ignores its options.
+    conf = tomllib.loads(podman.render_containers_conf(_node(), []))["containers"]
+    assert conf["dns_options"] == ["ndots:5"]
+    assert "dns_servers" not in conf and "dns_searches" not in conf

@@ -64,6 +64,12 @@ class AgentConfig:
     # node routes other nodes' pod CIDRs via those nodes, IPv4 forwarding on.
     # Off by default: it changes the namespace the agent runs in (the lab turns it on).
     masquerade: bool = False
+    # DNS for pods (docs/dns.md), UDP and TCP on node_ip:dns_port; 0 = off.
+    dns_port: int = 53
+    # Where names outside cluster.local/clusterset.local go ("IP" or "IP:PORT",
+    # tried in order, dns_timeout s each); none: they get NXDOMAIN at once.
+    dns_upstreams: list[str] = field(default_factory=list)
+    dns_timeout: float = 0.5
     log_level: str = "info"
 
 

@@ -42,6 +42,9 @@ from glia.clustermesh.remote import MeshSinks
 from glia.cni.deletion_queue import DeletionQueue
 from glia.datapath import netlink
 from glia.datapath.loader import Datapath
+from glia.dns.names import ServiceName, Sources
+from glia.dns.pods import PodNames
+from glia.dns.server import DnsServer, Upstream
 from glia.endpoint.manager import EndpointManager
 from glia.endpoint.store import EndpointStore
 from glia.identity.allocator import IdentityAllocator, MasterKeyKeeper
@@ -87,6 +90,8 @@ class Agent:
         self.policy: PolicySync | None = None
         self._policy_reflector: Reflector | None = None
         self.monitor: Monitor | None = None  # datapath events for `glia monitor`
+        self.dns: DnsServer | None = None
+        self.pod_names: PodNames | None = None
         self.node: Node | None = None
         self._reflectors: list[Reflector] = []
         self._ipcache_reflectors: list[Reflector] = []
@@ -165,6 +170,8 @@ class Agent:
             datapath=self.datapath,
             run_dp=self.run_dp,
             labels=labels,
+            # resolv.conf names no port: only DNS on 53 can be handed to pods.
+            dns_nameserver=cfg.node_ip if cfg.dns_port == 53 else None,
         )
         stats = await self.endpoints.restore()
         summary = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in stats.items())
@@ -223,6 +230,7 @@ class Agent:
         self._reflectors.append(svc_reflector)
         self._services_reflector = svc_reflector
         await self._start_policy()
+        await self._start_dns(bounds)
         self._refresh_status()
         self.ready.set()
         log.info("agent %s/%s ready (pod CIDR %s)", cfg.cluster, cfg.node, cidr)
@@ -283,6 +291,46 @@ class Agent:
         ipcache.on_nodes_changed(update)
         await update()
 
+    async def _start_dns(self, bounds: ClusterBounds) -> None:
+        """Serve DNS on node_ip:dns_port from the Services and the cluster's endpoint names.
+
+        A port that cannot be bound leaves the agent up (networking does not
+        need DNS); the dns subsystem is degraded and says why.
+        """
+        cfg = self.cfg
+        if cfg.dns_port == 0:
+            return
+        assert self.kv and self.services
+        upstreams = [Upstream.parse(u) for u in cfg.dns_upstreams]
+        self.pod_names = PodNames(bounds)
+        r = Reflector(self.kv, keys.endpoints(cfg.cluster), self.pod_names, name="dns: pods")
+        await r.start()
+        self._reflectors.append(r)
+        services, names = self.services, self.pod_names
+
+        def service(namespace: str, name: str) -> ServiceName | None:
+            svc = services.programmed_service(namespace, name)
+            return None if svc is None else ServiceName(svc.cluster_ip, svc.global_)
+
+        server = DnsServer(
+            Sources(service=service, pods=names.lookup),
+            cfg.node_ip,
+            cfg.dns_port,
+            upstreams,
+            cfg.dns_timeout,
+        )
+        self.status["dns"] = Subsystem()
+        try:
+            await server.start()
+        except OSError as e:
+            msg = f"cannot listen on {cfg.node_ip}:{cfg.dns_port}: {e.strerror or e}"
+            log.error("dns: %s", msg)
+            self.status["dns"].set(True, msg, degraded=True)
+            return
+        self.dns = server
+        up = ", ".join(cfg.dns_upstreams) or "none (other names: NXDOMAIN)"
+        self.status["dns"].set(True, f"serving on {cfg.node_ip}:{cfg.dns_port}; upstreams {up}")
+
     async def _register_node(self) -> str:
         cfg = self.cfg
         assert self.kv and self.publisher
@@ -337,6 +385,9 @@ class Agent:
         """Stop without tearing down: pinned maps and attached programs keep
         carrying traffic, and keys live until the lease's TTL so a restart
         within it is invisible to the rest of the cluster."""
+        if self.dns is not None:
+            with contextlib.suppress(Exception):
+                await self.dns.stop()
         if self.mesh is not None:
             with contextlib.suppress(Exception):
                 await self.mesh.stop()
@@ -456,6 +507,7 @@ class Agent:
             "services": self.services.status() if self.services else None,
             "policy": self.policy.status() if self.policy else None,
             "monitor": self.monitor.status() if self.monitor else None,
+            "dns": self.dns.status() if self.dns else None,
         }
 
 

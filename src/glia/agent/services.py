@@ -287,6 +287,10 @@ class AgentServices:
         of global ones (``GET /v1/services``); empty until the first sync."""
         return sorted(self._programmed.values(), key=lambda s: (s.namespace, s.name))
 
+    def programmed_service(self, namespace: str, name: str) -> ClusterService | None:
+        """One Service as the maps hold it (DNS asks this for every query)."""
+        return self._programmed.get((namespace, name))
+
     def status(self) -> dict[str, Any]:
         return {
             "services": len(self.services),

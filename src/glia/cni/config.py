@@ -20,7 +20,11 @@ def conflist(
 
     ``cniVersions`` (spec 1.1) lets a runtime that knows GC and STATUS use them;
     older runtimes read ``cniVersion``. ``mtu`` reaches the agent inside every
-    request's ``config``; the agent decides the pod MTU.
+    request's ``config``; the agent decides the pod MTU. The capabilities make
+    podman hand over ``--network-alias`` (``runtimeConfig.aliases``) and several
+    ``--ip`` (``runtimeConfig.ips``; one comes as CNI_ARGS ``IP``), which the
+    agent answers in DNS or refuses (docs/endpoints.md): undeclared, podman
+    drops them without a word.
     """
     if not valid_name(name):
         raise ValueError(f"network name {name!r}: letters, digits, '_', '.', '-' only")
@@ -32,5 +36,12 @@ def conflist(
         "cniVersion": "1.0.0",
         "cniVersions": ["1.0.0", "1.1.0"],
         "name": name,
-        "plugins": [{"type": "glia-cni", "agentSocket": agent_socket, "mtu": mtu}],
+        "plugins": [
+            {
+                "type": "glia-cni",
+                "agentSocket": agent_socket,
+                "mtu": mtu,
+                "capabilities": {"aliases": True, "ips": True},
+            }
+        ],
     }

@@ -114,7 +114,9 @@ def parse_cni_args(raw: str) -> dict[str, str]:
     """``IgnoreUnknown=1;K8S_POD_NAME=x;K8S_POD_NAMESPACE=y`` -> dict (error code 4).
 
     Unknown keys are kept for the agent whatever ``IgnoreUnknown`` says: the
-    agent reads the ones it knows. Empty segments (a trailing ``;``) are skipped.
+    agent refuses an ADD with keys it cannot honour (``MAC``, ...;
+    :func:`glia.endpoint.request.check_supported`) rather than ignore them.
+    Empty segments (a trailing ``;``) are skipped.
     """
     out: dict[str, str] = {}
     for pair in raw.split(";"):

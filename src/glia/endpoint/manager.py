@@ -39,7 +39,7 @@ from glia.endpoint import netns_check, request
 from glia.endpoint.cni_result import add_result
 from glia.endpoint.store import EndpointStore, endpoint_key
 from glia.identity.allocator import IdentityAllocator
-from glia.ipam.local import LocalIPAM
+from glia.ipam.local import AddressInUse, AddressRefused, LocalIPAM
 from glia.ipam.pool import PoolExhausted, gateway_ip
 from glia.kvstore import keys
 from glia.kvstore.client import KVClient
@@ -48,6 +48,7 @@ from glia.model import codec
 from glia.model.endpoint import Endpoint, EndpointState
 from glia.model.identity import CLUSTER_LABEL, NAMESPACE_LABEL, ReservedIdentity
 from glia.model.ipcache import IPCacheEntry
+from glia.model.node import Node
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,10 @@ class EndpointManager:
         datapath: Datapath,
         run_dp: RunDatapath,
         labels: LabelSource,
+        dns_nameserver: str | None = None,
     ) -> None:
+        """``dns_nameserver``: the node IP when the agent serves DNS on its port 53
+        (then ADD results carry it, with the namespace's search list), else None."""
         self._cluster = cluster
         self._cluster_id = cluster_id
         self._node = node
@@ -103,6 +107,7 @@ class EndpointManager:
         self._dp = datapath
         self._run_dp = run_dp
         self._labels = labels
+        self._dns_nameserver = dns_nameserver
         self._eps: dict[str, Endpoint] = {}  # endpoint_key -> endpoint
         self._lock = asyncio.Lock()  # ADD/DEL/GC/label updates are serialised
         self._label_tasks: dict[str, asyncio.Task[None]] = {}
@@ -135,7 +140,7 @@ class EndpointManager:
             existing = self._eps.get(key)
             if existing is not None:
                 # A runtime retrying ADD: same answer, nothing allocated twice.
-                return add_result(existing, self.gateway, cni_version)
+                return self._result(existing, cni_version)
             for other in self._eps.values():
                 if (other.namespace, other.name) == (namespace, name):
                     raise CniError(
@@ -143,19 +148,43 @@ class EndpointManager:
                         f"an endpoint named {namespace}/{name} already exists on this node "
                         f"(container {other.container_id[:12]})",
                     )
-            ep = await self._add_locked(cid, netns, ifname, name, namespace)
+            ep = await self._add_locked(cid, netns, ifname, name, namespace, r.ip, r.aliases)
         self._resolve_labels_later(ep)
-        return add_result(ep, self.gateway, cni_version)
+        return self._result(ep, cni_version)
+
+    def _result(self, ep: Endpoint, cni_version: str) -> dict[str, Any]:
+        return add_result(ep, self.gateway, cni_version, self._dns_nameserver)
 
     async def _add_locked(
-        self, cid: str, netns: str, ifname: str, name: str, namespace: str
+        self,
+        cid: str,
+        netns: str,
+        ifname: str,
+        name: str,
+        namespace: str,
+        requested: str | None,
+        aliases: tuple[str, ...] = (),
     ) -> Endpoint:
         undo: list[Callable[[], Awaitable[Any]]] = []
         try:
             try:
-                ip = self._ipam.allocate(endpoint_key(cid, ifname))
+                ip = self._ipam.allocate(endpoint_key(cid, ifname), requested)
             except PoolExhausted as e:
                 raise CniError(CNI_TRY_AGAIN, str(e)) from None
+            except AddressInUse as e:
+                raise CniError(
+                    CNI_INVALID_ENV,
+                    f"requested address {e.ip} is in use on node {self._node} "
+                    f"by {self._holder(e.owner)}",
+                    "choose a free address, or remove that container first",
+                ) from None
+            except AddressRefused as e:
+                raise CniError(
+                    CNI_INVALID_ENV,
+                    f"requested address refused: {e}{await self._owner_node_hint(requested)}",
+                    f"node {self._node} gives addresses of {self._ipam.cidr} only, "
+                    "except its network, gateway and broadcast addresses",
+                ) from None
             undo.append(lambda: _aw(self._ipam.release(ip)))
             host_ifname = netlink.host_ifname_for(cid, ifname)
             veth = await self._run_dp(
@@ -185,6 +214,7 @@ class EndpointManager:
                 netns=netns,
                 mac=veth.container_mac,
                 host_mac=veth.host_mac,
+                aliases=aliases,
             )
             await self._program(ep, veth.host_ifindex)
             undo.append(lambda: self._unprogram(ep))
@@ -208,6 +238,29 @@ class EndpointManager:
             if isinstance(e, Exception):
                 raise CniError(CNI_IO_ERROR, f"setting up {namespace}/{name} failed: {e}") from e
             raise
+
+    def _holder(self, owner: str) -> str:
+        ep = self._eps.get(owner)
+        if ep is None:
+            return f"container {owner[:12]} (being set up or removed)"
+        return f"{ep.namespace}/{ep.name} (container {ep.container_id[:12]})"
+
+    async def _owner_node_hint(self, ip: str | None) -> str:
+        """``"; it belongs to node n2 (10.1.2.0/24)"`` if another node's CIDR holds ``ip``."""
+        if ip is None:
+            return ""
+        try:
+            items, _ = await self._kv.list(keys.nodes(self._cluster))
+            for kv in items:
+                node = codec.decode(Node, kv.value)
+                if node.name != self._node and node.pod_cidr and request.in_cidr(ip, node.pod_cidr):
+                    return (
+                        f"; it belongs to node {node.name}'s pod CIDR {node.pod_cidr}: "
+                        f"run the container on {node.name}"
+                    )
+        except Exception as e:  # the hint is a courtesy; the refusal stands without it
+            log.debug("no owner node for %s: %s", ip, e)
+        return ""
 
     async def delete(self, req: dict[str, Any]) -> None:
         cid = str(req.get("container_id") or "")
@@ -345,14 +398,36 @@ class EndpointManager:
                 "labels of %s/%s unavailable (%s): using base labels", ep.namespace, ep.name, e
             )
             runtime_labels = {}
-        labels = {**runtime_labels, **self._base_labels(ep.namespace)}
         async with self._lock:
             ep = self._eps.get(key)
             if ep is None:  # deleted meanwhile
                 return
+            namespace, problem = request.namespace_from_labels(runtime_labels, ep.namespace)
+            if problem is None and any(
+                (o.namespace, o.name) == (namespace, ep.name) and k != key
+                for k, o in self._eps.items()
+            ):
+                problem = f"an endpoint named {namespace}/{ep.name} exists already on this node"
+                namespace = ep.namespace
+            if problem is not None:
+                log.warning(
+                    "endpoint %s/%s stays in namespace %s: %s",
+                    ep.namespace,
+                    ep.name,
+                    ep.namespace,
+                    problem,
+                )
+            labels = {**runtime_labels, **self._base_labels(namespace)}
             ident = await self._ids.allocate(labels)
             old = ep.identity
-            ep = replace(ep, labels=labels, identity=ident.id, state=EndpointState.READY)
+            old_namespace = ep.namespace
+            ep = replace(
+                ep,
+                namespace=namespace,
+                labels=labels,
+                identity=ident.id,
+                state=EndpointState.READY,
+            )
             links = dict(await self._run_dp(lambda: netlink.list_links(netlink.HOST_PREFIX)))
             ifindex = links.get(ep.host_ifname)
             if ifindex is None:
@@ -364,6 +439,11 @@ class EndpointManager:
                     await self.hooks.identity_ready(ident.id, labels)
                 await self._program(ep, ifindex)
                 self._store.save(ep)
+                if old_namespace != ep.namespace:
+                    # Old key first: readers index endpoints by IP too.
+                    await self._pub.withdraw(
+                        keys.endpoint(self._cluster, self._node, old_namespace, ep.name)
+                    )
                 await self._publish(ep)
                 self._eps[key] = ep
             finally:

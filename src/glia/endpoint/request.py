@@ -24,7 +24,8 @@ from typing import Any, NamedTuple
 
 from glia.cni import spec
 from glia.cni.spec import ERR_INVALID_CONFIG, ERR_INVALID_ENV, CniError
-from glia.model.endpoint import Endpoint
+from glia.model.endpoint import MAX_ALIASES, Endpoint, alias_problem
+from glia.model.identity import NAMESPACE_LABEL
 
 DEFAULT_IFNAME = "eth0"
 DEFAULT_NAMESPACE = "default"
@@ -36,6 +37,21 @@ MAX_POD_NAME = 253
 # K8S_POD_NAMESPACE is also a label value (io.kubernetes.pod.namespace): 63.
 MAX_POD_NAMESPACE = 63
 _POD_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+# CNI_ARGS glia reads (IP) or may ignore because they only name the pod
+# (Kubernetes' runtimes send all four K8S_ ones; podman sends K8S_POD_NAME and
+# IgnoreUnknown, which glia-cni strips, plus whatever CNI_ARGS its own
+# environment holds). Any other key is an option glia cannot honour, MAC= above
+# all (podman run --mac-address): refused, never silently ignored.
+KNOWN_CNI_ARGS = frozenset(
+    {"K8S_POD_NAME", "K8S_POD_NAMESPACE", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID", "IP"}
+)
+_ARG_OPTION = {"MAC": "--mac-address (CNI_ARGS MAC)"}
+# runtimeConfig keys (capabilities) glia-cni reads; portMappings belongs to the
+# portmap plugin chained after it (docs/endpoints.md), which podman hands it only
+# if glia-cni's entry declared it too: tolerated, never read here.
+KNOWN_RUNTIME_CONFIG = frozenset({"aliases", "ips", "portMappings"})
 
 
 class NetnsId(NamedTuple):
@@ -55,6 +71,8 @@ class AddRequest:
     name: str  # K8S_POD_NAME, else the container id's first 12 characters
     namespace: str  # K8S_POD_NAMESPACE, else "default"
     cni_version: str  # of the result
+    ip: str | None = None  # the address asked for (podman run --ip), if any
+    aliases: tuple[str, ...] = ()  # --network-alias names (and podman's short id), lower case
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +89,124 @@ def parse_add(body: Any) -> AddRequest:
     """The ADD request's fields, or CniError (4, 7 or 1) naming the one that is wrong."""
     cid, netns, ifname = _attachment(body)
     name, namespace = _pod(body.get("args"), cid)
-    return AddRequest(cid, netns, ifname, name, namespace, _cni_version(body.get("config")))
+    version = _cni_version(body.get("config"))
+    check_supported(body.get("args"), body.get("config"))
+    ip = requested_ip(body.get("args"), body.get("config"))
+    aliases = requested_aliases(body.get("config"))
+    return AddRequest(cid, netns, ifname, name, namespace, version, ip, aliases)
+
+
+def check_supported(args: Any, config: Any) -> None:
+    """Refuse (code 4 or 7) an ADD asking for what glia cannot do, naming the option.
+
+    ``args`` are CNI_ARGS (already checked to be strings), ``config`` the
+    network configuration with the runtime's ``runtimeConfig``.
+    """
+    for key in sorted(args or {}):
+        if key in KNOWN_CNI_ARGS:
+            continue
+        option = _ARG_OPTION.get(key, f"CNI_ARGS {str(key)[:60]}")
+        raise CniError(
+            ERR_INVALID_ENV,
+            f"{option} is not supported by glia",
+            f"glia reads CNI_ARGS {', '.join(sorted(KNOWN_CNI_ARGS))} only; "
+            "run the container without that option",
+        )
+    rc = config.get("runtimeConfig") if isinstance(config, Mapping) else None
+    if rc is None:
+        return
+    if not isinstance(rc, Mapping):
+        raise CniError(ERR_INVALID_CONFIG, "runtimeConfig must be an object")
+    for key in sorted(rc):
+        if key not in KNOWN_RUNTIME_CONFIG:
+            raise CniError(
+                ERR_INVALID_CONFIG,
+                f"runtimeConfig.{str(key)[:60]} (capability) is not supported by glia",
+                f"glia-cni reads {', '.join(sorted(KNOWN_RUNTIME_CONFIG))} only",
+            )
+
+
+def requested_aliases(config: Any) -> tuple[str, ...]:
+    """The endpoint's DNS aliases from ``runtimeConfig.aliases`` (code 7 if malformed).
+
+    Podman (CNI backend) sends ``{"<network>": ["db", "<short id>"]}`` when the
+    conflist declares the ``aliases`` capability: its ``--network-alias`` names
+    and the container's 12-character short id. Only the list of this network
+    (``config.name``) counts. Names are folded to lower case (DNS is
+    case-insensitive); each must be a DNS label, at most ``MAX_ALIASES`` of them.
+    """
+    rc = config.get("runtimeConfig") if isinstance(config, Mapping) else None
+    if not isinstance(rc, Mapping) or rc.get("aliases") is None:
+        return ()
+    by_net = rc["aliases"]
+    if not isinstance(by_net, Mapping):
+        raise CniError(
+            ERR_INVALID_CONFIG, "runtimeConfig.aliases must be an object: network -> list of names"
+        )
+    network = config.get("name") if isinstance(config, Mapping) else None
+    raw = by_net.get(network, []) if isinstance(network, str) else []
+    if not isinstance(raw, list) or not all(isinstance(a, str) for a in raw):
+        raise CniError(
+            ERR_INVALID_CONFIG, f"runtimeConfig.aliases.{network}: expected a list of names"
+        )
+    out: list[str] = []
+    for alias in raw:
+        alias = alias.lower()
+        problem = alias_problem(alias)
+        if problem is not None:
+            raise CniError(
+                ERR_INVALID_CONFIG,
+                f"--network-alias {problem}",
+                "glia answers aliases as single DNS names (docs/dns.md)",
+            )
+        if alias not in out:
+            out.append(alias)
+    if len(out) > MAX_ALIASES:
+        raise CniError(
+            ERR_INVALID_CONFIG,
+            f"{len(out)} network aliases; glia keeps at most {MAX_ALIASES} per endpoint",
+        )
+    return tuple(out)
+
+
+def requested_ip(args: Any, config: Any) -> str | None:
+    """The one IPv4 address the runtime asks for, or None (code 4 or 7 if malformed).
+
+    Podman sends one ``--ip`` as ``CNI_ARGS`` ``IP=A.B.C.D`` (host-local's
+    convention) and several as ``runtimeConfig.ips`` (the ``ips`` capability);
+    an address may carry a prefix length (``10.1.1.7/24``), which is ignored:
+    the prefix is the node's. An endpoint has one IPv4 address, so asking for
+    more, or for IPv6, is refused rather than half-honoured.
+    """
+    wanted: list[tuple[str, str]] = []  # (where, address)
+    raw = args.get("IP") if isinstance(args, Mapping) else None
+    if raw:
+        wanted += [("CNI_ARGS IP", part) for part in str(raw).split(",") if part.strip()]
+    rc = config.get("runtimeConfig") if isinstance(config, Mapping) else None
+    if isinstance(rc, Mapping) and rc.get("ips") is not None:
+        ips = rc["ips"]
+        if not isinstance(ips, list) or not all(isinstance(i, str) for i in ips):
+            raise CniError(ERR_INVALID_CONFIG, "runtimeConfig.ips must be a list of strings")
+        wanted += [("runtimeConfig.ips", i) for i in ips]
+    addrs: dict[str, str] = {}
+    for where, text in wanted:
+        try:
+            addr = ipaddress.ip_interface(text.strip()).ip
+        except ValueError:
+            code = ERR_INVALID_ENV if where.startswith("CNI_ARGS") else ERR_INVALID_CONFIG
+            raise CniError(code, f"{where}: {text[:60]!r} is not an IP address") from None
+        if addr.version != 4:
+            raise CniError(
+                ERR_INVALID_ENV, f"{where}: {addr} is IPv6; glia endpoints have IPv4 addresses only"
+            )
+        addrs.setdefault(str(addr), where)
+    if len(addrs) > 1:
+        raise CniError(
+            ERR_INVALID_ENV,
+            f"{len(addrs)} addresses requested ({', '.join(sorted(addrs))}); "
+            "a glia endpoint has exactly one IPv4 address",
+        )
+    return next(iter(addrs), None)
 
 
 def parse_check(body: Any) -> CheckRequest:
@@ -123,6 +258,37 @@ def check_one_netns(
                 f"{container_id[:40]}: its {ep.ifname} is in {ep.netns}",
                 "DEL the container first to attach it elsewhere",
             )
+
+
+def in_cidr(ip: str, cidr: str) -> bool:
+    """Whether ``ip`` lies in ``cidr`` (False for anything malformed)."""
+    try:
+        return ipaddress.ip_address(ip) in ipaddress.ip_network(cidr, strict=False)
+    except ValueError:
+        return False
+
+
+def namespace_from_labels(labels: Mapping[str, str], current: str) -> tuple[str, str | None]:
+    """The endpoint's namespace from its runtime labels, and why not, if not.
+
+    ``io.kubernetes.pod.namespace`` (``podman run --label
+    io.kubernetes.pod.namespace=shop``) names it; without the label the
+    endpoint keeps ``current`` (CNI_ARGS ``K8S_POD_NAMESPACE``, else
+    ``default``). A value that is not a DNS-1123 label (what Kubernetes allows
+    as a namespace) is not used: the endpoint keeps ``current`` and the second
+    item says why, for the agent's log. Labels arrive after ADD returned, so
+    there is no CNI error to give any more.
+    """
+    value = labels.get(NAMESPACE_LABEL)
+    if value is None:
+        return current, None
+    if len(value) > MAX_POD_NAMESPACE or not _DNS1123_LABEL.fullmatch(value):
+        return current, (
+            f"label {NAMESPACE_LABEL}={value[:80]!r} is not a namespace name "
+            "(at most 63 lowercase letters, digits or '-', starting and ending with a "
+            "letter or digit)"
+        )
+    return value, None
 
 
 # -- fields -------------------------------------------------------------------------

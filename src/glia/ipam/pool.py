@@ -8,11 +8,15 @@ cluster pool.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 
 class PoolExhausted(Exception):
     """Every address (or block) of the pool is taken."""
+
+
+class AddressNotAssignable(ValueError):
+    """A requested endpoint address that the node's pod CIDR cannot give."""
 
 
 def gateway_ip(cidr: str) -> str:
@@ -21,12 +25,43 @@ def gateway_ip(cidr: str) -> str:
     return str(net.network_address + 1)
 
 
-def next_ip(cidr: str, used: Iterable[str], after: str | None = None) -> str:
+def check_assignable(cidr: str, ip: str) -> str:
+    """``ip`` in its canonical form if an endpoint of ``cidr`` may have it.
+
+    :class:`AddressNotAssignable` names the reason: not an IPv4 address, outside
+    ``cidr``, or the network, gateway or broadcast address of ``cidr``.
+    """
+    net = ipaddress.ip_network(cidr)
+    try:
+        addr = ipaddress.ip_address(ip.strip())
+    except ValueError:
+        raise AddressNotAssignable(f"{ip[:60]!r} is not an IP address") from None
+    if addr.version != net.version:
+        raise AddressNotAssignable(f"{addr} is not an IPv{net.version} address")
+    if addr not in net:
+        raise AddressNotAssignable(f"{addr} is outside this node's pod CIDR {cidr}")
+    if addr == net.network_address:
+        raise AddressNotAssignable(f"{addr} is the network address of {cidr}")
+    if addr == net.network_address + 1:
+        raise AddressNotAssignable(f"{addr} is the node's gateway address in {cidr}")
+    if addr == net.broadcast_address:
+        raise AddressNotAssignable(f"{addr} is the broadcast address of {cidr}")
+    return str(addr)
+
+
+def next_ip(
+    cidr: str,
+    used: Iterable[str],
+    after: str | None = None,
+    cooling: Mapping[str, float] | None = None,
+) -> str:
     """Next free endpoint IP of ``cidr``, scanning round-robin from ``after``.
 
     Skips the network address, the gateway (first host) and broadcast. Starting
     after the last allocation delays reuse of a just-released IP, so a stale
-    ipcache entry elsewhere in the mesh is unlikely to point at a new pod.
+    ipcache entry elsewhere in the mesh is unlikely to point at a new pod; so
+    does ``cooling`` (released IP -> when): those are taken only when no other
+    address is free, the one released longest ago first.
     """
     net = ipaddress.ip_network(cidr)
     first = int(net.network_address) + 2
@@ -40,10 +75,14 @@ def next_ip(cidr: str, used: Iterable[str], after: str | None = None) -> str:
         a = int(ipaddress.ip_address(after))
         if first <= a <= last:
             start = a + 1 if a < last else first
+    cool = {int(ipaddress.ip_address(ip)): at for ip, at in (cooling or {}).items()}
     for i in range(size):
         cand = first + (start - first + i) % size
-        if cand not in taken:
+        if cand not in taken and cand not in cool:
             return str(ipaddress.ip_address(cand))
+    free_cooling = [(at, ip) for ip, at in cool.items() if ip not in taken and first <= ip <= last]
+    if free_cooling:
+        return str(ipaddress.ip_address(min(free_cooling)[1]))
     raise PoolExhausted(f"all {size} endpoint addresses of {cidr} are in use")
 
 

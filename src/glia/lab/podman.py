@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from glia.endpoint.cni_result import DNS_OPTIONS as DNS_RESULT_OPTIONS
 from glia.lab import netns
 from glia.lab.topology import IMAGE, NodeSpec
 
@@ -43,6 +44,10 @@ CGROUP_HOOK_FILE = "glia-cgroup.json"
 CGROUP_HOOK_STAGE = "createRuntime"
 BUSYBOX = Path("/bin/busybox")
 PODMAN_TIMEOUT = 60.0
+# Kubernetes' ndots: `web.shop` (one dot) goes through the search domains first.
+# The nameserver and search list come from glia-cni's ADD result instead
+# (glia.endpoint.cni_result); podman 4.3 ignores that result's options.
+DNS_OPTIONS = DNS_RESULT_OPTIONS
 
 
 class PodmanError(RuntimeError):
@@ -69,6 +74,12 @@ def render_containers_conf(node: NodeSpec, plugin_dirs: Sequence[Path]) -> str:
             f"# glia lab node {node.ref}: written by `glia lab up`",
             "[containers]",
             'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]',
+            # The node's agent serves DNS on the node's IP (docs/dns.md): the
+            # CNI result names it with the pod's namespace first in the search
+            # list. Setting dns_servers or dns_searches here would make podman
+            # drop the result's search list (seen with podman 4.3.1); its
+            # options it ignores, hence ndots here.
+            f"dns_options = {_toml_list(DNS_OPTIONS)}",
             'log_driver = "k8s-file"',
             "",
             "[engine]",
@@ -335,6 +346,8 @@ class NodePodman:
         """Remove every container of the node; returns what was there."""
         found = self.containers()
         if found:
+            # Pods first (`podman pod create`): their infra containers go only with the pod.
+            self.run(["pod", "rm", "-a", "-f", "-t", "0"], check=False)
             self.run(["rm", "-af", "-t", "0"])
         return found
 

@@ -96,15 +96,20 @@ class LabWorkloads(LabBase):
         command: Sequence[str] | None = None,
         network: str = "glia",
         cap_add: Sequence[str] = (),
+        ip: str | None = None,
     ) -> Container:
         """Start a container on ``node`` (default: busybox httpd answering its name).
 
         ``cap_add``: extra capabilities, e.g. ``["NET_ADMIN"]`` to change its addresses.
+        ``ip``: the address to ask for (``podman run --ip``); the agent refuses one
+        outside the node's pod CIDR or in use (a :class:`LabError` with its reason).
         """
         n = self.node(node)
         if not netns.exists(n.netns):
             raise LabError(f"{n.ref}: lab {self.name!r} is not up (no namespace {n.netns})")
         extra = [arg for cap in cap_add for arg in ("--cap-add", cap)]
+        if ip is not None:
+            extra += ["--ip", ip]
         try:
             return NodePodman(n).run_container(
                 name, image=image, labels=labels, command=command, network=network, extra_args=extra

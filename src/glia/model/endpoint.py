@@ -3,7 +3,25 @@
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
+
+# DNS names of an endpoint besides its name (podman's --network-alias, and the
+# container's short id podman adds): single DNS labels, few. Checked at ADD
+# (glia.endpoint.request) and on every record read (glia.validate.endpoints).
+MAX_ALIASES = 32
+MAX_ALIAS = 63
+_ALIAS = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+def alias_problem(alias: str) -> str | None:
+    """Why ``alias`` is not a usable DNS alias (lower case), or None if it is."""
+    if len(alias) > MAX_ALIAS or not _ALIAS.fullmatch(alias):
+        return (
+            f"{alias[:80]!r} is not a DNS label (at most {MAX_ALIAS} lowercase letters, "
+            "digits or '-', starting and ending with a letter or digit)"
+        )
+    return None
 
 
 class EndpointState(enum.StrEnum):
@@ -35,3 +53,4 @@ class Endpoint:
     netns: str = ""  # the container's network namespace path at ADD
     mac: str = ""  # container interface MAC
     host_mac: str = ""  # host-side veth MAC (the pod's gateway MAC)
+    aliases: tuple[str, ...] = ()  # DNS names besides ``name`` (--network-alias), lower case

@@ -429,6 +429,13 @@ class ServiceResolver:
                 self._by_ns.pop(old.namespace, None)
             if self._ip_node.get(old.ip) == old.node:
                 del self._ip_node[old.ip]
+                # An endpoint that moved namespace (new key, same IP) may have been
+                # placed before its old key went: it still owns the address.
+                for other in self._by_ns.values():
+                    same = next((e for e in other.values() if e.ip == old.ip), None)
+                    if same is not None:
+                        self._ip_node[old.ip] = same.node
+                        break
         return old
 
     # --- probe results ----------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ipaddress import IPv4Network
 
 from glia.kvstore import keys
-from glia.model.endpoint import Endpoint
+from glia.model.endpoint import MAX_ALIASES, Endpoint, alias_problem
 from glia.validate.addresses import in_block, unicast
 from glia.validate.bounds import ClusterBounds
 from glia.validate.common import decode, key_parts
@@ -31,6 +31,12 @@ def check_endpoint(key: str, raw: bytes, bounds: ClusterBounds) -> Endpoint:
     bounds.require_pool(ip, "ip")
     check_number(ep.identity, bounds, "identity")
     check_labels(ep.labels, f"endpoint {ns}/{name}")
+    if len(ep.aliases) > MAX_ALIASES:
+        raise Rejected(f"endpoint {ns}/{name} has {len(ep.aliases)} aliases; at most {MAX_ALIASES}")
+    for alias in ep.aliases:
+        problem = alias_problem(alias)
+        if problem is not None:
+            raise Rejected(f"endpoint {ns}/{name}: alias {problem}")
     return ep
 
 
