@@ -276,7 +276,14 @@ def test_conflist() -> None:
         "cniVersions": ["1.0.0", "1.1.0"],
         "name": "glia",
         "plugins": [
-            {"type": "glia-cni", "agentSocket": "/run/glia/lab/nodes/c1-n1/agent.sock", "mtu": 1450}
+            {
+                "type": "glia-cni",
+                "agentSocket": "/run/glia/lab/nodes/c1-n1/agent.sock",
+                "mtu": 1450,
+                "capabilities": {"portMappings": True},
+            },
+            # `podman run -p` (docs/hostport.md)
+            {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
         ],
     }
     # What a runtime hands the plugin (the list's version and name + the plugin entry) is valid.
