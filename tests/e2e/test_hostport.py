@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
-from labhelpers import NODES, Workload, http, netns_python_argv, wait_for
+import yaml
+from labhelpers import NODES, Workload, glia_ok, http, netns_python_argv, wait_for
 
 from glia.lab.lab import Lab, LabError
 from glia.lab.podman import Container
@@ -125,3 +127,36 @@ def test_mapping_glia_cannot_honour_fails_loudly(lab: Lab, publish: str, says: s
     with pytest.raises(LabError, match=says):
         lab.run_container(N1, "glia-hp-bad", labels={"app": "hp-bad"}, publish=(publish,))
     assert "glia-hp-bad" not in {c.name for c in lab.containers(N1)}
+
+
+HOSTPORT_POLICY = {
+    "apiVersion": "cilium.io/v2",
+    "kind": "CiliumNetworkPolicy",
+    "metadata": {"name": "hp-web-from-allowed"},
+    "spec": {
+        "endpointSelector": {"matchLabels": {"app": "hpp-web"}},
+        "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "hpp-allowed"}}]}],
+    },
+}
+
+
+def test_host_port_connection_judged_with_the_clients_identity(
+    lab: Lab, work: Workload, tmp_path: Path
+) -> None:
+    web = work.container(N1, "glia-hpp-web", {"app": "hpp-web"}, publish=("18081:80",))
+    allowed = work.container(N1, "glia-hpp-ok", {"app": "hpp-allowed"})
+    denied = work.container(N1, "glia-hpp-no", {"app": "hpp-denied"})
+    work.endpoint_ready(web, allowed, denied)
+    target = f"{node_ip(lab, N1)}:18081"
+    wait_for("denied pod before the policy", lambda: http(lab, denied, target) or None)
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(HOSTPORT_POLICY))
+    glia_ok(lab, "apply", "-f", str(path), "--node", N1)
+    try:
+        # Pods of the node keep their identity through the DNAT: the policy
+        # tells them apart; another node is remote-node, which it does not allow.
+        assert wait_for("denied pod refused", lambda: http(lab, denied, target) == "" or None)
+        assert http(lab, allowed, target) == "glia-hpp-web"
+        assert node_http(lab, N2, f"http://{target}/") == ""
+    finally:
+        glia_ok(lab, "delete", "-f", str(path), "--node", N1)
