@@ -8,7 +8,8 @@
  * source for the destination's identity (policy.h; after the DNAT, so policy
  * judges the backend, never the VIP) -> local endpoint (its ingress policy,
  * reverse NAT of service replies, redirect_peer) | remote node (VXLAN) | node
- * stack, except UDP to the VXLAN port (overlay.h).
+ * stack, except UDP to the VXLAN port (overlay.h). Replies of connections the
+ * stack delivered (host ports) go to the stack (viastack.h).
  */
 #include "common.h"
 #include "config.h"
@@ -20,6 +21,7 @@
 #include "overlay.h"
 #include "signals.h"
 #include "verdict.h"
+#include "viastack.h"
 
 SEC("tc")
 int from_endpoint(struct __sk_buff *skb)
@@ -74,6 +76,8 @@ int from_endpoint(struct __sk_buff *skb)
 		verdict = glia_policy(skb, src_identity, dst->identity, GLIA_DIR_EGRESS);
 		if (verdict)
 			return verdict;
+		if (!translated && glia_via_stack(skb))
+			return glia_to_stack(skb, GLIA_DIR_EGRESS);
 		return glia_deliver_local(skb, dst, src_identity, GLIA_DIR_EGRESS,
 					  GLIA_DELIVER_POLICY |
 						  (translated ? GLIA_DELIVER_NO_REVNAT : 0));
@@ -101,6 +105,8 @@ int from_endpoint(struct __sk_buff *skb)
 		if (remote->tunnel_endpoint == cfg->node_ip)
 			return glia_drop_flow(skb, GLIA_DROP_NO_ENDPOINT, GLIA_DIR_EGRESS,
 					      src_identity, remote->identity);
+		if (!translated && glia_via_stack(skb))
+			return glia_to_stack(skb, GLIA_DIR_EGRESS);
 		if (cfg->vxlan_ifindex)
 			return glia_to_tunnel(skb, ip4, remote->tunnel_endpoint,
 					      cfg->vxlan_ifindex, src_identity, remote->identity);

@@ -7,7 +7,9 @@
  *
  * Ingress policy of the endpoint for the source's identity (the ipcache's;
  * world without an entry), with policy conntrack, so connections the node
- * opens are tracked and the pod's replies pass its egress policy.
+ * opens are tracked and the pod's replies pass its egress policy. Connections
+ * from a pod that the stack delivers (a host port's DNAT) are noted, so their
+ * replies take the stack back (viastack.h).
  * Attached by glia.datapath.loader.Datapath next to from_endpoint.
  */
 #include "common.h"
@@ -18,6 +20,7 @@
 #include "policy.h"
 #include "signals.h"
 #include "verdict.h"
+#include "viastack.h"
 
 SEC("tc")
 int to_endpoint(struct __sk_buff *skb)
@@ -42,6 +45,9 @@ int to_endpoint(struct __sk_buff *skb)
 	src_identity = src ? src->identity : GLIA_ID_WORLD;
 	if (glia_policy(skb, dst->identity, src_identity, GLIA_DIR_INGRESS))
 		return TC_ACT_SHOT;
+	/* From a pod, through the stack: a host port's DNAT (viastack.h). */
+	if (src && (src->tunnel_endpoint || glia_lookup_endpoint(ip4->saddr)))
+		glia_via_stack_note(skb);
 	return TC_ACT_OK;
 }
 

@@ -20,6 +20,9 @@
  * connections pass and a policy change leaves open connections alone.
  * Service connections are judged after DNAT (the backend), so their EGRESS
  * entry and the backend's INGRESS entry hold the backend's address.
+ * - VIA_STACK (viastack.h), keyed by the reply tuple of a connection from a pod
+ *   that the node's stack handed to a pod (a host port's DNAT): its replies
+ *   go back through the stack, which undoes the NAT.
  * All carry an expiry (bpf_ktime_get_ns, CLOCK_MONOTONIC); the datapath
  * treats an expired entry as absent, glia.datapath.ct.ct_gc deletes them, and
  * the LRU evicts the oldest when full.
@@ -47,6 +50,8 @@ enum glia_ct_dir {
 	GLIA_CT_REPLY = 2,               /* backend -> client; value: the VIP */
 	GLIA_CT_EGRESS = 3,              /* first packet's tuple, allowed out of its sender */
 	GLIA_CT_INGRESS = 4,             /* first packet's tuple, allowed into its receiver */
+	GLIA_CT_VIA_STACK = 5,           /* a pod's reply tuple whose connection the node's stack
+					  * delivered (viastack.h); value: expiry and flags only */
 };
 
 enum glia_ct_flags {

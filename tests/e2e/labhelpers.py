@@ -548,8 +548,9 @@ class Workload:
         name: str,
         labels: dict[str, str],
         command: list[str] | None = None,
+        publish: tuple[str, ...] = (),
     ) -> Container:
-        ctr = self.lab.run_container(node, name, labels=labels, command=command)
+        ctr = self.lab.run_container(node, name, labels=labels, command=command, publish=publish)
         self.containers.append(ctr)
         return ctr
 

@@ -482,6 +482,7 @@ def test_plugin_imports_only_the_standard_library() -> None:
         "glia.cni.deletion_queue",
         "glia.cni.main",
         "glia.cni.plugin",
+        "glia.cni.ports",
         "glia.cni.spec",
     }
     heavy = {"pydantic", "aiohttp", "typer", "rich", "yaml", "grpc", "aetcd", "pyroute2"}

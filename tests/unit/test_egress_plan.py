@@ -56,14 +56,16 @@ def test_the_script_masquerades_pods_and_drops_new_connections_from_outside() ->
     assert 'ip saddr 10.1.1.0/24 ip daddr != @mesh oifname != "gliae*" masquerade' in script
     lines = [ln.strip() for ln in script.splitlines()]
     fwd = lines[lines.index("chain forward {") :]
-    # Replies first, then the pods' own traffic (never to a pod: that is BPF's),
-    # then the drop of everything else that opens a connection towards a pod.
+    # Replies first; connections the node DNATed itself (host ports: also a pod's
+    # to a pod behind its own node's port); then the pods' own traffic (never to
+    # a pod: that is BPF's); then the drop of everything else that opens a
+    # connection towards a pod.
     assert fwd[2:8] == [
         "ct state established,related accept",
         'iifname "glia_vxlan" counter drop',
+        "ct status dnat accept",
         'iifname "gliae*" ip daddr @mesh counter drop',
         'iifname "gliae*" accept',
-        "ct status dnat accept",
         "ip daddr @mesh ip saddr != @nodes counter drop",
     ]
 

@@ -118,9 +118,9 @@ table ip {TABLE} {{
         type filter hook forward priority filter; policy accept;
         ct state established,related accept
         iifname "{VXLAN_NAME}" counter drop
+        ct status dnat accept
         iifname "{HOST_PREFIX}*" ip daddr @mesh counter drop
         iifname "{HOST_PREFIX}*" accept
-        ct status dnat accept
         ip daddr @mesh ip saddr != @nodes counter drop
     }}
 }}

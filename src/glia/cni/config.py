@@ -4,6 +4,11 @@ Called by the lab (and an installer on a real host) to write, e.g.,
 ``/etc/cni/net.d/10-glia.conflist``. Everything about the pod network (address,
 routes, MTU) is decided by the agent; the plugin only needs to know which
 agent to ask.
+
+``podman run -p`` reaches a CNI plugin only through the ``portMappings``
+capability: the list chains the standard ``portmap`` plugin after glia-cni
+(docs/hostport.md), which DNATs the node's host ports to the pod with the
+kernel's NAT in the node's namespace.
 """
 
 from __future__ import annotations
@@ -13,10 +18,19 @@ from typing import Any
 from glia.cni.spec import DEFAULT_AGENT_SOCKET, valid_name
 
 
+# `podman run -p`: podman hands the mappings to plugins declaring the
+# capability. `snat` masquerades connections from the node's 127.0.0.1 (with
+# route_localnet on the pod's host veth) and a pod reaching its own host port;
+# every other source keeps its address, so the pod's ingress policy judges it
+# with the source's identity (docs/hostport.md).
+def portmap_plugin() -> dict[str, Any]:
+    return {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
+
+
 def conflist(
     agent_socket: str = DEFAULT_AGENT_SOCKET, name: str = "glia", mtu: int = 1450
 ) -> dict[str, Any]:
-    """A CNI 1.0 configuration list with glia-cni as its only plugin.
+    """A CNI 1.0 configuration list: glia-cni, then portmap for ``podman run -p``.
 
     ``cniVersions`` (spec 1.1) lets a runtime that knows GC and STATUS use them;
     older runtimes read ``cniVersion``. ``mtu`` reaches the agent inside every
@@ -41,7 +55,10 @@ def conflist(
                 "type": "glia-cni",
                 "agentSocket": agent_socket,
                 "mtu": mtu,
-                "capabilities": {"aliases": True, "ips": True},
-            }
+                # podman hands --network-alias and several --ip over only if declared;
+                # portMappings only to refuse those glia cannot honour (glia.cni.ports).
+                "capabilities": {"aliases": True, "ips": True, "portMappings": True},
+            },
+            portmap_plugin(),
         ],
     }

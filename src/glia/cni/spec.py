@@ -16,6 +16,8 @@ import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple, NoReturn
 
+from glia.cni.ports import PortMappingError, port_mappings
+
 # Well-known error codes (spec section "Error").
 ERR_INCOMPATIBLE_VERSION = 1
 ERR_UNSUPPORTED_FIELD = 2
@@ -347,6 +349,11 @@ def parse_invocation(env: Mapping[str, str], stdin: bytes) -> Invocation:
             "unsupported field in network configuration: prevResult",
             "glia-cni creates the interface and must be the first plugin of the list",
         )
+    if cmd == "ADD":
+        try:
+            port_mappings(conf)
+        except PortMappingError as e:
+            raise CniError(ERR_INVALID_CONFIG, f"podman run -p: {e}") from None
     if cmd == "CHECK":
         if not isinstance(conf.get("prevResult"), dict):
             raise CniError(ERR_INVALID_CONFIG, "CHECK needs the prevResult of the ADD")

@@ -97,12 +97,15 @@ class LabWorkloads(LabBase):
         network: str = "glia",
         cap_add: Sequence[str] = (),
         ip: str | None = None,
+        publish: Sequence[str] = (),
     ) -> Container:
         """Start a container on ``node`` (default: busybox httpd answering its name).
 
         ``cap_add``: extra capabilities, e.g. ``["NET_ADMIN"]`` to change its addresses.
         ``ip``: the address to ask for (``podman run --ip``); the agent refuses one
         outside the node's pod CIDR or in use (a :class:`LabError` with its reason).
+        ``publish``: ``podman run -p`` values (``8080:80``, ``8053:53/udp``,
+        ``IP:8080:80``; docs/hostport.md); one glia cannot honour is a :class:`LabError`.
         """
         n = self.node(node)
         if not netns.exists(n.netns):
@@ -110,6 +113,7 @@ class LabWorkloads(LabBase):
         extra = [arg for cap in cap_add for arg in ("--cap-add", cap)]
         if ip is not None:
             extra += ["--ip", ip]
+        extra += [arg for p in publish for arg in ("-p", p)]
         try:
             return NodePodman(n).run_container(
                 name, image=image, labels=labels, command=command, network=network, extra_args=extra
