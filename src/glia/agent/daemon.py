@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from glia.agent.config import AgentConfig, reserved_networks
-from glia.agent.egress import ClusterNodes, EgressSync
+from glia.agent.dns_start import start_dns
+from glia.agent.egress_start import start_egress
 from glia.agent.identities import IdentityCache
 from glia.agent.ipcache import IPCacheSync
 from glia.agent.labels import NoRuntimeLabels, PodmanLabels
@@ -42,9 +43,8 @@ from glia.clustermesh.remote import MeshSinks
 from glia.cni.deletion_queue import DeletionQueue
 from glia.datapath import netlink
 from glia.datapath.loader import Datapath
-from glia.dns.names import ServiceName, Sources
 from glia.dns.pods import PodNames
-from glia.dns.server import DnsServer, Upstream
+from glia.dns.server import DnsServer
 from glia.endpoint.manager import EndpointManager
 from glia.endpoint.store import EndpointStore
 from glia.identity.allocator import IdentityAllocator, MasterKeyKeeper
@@ -264,72 +264,21 @@ class Agent:
         await self.policy.initial_sync()
 
     async def _start_egress(self, cidr: str) -> None:
-        """Masquerade and node routes (glia.agent.egress): now, with what is known,
-        then again whenever a cluster's nodes change."""
-        ipcache = self.ipcache
-        assert ipcache is not None
-        egress = EgressSync(self.cfg.node_ip)
-
-        def clusters() -> list[ClusterNodes]:
-            return [
-                ClusterNodes(
-                    pools=t.bounds.pod_pools,
-                    nodes={
-                        name: (n.node_ip, t.cidrs.get(name)) for name, n in t.valid_nodes.items()
-                    },
-                )
-                for t in ipcache.node_tables()
-            ]
-
+        """Masquerade and node routes (glia.agent.egress), kept up to date."""
+        assert self.ipcache is not None
         self.status["egress"] = Subsystem()
-
-        async def update() -> None:
-            await egress.update(cidr, clusters())
-            ok, msg, degraded = egress.status()
-            self.status["egress"].set(ok, msg, degraded=degraded)
-
-        ipcache.on_nodes_changed(update)
-        await update()
+        await start_egress(self.cfg.node_ip, cidr, self.ipcache, self.status["egress"])
 
     async def _start_dns(self, bounds: ClusterBounds) -> None:
-        """Serve DNS on node_ip:dns_port from the Services and the cluster's endpoint names.
-
-        A port that cannot be bound leaves the agent up (networking does not
-        need DNS); the dns subsystem is degraded and says why.
-        """
-        cfg = self.cfg
-        if cfg.dns_port == 0:
+        """Serve DNS (glia.agent.dns); nothing when dns_port is 0."""
+        if self.cfg.dns_port == 0:
             return
         assert self.kv and self.services
-        upstreams = [Upstream.parse(u) for u in cfg.dns_upstreams]
-        self.pod_names = PodNames(bounds)
-        r = Reflector(self.kv, keys.endpoints(cfg.cluster), self.pod_names, name="dns: pods")
-        await r.start()
-        self._reflectors.append(r)
-        services, names = self.services, self.pod_names
-
-        def service(namespace: str, name: str) -> ServiceName | None:
-            svc = services.programmed_service(namespace, name)
-            return None if svc is None else ServiceName(svc.cluster_ip, svc.global_)
-
-        server = DnsServer(
-            Sources(service=service, pods=names.lookup),
-            cfg.node_ip,
-            cfg.dns_port,
-            upstreams,
-            cfg.dns_timeout,
-        )
         self.status["dns"] = Subsystem()
-        try:
-            await server.start()
-        except OSError as e:
-            msg = f"cannot listen on {cfg.node_ip}:{cfg.dns_port}: {e.strerror or e}"
-            log.error("dns: %s", msg)
-            self.status["dns"].set(True, msg, degraded=True)
-            return
-        self.dns = server
-        up = ", ".join(cfg.dns_upstreams) or "none (other names: NXDOMAIN)"
-        self.status["dns"].set(True, f"serving on {cfg.node_ip}:{cfg.dns_port}; upstreams {up}")
+        self.dns, self.pod_names, r = await start_dns(
+            self.cfg, self.kv, self.services, bounds, self.status["dns"]
+        )
+        self._reflectors.append(r)
 
     async def _register_node(self) -> str:
         cfg = self.cfg

@@ -1,6 +1,6 @@
 """DNS benchmark: how fast the agent answers a pod's lookups (issue 10: p99 under 1 ms).
 
-Run as root from the repository: ``.venv/bin/python bench/dns.py [--quick] [--out DIR]
+Run as root from the repository: ``.venv/bin/python bench/dnslatency.py [--quick] [--out DIR]
 [--lab NAME]``. It brings up its own lab (``--lab``, default "gliabdns": one
 cluster, two nodes), starts a container on each node and one Service, and
 from inside the client container's network namespace (nsenter, this Python
