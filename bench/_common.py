@@ -255,6 +255,43 @@ def interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, _terminate)
 
 
+def lab_bench_main(
+    argv: Sequence[str] | None,
+    *,
+    description: str,
+    result: str,
+    lab: str,
+    nodes: int,
+    rounds: int,
+    seconds: int,
+    measure: Callable[[Any, int, int], dict[str, Any]],
+) -> int:
+    """main() of a benchmark on a lab of its own (one cluster of ``nodes``): build it,
+    ``measure(lab, rounds, seconds)``, remove it (also on failure), write
+    ``<out>/<result>.json`` and print it."""
+    from glia.lab.lab import Lab  # here: the rr tools run this file in namespaces
+    from glia.lab.topology import DEFAULT_LAB_DIR
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--lab", default=lab, help="the lab to build and remove")
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--seconds", type=int, default=seconds)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = parser.parse_args(argv)
+    the_lab = Lab.open(
+        args.lab, DEFAULT_LAB_DIR.with_name(f"lab-{args.lab}"), clusters=1, nodes=nodes
+    )
+    try:
+        the_lab.up(recreate=True)
+        doc = measure(the_lab, args.rounds, args.seconds)
+    finally:
+        the_lab.down()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{result}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    print(json.dumps(doc, indent=2))
+    return 0
+
+
 class Background:
     """Processes a benchmark starts and must end: each one killed by its PID.
 

@@ -23,7 +23,6 @@ one run mean something on this noisy 2-vCPU machine.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -33,9 +32,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import lab_bench_main  # bench/ is a folder of scripts
 from glia.lab import netns
 from glia.lab.lab import Lab
-from glia.lab.topology import DEFAULT_LAB_DIR
 
 RESULTS = Path(__file__).resolve().parent / "results"
 IPERF_PORT, IPERF_HOST_PORT = 5201, 15201
@@ -144,22 +144,16 @@ def measure(lab: Lab, rounds: int, seconds: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lab", default="gliahpb", help="the lab to build and remove")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    lab = Lab.open(args.lab, DEFAULT_LAB_DIR.with_name(f"lab-{args.lab}"), clusters=1, nodes=2)
-    try:
-        lab.up(recreate=True)
-        doc = measure(lab, args.rounds, args.seconds)
-    finally:
-        lab.down()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "hostport.json").write_text(json.dumps(doc, indent=2) + "\n")
-    print(json.dumps(doc, indent=2))
-    return 0
+    return lab_bench_main(
+        argv,
+        description=(__doc__ or "").split("\n\n")[0],
+        result="hostport",
+        lab="gliahpb",
+        nodes=2,
+        rounds=3,
+        seconds=3,
+        measure=measure,
+    )
 
 
 if __name__ == "__main__":
