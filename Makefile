@@ -9,6 +9,9 @@ BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -I/usr/include/x86_64-linux-gnu -
 BPF_SRC := $(wildcard bpf/*.bpf.c bpf/test/*.bpf.c)
 BPF_OBJ := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SRC))
 BPF_HDR := $(wildcard bpf/include/*.h)
+# glia-cni's compiled fast path (native/glia-cni.c); its constants come from Python.
+SHIM := build/bin/glia-cni
+SHIM_HDR := build/native/glia-cni-shim.h
 
 .PHONY: setup bpf demo test lint unit integration e2e bench bench-pods bench-services bench-mesh bench-policy clean
 
@@ -19,7 +22,16 @@ build/bpf/%.bpf.o: bpf/%.bpf.c $(BPF_HDR)
 	@mkdir -p $(@D)
 	@clang $(BPF_CFLAGS) -c $< -o $@
 
-bpf: $(BPF_OBJ)
+$(SHIM_HDR): src/glia/cni/shim.py src/glia/cni/spec.py
+	@mkdir -p $(@D)
+	@$(PY) -m glia.cni.shim header $(CURDIR)/$(VENV)/bin/glia-cni > $@.tmp && mv $@.tmp $@
+
+$(SHIM): native/glia-cni.c $(SHIM_HDR)
+	@mkdir -p $(@D)
+	@cc -O2 -std=gnu11 -Wall -Wextra -Werror -Ibuild/native -o $@ $<
+
+# `bpf` builds every compiled part: the eBPF objects and glia-cni's fast path.
+bpf: $(BPF_OBJ) $(SHIM)
 
 demo: setup bpf
 	@$(VENV)/bin/glia lab demo

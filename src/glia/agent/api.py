@@ -20,17 +20,18 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from glia.agent import api_bpfpolicy, api_config, api_monitor, api_policy
+from glia.agent import api_bpfpolicy, api_cni_exec, api_config, api_monitor, api_policy
 from glia.agent.api_http import (
     CODE_INTERNAL,
     MAX_REQUEST_BODY,
     ApiError,
+    cni_http_status,
     error_response,
     http_error,
     read_json_object,
 )
 from glia.datapath.ct import ct_entries
-from glia.endpoint.manager import CNI_IO_ERROR, CNI_NOT_READY, CNI_TRY_AGAIN, CniError
+from glia.endpoint.manager import CNI_NOT_READY, CNI_TRY_AGAIN, CniError
 from glia.kvstore import keys
 from glia.kvstore.errors import KVStoreError
 from glia.model import codec
@@ -43,15 +44,6 @@ log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # GET /v1/clustermesh of an agent without remote clusters.
 NO_MESH: dict[str, Any] = {"clusters": [], "config_dir": "", "config_errors": {}}
-
-
-def cni_http_status(code: int) -> int:
-    """The HTTP status of a CNI error code: later (503), the agent's fault (500), the caller's."""
-    if code in (CNI_TRY_AGAIN, CNI_NOT_READY):
-        return 503
-    if code == CNI_IO_ERROR or code >= 100:
-        return 500
-    return 400
 
 
 class ApiServer:
@@ -85,6 +77,7 @@ class ApiServer:
         api_bpfpolicy.add_routes(app, self._agent)
         api_monitor.add_routes(app, self._agent)
         api_policy.add_routes(app, self._agent)
+        api_cni_exec.add_routes(app, self)
         return app
 
     async def start(self) -> None:
@@ -118,8 +111,13 @@ class ApiServer:
             log.exception("API %s %s failed", request.method, request.path)
             return error_response(500, CODE_INTERNAL, f"{type(e).__name__}: {e}")
 
+    @property
+    def ready(self) -> bool:
+        """The CNI calls can be served (else they answer code 11)."""
+        return self._agent.ready.is_set() and self._agent.endpoints is not None
+
     def _ready_endpoints(self) -> Any:
-        if not self._agent.ready.is_set() or self._agent.endpoints is None:
+        if not self.ready:
             msgs = [f"{n}: {s.msg}" for n, s in self._agent.status.items() if not s.ok]
             raise CniError(CNI_TRY_AGAIN, "glia agent is not ready yet", "; ".join(msgs))
         return self._agent.endpoints
@@ -127,36 +125,51 @@ class ApiServer:
     async def _body(self, request: web.Request) -> dict[str, Any]:
         return await read_json_object(request)
 
-    async def _cni_add(self, request: web.Request) -> web.Response:
-        body = await self._body(request)  # a malformed request is wrong, ready or not
-        result = await self._ready_endpoints().add(body)
-        return web.json_response(result)
+    # The CNI calls, for the HTTP routes and for the fast path's in-process client
+    # (glia.agent.api_cni_exec): CniError carries the CNI code either way.
 
-    async def _cni_del(self, request: web.Request) -> web.Response:
-        body = await self._body(request)
+    async def cni_add(self, body: dict[str, Any]) -> dict[str, Any]:
+        result: dict[str, Any] = await self._ready_endpoints().add(body)
+        return result
+
+    async def cni_del(self, body: dict[str, Any]) -> dict[str, Any]:
         await self._ready_endpoints().delete(body)
-        return web.json_response({})
+        return {}
 
-    async def _cni_check(self, request: web.Request) -> web.Response:
-        body = await self._body(request)
+    async def cni_check(self, body: dict[str, Any]) -> dict[str, Any]:
         await self._ready_endpoints().check(body)
-        return web.json_response({})
+        return {}
 
-    async def _cni_gc(self, request: web.Request) -> web.Response:
-        body = await self._body(request)
+    async def cni_gc(self, body: dict[str, Any]) -> dict[str, Any]:
         valid = []
         for a in body.get("valid_attachments") or []:
             if not isinstance(a, dict) or not isinstance(a.get("containerID"), str):
                 raise CniError(7, "valid_attachments entries need a containerID string")
             valid.append((a["containerID"], str(a.get("ifname") or "eth0")))
         removed = await self._ready_endpoints().gc(valid)
-        return web.json_response({"removed": removed})
+        return {"removed": removed}
 
-    async def _cni_status(self, request: web.Request) -> web.Response:
+    async def cni_status(self) -> dict[str, Any]:
         if not self._agent.ready.is_set():
             msgs = [f"{n}: {s.msg}" for n, s in self._agent.status.items() if not s.ok]
-            return error_response(503, CNI_NOT_READY, "glia agent is not ready", "; ".join(msgs))
-        return web.json_response({})
+            raise CniError(CNI_NOT_READY, "glia agent is not ready", "; ".join(msgs))
+        return {}
+
+    async def _cni_add(self, request: web.Request) -> web.Response:
+        body = await self._body(request)  # a malformed request is wrong, ready or not
+        return web.json_response(await self.cni_add(body))
+
+    async def _cni_del(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.cni_del(await self._body(request)))
+
+    async def _cni_check(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.cni_check(await self._body(request)))
+
+    async def _cni_gc(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.cni_gc(await self._body(request)))
+
+    async def _cni_status(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.cni_status())
 
     async def _status(self, request: web.Request) -> web.Response:
         return web.json_response(self._agent.status_dict())

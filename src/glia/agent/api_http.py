@@ -17,6 +17,8 @@ from typing import Any
 
 from aiohttp import web
 
+from glia.cni.spec import ERR_IO, ERR_NOT_AVAILABLE, ERR_TRY_AGAIN_LATER
+
 CODE_INVALID = 7  # CNI "invalid network config": the request is wrong
 CODE_TRY_AGAIN = 11  # CNI "try again later"
 CODE_NOT_READY = 50  # CNI "plugin not available"
@@ -141,3 +143,12 @@ def http_error(request: web.Request, e: web.HTTPException) -> web.Response:
         return too_large(request.content_length).response()
     code = CODE_INTERNAL if e.status >= 500 else CODE_INVALID
     return error_response(e.status, code, f"HTTP {e.status} {e.reason}", e.text or "")
+
+
+def cni_http_status(code: int) -> int:
+    """The HTTP status of a CNI error code: later (503), the agent's fault (500), the caller's."""
+    if code in (ERR_TRY_AGAIN_LATER, ERR_NOT_AVAILABLE):
+        return 503
+    if code == ERR_IO or code >= 100:
+        return 500
+    return 400

@@ -19,10 +19,13 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from glia.cni import spec
 from glia.cni.spec import CniError
+
+if TYPE_CHECKING:
+    from glia.cni.plugin import CniAgent
 
 ABOUT = "glia-cni: CNI plugin of glia (forwards to the glia agent's API)"
 
@@ -34,8 +37,13 @@ def run(
     stderr: IO[str],
     *,
     default_socket: str = spec.DEFAULT_AGENT_SOCKET,
+    client: CniAgent | None = None,
 ) -> int:
-    """One plugin run; returns the exit code (0 or 1)."""
+    """One plugin run; returns the exit code (0 or 1).
+
+    ``client``: the agent to call instead of the one at the configuration's
+    socket (the agent passes itself when it runs an invocation of the fast path).
+    """
     raw = b""
     try:
         cmd = spec.command_of(env)
@@ -53,7 +61,7 @@ def run(
         # Imported here so that VERSION and invalid invocations skip http.client.
         from glia.cni import plugin
 
-        out = plugin.run(inv, settings, lambda line: _note(stderr, line))
+        out = plugin.run(inv, settings, lambda line: _note(stderr, line), client)
         if out is not None:
             _print(stdout, out)
         return 0

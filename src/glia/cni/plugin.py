@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from glia.agent.client import (
     AgentClient,
@@ -39,9 +39,23 @@ _POLL = 0.1
 _HINT = "is the glia agent running on this node?"
 
 
-def run(inv: Invocation, settings: PluginSettings, log: Log) -> dict[str, Any] | None:
+class CniAgent(Protocol):
+    """The agent's CNI calls: :class:`AgentClient` over the socket, or the agent
+    itself when it runs this code for the compiled fast path (glia.cni.shim)."""
+
+    def cni_add(self, req: dict[str, Any]) -> dict[str, Any]: ...
+    def cni_del(self, req: dict[str, Any]) -> dict[str, Any]: ...
+    def cni_check(self, req: dict[str, Any]) -> dict[str, Any]: ...
+    def cni_gc(self, req: dict[str, Any]) -> dict[str, Any]: ...
+    def cni_status(self) -> dict[str, Any]: ...
+
+
+def run(
+    inv: Invocation, settings: PluginSettings, log: Log, client: CniAgent | None = None
+) -> dict[str, Any] | None:
     """Carry out one verb; returns what to print on stdout (ADD's result) or None."""
-    client = AgentClient(settings.agent_socket)
+    if client is None:
+        client = AgentClient(settings.agent_socket)
     try:
         if inv.command == "ADD":
             result = _waiting(settings, lambda: client.cni_add(spec.agent_request(inv)))
@@ -92,7 +106,7 @@ def _waiting(settings: PluginSettings, call: Callable[[], T]) -> T:
         time.sleep(_POLL)
 
 
-def _delete(client: AgentClient, inv: Invocation, settings: PluginSettings, log: Log) -> None:
+def _delete(client: CniAgent, inv: Invocation, settings: PluginSettings, log: Log) -> None:
     req = spec.agent_request(inv)
     try:
         _waiting(settings, lambda: client.cni_del(req))

@@ -61,6 +61,12 @@ def repo_dir() -> Path:
     return Path(__file__).resolve().parents[3]
 
 
+def cni_plugin() -> Path:
+    """glia-cni's compiled fast path (``make bpf``); it runs the Python plugin
+    (``bin_dir()/glia-cni``) itself whenever it cannot hand an invocation to the agent."""
+    return repo_dir() / "build" / "bin" / "glia-cni"
+
+
 class LabBase:
     """One lab, by name and directory; the lab itself may be up or not."""
 

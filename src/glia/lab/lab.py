@@ -49,7 +49,7 @@ from glia.lab import (
     topology,
     underlay,
 )
-from glia.lab.base import QuietReporter, Reporter, bin_dir
+from glia.lab.base import QuietReporter, Reporter, bin_dir, cni_plugin
 from glia.lab.daemons import AGENTS_TIMEOUT, ETCD_TIMEOUT, SUPERVISOR, LabDaemons, _daemon_env
 from glia.lab.errors import DaemonExited, LabAlreadyUp, LabError
 from glia.lab.etcd import EtcdError
@@ -317,7 +317,7 @@ class Lab(LabDaemons, LabWorkloads):
         self.topo.cni_bin_dir.mkdir(parents=True, exist_ok=True)
         link = self.topo.cni_bin_dir / "glia-cni"
         link.unlink(missing_ok=True)
-        link.symlink_to(bin_dir() / "glia-cni")
+        link.symlink_to(cni_plugin())
         build_rootfs(self.topo.rootfs_dir)
         for n in self.topo.nodes:
             pm = NodePodman(n)
@@ -370,6 +370,8 @@ def _check_host(agents: bool) -> None:
     for exe in ("glia", "glia-cni") if agents else ("glia",):
         if not (bin_dir() / exe).exists():
             raise LabError(f"{bin_dir() / exe} is missing: install glia into this venv")
+    if agents and not os.access(cni_plugin(), os.X_OK):
+        raise LabError(f"{cni_plugin()} is missing: build it with `make bpf`")
 
 
 __all__ = [
