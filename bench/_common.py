@@ -127,6 +127,16 @@ def log(text: str) -> None:
     print(f"[bench] {text}", file=sys.stderr, flush=True)
 
 
+class LogReporter:
+    """A lab's reporter (``Lab.open(reporter=...)``) that logs its steps, not its notes."""
+
+    def step(self, text: str) -> None:
+        log(text)
+
+    def note(self, text: str) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class Bar:
     label: str

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import host_info, interrupt_on_sigterm, log, summary, write_json
+from _common import LogReporter, host_info, interrupt_on_sigterm, log, summary, write_json
 from glia.lab import topology
 from glia.lab.lab import Lab, LabError
 
@@ -60,29 +60,39 @@ print(json.dumps({"times": times, "rcodes": sorted(rcodes)}))
 """.replace("WARMUP", "200")
 
 
-class Reporter:
-    def step(self, text: str) -> None:
-        log(text)
-
-    def note(self, text: str) -> None:
-        pass
-
-
-def measure(lab: Lab, count: int) -> dict[str, Any]:
+def measure(lab: Lab, count: int, prefix: str = LAB) -> dict[str, Any]:
+    """Per kind of query, the summary of ``count`` query times (µs) from a pod on
+    c1/n2 to its agent; the containers are named ``prefix``-web and ``prefix``-cli
+    and removed at the end (also called by bench/pods.py, section ``dns``)."""
     n1, n2 = "c1/n1", "c1/n2"
-    lab.run_container(n1, f"{LAB}-web", labels={"app": "web"})
-    client = lab.run_container(n2, f"{LAB}-cli", command=["sleep", "3600"])
+    web = lab.run_container(n1, f"{prefix}-web", labels={"app": "web"})
+    try:
+        client = lab.run_container(n2, f"{prefix}-cli", command=["sleep", "3600"])
+        try:
+            return _measure(lab, count, web.name, client.netns_path or "")
+        finally:
+            lab.remove_container(n2, client.name)
+    finally:
+        lab.remove_container(n1, web.name)
+
+
+def worst_p99_us(latency: dict[str, Any]) -> float:
+    """The highest p99 of ``measure``'s kinds: the issue wants every answer's p99 < 1 ms."""
+    return max(float(kind["p99"]) for kind in latency.values())
+
+
+def _measure(lab: Lab, count: int, web: str, client_netns: str) -> dict[str, Any]:
     doc = {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": "web"},
         "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]},
     }
-    lab.agent(n1).config_apply([doc], "bench-dns")
+    lab.agent("c1/n1").config_apply([doc], "bench-dns")
     node_ip = str(lab.topo.node("c1", "n2").ip)
     queries = {
         "service_a": ("web.default.svc.cluster.local", "A"),
-        "container_a": (f"{LAB}-web", "A"),
+        "container_a": (web, "A"),
         "known_aaaa": ("web.default.svc.cluster.local", "AAAA"),
         "unknown_nxdomain": ("nothere.example.", "A"),
     }
@@ -90,7 +100,7 @@ def measure(lab: Lab, count: int) -> dict[str, Any]:
     deadline = time.monotonic() + 20
     for key, (name, rdtype) in queries.items():
         while True:
-            got = _client(client.netns_path, node_ip, name, rdtype, count)
+            got = _client(client_netns, node_ip, name, rdtype, count)
             want = "NXDOMAIN" if key == "unknown_nxdomain" else "NOERROR"
             if got["rcodes"] == [want] or time.monotonic() > deadline:
                 break
@@ -114,7 +124,6 @@ def _client(netns: str, server: str, name: str, rdtype: str, count: int) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    global LAB
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer queries (smoke run)")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"results folder ({RESULTS})")
@@ -122,7 +131,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not re.fullmatch(r"glia[a-z0-9]{1,8}", args.lab):
         parser.error(f"--lab {args.lab!r}: expected 'glia' + 1 to 8 of [a-z0-9]")
-    LAB = args.lab
     count = 500 if args.quick else 5000
     interrupt_on_sigterm()
     started = time.monotonic()
@@ -130,10 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     lab: Lab | None = None
     try:
         host = host_info()
-        lab_dir = topology.DEFAULT_LAB_DIR.with_name(f"lab-{LAB}")
-        lab = Lab.open(LAB, lab_dir, clusters=1, nodes=2, reporter=Reporter())
+        lab_dir = topology.DEFAULT_LAB_DIR.with_name(f"lab-{args.lab}")
+        lab = Lab.open(args.lab, lab_dir, clusters=1, nodes=2, reporter=LogReporter())
         lab.up(recreate=True)
-        figures = measure(lab, count)
+        figures = measure(lab, count, args.lab)
     except LabError as e:
         log(f"FAILED: {e}")
         return 1
@@ -157,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "queries_per_kind": count,
         "unit": "µs per query, from a pod to its node's agent over UDP",
         "latency_us": figures,
-        "p99_under_1ms": all(f["p99"] < 1000 for f in figures.values()),
+        "p99_under_1ms": worst_p99_us(figures) < 1000,
     }
     text = write_json(args.out / "dns.json", doc)
     sys.stdout.write(text)

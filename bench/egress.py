@@ -35,7 +35,7 @@ from typing import Any
 from glia.agent.egress import TABLE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import lab_bench_main  # bench/ is a folder of scripts
+from _common import BenchError, lab_bench_main, run  # bench/ is a folder of scripts
 from glia.lab import netns
 from glia.lab.lab import Lab
 from glia.lab.topology import WORLD_IP
@@ -45,10 +45,8 @@ PORT = 5201
 
 
 def _run(argv: list[str], timeout: float = 120) -> str:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout
+    """``argv``'s stdout; BenchError naming the command when it fails."""
+    return run(argv, timeout=timeout).stdout.decode()
 
 
 def iperf(netns_path: str, seconds: int) -> float:
@@ -78,10 +76,14 @@ def set_masquerade(node_ns: str, on: bool, rule: str) -> None:
         _run([*ns, "nft", "add", "rule", "ip", TABLE, "postrouting", *rule.split()])
 
 
-def measure(lab: Lab, rounds: int, seconds: int) -> dict[str, Any]:
+def measure(lab: Lab, rounds: int, seconds: int, name: str = "glia-egb") -> dict[str, Any]:
+    """``rounds`` rounds of the three paths from a pod named ``name``-<random> on the
+    lab's first node (also called by bench/pods.py, section ``egress``)."""
     node = lab.topo.nodes[0]
-    pod = lab.run_container(node.ref, f"glia-egb-{uuid.uuid4().hex[:6]}", labels={"app": "egb"})
-    assert pod.ip and pod.netns_path
+    pod = lab.run_container(node.ref, f"{name}-{uuid.uuid4().hex[:6]}", labels={"app": "egb"})
+    if not pod.ip or not pod.netns_path:
+        lab.remove_container(node.ref, pod.name)
+        raise BenchError(f"egress: container {pod.name} has no IP or namespace: {pod}")
     world = ["nsenter", f"--net={netns.path(lab.topo.world_netns)}"]
     server = subprocess.Popen(
         [*world, "iperf3", "-s", "-p", str(PORT), "-B", str(WORLD_IP)],
@@ -109,6 +111,9 @@ def measure(lab: Lab, rounds: int, seconds: int) -> dict[str, Any]:
                   file=sys.stderr)  # fmt: skip
     finally:
         set_masquerade(node.netns, True, rule)
+        # The world routes the pool to this node only for ``routed``: a later part of
+        # bench/pods.py finds the world as the lab made it.
+        subprocess.run([*world, "ip", "route", "del", pool], capture_output=True, check=False)
         server.terminate()
         server.wait(10)
         lab.remove_container(node.ref, pod.name)

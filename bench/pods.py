@@ -1,36 +1,44 @@
 """Pod networking benchmark: glia's datapath against plain kernel networking, in one run.
 
 Run as root from the repository: ``.venv/bin/python bench/pods.py [--quick] [--out DIR]
-[--lab NAME] [--affinity none|split|shared]`` (``make bench``). It brings up its own lab
+[--lab NAME] [--affinity none|split|shared] [--only SECTIONS]`` (``make bench``). It brings
+up its own lab
 (``--lab``, default "gliabench": one cluster, two nodes, real etcd, agents and
 podman), builds a reference of its own in namespaces named ``<lab>-ref-*``,
 measures, and tears everything down at the end, also on failure or Ctrl-C.
 It prints one JSON document on stdout (progress goes to stderr) and writes
-``pods.json`` and ``pods.png`` into ``--out`` (default ``bench/results``).
+``pods.json`` and ``pods.png`` into ``--out`` (default ``bench/results``); a
+run of some sections only (``--only egress,dns``) writes ``pods-<sections>.json``
+and ``.png`` instead, so it never overwrites the full result. The document's
+``targets`` judges issue 10's speed targets (bench/_podsreport.py).
 
 What is measured, side by side (only ratios from one run mean something on a
-noisy 2-vCPU machine):
+noisy 2-vCPU machine), by section:
 
-- TCP throughput (iperf3, one stream, rounds of every path with the order
-  rotating; per path median and spread, per round glia / reference: the
-  paired ratio; load average per run; bench/_throughput.py) and, over one
-  more glia run, the BPF programs' ns per packet and ms per GB; request/response
-  latency (one-byte ping-pong over one connection, and one round trip on a
-  fresh connection each time) between pods on the same node and across nodes:
-  glia pods (podman containers through glia-cni, the eBPF datapath) against
-  the reference, pods wired by kernel routing without BPF (same node: a node
-  namespace with forwarding on, veths, /32 routes; across nodes: two node
-  namespaces on a bridge, routed either directly over the underlay or over a
-  kernel VXLAN device with a static FDB, glia's encapsulation). Every pod,
-  glia's and the reference's, has MTU 1450 (glia's pod MTU), so the datapath
-  is the only difference.
-- glia-cni ADD and DEL latency: the plugin run as podman runs it (environment,
-  stdin, inside the node's namespace) against the node's agent, on a namespace
-  of our own, DEL after each ADD.
-- Container start: ``podman run -d`` until it returns (container running) with
-  the glia network and with ``--network none``, and, for glia, until the
-  container's first ICMP echo reply from a pod on the same node (pinged from
-  inside the container's namespace as soon as podman creates it).
+- ``throughput`` and ``latency``: TCP throughput (iperf3, one stream, rounds
+  of every path with the order rotating; per path median and spread, per round
+  glia / reference: the paired ratio; load average per run;
+  bench/_throughput.py) and, over one more glia run, the BPF programs' ns per
+  packet and ms per GB; request/response latency (one-byte ping-pong over one
+  connection, and one round trip on a fresh connection each time) between pods
+  on the same node and across nodes: glia pods (podman containers through
+  glia-cni, the eBPF datapath) against the reference, pods wired by kernel
+  routing without BPF (same node: a node namespace with forwarding on, veths,
+  /32 routes; across nodes: two node namespaces on a bridge, routed either
+  directly over the underlay or over a kernel VXLAN device with a static FDB,
+  glia's encapsulation). Every pod, glia's and the reference's, has MTU 1450
+  (glia's pod MTU), so the datapath is the only difference.
+- ``cni``: glia-cni ADD and DEL latency: the plugin run as podman runs it
+  (environment, stdin, inside the node's namespace) against the node's agent,
+  on a namespace of our own, DEL after each ADD.
+- ``start``: container start: ``podman run -d`` until it returns (container
+  running) with the glia network and with ``--network none``, and, for glia,
+  until the container's first ICMP echo reply from a pod on the same node
+  (pinged from inside the container's namespace as soon as podman creates it).
+- ``egress``: a pod's TCP throughput to the lab's world masqueraded by the
+  node against the same path routed without NAT (bench/egress.py's measure).
+- ``dns``: query times from a pod to its node's agent, per kind of query
+  (bench/dnslatency.py's measure).
 """
 
 from __future__ import annotations
@@ -47,7 +55,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -55,13 +63,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _throughput
+import dnslatency
+import egress
 from _common import (  # bench/ is a folder of scripts
-    GLIA_COLOR,
     Background,
-    Bar,
     BenchError,
-    Group,
-    bar_panel,
+    LogReporter,
     first_echo_reply,
     in_netns,
     interface_ipv4,
@@ -73,7 +80,6 @@ from _common import (  # bench/ is a folder of scripts
     netns_path,
     new_netns,
     nsenter,
-    ratio,
     run,
     summary,
     wait_for,
@@ -81,6 +87,19 @@ from _common import (  # bench/ is a folder of scripts
 )
 from _common import (
     host_info as common_host_info,
+)
+from _podsreport import (
+    ACROSS,
+    GLIA,
+    ROUTING,
+    SAME,
+    SECTIONS,
+    VXLAN,
+    parse_sections,
+    plot,
+    ratios,
+    result_stem,
+    targets,
 )
 from _throughput import AFFINITIES, KernelReference
 from _throughput import Path as TPath
@@ -101,8 +120,6 @@ TOOL = Path(__file__).resolve().parent / "_common.py"
 RESULTS = Path(__file__).resolve().parent / "results"
 TOOLS = ("ip", "bridge", "nsenter", "ss", "sysctl", "iperf3", "podman")
 
-GLIA, ROUTING, VXLAN = "glia", "kernel_routing", "kernel_vxlan"
-SAME, ACROSS = "same_node", "across_nodes"
 REFERENCES = {
     ROUTING: "no BPF: veths with /32 routes and static neighbours in a node namespace with "
     "forwarding on; across nodes routed directly over the underlay bridge (no encapsulation)",
@@ -121,6 +138,9 @@ class Params:
     latency_reps: int = 3
     cni_count: int = 50
     start_count: int = 20
+    egress_rounds: int = 5  # rounds of masquerade, routed and node, 1 iperf3 run each
+    egress_seconds: int = 5
+    dns_count: int = 5000  # queries of each kind
 
     @classmethod
     def quick(cls) -> Params:
@@ -132,6 +152,9 @@ class Params:
             latency_reps=1,
             cni_count=5,
             start_count=3,
+            egress_rounds=2,
+            egress_seconds=1,
+            dns_count=500,
         )
 
 
@@ -349,14 +372,6 @@ def container_start(lab: Lab, params: Params, peer: Container) -> dict[str, Any]
 # --- the run ---------------------------------------------------------------------
 
 
-class Reporter:
-    def step(self, text: str) -> None:
-        log(text)
-
-    def note(self, text: str) -> None:
-        pass
-
-
 def pod_mtu(path: str) -> int:
     out = run(nsenter(path, ["ip", "-o", "link", "show", "eth0"])).stdout.decode()
     m = re.search(r"\bmtu (\d+)", out)
@@ -387,17 +402,70 @@ def cases_for(a: Container, b: Container, c: Container, ref: Reference) -> list[
     ]
 
 
-def measure(lab: Lab, params: Params, bg: Background) -> dict[str, Any]:
+def measure(lab: Lab, params: Params, bg: Background, sections: Sequence[str]) -> dict[str, Any]:
+    """The figures of ``sections`` (keys of SECTIONS), measured in SECTIONS' order."""
+    out: dict[str, Any] = {}
+    peer: Container | None = None
+    if {"throughput", "latency", "start"} & set(sections):
+        log(f"glia: containers {CONTAINER}a, {CONTAINER}b on {NODE1} and {CONTAINER}c on {NODE2}")
+        a, b, c = glia_pods(lab)
+        peer = b
+        if {"throughput", "latency"} & set(sections):
+            out.update(measure_paths(lab, params, bg, (a, b, c), sections))
+    if "cni" in sections:
+        log(f"glia-cni ADD/DEL x{params.cni_count} on {NODE1}")
+        out["cni_ms"] = cni_latency(lab, params)
+    if peer is not None and "start" in sections:
+        log(f"container start x{params.start_count}: glia vs --network none on {NODE1}")
+        out["container_start_ms"] = container_start(lab, params, peer)
+    if "egress" in sections:
+        log(f"egress x{params.egress_rounds}: masquerade vs routed to the world from {NODE1}")
+        out["egress"] = egress.measure(
+            lab, params.egress_rounds, params.egress_seconds, CONTAINER + "egress"
+        )
+    if "dns" in sections:
+        log(f"DNS: {params.dns_count} queries of each kind from a pod on {NODE2}")
+        out["dns"] = {
+            "queries_per_kind": params.dns_count,
+            "unit": "µs per query, from a pod to its node's agent over UDP",
+            "latency_us": dnslatency.measure(lab, params.dns_count, CONTAINER + "dns"),
+        }
+    return out
+
+
+def measure_paths(
+    lab: Lab,
+    params: Params,
+    bg: Background,
+    pods: tuple[Container, Container, Container],
+    sections: Sequence[str],
+) -> dict[str, Any]:
+    """Sections ``throughput`` and ``latency``: glia's pods ``pods`` against the reference."""
+    a, b, c = pods
     ref = Reference()
     log(f"reference: kernel-routed pods in namespaces {REF}*")
     ref.build()
-    log(f"glia: containers {CONTAINER}a, {CONTAINER}b on {NODE1} and {CONTAINER}c on {NODE2}")
-    a, b, c = glia_pods(lab)
     cases = cases_for(a, b, c, ref)
     for case in cases:
         reach(case)
     start_servers(bg, cases)
+    out: dict[str, Any] = {
+        "mtu": {
+            "glia_pod": pod_mtu(a.netns_path or ""),
+            "reference_pod": MTU,
+            "reference_vxlan": MTU,
+            "underlay": 1500,
+        }
+    }
+    if "throughput" in sections:
+        out.update(measure_throughput(lab, params, cases))
+    if "latency" in sections:
+        out["latency_us"] = measure_latency(params, cases)
+    bg.stop_all()
+    return out
 
+
+def measure_throughput(lab: Lab, params: Params, cases: list[Case]) -> dict[str, Any]:
     # Rounds of every case, the order rotating each round (drift and other
     # people's load hit every case alike); glia and its reference of a round
     # are compared with each other (paired ratios).
@@ -407,6 +475,24 @@ def measure(lab: Lab, params: Params, bg: Background) -> dict[str, Any]:
     )
     log("BPF cost per packet: one more glia run across nodes with BPF statistics on")
     cost = datapath_cost(lab, next(p for p in paths if p.label == f"{ACROSS}/{GLIA}"), params)
+    throughput: dict[str, Any] = {}
+    for case in cases:
+        stats = _throughput.path_stats(runs[f"{case.scenario}/{case.variant}"])
+        throughput.setdefault(case.scenario, {})[case.variant] = {**stats, "best": stats["max"]}
+    paired = {
+        f"{scenario}.glia/{ref_variant}": _throughput.paired_ratio(
+            runs[f"{scenario}/{GLIA}"], runs[f"{scenario}/{ref_variant}"]
+        )
+        for scenario, ref_variant in ((SAME, ROUTING), (ACROSS, ROUTING), (ACROSS, VXLAN))
+    }
+    return {
+        "throughput_gbps": throughput,
+        "throughput_paired_ratio": paired,
+        "datapath_cost": cost,
+    }
+
+
+def measure_latency(params: Params, cases: list[Case]) -> dict[str, Any]:
     rr: dict[tuple[str, str], list[float]] = {}
     crr: dict[tuple[str, str], list[float]] = {}
     for rep in range(params.latency_reps):
@@ -415,43 +501,14 @@ def measure(lab: Lab, params: Params, bg: Background) -> dict[str, Any]:
             got_rr, got_crr = request_response(case, params)
             rr.setdefault((case.scenario, case.variant), []).extend(got_rr)
             crr.setdefault((case.scenario, case.variant), []).extend(got_crr)
-    bg.stop_all()
-
-    log(f"glia-cni ADD/DEL x{params.cni_count} on {NODE1}")
-    cni = cni_latency(lab, params)
-    log(f"container start x{params.start_count}: glia vs --network none on {NODE1}")
-    start = container_start(lab, params, b)
-
-    throughput: dict[str, Any] = {}
     latency: dict[str, Any] = {}
     for case in cases:
-        scenario, variant = case.scenario, case.variant
-        stats = _throughput.path_stats(runs[f"{scenario}/{variant}"])
-        throughput.setdefault(scenario, {})[variant] = {**stats, "best": stats["max"]}
-        latency.setdefault(scenario, {})[variant] = {
-            "rr": summary(rr[scenario, variant]),
-            "connect_rr": summary(crr[scenario, variant]),
+        key = (case.scenario, case.variant)
+        latency.setdefault(case.scenario, {})[case.variant] = {
+            "rr": summary(rr[key]),
+            "connect_rr": summary(crr[key]),
         }
-    paired = {
-        f"{scenario}.glia/{ref_variant}": _throughput.paired_ratio(
-            runs[f"{scenario}/{GLIA}"], runs[f"{scenario}/{ref_variant}"]
-        )
-        for scenario, ref_variant in ((SAME, ROUTING), (ACROSS, ROUTING), (ACROSS, VXLAN))
-    }
-    return {
-        "mtu": {
-            "glia_pod": pod_mtu(a.netns_path or ""),
-            "reference_pod": MTU,
-            "reference_vxlan": MTU,
-            "underlay": 1500,
-        },
-        "throughput_gbps": throughput,
-        "throughput_paired_ratio": paired,
-        "datapath_cost": cost,
-        "latency_us": latency,
-        "cni_ms": cni,
-        "container_start_ms": start,
-    }
+    return latency
 
 
 def datapath_cost(lab: Lab, path: TPath, params: Params) -> dict[str, Any]:
@@ -478,108 +535,6 @@ def datapath_cost(lab: Lab, path: TPath, params: Params) -> dict[str, Any]:
         "gbps": round(gigabytes * 8 / params.iperf_seconds, 3),
         "bpf_ms_per_gb": round(total_ms / gigabytes, 1) if gigabytes else None,
     }
-
-
-def ratios(doc: dict[str, Any]) -> dict[str, float | None]:
-    """glia / reference for every figure that has a reference (throughput: higher is
-    better for glia; latencies and times: lower is better)."""
-    out: dict[str, float | None] = {}
-    for scenario, variants in doc["throughput_gbps"].items():
-        for ref in (ROUTING, VXLAN):
-            if ref in variants:
-                g, r = variants[GLIA]["median"], variants[ref]["median"]
-                out[f"throughput.{scenario}.glia/{ref}"] = ratio(g, r)
-                for kind in ("rr", "connect_rr"):
-                    for q in ("p50", "p99"):
-                        lat = doc["latency_us"][scenario]
-                        key = f"latency_{kind}_{q}.{scenario}.glia/{ref}"
-                        out[key] = ratio(lat[GLIA][kind][q], lat[ref][kind][q])
-    for key, paired in doc["throughput_paired_ratio"].items():
-        out[f"throughput_paired.{key}"] = paired["median"]
-    start = doc["container_start_ms"]
-    for q in ("p50", "p99"):
-        out[f"start_run_{q}.glia/none"] = ratio(start["glia"]["run"][q], start["none"]["run"][q])
-    return out
-
-
-def plot(doc: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = {GLIA: "glia (eBPF)", ROUTING: "kernel routing", VXLAN: "kernel VXLAN"}
-    scen = {SAME: "same node", ACROSS: "across nodes"}
-
-    def groups(pick: Callable[[dict[str, Any]], float], data: dict[str, Any]) -> list[Group]:
-        return [
-            Group(
-                scen[s],
-                tuple(Bar(names[v], pick(data[s][v]), v == GLIA) for v in data[s]),
-            )
-            for s in data
-        ]
-
-    lat = doc["latency_us"]
-    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
-    bar_panel(
-        axes[0][0],
-        "TCP throughput (iperf3, median)",
-        "Gbit/s",
-        groups(lambda v: v["median"], doc["throughput_gbps"]),
-    )
-    bar_panel(
-        axes[0][1],
-        "request/response p50 (1 byte, one connection)",
-        "µs",
-        groups(lambda v: v["rr"]["p50"], lat),
-    )
-    bar_panel(axes[0][2], "request/response p99", "µs", groups(lambda v: v["rr"]["p99"], lat))
-    bar_panel(
-        axes[1][0],
-        "new connection + 1 round trip, p50",
-        "µs",
-        groups(lambda v: v["connect_rr"]["p50"], lat),
-    )
-    cni = doc["cni_ms"]
-    shades = {"p50": GLIA_COLOR, "p99": "#7fb3d5"}
-    bar_panel(
-        axes[1][1],
-        "glia-cni ADD / DEL (plugin run -> agent -> result)",
-        "ms",
-        [
-            Group(verb.upper(), tuple(Bar(q, cni[verb][q], color=c) for q, c in shades.items()))
-            for verb in ("add", "del")
-        ],
-    )
-    st = doc["container_start_ms"]
-    bar_panel(
-        axes[1][2],
-        "container start: ms from the start of `podman run -d`",
-        "ms",
-        [
-            Group(
-                q,
-                (
-                    Bar("glia: run returns", st["glia"]["run"][q], True),
-                    Bar("--network none: run returns", st["none"]["run"][q]),
-                    Bar("glia: first ping answered", st["glia"]["first_ping"][q], True, "#7fb3d5"),
-                ),
-            )
-            for q in ("p50", "p99")
-        ],
-    )
-    fig.suptitle(
-        f"glia pods benchmark, {doc['date'][:16]} UTC, kernel {doc['host']['kernel']}, "
-        f"{doc['host']['cpus']} vCPUs, load {doc['host']['load_average_1m_before']}"
-        f"->{doc['host']['load_average_1m_after']}{' (quick)' if doc['quick'] else ''}\n"
-        "ratios are glia / reference from this one run; every pod has MTU 1450",
-        fontsize=11,
-    )
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def host_info() -> dict[str, Any]:
@@ -624,7 +579,16 @@ def main(argv: list[str] | None = None) -> int:
         help="iperf3 client and server CPUs: none (the scheduler's choice, default), "
         "split (CPU 0 and 1), shared (both on CPU 1: the whole path's cost on one CPU)",
     )
+    parser.add_argument(
+        "--only",
+        type=parse_sections,
+        default=SECTIONS,
+        metavar="SECTIONS",
+        help=f"a comma list of sections to measure ({','.join(SECTIONS)}; default all); "
+        "a partial run writes pods-<sections>.json and .png, never pods.json",
+    )
     args = parser.parse_args(argv)
+    sections: tuple[str, ...] = args.only
     if not re.fullmatch(r"glia[a-z0-9]{1,8}", args.lab):
         parser.error(f"--lab {args.lab!r}: expected 'glia' + 1 to 8 of [a-z0-9]")
     use_names(args.lab)
@@ -641,9 +605,9 @@ def main(argv: list[str] | None = None) -> int:
         host = host_info()
         cleanup_reference()  # leftovers of a crashed run
         lab_dir = topology.DEFAULT_LAB_DIR.with_name(f"lab-{LAB}")
-        lab = Lab.open(LAB, lab_dir, clusters=1, nodes=2, reporter=Reporter())
+        lab = Lab.open(LAB, lab_dir, clusters=1, nodes=2, reporter=LogReporter())
         lab.up(recreate=True)
-        figures = measure(lab, params, bg)
+        figures = measure(lab, params, bg, sections)
     except (BenchError, LabError) as e:
         log(f"FAILED: {e}")
         return 1
@@ -663,20 +627,23 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"teardown: {problem}")
     doc: dict[str, Any] = {
         "benchmark": "pods",
-        "schema": 1,
+        "schema": 2,
         "date": date,
         "quick": args.quick,
         "duration_s": round(time.monotonic() - started, 1),
         "host": {**host, "load_average_1m_after": round(os.getloadavg()[0], 2)},
         "params": asdict(params),
-        "references": REFERENCES,
+        "sections": list(sections),
+        **({"references": REFERENCES} if "mtu" in figures else {}),
         **figures,
     }
     doc["ratios"] = ratios(doc)
-    text = write_json(args.out / "pods.json", doc)
-    plot(doc, args.out / "pods.png")
+    doc["targets"] = targets(doc)
+    stem = args.out / result_stem(sections)
+    text = write_json(stem.with_suffix(".json"), doc)
+    plot(doc, stem.with_suffix(".png"))
     sys.stdout.write(text)
-    log(f"done in {doc['duration_s']:.0f} s: {args.out / 'pods.json'}, {args.out / 'pods.png'}")
+    log(f"done in {doc['duration_s']:.0f} s: {stem}.json, {stem}.png")
     return 0
 
 
