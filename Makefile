@@ -28,7 +28,7 @@ $(SHIM_HDR): src/glia/cni/shim.py src/glia/cni/spec.py
 
 $(SHIM): native/glia-cni.c $(SHIM_HDR)
 	@mkdir -p $(@D)
-	@cc -O2 -std=gnu11 -Wall -Wextra -Werror -Ibuild/native -o $@ $<
+	@clang -O2 -std=gnu11 -Wall -Wextra -Werror -Ibuild/native -o $@ $<
 
 # `bpf` builds every compiled part: the eBPF objects and glia-cni's fast path.
 bpf: $(BPF_OBJ) $(SHIM)
