@@ -17,6 +17,7 @@ to the stack, pod traffic to the world and to other nodes, is routed).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import ipaddress
 import logging
@@ -88,6 +89,17 @@ def _disable_ipv6(ifname: str | None) -> None:
             _write_sysctl(path, "1")
 
 
+def _index_and_mac(ipr: IPRoute, ifname: str, where: str) -> tuple[int, str]:
+    """One request for what a lookup and a get would tell."""
+    try:
+        link = ipr.link("get", ifname=ifname)[0]
+    except NetlinkError as e:
+        if e.code == errno.ENODEV:
+            raise DatapathError(f"{ifname} did not appear in {where}") from None
+        raise DatapathError(f"reading {ifname} in {where}: {os.strerror(e.code)}") from None
+    return int(link["index"]), str(link.get("IFLA_ADDRESS"))
+
+
 def _link_index(ipr: IPRoute, ifname: str) -> int | None:
     found = ipr.link_lookup(ifname=ifname)
     return int(found[0]) if found else None
@@ -113,9 +125,9 @@ def create_endpoint_veth(
             ipaddress.IPv4Address(value)
         except ValueError:
             raise DatapathError(f"{what} {value!r} is not an IPv4 address") from None
+    # Every netlink request costs ~0.3 ms of pyroute2 here: no lookup is made
+    # that the kernel's own answer (EEXIST, ENODEV) already gives.
     with IPRoute() as ipr:
-        if _link_index(ipr, host_ifname) is not None:
-            raise DatapathError(f"host interface {host_ifname} already exists")
         try:
             ns_fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as e:
@@ -123,21 +135,22 @@ def create_endpoint_veth(
                 f"cannot open pod network namespace {netns_path}: {e.strerror}"
             ) from None
         try:
-            with _netlink(f"creating veth {host_ifname} <-> {netns_path}:{ifname}"):
-                ipr.link(
-                    "add",
-                    ifname=host_ifname,
-                    kind="veth",
-                    mtu=mtu,
-                    peer={"ifname": ifname, "net_ns_fd": ns_fd, "mtu": mtu},
-                )
+            ipr.link(
+                "add",
+                ifname=host_ifname,
+                kind="veth",
+                mtu=mtu,
+                peer={"ifname": ifname, "net_ns_fd": ns_fd, "mtu": mtu},
+            )
+        except NetlinkError as e:
+            if e.code == errno.EEXIST and _link_index(ipr, host_ifname) is not None:
+                raise DatapathError(f"host interface {host_ifname} already exists") from None
+            step = f"creating veth {host_ifname} <-> {netns_path}:{ifname}"
+            raise DatapathError(f"{step}: {os.strerror(e.code) if e.code else e}") from None
         finally:
             os.close(ns_fd)
         try:
-            host_index = _link_index(ipr, host_ifname)
-            if host_index is None:
-                raise DatapathError(f"veth {host_ifname} vanished after creation")
-            host_mac = str(_link(ipr, host_index).get("IFLA_ADDRESS"))
+            host_index, host_mac = _index_and_mac(ipr, host_ifname, "the node")
             container_ifindex, container_mac = run_in_netns(
                 netns_path, _configure_pod_side, ifname, ip, gateway, host_mac
             )
@@ -153,16 +166,13 @@ def _configure_pod_side(ifname: str, ip: str, gateway: str, host_mac: str) -> tu
     _disable_ipv6(None)
     _disable_ipv6(ifname)
     with IPRoute() as ipr:
-        index = _link_index(ipr, ifname)
-        if index is None:
-            raise DatapathError(f"{ifname} did not appear in the pod namespace")
+        index, mac = _index_and_mac(ipr, ifname, "the pod namespace")
         with _netlink(f"configuring {ifname} in the pod namespace"):
             ipr.addr("add", index=index, address=ip, prefixlen=32)
             ipr.link("set", index=index, state="up")
             ipr.route("replace", dst=f"{gateway}/32", oif=index, scope=_SCOPE_LINK)
             ipr.route("replace", dst="0.0.0.0/0", gateway=gateway, oif=index, flags=_RTNH_F_ONLINK)
             ipr.neigh("replace", dst=gateway, lladdr=host_mac, ifindex=index, state=_NUD_PERMANENT)
-        mac = str(_link(ipr, index).get("IFLA_ADDRESS"))
     return index, mac
 
 
