@@ -22,6 +22,7 @@ import hashlib
 import ipaddress
 import logging
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ IFNAMSIZ = 15  # usable characters of an interface name
 _NUD_PERMANENT = 0x80
 _RTNH_F_ONLINK = 4
 _SCOPE_LINK = 253
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,15 +91,11 @@ def _disable_ipv6(ifname: str | None) -> None:
             _write_sysctl(path, "1")
 
 
-def _index_and_mac(ipr: IPRoute, ifname: str, where: str) -> tuple[int, str]:
-    """One request for what a lookup and a get would tell."""
-    try:
-        link = ipr.link("get", ifname=ifname)[0]
-    except NetlinkError as e:
-        if e.code == errno.ENODEV:
-            raise DatapathError(f"{ifname} did not appear in {where}") from None
-        raise DatapathError(f"reading {ifname} in {where}: {os.strerror(e.code)}") from None
-    return int(link["index"]), str(link.get("IFLA_ADDRESS"))
+def _index_of(ipr: IPRoute, ifname: str, where: str) -> int:
+    index = _link_index(ipr, ifname)
+    if index is None:
+        raise DatapathError(f"{ifname} did not appear in {where}")
+    return index
 
 
 def _link_index(ipr: IPRoute, ifname: str) -> int | None:
@@ -109,14 +107,31 @@ def _link(ipr: IPRoute, index: int) -> Any:
     return ipr.link("get", index=index)[0]
 
 
+def random_mac() -> str:
+    """A random locally administered unicast MAC, the kind the kernel gives a veth."""
+    b = bytearray(os.urandom(6))
+    b[0] = (b[0] & 0xFE) | 0x02
+    return ":".join(f"{x:02x}" for x in b)
+
+
 def create_endpoint_veth(
-    *, netns_path: str, ifname: str, host_ifname: str, ip: str, gateway: str, mtu: int
+    *,
+    netns_path: str,
+    ifname: str,
+    host_ifname: str,
+    ip: str,
+    gateway: str,
+    mtu: int,
+    host_mac: str | None = None,
+    container_mac: str | None = None,
 ) -> VethInfo:
     """Create and address an endpoint's veth pair; roll back on failure.
 
     Runs in the node's namespace; ``netns_path`` is the pod's (for podman
     ``/run/netns/netns-<uuid>``). The peer is created directly inside the pod
     namespace under its final name, so it never collides with node links.
+    The MACs are the given ones (:func:`random_mac` otherwise): the caller may
+    record them before the pair exists, and nothing has to be read back.
     """
     if not 0 < len(host_ifname) <= IFNAMSIZ or not 0 < len(ifname) <= IFNAMSIZ:
         raise DatapathError(f"interface names must have 1..{IFNAMSIZ} characters")
@@ -125,6 +140,11 @@ def create_endpoint_veth(
             ipaddress.IPv4Address(value)
         except ValueError:
             raise DatapathError(f"{what} {value!r} is not an IPv4 address") from None
+    host_mac = host_mac or random_mac()
+    container_mac = container_mac or random_mac()
+    for what, value in (("host MAC", host_mac), ("container MAC", container_mac)):
+        if not _MAC.fullmatch(value):
+            raise DatapathError(f"{what} {value!r} is not a MAC address like 02:00:00:00:00:01")
     # Every netlink request costs ~0.3 ms of pyroute2 here: no lookup is made
     # that the kernel's own answer (EEXIST, ENODEV) already gives.
     with IPRoute() as ipr:
@@ -140,7 +160,8 @@ def create_endpoint_veth(
                 ifname=host_ifname,
                 kind="veth",
                 mtu=mtu,
-                peer={"ifname": ifname, "net_ns_fd": ns_fd, "mtu": mtu},
+                address=host_mac,
+                peer={"ifname": ifname, "net_ns_fd": ns_fd, "mtu": mtu, "address": container_mac},
             )
         except NetlinkError as e:
             if e.code == errno.EEXIST and _link_index(ipr, host_ifname) is not None:
@@ -150,8 +171,8 @@ def create_endpoint_veth(
         finally:
             os.close(ns_fd)
         try:
-            host_index, host_mac = _index_and_mac(ipr, host_ifname, "the node")
-            container_ifindex, container_mac = run_in_netns(
+            host_index = _index_of(ipr, host_ifname, "the node")
+            container_ifindex = run_in_netns(
                 netns_path, _configure_pod_side, ifname, ip, gateway, host_mac
             )
             _configure_host_side(ipr, host_ifname, host_index, ip, container_mac)
@@ -161,19 +182,19 @@ def create_endpoint_veth(
     return VethInfo(host_ifname, host_index, host_mac, container_mac, container_ifindex)
 
 
-def _configure_pod_side(ifname: str, ip: str, gateway: str, host_mac: str) -> tuple[int, str]:
+def _configure_pod_side(ifname: str, ip: str, gateway: str, host_mac: str) -> int:
     # IPv6 off before the link is up, so no router solicitation or DAD leaks out.
     _disable_ipv6(None)
     _disable_ipv6(ifname)
     with IPRoute() as ipr:
-        index, mac = _index_and_mac(ipr, ifname, "the pod namespace")
+        index = _index_of(ipr, ifname, "the pod namespace")
         with _netlink(f"configuring {ifname} in the pod namespace"):
             ipr.addr("add", index=index, address=ip, prefixlen=32)
             ipr.link("set", index=index, state="up")
             ipr.route("replace", dst=f"{gateway}/32", oif=index, scope=_SCOPE_LINK)
             ipr.route("replace", dst="0.0.0.0/0", gateway=gateway, oif=index, flags=_RTNH_F_ONLINK)
             ipr.neigh("replace", dst=gateway, lladdr=host_mac, ifindex=index, state=_NUD_PERMANENT)
-    return index, mac
+    return index
 
 
 def _configure_host_side(

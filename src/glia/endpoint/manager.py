@@ -39,20 +39,18 @@ from glia.datapath.loader import Datapath
 from glia.datapath.maps import EndpointInfo
 from glia.datapath.runner import RunDatapath
 from glia.endpoint import netns_check, request
+from glia.endpoint.allocate import allocate_ip
 from glia.endpoint.cni_result import add_result
 from glia.endpoint.endpoint_keys import EndpointKeys
 from glia.endpoint.store import EndpointStore, endpoint_key
 from glia.endpoint.veth_removal import RemovalPending, VethRemovals
 from glia.identity.allocator import IdentityAllocator
-from glia.ipam.local import AddressInUse, AddressRefused, LocalIPAM
-from glia.ipam.pool import PoolExhausted, gateway_ip
-from glia.kvstore import keys
+from glia.ipam.local import LocalIPAM
+from glia.ipam.pool import gateway_ip
 from glia.kvstore.client import KVClient
 from glia.kvstore.publisher import LeasedPublisher
-from glia.model import codec
 from glia.model.endpoint import Endpoint, EndpointState
 from glia.model.identity import CLUSTER_LABEL, NAMESPACE_LABEL, ReservedIdentity
-from glia.model.node import Node
 
 log = logging.getLogger(__name__)
 
@@ -181,38 +179,19 @@ class EndpointManager:
     ) -> Endpoint:
         undo: list[Callable[[], Awaitable[Any]]] = []
         try:
-            try:
-                ip = self._ipam.allocate(endpoint_key(cid, ifname), requested)
-            except PoolExhausted as e:
-                raise CniError(CNI_TRY_AGAIN, str(e)) from None
-            except AddressInUse as e:
-                raise CniError(
-                    CNI_INVALID_ENV,
-                    f"requested address {e.ip} is in use on node {self._node} "
-                    f"by {self._holder(e.owner)}",
-                    "choose a free address, or remove that container first",
-                ) from None
-            except AddressRefused as e:
-                raise CniError(
-                    CNI_INVALID_ENV,
-                    f"requested address refused: {e}{await self._owner_node_hint(requested)}",
-                    f"node {self._node} gives addresses of {self._ipam.cidr} only, "
-                    "except its network, gateway and broadcast addresses",
-                ) from None
+            ip = await allocate_ip(
+                self._ipam,
+                endpoint_key(cid, ifname),
+                requested,
+                node=self._node,
+                holder=self._holder,
+                kv=self._kv,
+                cluster=self._cluster,
+            )
             undo.append(lambda: _aw(self._ipam.release(ip)))
             host_ifname = netlink.host_ifname_for(cid, ifname)
-            veth = await self._run_dp(
-                lambda: netlink.create_endpoint_veth(
-                    netns_path=netns,
-                    ifname=ifname,
-                    host_ifname=host_ifname,
-                    ip=ip,
-                    gateway=self.gateway,
-                    mtu=self._mtu,
-                )
-            )
-            undo.append(lambda: self._run_dp(lambda: netlink.delete_endpoint_veth(host_ifname)))
-            await self._run_dp(lambda: self._dp.attach_endpoint(veth.host_ifindex))
+            # MACs chosen here, so the record is complete before the veth exists.
+            mac, host_mac = netlink.random_mac(), netlink.random_mac()
             ep = Endpoint(
                 container_id=cid,
                 namespace=namespace,
@@ -226,17 +205,36 @@ class EndpointManager:
                 ifname=ifname,
                 host_ifname=host_ifname,
                 netns=netns,
-                mac=veth.container_mac,
-                host_mac=veth.host_mac,
+                mac=mac,
+                host_mac=host_mac,
                 aliases=aliases,
             )
+            # The keys go to etcd while the kernel builds the veth: they name no
+            # interface, and nothing reaches the pod before ADD returns. The
+            # withdrawal waits for the put, so a rollback leaves no key behind.
+            publishing = asyncio.ensure_future(self._keys.publish(ep))
+            undo.append(lambda: self._withdraw_after(publishing, ep))
+            try:
+                veth = await self._run_dp(
+                    lambda: netlink.create_endpoint_veth(
+                        netns_path=netns,
+                        ifname=ifname,
+                        host_ifname=host_ifname,
+                        ip=ip,
+                        gateway=self.gateway,
+                        mtu=self._mtu,
+                        host_mac=host_mac,
+                        container_mac=mac,
+                    )
+                )
+            finally:
+                await asyncio.wait({publishing})
+            undo.append(lambda: self._run_dp(lambda: netlink.delete_endpoint_veth(host_ifname)))
+            await publishing  # its error, if any, rolls everything back
+            await self._run_dp(lambda: self._dp.attach_endpoint(veth.host_ifindex))
             await self._program(ep, veth.host_ifindex)
             undo.append(lambda: self._unprogram(ep))
             self._store.save(ep)
-            # First to undo: the publisher forgets the keys, then deletes them
-            # (in the background while etcd is away), so none is left behind.
-            undo.append(lambda: self._keys.withdraw(ep))
-            await self._keys.publish(ep)
             self._eps[endpoint_key(cid, ifname)] = ep
             log.info("endpoint %s/%s added: %s on %s", namespace, name, ip, host_ifname)
             return ep
@@ -253,28 +251,17 @@ class EndpointManager:
                 raise CniError(CNI_IO_ERROR, f"setting up {namespace}/{name} failed: {e}") from e
             raise
 
+    async def _withdraw_after(self, publishing: asyncio.Future[None], ep: Endpoint) -> None:
+        await asyncio.wait({publishing})
+        if not publishing.cancelled():
+            publishing.exception()  # retrieved: the error that matters is raised elsewhere
+        await self._keys.withdraw(ep)
+
     def _holder(self, owner: str) -> str:
         ep = self._eps.get(owner)
         if ep is None:
             return f"container {owner[:12]} (being set up or removed)"
         return f"{ep.namespace}/{ep.name} (container {ep.container_id[:12]})"
-
-    async def _owner_node_hint(self, ip: str | None) -> str:
-        """``"; it belongs to node n2 (10.1.2.0/24)"`` if another node's CIDR holds ``ip``."""
-        if ip is None:
-            return ""
-        try:
-            items, _ = await self._kv.list(keys.nodes(self._cluster))
-            for kv in items:
-                node = codec.decode(Node, kv.value)
-                if node.name != self._node and node.pod_cidr and request.in_cidr(ip, node.pod_cidr):
-                    return (
-                        f"; it belongs to node {node.name}'s pod CIDR {node.pod_cidr}: "
-                        f"run the container on {node.name}"
-                    )
-        except Exception as e:  # the hint is a courtesy; the refusal stands without it
-            log.debug("no owner node for %s: %s", ip, e)
-        return ""
 
     async def delete(self, req: dict[str, Any]) -> None:
         cid = str(req.get("container_id") or "")
