@@ -75,7 +75,7 @@ async def test_a_name_asked_twice_is_deleted_once() -> None:
     assert delete.calls == ["gliaeaaaa", "gliaeaaaa"]
 
 
-async def test_a_failed_deletion_is_logged_counted_and_not_raised_to_the_waiter(
+async def test_a_failed_deletion_is_logged_and_counted(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     delete = BlockingDelete(fail="gliaebad")
@@ -84,13 +84,27 @@ async def test_a_failed_deletion_is_logged_counted_and_not_raised_to_the_waiter(
     with caplog.at_level(logging.WARNING, logger="glia.endpoint.veth_removal"):
         removals.remove("gliaebad")
         removals.remove("gliaegood")
-        await removals.wait("gliaebad")
-        await removals.wait("gliaegood")
+        await _until(lambda: removals.pending() == [])
     assert (removals.removed, removals.failed) == (1, 1)
     assert removals.pending() == []
     [record] = [r for r in caplog.records if "gliaebad" in r.getMessage()]
     assert "Device or resource busy" in record.getMessage()
     assert "next agent start removes it" in record.getMessage()
+
+
+async def test_a_reuse_of_a_name_whose_deletion_failed_tries_once_more() -> None:
+    delete = BlockingDelete(fail="gliaebad")
+    delete.release.set()
+    removals = VethRemovals(delete)
+    removals.remove("gliaebad")
+    with pytest.raises(RemovalPending, match=r"gliaebad cannot be removed: .*busy"):
+        await removals.wait("gliaebad")  # the ADD reusing it: still failing, refused
+    assert delete.calls == ["gliaebad", "gliaebad"]
+    delete._fail = None  # whatever held the interface let go
+    await removals.wait("gliaebad")
+    assert delete.calls == ["gliaebad"] * 3 and delete.done == ["gliaebad"]
+    await removals.wait("gliaebad")  # nothing more to do
+    assert len(delete.calls) == 3 and (removals.removed, removals.failed) == (1, 1)
 
 
 async def test_a_wait_is_bounded_and_leaves_the_deletion_running() -> None:

@@ -11,7 +11,8 @@ the interface to :class:`VethRemovals`: one task per host interface name.
 - An interface already gone is a success: right after DEL the runtime deletes
   the pod's namespace, which takes the pair with it.
 - A failure is logged and counted; the interface stays until the next agent
-  start, whose restore removes every endpoint veth no record claims.
+  start, whose restore removes every endpoint veth no record claims, or until
+  an ADD reuses the name: :meth:`VethRemovals.wait` tries once more then.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ STOP_TIMEOUT = 2.0  # agent stop: what is not done by then, the next restore rem
 
 
 class RemovalPending(Exception):
-    """The interface's deletion did not finish within the wait's bound."""
+    """The interface's deletion did not finish within the wait's bound, or failed."""
 
 
 class VethRemovals:
@@ -37,6 +38,7 @@ class VethRemovals:
         and raises on failure."""
         self._delete = delete
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._failed: set[str] = set()  # names whose last deletion failed
         self.removed = 0
         self.failed = 0
 
@@ -59,6 +61,7 @@ class VethRemovals:
             self.removed += 1
         except Exception as e:
             self.failed += 1
+            self._failed.add(host_ifname)
             log.warning(
                 "removing endpoint interface %s failed: %s (the next agent start removes it)",
                 host_ifname,
@@ -68,15 +71,21 @@ class VethRemovals:
             self._tasks.pop(host_ifname, None)
 
     async def wait(self, host_ifname: str, timeout: float = WAIT_TIMEOUT) -> None:
-        """Return once no deletion of ``host_ifname`` is pending; its outcome is
-        not raised (a name still taken fails the ADD that reuses it)."""
+        """Return once ``host_ifname`` is free: its pending deletion done, and one
+        that failed tried once more; else :class:`RemovalPending`."""
         task = self._tasks.get(host_ifname)
-        if task is None:
-            return
-        # asyncio.wait, not wait_for: a cancelled waiter leaves the deletion running.
-        done, _ = await asyncio.wait({task}, timeout=timeout)
-        if not done:
-            raise RemovalPending(f"interface {host_ifname} is still being removed")
+        if task is not None:
+            # asyncio.wait, not wait_for: a cancelled waiter leaves the deletion running.
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+            if not done:
+                raise RemovalPending(f"interface {host_ifname} is still being removed")
+        if host_ifname in self._failed:
+            try:
+                await asyncio.to_thread(self._delete, host_ifname)
+            except Exception as e:
+                raise RemovalPending(f"interface {host_ifname} cannot be removed: {e}") from None
+            self._failed.discard(host_ifname)
+            self.removed += 1
 
     async def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Wait at most ``timeout`` for pending deletions; never hangs."""
