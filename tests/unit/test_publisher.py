@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from glia.kvstore.client import KeyValue, Put
+from glia.kvstore.client import Compare, Delete, KeyValue, Put
 from glia.kvstore.errors import KVStoreError, KVStoreUnavailable
 from glia.kvstore.publisher import LeasedPublisher
 
@@ -109,12 +109,28 @@ class FakeEtcd:
         self.rev += 1
         return True
 
-    async def txn(self, compares: list[Any], ops: list[Put]) -> bool:
+    async def txn(self, compares: list[Compare], ops: list[Put | Delete]) -> bool:
         self._answer()
-        assert not compares
+        if not all(self._holds(c) for c in compares):
+            return False
         for op in ops:
-            self._store(op.key, op.value, op.lease.id if op.lease else 0)
+            if isinstance(op, Delete):
+                if self.data.pop(op.key, None) is not None:
+                    self.rev += 1
+            else:
+                self._store(op.key, op.value, op.lease.id if op.lease else 0)
         return True
+
+    def _holds(self, c: Compare) -> bool:
+        assert c.op == "==", c
+        kv = self.data.get(c.key)
+        fields = {
+            "lease": kv.lease if kv else 0,
+            "mod": kv.mod_revision if kv else 0,
+            "create": kv.create_revision if kv else 0,
+            "version": kv.version if kv else 0,
+        }
+        return fields[c.target] == c.value
 
 
 @pytest.fixture

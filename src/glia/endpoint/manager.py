@@ -7,7 +7,10 @@ ADD: IP from the node's IPAM, veth into the container, program attached,
 endpoint map entry, keys published on the agent's lease; the identity starts as
 ``init`` and becomes the one for the container's labels once the runtime has
 told them (asynchronously, see :mod:`glia.agent.labels`). Any failure rolls back
-what ADD did. DEL is idempotent. On start, :meth:`EndpointManager.restore`
+what ADD did. DEL is idempotent; it returns once the endpoint map entry, the
+keys, the IP and the record are gone, and leaves the veth to
+:mod:`glia.endpoint.veth_removal` (an ADD reusing its name waits for it). The
+keys live in :mod:`glia.endpoint.endpoint_keys`. On start, :meth:`EndpointManager.restore`
 adopts the endpoints recorded on disk whose veth still exists and removes
 leftovers (veths, map entries, IPs, this node's keys and identity references
 in the kvstore) that no record claims.
@@ -36,19 +39,18 @@ from glia.datapath.loader import Datapath
 from glia.datapath.maps import EndpointInfo
 from glia.datapath.runner import RunDatapath
 from glia.endpoint import netns_check, request
+from glia.endpoint.allocate import allocate_ip
 from glia.endpoint.cni_result import add_result
+from glia.endpoint.endpoint_keys import EndpointKeys
 from glia.endpoint.store import EndpointStore, endpoint_key
+from glia.endpoint.veth_removal import RemovalPending, VethRemovals
 from glia.identity.allocator import IdentityAllocator
-from glia.ipam.local import AddressInUse, AddressRefused, LocalIPAM
-from glia.ipam.pool import PoolExhausted, gateway_ip
-from glia.kvstore import keys
+from glia.ipam.local import LocalIPAM
+from glia.ipam.pool import gateway_ip
 from glia.kvstore.client import KVClient
 from glia.kvstore.publisher import LeasedPublisher
-from glia.model import codec
 from glia.model.endpoint import Endpoint, EndpointState
 from glia.model.identity import CLUSTER_LABEL, NAMESPACE_LABEL, ReservedIdentity
-from glia.model.ipcache import IPCacheEntry
-from glia.model.node import Node
 
 log = logging.getLogger(__name__)
 
@@ -95,14 +97,19 @@ class EndpointManager:
         """``dns_nameserver``: the node IP when the agent serves DNS on its port 53
         (then ADD results carry it, with the namespace's search list), else None."""
         self._cluster = cluster
-        self._cluster_id = cluster_id
         self._node = node
-        self._node_ip = node_ip
         self._mtu = mtu
         self._store = store
         self._ipam = ipam
         self._ids = identities
-        self._pub = publisher
+        self._keys = EndpointKeys(
+            publisher=publisher,
+            kv=kv,
+            cluster=cluster,
+            cluster_id=cluster_id,
+            node=node,
+            node_ip=node_ip,
+        )
         self._kv = kv
         self._dp = datapath
         self._run_dp = run_dp
@@ -111,6 +118,7 @@ class EndpointManager:
         self._eps: dict[str, Endpoint] = {}  # endpoint_key -> endpoint
         self._lock = asyncio.Lock()  # ADD/DEL/GC/label updates are serialised
         self._label_tasks: dict[str, asyncio.Task[None]] = {}
+        self.removals = VethRemovals(netlink.delete_endpoint_veth)
         self.hooks: EndpointHooks | None = None
 
     def _changed(self) -> None:
@@ -148,6 +156,10 @@ class EndpointManager:
                         f"an endpoint named {namespace}/{name} already exists on this node "
                         f"(container {other.container_id[:12]})",
                     )
+            try:  # a DEL of this container a moment ago (a restart): its veth goes first
+                await self.removals.wait(netlink.host_ifname_for(cid, ifname))
+            except RemovalPending as e:
+                raise CniError(CNI_TRY_AGAIN, str(e)) from None
             ep = await self._add_locked(cid, netns, ifname, name, namespace, r.ip, r.aliases)
         self._resolve_labels_later(ep)
         return self._result(ep, cni_version)
@@ -167,38 +179,19 @@ class EndpointManager:
     ) -> Endpoint:
         undo: list[Callable[[], Awaitable[Any]]] = []
         try:
-            try:
-                ip = self._ipam.allocate(endpoint_key(cid, ifname), requested)
-            except PoolExhausted as e:
-                raise CniError(CNI_TRY_AGAIN, str(e)) from None
-            except AddressInUse as e:
-                raise CniError(
-                    CNI_INVALID_ENV,
-                    f"requested address {e.ip} is in use on node {self._node} "
-                    f"by {self._holder(e.owner)}",
-                    "choose a free address, or remove that container first",
-                ) from None
-            except AddressRefused as e:
-                raise CniError(
-                    CNI_INVALID_ENV,
-                    f"requested address refused: {e}{await self._owner_node_hint(requested)}",
-                    f"node {self._node} gives addresses of {self._ipam.cidr} only, "
-                    "except its network, gateway and broadcast addresses",
-                ) from None
+            ip = await allocate_ip(
+                self._ipam,
+                endpoint_key(cid, ifname),
+                requested,
+                node=self._node,
+                holder=self._holder,
+                kv=self._kv,
+                cluster=self._cluster,
+            )
             undo.append(lambda: _aw(self._ipam.release(ip)))
             host_ifname = netlink.host_ifname_for(cid, ifname)
-            veth = await self._run_dp(
-                lambda: netlink.create_endpoint_veth(
-                    netns_path=netns,
-                    ifname=ifname,
-                    host_ifname=host_ifname,
-                    ip=ip,
-                    gateway=self.gateway,
-                    mtu=self._mtu,
-                )
-            )
-            undo.append(lambda: self._run_dp(lambda: netlink.delete_endpoint_veth(host_ifname)))
-            await self._run_dp(lambda: self._dp.attach_endpoint(veth.host_ifindex))
+            # MACs chosen here, so the record is complete before the veth exists.
+            mac, host_mac = netlink.random_mac(), netlink.random_mac()
             ep = Endpoint(
                 container_id=cid,
                 namespace=namespace,
@@ -212,17 +205,36 @@ class EndpointManager:
                 ifname=ifname,
                 host_ifname=host_ifname,
                 netns=netns,
-                mac=veth.container_mac,
-                host_mac=veth.host_mac,
+                mac=mac,
+                host_mac=host_mac,
                 aliases=aliases,
             )
+            # The keys go to etcd while the kernel builds the veth: they name no
+            # interface, and nothing reaches the pod before ADD returns. The
+            # withdrawal waits for the put, so a rollback leaves no key behind.
+            publishing = asyncio.ensure_future(self._keys.publish(ep))
+            undo.append(lambda: self._withdraw_after(publishing, ep))
+            try:
+                veth = await self._run_dp(
+                    lambda: netlink.create_endpoint_veth(
+                        netns_path=netns,
+                        ifname=ifname,
+                        host_ifname=host_ifname,
+                        ip=ip,
+                        gateway=self.gateway,
+                        mtu=self._mtu,
+                        host_mac=host_mac,
+                        container_mac=mac,
+                    )
+                )
+            finally:
+                await asyncio.wait({publishing})
+            undo.append(lambda: self._run_dp(lambda: netlink.delete_endpoint_veth(host_ifname)))
+            await publishing  # its error, if any, rolls everything back
+            await self._run_dp(lambda: self._dp.attach_endpoint(veth.host_ifindex))
             await self._program(ep, veth.host_ifindex)
             undo.append(lambda: self._unprogram(ep))
             self._store.save(ep)
-            # First to undo: the publisher forgets the keys, then deletes them
-            # (in the background while etcd is away), so none is left behind.
-            undo.append(lambda: self._withdraw(ep))
-            await self._publish(ep)
             self._eps[endpoint_key(cid, ifname)] = ep
             log.info("endpoint %s/%s added: %s on %s", namespace, name, ip, host_ifname)
             return ep
@@ -239,28 +251,17 @@ class EndpointManager:
                 raise CniError(CNI_IO_ERROR, f"setting up {namespace}/{name} failed: {e}") from e
             raise
 
+    async def _withdraw_after(self, publishing: asyncio.Future[None], ep: Endpoint) -> None:
+        await asyncio.wait({publishing})
+        if not publishing.cancelled():
+            publishing.exception()  # retrieved: the error that matters is raised elsewhere
+        await self._keys.withdraw(ep)
+
     def _holder(self, owner: str) -> str:
         ep = self._eps.get(owner)
         if ep is None:
             return f"container {owner[:12]} (being set up or removed)"
         return f"{ep.namespace}/{ep.name} (container {ep.container_id[:12]})"
-
-    async def _owner_node_hint(self, ip: str | None) -> str:
-        """``"; it belongs to node n2 (10.1.2.0/24)"`` if another node's CIDR holds ``ip``."""
-        if ip is None:
-            return ""
-        try:
-            items, _ = await self._kv.list(keys.nodes(self._cluster))
-            for kv in items:
-                node = codec.decode(Node, kv.value)
-                if node.name != self._node and node.pod_cidr and request.in_cidr(ip, node.pod_cidr):
-                    return (
-                        f"; it belongs to node {node.name}'s pod CIDR {node.pod_cidr}: "
-                        f"run the container on {node.name}"
-                    )
-        except Exception as e:  # the hint is a courtesy; the refusal stands without it
-            log.debug("no owner node for %s: %s", ip, e)
-        return ""
 
     async def delete(self, req: dict[str, Any]) -> None:
         cid = str(req.get("container_id") or "")
@@ -275,8 +276,7 @@ class EndpointManager:
             if ep is None:
                 # Nothing known: still free an IP a crashed ADD may have left.
                 self._ipam.release_owner(endpoint_key(cid, ifname))
-                host = netlink.host_ifname_for(cid, ifname)
-                await self._run_dp(lambda: netlink.delete_endpoint_veth(host))
+                self.removals.remove(netlink.host_ifname_for(cid, ifname))
                 return
             try:
                 await self._remove(ep)
@@ -284,9 +284,12 @@ class EndpointManager:
                 self._changed()
 
     async def _remove(self, ep: Endpoint) -> None:
-        await self._withdraw(ep)
+        # The map entry first: nothing is redirected to a dying interface. The
+        # veth goes in the background (the kernel takes ~20 ms); the IP has a
+        # cool-down before reuse, and an ADD reusing the name waits for it.
         await self._unprogram(ep)
-        await self._run_dp(lambda: netlink.delete_endpoint_veth(ep.host_ifname))
+        await self._keys.withdraw(ep)
+        self.removals.remove(ep.host_ifname)
         self._ipam.release(ep.ip)
         await self._ids.release(ep.identity)
         self._store.remove(ep.container_id, ep.ifname)
@@ -349,7 +352,7 @@ class EndpointManager:
                 else:
                     ep = replace(ep, identity=int(ReservedIdentity.INIT))
                 await self._program(ep, ifindex)
-                await self._publish(ep)
+                await self._keys.publish(ep)
                 self._eps[endpoint_key(ep.container_id, ep.ifname)] = ep
                 self._store.save(ep)
                 stats["adopted"] += 1
@@ -370,7 +373,7 @@ class EndpointManager:
             # Keys of endpoints that went while no agent ran (a DEL queued by the
             # plugin, a veth gone with its pod) still sit on the dead agent's
             # lease: other nodes would route to them until it expires.
-            stats["stray_keys"] = await self._withdraw_strays()
+            stats["stray_keys"] = await self._keys.withdraw_strays()
             stats["stray_refs"] = await self._ids.prune_refs()
         for ep in self._eps.values():
             if ep.state != EndpointState.READY:
@@ -441,10 +444,8 @@ class EndpointManager:
                 self._store.save(ep)
                 if old_namespace != ep.namespace:
                     # Old key first: readers index endpoints by IP too.
-                    await self._pub.withdraw(
-                        keys.endpoint(self._cluster, self._node, old_namespace, ep.name)
-                    )
-                await self._publish(ep)
+                    await self._keys.withdraw_name(old_namespace, ep.name)
+                await self._keys.publish(ep)
                 self._eps[key] = ep
             finally:
                 self._changed()
@@ -464,44 +465,6 @@ class EndpointManager:
     async def _unprogram(self, ep: Endpoint) -> None:
         await self._run_dp(lambda: self._dp.endpoints.delete(ep.ip))
 
-    async def _publish(self, ep: Endpoint) -> None:
-        entry = IPCacheEntry(
-            ip=ep.ip,
-            identity=ep.identity,
-            tunnel_endpoint=self._node_ip,
-            cluster_id=self._cluster_id,
-            node=self._node,
-        )
-        await self._pub.publish(keys.ipcache(self._cluster, self._node, ep.ip), codec.encode(entry))
-        await self._pub.publish(
-            keys.endpoint(self._cluster, self._node, ep.namespace, ep.name), codec.encode(ep)
-        )
-
-    async def _withdraw(self, ep: Endpoint) -> None:
-        await self._pub.withdraw(keys.ipcache(self._cluster, self._node, ep.ip))
-        await self._pub.withdraw(keys.endpoint(self._cluster, self._node, ep.namespace, ep.name))
-
-    async def _withdraw_strays(self) -> int:
-        """Delete this node's endpoint and ipcache keys that no adopted endpoint claims.
-
-        Layout v2 keys carry the writing node, so "this node's" is a prefix:
-        never another node's key, whatever its value says.
-        """
-        mine = self._pub.published()
-        removed = 0
-        for prefix in (
-            keys.endpoints(self._cluster, self._node),
-            keys.ipcaches(self._cluster, self._node),
-        ):
-            items, _ = await self._kv.list(prefix)
-            for kv in items:
-                if kv.key not in mine and await self._kv.delete_if(
-                    kv.key, mod_revision=kv.mod_revision
-                ):
-                    log.info("withdrew stray key %s", kv.key)
-                    removed += 1
-        return removed
-
     async def stop(self) -> None:
         for task in self._label_tasks.values():
             task.cancel()
@@ -509,6 +472,7 @@ class EndpointManager:
             with contextlib.suppress(BaseException):
                 await task
         self._label_tasks.clear()
+        await self.removals.stop()
 
 
 async def _aw(value: object) -> None:

@@ -104,7 +104,9 @@ class LocalIPAM:
             "last": self._last,
             "released": {ip: {"owner": o, "at": at} for ip, (o, at) in self._released.items()},
         }
-        tmp.write_text(json.dumps(body, indent=1, sort_keys=True))
+        # Compact: written on every ADD and DEL, and indenting a full pool's
+        # release times costs more than the write.
+        tmp.write_text(json.dumps(body, sort_keys=True, separators=(",", ":")))
         os.replace(tmp, self._file)
 
     def allocate(self, owner: str, requested: str | None = None) -> str:

@@ -68,6 +68,7 @@ _TARGETS = {
     "create": rpc.Compare.CREATE,
     "mod": rpc.Compare.MOD,
     "value": rpc.Compare.VALUE,
+    "lease": rpc.Compare.LEASE,
 }
 _OPS = {
     "==": rpc.Compare.EQUAL,
@@ -80,6 +81,7 @@ _FIELDS = {
     "create": "create_revision",
     "mod": "mod_revision",
     "value": "value",
+    "lease": "lease",
 }
 
 

@@ -78,17 +78,20 @@ class Event:
 class Compare:
     """One condition of a transaction, e.g. ``Compare(k, "mod", "==", 42)``.
 
-    ``"create"`` ``== 0`` means "the key does not exist".
+    ``"create"`` ``== 0`` means "the key does not exist"; ``"lease"`` compares
+    the id of the lease the key is on (0: none, or no such key).
     """
 
     key: str
-    target: Literal["version", "create", "mod", "value"]
+    target: Literal["version", "create", "mod", "value", "lease"]
     op: Literal["==", "!=", "<", ">"]
     value: int | bytes
 
     def __post_init__(self) -> None:
-        if self.target not in ("version", "create", "mod", "value"):
-            raise ValueError(f"compare target must be version/create/mod/value: {self.target!r}")
+        if self.target not in ("version", "create", "mod", "value", "lease"):
+            raise ValueError(
+                f"compare target must be version/create/mod/value/lease: {self.target!r}"
+            )
         if self.op not in ("==", "!=", "<", ">"):
             raise ValueError(f"compare op must be ==, !=, < or >: {self.op!r}")
         want_bytes = self.target == "value"
