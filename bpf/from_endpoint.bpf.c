@@ -9,7 +9,8 @@
  * judges the backend, never the VIP) -> local endpoint (its ingress policy,
  * reverse NAT of service replies, redirect_peer) | remote node (VXLAN) | node
  * stack, except UDP to the VXLAN port (overlay.h). Replies of connections the
- * stack delivered (host ports) go to the stack (viastack.h).
+ * stack delivered (host ports) go to the stack (GLIA_CT_F_VIA_STACK, ct.h): the
+ * flag rides on the conntrack entry the policy step finds for every reply.
  */
 #include "common.h"
 #include "config.h"
@@ -21,7 +22,6 @@
 #include "overlay.h"
 #include "signals.h"
 #include "verdict.h"
-#include "viastack.h"
 
 SEC("tc")
 int from_endpoint(struct __sk_buff *skb)
@@ -35,6 +35,7 @@ int from_endpoint(struct __sk_buff *skb)
 	struct iphdr *ip4;
 	__u32 src_identity, dst_identity;
 	int verdict, translated = 0;
+	__u8 ct_flags;
 
 	if ((void *)(eth + 1) > data_end)
 		return glia_drop_flow(skb, GLIA_DROP_INVALID_PACKET, GLIA_DIR_EGRESS, 0, 0);
@@ -73,10 +74,11 @@ int from_endpoint(struct __sk_buff *skb)
 		if (dst->ifindex == skb->ingress_ifindex)
 			return glia_deliver_local(skb, dst, src_identity, GLIA_DIR_EGRESS,
 						  translated ? GLIA_DELIVER_NO_REVNAT : 0);
-		verdict = glia_policy(skb, src_identity, dst->identity, GLIA_DIR_EGRESS);
+		verdict = glia_policy_ct(skb, src_identity, dst->identity, GLIA_DIR_EGRESS, 0,
+					 &ct_flags);
 		if (verdict)
 			return verdict;
-		if (!translated && glia_via_stack(skb))
+		if (!translated && (ct_flags & GLIA_CT_F_VIA_STACK))
 			return glia_to_stack(skb, GLIA_DIR_EGRESS);
 		return glia_deliver_local(skb, dst, src_identity, GLIA_DIR_EGRESS,
 					  GLIA_DELIVER_POLICY |
@@ -89,7 +91,7 @@ int from_endpoint(struct __sk_buff *skb)
 
 	remote = glia_lookup_ipcache(ip4->daddr);
 	dst_identity = remote ? remote->identity : GLIA_ID_WORLD;
-	verdict = glia_policy(skb, src_identity, dst_identity, GLIA_DIR_EGRESS);
+	verdict = glia_policy_ct(skb, src_identity, dst_identity, GLIA_DIR_EGRESS, 0, &ct_flags);
 	if (verdict)
 		return verdict;
 	data = (void *)(long)skb->data;
@@ -105,7 +107,7 @@ int from_endpoint(struct __sk_buff *skb)
 		if (remote->tunnel_endpoint == cfg->node_ip)
 			return glia_drop_flow(skb, GLIA_DROP_NO_ENDPOINT, GLIA_DIR_EGRESS,
 					      src_identity, remote->identity);
-		if (!translated && glia_via_stack(skb))
+		if (!translated && (ct_flags & GLIA_CT_F_VIA_STACK))
 			return glia_to_stack(skb, GLIA_DIR_EGRESS);
 		if (cfg->vxlan_ifindex)
 			return glia_to_tunnel(skb, ip4, remote->tunnel_endpoint,

@@ -8,8 +8,8 @@
  * Ingress policy of the endpoint for the source's identity (the ipcache's;
  * world without an entry), with policy conntrack, so connections the node
  * opens are tracked and the pod's replies pass its egress policy. Connections
- * from a pod that the stack delivers (a host port's DNAT) are noted, so their
- * replies take the stack back (viastack.h).
+ * from a pod that the stack delivers (a host port's DNAT) are marked on their
+ * INGRESS conntrack entry, so their replies take the stack back (ct.h).
  * Attached by glia.datapath.loader.Datapath next to from_endpoint.
  */
 #include "common.h"
@@ -20,7 +20,6 @@
 #include "policy.h"
 #include "signals.h"
 #include "verdict.h"
-#include "viastack.h"
 
 SEC("tc")
 int to_endpoint(struct __sk_buff *skb)
@@ -32,6 +31,7 @@ int to_endpoint(struct __sk_buff *skb)
 	struct ethhdr *eth = data;
 	struct iphdr *ip4;
 	__u32 src_identity;
+	__u8 mark = 0, seen;
 
 	if ((void *)(eth + 1) > data_end || eth->h_proto != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;  /* ARP from the node's side, or not ours to judge */
@@ -43,11 +43,13 @@ int to_endpoint(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	src = glia_lookup_ipcache(ip4->saddr);
 	src_identity = src ? src->identity : GLIA_ID_WORLD;
-	if (glia_policy(skb, dst->identity, src_identity, GLIA_DIR_INGRESS))
-		return TC_ACT_SHOT;
-	/* From a pod, through the stack: a host port's DNAT (viastack.h). */
+	/* From a pod, through the stack: a host port's DNAT. Pods never reach pods
+	 * through the stack otherwise (from_endpoint delivers them), so the mark
+	 * sends exactly the NATed connections' replies back through it (ct.h). */
 	if (src && (src->tunnel_endpoint || glia_lookup_endpoint(ip4->saddr)))
-		glia_via_stack_note(skb);
+		mark = GLIA_CT_F_VIA_STACK;
+	if (glia_policy_ct(skb, dst->identity, src_identity, GLIA_DIR_INGRESS, mark, &seen))
+		return TC_ACT_SHOT;
 	return TC_ACT_OK;
 }
 

@@ -20,9 +20,10 @@
  * connections pass and a policy change leaves open connections alone.
  * Service connections are judged after DNAT (the backend), so their EGRESS
  * entry and the backend's INGRESS entry hold the backend's address.
- * - VIA_STACK (viastack.h), keyed by the reply tuple of a connection from a pod
- *   that the node's stack handed to a pod (a host port's DNAT): its replies
- *   go back through the stack, which undoes the NAT.
+ * An INGRESS entry of a connection from a pod that the node's stack handed
+ * to a pod (a host port's DNAT) carries GLIA_CT_F_VIA_STACK: the replies,
+ * which find that entry anyway, go back through the stack, which undoes the
+ * NAT (policy.h).
  * All carry an expiry (bpf_ktime_get_ns, CLOCK_MONOTONIC); the datapath
  * treats an expired entry as absent, glia.datapath.ct.ct_gc deletes them, and
  * the LRU evicts the oldest when full.
@@ -50,14 +51,16 @@ enum glia_ct_dir {
 	GLIA_CT_REPLY = 2,               /* backend -> client; value: the VIP */
 	GLIA_CT_EGRESS = 3,              /* first packet's tuple, allowed out of its sender */
 	GLIA_CT_INGRESS = 4,             /* first packet's tuple, allowed into its receiver */
-	GLIA_CT_VIA_STACK = 5,           /* a pod's reply tuple whose connection the node's stack
-					  * delivered (viastack.h); value: expiry and flags only */
+	/* 5 was VIA_STACK (a separate entry per host-port connection), now a flag of
+	 * INGRESS entries; left unused so old entries of a pinned map mean nothing. */
 };
 
 enum glia_ct_flags {
 	GLIA_CT_F_SEEN_REPLY = 1,        /* a reply was delivered to the client */
 	GLIA_CT_F_CLOSING = 2,           /* TCP FIN or RST seen: short lifetime */
 	GLIA_CT_F_HAIRPIN = 4,           /* the client is its own backend (see below) */
+	GLIA_CT_F_VIA_STACK = 8,         /* INGRESS: from a pod, delivered by the node's stack
+					  * (a host port's DNAT): replies go through the stack */
 };
 
 /* Hairpin: a pod whose connection to a VIP lands on itself would see its own
@@ -153,7 +156,8 @@ static __always_inline void glia_ct_touch(struct glia_ct4_entry *e, const struct
  * glia_direction), or is a reply to one allowed on the other side. A TCP SYN
  * on a closing entry starts a new connection: judged again. */
 static __always_inline int glia_ct_policy_seen(const struct glia_ct4_key *t, __u32 direction,
-					       __u8 tcp_flags, __u64 now)
+					       __u8 tcp_flags, __u64 now, __u8 mark,
+					       __u8 *seen_flags)
 {
 	struct glia_ct4_entry *e;
 	struct glia_ct4_key key;
@@ -164,7 +168,8 @@ static __always_inline int glia_ct_policy_seen(const struct glia_ct4_key *t, __u
 	if (e && e->expires_ns > now &&
 	    !((e->flags & GLIA_CT_F_CLOSING) &&
 	      (tcp_flags & (GLIA_TCP_SYN | GLIA_TCP_ACK)) == GLIA_TCP_SYN)) {
-		glia_ct_touch_one(e, t->proto, tcp_flags, 0, now);
+		glia_ct_touch_one(e, t->proto, tcp_flags, mark, now);
+		*seen_flags = e->flags;
 		return 1;
 	}
 	key.saddr = t->daddr;
@@ -175,21 +180,23 @@ static __always_inline int glia_ct_policy_seen(const struct glia_ct4_key *t, __u
 	e = bpf_map_lookup_elem(&glia_ct4_v2, &key);
 	if (e && e->expires_ns > now) {
 		glia_ct_touch_one(e, t->proto, tcp_flags, GLIA_CT_F_SEEN_REPLY, now);
+		*seen_flags = e->flags;
 		return 1;
 	}
 	return 0;
 }
 
 static __always_inline void glia_ct_policy_create(const struct glia_ct4_key *t, __u32 direction,
-						  __u8 tcp_flags, __u64 now)
+						  __u8 tcp_flags, __u64 now, __u8 mark)
 {
 	struct glia_ct4_entry entry = {};
 	struct glia_ct4_key key;
 
 	key = *t;
 	key.dir = direction == GLIA_DIR_EGRESS ? GLIA_CT_EGRESS : GLIA_CT_INGRESS;
+	entry.flags = mark;
 	if (tcp_flags & (GLIA_TCP_FIN | GLIA_TCP_RST))
-		entry.flags = GLIA_CT_F_CLOSING;
+		entry.flags |= GLIA_CT_F_CLOSING;
 	entry.tcp_flags = tcp_flags;
 	entry.expires_ns = now + glia_ct_lifetime(t->proto, entry.flags);
 	bpf_map_update_elem(&glia_ct4_v2, &key, &entry, BPF_ANY);

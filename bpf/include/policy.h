@@ -161,9 +161,13 @@ static __always_inline int glia_policy_tuple(struct __sk_buff *skb, struct glia_
 /* Policy for the packet in `skb` on one side: `subject` is the local
  * endpoint's identity, `peer` the other end's; at egress the endpoint sends,
  * at ingress it receives. Returns 0 to go on, or TC_ACT_SHOT (dropped,
- * counted, reported). */
-static __always_inline int glia_policy(struct __sk_buff *skb, __u32 subject, __u32 peer,
-				       enum glia_direction direction)
+ * counted, reported). With the conntrack flags of the connection: `mark` is ORed into
+ * this side's entry (found or created); *seen_flags gets the flags of the
+ * entry that let the packet pass without a lookup (this side's, or the other
+ * side's for a reply), 0 for a packet judged now. */
+static __always_inline int glia_policy_ct(struct __sk_buff *skb, __u32 subject, __u32 peer,
+					  enum glia_direction direction, __u8 mark,
+					  __u8 *seen_flags)
 {
 	__u32 src_identity = direction == GLIA_DIR_EGRESS ? subject : peer;
 	__u32 dst_identity = direction == GLIA_DIR_EGRESS ? peer : subject;
@@ -177,16 +181,26 @@ static __always_inline int glia_policy(struct __sk_buff *skb, __u32 subject, __u
 		return glia_drop_flow(skb, GLIA_DROP_INVALID_PACKET, direction, src_identity,
 				      dst_identity);
 	now = bpf_ktime_get_ns();
-	if (glia_ct_policy_seen(&tuple, direction, tcp_flags, now))
+	*seen_flags = 0;
+	if (glia_ct_policy_seen(&tuple, direction, tcp_flags, now, mark, seen_flags))
 		return 0;
 	if (!glia_policy_lookup(subject, peer, direction, tuple.proto, tuple.dport, &match,
 				&cookie))
 		return glia_drop_policy(skb, direction, src_identity, dst_identity, match, cookie);
-	glia_ct_policy_create(&tuple, direction, tcp_flags, now);
+	glia_ct_policy_create(&tuple, direction, tcp_flags, now, mark);
 	cfg = glia_get_config();
 	if (cfg && (cfg->flags & GLIA_CFG_F_POLICY_VERDICTS))
 		glia_policy_verdict_event(skb, direction, src_identity, dst_identity, match, cookie);
 	return 0;
+}
+
+/* glia_policy_ct without the flags. */
+static __always_inline int glia_policy(struct __sk_buff *skb, __u32 subject, __u32 peer,
+				       enum glia_direction direction)
+{
+	__u8 seen_flags;
+
+	return glia_policy_ct(skb, subject, peer, direction, 0, &seen_flags);
 }
 
 #endif /* GLIA_POLICY_H */

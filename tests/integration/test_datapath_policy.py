@@ -18,7 +18,7 @@ from typing import Any
 import netns_util as nu
 import pytest
 
-from glia.datapath.ct import ct_entries
+from glia.datapath.ct import CT_F_VIA_STACK, ct_entries
 from glia.datapath.drop import Direction, PolicyMatch, Reason
 from glia.datapath.events import EventReader, EventType
 from glia.datapath.loader import Datapath, unpin
@@ -134,6 +134,8 @@ def module_rig() -> Iterator[Rig]:
         rig = Rig(dp, ns)
         for p in PODS:
             dp.endpoints.upsert(p.ip, EndpointInfo(p.ifindex, p.identity, p.mac, p.gw))
+            # As the agent does: the ipcache holds this node's endpoints too.
+            dp.ipcache.upsert(f"{p.ip}/32", IPCacheInfo(p.identity, None, 1))
             rig.engine.upsert_identity(p.identity, p.labels, "c1")
         rig.engine.upsert_identity(REMOTE[1], {"app": "remote", NAMESPACE_LABEL: "default"}, "c1")
         dp.ipcache.upsert(f"{REMOTE[0]}/32", IPCacheInfo(REMOTE[1], REMOTE_NODE_IP, 1))
@@ -302,6 +304,27 @@ def test_the_node_reaches_its_endpoints_and_world_does_not(rig: Rig) -> None:
     assert rig.from_stack(world, WEB).retval == TC_ACT_SHOT
     to_client = ipv4(WORLD_IP, CLIENT.ip, tcp(50001, 80, TCP_SYN), proto=IPPROTO_TCP)
     assert rig.from_stack(to_client, CLIENT).retval == TC_ACT_OK  # client's ingress is open
+
+
+def test_replies_of_connections_the_stack_delivered_go_back_through_it(rig: Rig) -> None:
+    """A host port: the node's stack DNATs a pod's connection to NODE_IP:PORT to web; the
+    mark rides on web's INGRESS entry, and web's replies find it there (no other lookup)."""
+    for client, sport in ((CLIENT.ip, 41000), (REMOTE[0], 41001)):
+        syn = ipv4(client, WEB.ip, tcp(sport, 80, TCP_SYN), proto=IPPROTO_TCP)
+        assert rig.from_stack(syn, WEB).retval == TC_ACT_OK
+        answer = ipv4(WEB.ip, client, tcp(80, sport, TCP_SYN | TCP_ACK), proto=IPPROTO_TCP)
+        assert rig.send(WEB, answer).retval == TC_ACT_OK  # to the stack, not the pod/tunnel
+    marked = {(r.src, r.dst) for r in ct_entries(rig.dp) if r.flags & CT_F_VIA_STACK}
+    assert marked == {(CLIENT.ip, WEB.ip), (REMOTE[0], WEB.ip)}
+    assert {r.kind for r in ct_entries(rig.dp) if r.flags & CT_F_VIA_STACK} == {"ingress"}
+    # Not through the stack: client -> web directly, web's reply goes straight back.
+    assert rig.syn(CLIENT, WEB.ip, 80, sport=42000) == TC_ACT_REDIRECT
+    answer = ipv4(WEB.ip, CLIENT.ip, tcp(80, 42000, TCP_SYN | TCP_ACK), proto=IPPROTO_TCP)
+    assert rig.send(WEB, answer).retval == TC_ACT_REDIRECT
+    # From the node itself (not a pod): not marked; the reply reaches the stack anyway.
+    probe = ipv4(NODE_IP, WEB.ip, tcp(43000, 80, TCP_SYN), proto=IPPROTO_TCP)
+    assert rig.from_stack(probe, WEB).retval == TC_ACT_OK
+    assert not any(r.src == NODE_IP and r.flags & CT_F_VIA_STACK for r in ct_entries(rig.dp))
 
 
 def test_map_rows_and_resync(rig: Rig) -> None:

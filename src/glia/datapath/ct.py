@@ -33,17 +33,17 @@ CT_SERVICE = 1
 CT_REPLY = 2
 CT_EGRESS = 3  # policy: allowed out of its sender (tuple of the first packet)
 CT_INGRESS = 4  # policy: allowed into its receiver
-CT_VIA_STACK = 5  # reply tuple of a connection the node's stack delivered (host ports)
+# 5 was a separate via-stack entry; now CT_F_VIA_STACK on the INGRESS entry
 CT_F_SEEN_REPLY = 1
 CT_F_CLOSING = 2
 CT_F_HAIRPIN = 4
+CT_F_VIA_STACK = 8  # INGRESS: from a pod through the node's stack (host port): replies too
 HAIRPIN_IP = "169.254.42.1"  # GLIA_HAIRPIN_IP: source of a pod's connections to itself
 _DIR_NAMES = {
     CT_SERVICE: "service",
     CT_REPLY: "reply",
     CT_EGRESS: "egress",
     CT_INGRESS: "ingress",
-    CT_VIA_STACK: "via-stack",
 }
 _TCP_FLAG_NAMES = ((0x01, "FIN"), (0x02, "SYN"), (0x04, "RST"), (0x10, "ACK"))
 
@@ -59,7 +59,7 @@ if _KEY.size != sizeof(glia_ct4_key) or 8 + 6 + _ENTRY_TAIL.size != sizeof(glia_
 class CTRow:
     """One conntrack entry, decoded."""
 
-    kind: str  # "service" | "reply" | "egress" | "ingress" | "via-stack" (_DIR_NAMES)
+    kind: str  # "service" | "reply" | "egress" | "ingress" (_DIR_NAMES)
     proto: int
     src: str
     sport: int
@@ -86,6 +86,7 @@ class CTRow:
             "closing": bool(self.flags & CT_F_CLOSING),
             "seen_reply": bool(self.flags & CT_F_SEEN_REPLY),
             "hairpin": bool(self.flags & CT_F_HAIRPIN),
+            "via_stack": bool(self.flags & CT_F_VIA_STACK),
             "tcp_flags": [name for bit, name in _TCP_FLAG_NAMES if self.tcp_flags & bit],
         }
 
