@@ -55,10 +55,12 @@ static int buf_add(struct buf *b, const void *data, size_t n)
 	return 0;
 }
 
-static int write_all(int fd, const char *p, size_t n)
+/* All of p[0..n) to fd; a socket gets send() so that a closed peer is an
+ * error (EPIPE), not SIGPIPE. */
+static int put_all(int fd, const char *p, size_t n, int is_socket)
 {
 	while (n) {
-		ssize_t w = write(fd, p, n);
+		ssize_t w = is_socket ? send(fd, p, n, MSG_NOSIGNAL) : write(fd, p, n);
 
 		if (w < 0) {
 			if (errno == EINTR)
@@ -69,6 +71,11 @@ static int write_all(int fd, const char *p, size_t n)
 		n -= (size_t)w;
 	}
 	return 0;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+	return put_all(fd, p, n, 0);
 }
 
 /* Hand over to the Python plugin with stdin's bytes; never returns. */
@@ -252,18 +259,7 @@ static int connect_agent(const char *path)
 
 static int send_all(int fd, const char *p, size_t n)
 {
-	while (n) {
-		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
+	return put_all(fd, p, n, 1);
 }
 
 static int send_request(int fd, const struct buf *in)

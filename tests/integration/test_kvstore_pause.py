@@ -18,11 +18,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
-import signal
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
+from etcd_pause import paused
 from waiting import until
 
 from glia.kvstore import keys
@@ -53,17 +52,6 @@ PAUSE = 4.0  # past the TTL: etcd revokes on SIGCONT
 GRACE = 3.0
 CLUSTER = "c1"
 CIDR = "100.64.0.0/16"
-
-
-@contextlib.contextmanager
-def paused(srv: EtcdServer) -> Iterator[None]:
-    """etcd stopped (SIGSTOP) inside the block; always continued afterwards."""
-    assert srv.pid is not None
-    os.kill(srv.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(srv.pid, signal.SIGCONT)
 
 
 class Log:

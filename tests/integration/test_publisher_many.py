@@ -10,13 +10,11 @@ retried and a withdrawal finishes in the background.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
-import os
-import signal
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
+from etcd_pause import paused
 from waiting import until
 
 from glia.kvstore.client import KVClient
@@ -25,16 +23,6 @@ from glia.kvstore.publisher import TXN_BATCH, LeasedPublisher
 from glia.lab.etcd import RW_USER, EtcdServer
 
 TTL = 10  # longer than any pause here: the lease survives, no re-grant
-
-
-@contextlib.contextmanager
-def paused(srv: EtcdServer) -> Iterator[None]:
-    assert srv.pid is not None
-    os.kill(srv.pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(srv.pid, signal.SIGCONT)
 
 
 @pytest.fixture
