@@ -134,16 +134,34 @@ def apply_auth(
         "--command-timeout=5s",
     ]
     env = {**os.environ, "ETCDCTL_API": "3"}
-    done: list[str] = []
-    for args in auth_commands(users):
-        step = " ".join(args)
+
+    def run(args: list[str]) -> subprocess.CompletedProcess[str]:
         try:
-            r = subprocess.run(
+            return subprocess.run(
                 [*base, *args], capture_output=True, text=True, timeout=timeout, env=env
             )
         except subprocess.TimeoutExpired:
-            raise BootstrapError(f"etcdctl {step}: no answer in {timeout:.0f} s") from None
+            raise BootstrapError(
+                f"etcdctl {' '.join(args)}: no answer in {timeout:.0f} s"
+            ) from None
+
+    # First whether etcd answers at all: otherwise every step would wait for it.
+    health = run(["endpoint", "health"])
+    if health.returncode != 0:
+        raise BootstrapError(f"etcd at {','.join(endpoints)} does not answer: {_message(health)}")
+    done: list[str] = []
+    for args in auth_commands(users):
+        r = run(args)
         if r.returncode != 0 and not _tolerated(r.stderr + r.stdout):
-            raise BootstrapError(f"etcdctl {step}: {(r.stderr or r.stdout).strip()}")
-        done.append(step)
+            raise BootstrapError(f"etcdctl {' '.join(args)}: {_message(r)}")
+        done.append(" ".join(args))
     return done
+
+
+def _message(r: subprocess.CompletedProcess[str]) -> str:
+    # etcdctl logs JSON warnings before its own message: keep the message.
+    lines = [ln for ln in (r.stderr + r.stdout).splitlines() if ln.strip()]
+    plain = [ln for ln in lines if not ln.lstrip().startswith("{")]
+    if plain:
+        return "; ".join(ln.strip() for ln in plain)
+    return lines[-1].strip() if lines else f"exit status {r.returncode}"
