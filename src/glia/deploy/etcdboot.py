@@ -23,11 +23,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from glia.kvstore.rbac import RoleSpec, cluster_users, etcdctl_commands
+from glia.kvstore.rbac import ROOT_USER as ROOT_USER  # re-exported for the CLI
+from glia.kvstore.rbac import RoleSpec, bootstrap_commands, cluster_users
 from glia.lab.pki import CertPaths, issue, make_ca
 from glia.model.cluster import validate_name
 
-ROOT_USER = "root"
 CA_NAME = "ca"
 SERVER_NAME = "etcd-server"
 
@@ -90,13 +90,7 @@ def issue_certs(
 
 def auth_commands(users: Mapping[str, RoleSpec]) -> list[list[str]]:
     """The etcdctl calls, in order: root, every role and user, then ``auth enable``."""
-    return [
-        ["role", "add", ROOT_USER],
-        ["user", "add", ROOT_USER, "--no-password"],
-        ["user", "grant-role", ROOT_USER, ROOT_USER],
-        *etcdctl_commands(dict(users)),
-        ["auth", "enable"],
-    ]
+    return bootstrap_commands(dict(users))
 
 
 def _tolerated(output: str) -> bool:
