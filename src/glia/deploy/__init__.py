@@ -1,1 +1,1 @@
-"""What an operator needs to install glia on hosts: config reference, etcd bootstrap, systemd units."""
+"""What an operator needs to install glia: config reference, etcd bootstrap, systemd units."""
