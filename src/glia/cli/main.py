@@ -21,6 +21,7 @@ from glia.cli import (
     clustermesh,
     config,
     daemons,
+    deploy,
     inspect,
     kvstore,
     lab,
@@ -120,6 +121,7 @@ services.register(app)
 kvstore.register(app)
 clustermesh.register(app)
 bpfpolicy.register(app)
+deploy.register(app)
 monitor.register(app)
 policy.register(app)
 
