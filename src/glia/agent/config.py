@@ -41,7 +41,7 @@ class AgentConfig:
     socket: str = DEFAULT_SOCKET  # REST API (root-only unix socket)
     state_dir: str = "/var/lib/glia"  # endpoint records and IPAM, survive restarts
     bpf_pin_dir: str = "/sys/fs/bpf/glia/node"  # per-node: pins outlive the agent
-    bpf_obj_dir: str = ""  # compiled BPF objects; "" = build/bpf of the source tree
+    bpf_obj_dir: str = ""  # compiled BPF objects; "" = glia.native.bpf_obj_dir()
     mtu: int = 1450  # pod MTU (underlay 1500 minus VXLAN overhead)
     vxlan_port: int = 8472
     lease_ttl: int = 15  # seconds: a dead agent's keys vanish after this
