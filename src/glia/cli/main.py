@@ -19,6 +19,7 @@ import glia
 from glia.cli import (
     bpfpolicy,
     clustermesh,
+    cni,
     config,
     daemons,
     inspect,
@@ -122,6 +123,7 @@ clustermesh.register(app)
 bpfpolicy.register(app)
 monitor.register(app)
 policy.register(app)
+cni.register(app)
 
 
 def main() -> None:
