@@ -110,7 +110,9 @@ def plan(files: list[Wanted], force: bool) -> list[Step]:
     conflicts = [s.wanted.path for s in steps if s.action == "conflict"]
     if conflicts and not force:
         listed = ", ".join(str(p) for p in conflicts)
-        raise InstallError(f"{listed}: exists and differs from what glia installs (--force)")
+        raise InstallError(
+            f"{listed}: exists and differs from what glia installs (--force to replace)"
+        )
     return [Step(s.wanted, "replace") if s.action == "conflict" else s for s in steps]
 
 
