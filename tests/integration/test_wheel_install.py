@@ -1,5 +1,8 @@
 """The wheel, built as a packager builds it, installed into a fresh venv away from the checkout.
 
+Then a lab of two nodes is brought up by the installed ``glia`` (its agents,
+operator, CNI plugin and BPF objects all the wheel's), and its containers talk.
+
 One module-scoped build and install (about half a minute): ``pip wheel
 --no-deps`` of the checkout (setup.py compiles the BPF objects and the fast
 path into the package), a new venv in a ``glia-wheel.*`` temporary directory,
@@ -24,7 +27,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
+ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+}
+# A lab of its own next to the e2e suite's ("gliat", or $GLIA_E2E_LAB): 'glia' + 8 at most.
+_E2E_LAB = os.environ.get("GLIA_E2E_LAB", "gliat")
+WHEEL_LAB = _E2E_LAB[:11] + "w"
 PIP_ENV = {k: v for k, v in os.environ.items() if k.startswith("PIP_")}
 
 # The loader and the agent find the objects in the package, and the kernel takes
@@ -167,3 +177,49 @@ def test_cni_install_from_the_wheel(installed: Installed) -> None:
     )
     assert p.returncode == 1 and json.loads(p.stdout)["code"] == 11, p
     assert b"fast path left" in p.stderr
+
+
+def _agent_pids(status: object) -> list[int]:
+    """The agents' PIDs anywhere in ``glia lab status -o json``."""
+    if isinstance(status, dict):
+        agent = status.get("agent")
+        found = [agent["pid"]] if isinstance(agent, dict) and agent.get("pid") else []
+        return found + [p for v in status.values() for p in _agent_pids(v)]
+    if isinstance(status, list):
+        return [p for v in status for p in _agent_pids(v)]
+    return []
+
+
+def test_a_lab_runs_its_agents_and_cni_plugin_from_the_wheel(installed: Installed) -> None:
+    glia = installed.venv / "bin" / "glia"
+    lab_dir = Path(f"/run/glia/lab-{WHEEL_LAB}")
+    lab = ("--lab", WHEEL_LAB, "--dir", str(lab_dir))
+    try:
+        installed.run(glia, "lab", "up", "--recreate", "-c", "1", "-n", "2", *lab)
+        pids = _agent_pids(json.loads(installed.run(glia, "lab", "status", "-o", "json", *lab)))
+        assert len(pids) == 2
+        for pid in pids:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            assert Path(os.fsdecode(argv[1])) == glia and argv[2] == b"agent", argv
+        config = (lab_dir / "nodes" / "c1-n1" / "agent.yaml").read_text()
+        assert f"bpf_obj_dir: {installed.site / 'glia' / '_bpf'}" in config
+        cni_bin = lab_dir / "cni-bin"
+        assert (cni_bin / "glia-cni").resolve() == installed.site / "glia" / "_bin" / "glia-cni"
+        assert os.readlink(cni_bin / "glia-cni-python") == str(installed.venv / "bin" / "glia-cni")
+
+        a, b = (
+            json.loads(installed.run(glia, "lab", "run", node, "--name", name, "-o", "json", *lab))
+            for node, name in (("c1/n1", "glia-a"), ("c1/n2", "glia-b"))
+        )
+        # busybox httpd answers its name; `timeout`, as wget's -T crashes Debian's busybox.
+        wget = ("timeout", "5", "wget", "-q", "-O", "-", f"http://{b['ip']}/")
+        assert installed.run(glia, "lab", "exec", "c1/n1/glia-a", *lab, "--", *wget) == "glia-b\n"
+        assert a["ip"] != b["ip"]
+    finally:
+        down = subprocess.run(
+            [str(glia), "lab", "down", *lab], env=ENV, capture_output=True, text=True, timeout=300
+        )
+        assert down.returncode == 0, down.stderr
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not [n for n in netns.split() if n.startswith(f"{WHEEL_LAB}-")]
+    assert not lab_dir.exists()
