@@ -22,8 +22,8 @@ demo: setup bpf
 	@$(VENV)/bin/glia lab demo
 
 lint: setup
-	@$(VENV)/bin/ruff check src tests bench
-	@$(VENV)/bin/ruff format --check src tests bench
+	@$(VENV)/bin/ruff check src tests bench native setup.py
+	@$(VENV)/bin/ruff format --check src tests bench native setup.py
 	@$(VENV)/bin/mypy
 
 test: setup bpf lint

@@ -16,6 +16,7 @@ byte order and kernel headers.
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from pathlib import Path
 from types import ModuleType
 
@@ -44,6 +45,9 @@ class BuildPyWithNative(build_py):
             return
         helper = _glia_build()
         package = Path(self.build_lib) / "glia"
+        # build_lib outlives a build: an object whose source is gone must not ship.
+        for stale in ("_bpf", "_bin"):
+            shutil.rmtree(package / stale, ignore_errors=True)
         build_temp = Path(self.get_finalized_command("build").build_temp)
         try:
             helper.build_bpf(package / "_bpf", ROOT)
