@@ -53,7 +53,8 @@ class AgentConfig:
     bpf_pin_dir: str = "/sys/fs/bpf/glia/node"
     """Where this node's BPF maps are pinned (on bpffs): pins outlive the agent."""
     bpf_obj_dir: str = ""
-    """The compiled BPF objects; "" = build/bpf of the source tree."""
+    """The compiled BPF objects; "" = $GLIA_BPF_DIR, else the installed package's,
+    else build/bpf of the source tree (glia.native.bpf_obj_dir)."""
     mtu: int = 1450
     """Pod MTU (underlay 1500 minus VXLAN overhead)."""
     vxlan_port: int = 8472

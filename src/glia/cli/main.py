@@ -19,6 +19,7 @@ import glia
 from glia.cli import (
     bpfpolicy,
     clustermesh,
+    cni,
     config,
     daemons,
     deploy,
@@ -124,6 +125,7 @@ bpfpolicy.register(app)
 deploy.register(app)
 monitor.register(app)
 policy.register(app)
+cni.register(app)
 
 
 def main() -> None:
