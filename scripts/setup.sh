@@ -11,6 +11,7 @@ APT_PACKAGES=(
   iproute2 iptables nftables conntrack
   podman runc containernetworking-plugins
   catatonit  # the infra container of `podman pod create` runs it
+  docker.io  # the libnetwork driver's e2e: a dockerd per lab node, never started by apt
   busybox-static iperf3 wrk nginx-light procps psmisc
   python3-venv
 )
@@ -28,7 +29,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  # etcd-server's postinst would start a system etcd; policy-rc.d stops that.
+  # etcd-server's and docker.io's postinst would start a system daemon;
+  # policy-rc.d stops that.
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT

@@ -78,6 +78,12 @@ class AgentConfig:
     runtime_env: dict[str, str] = field(default_factory=dict)
     """Environment for `podman inspect` when resolving workload labels
     (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF of this node's podman)."""
+    docker_plugin_socket: str = ""
+    """Docker libnetwork driver (docs/docker.md): the unix socket dockerd finds as plugin
+    "glia" (/run/docker/plugins/glia.sock on a host); "" = no Docker driver."""
+    docker_api_socket: str = ""
+    """dockerd's API socket, where Docker containers' labels are read after Join;
+    "" = Docker endpoints keep the base labels."""
     masquerade: bool = False
     """Egress (docs/egress.md): pods reach addresses outside every pod CIDR of the mesh
     with the node's address (kernel NAT), the node routes other nodes' pod CIDRs via

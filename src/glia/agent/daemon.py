@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from glia import native
 from glia.agent.config import AgentConfig, reserved_networks
 from glia.agent.dns_start import start_dns
+from glia.agent.docker_start import DockerPlugin
 from glia.agent.egress_start import start_egress
 from glia.agent.identities import IdentityCache
 from glia.agent.ipcache import IPCacheSync
@@ -46,7 +47,7 @@ from glia.datapath import netlink
 from glia.datapath.loader import Datapath
 from glia.dns.pods import PodNames
 from glia.dns.server import DnsServer
-from glia.endpoint.manager import EndpointManager
+from glia.endpoint.manager import EndpointManager, LabelSource
 from glia.endpoint.store import EndpointStore
 from glia.identity.allocator import IdentityAllocator, MasterKeyKeeper
 from glia.ipam.local import LocalIPAM
@@ -92,6 +93,7 @@ class Agent:
         self._policy_reflector: Reflector | None = None
         self.monitor: Monitor | None = None  # datapath events for `glia monitor`
         self.dns: DnsServer | None = None
+        self.docker: DockerPlugin | None = None
         self.pod_names: PodNames | None = None
         self.node: Node | None = None
         self._reflectors: list[Reflector] = []
@@ -156,7 +158,11 @@ class Agent:
         identities = IdentityAllocator(
             self.kv, self.publisher, cfg.cluster, cfg.cluster_id, cfg.node
         )
-        labels = PodmanLabels(cfg.runtime_env) if cfg.runtime == "podman" else NoRuntimeLabels()
+        labels: LabelSource = (
+            PodmanLabels(cfg.runtime_env) if cfg.runtime == "podman" else NoRuntimeLabels()
+        )
+        self.docker = DockerPlugin.configured(cfg, state_dir)
+        labels = self.docker.labels(labels) if self.docker else labels
         self.endpoints = EndpointManager(
             cluster=cfg.cluster,
             cluster_id=cfg.cluster_id,
@@ -177,6 +183,9 @@ class Agent:
         stats = await self.endpoints.restore()
         summary = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in stats.items())
         self.status["endpoints"].set(True, f"restored: {summary}")
+        if self.docker:
+            self.status["docker"] = self.docker.status
+            await self.docker.start(ipam, self.endpoints)
 
         bounds = ClusterBounds.of(cfg.cluster, cfg.cluster_id, cfg.pod_pool, cfg.service_cidr)
         self.ipcache = IPCacheSync(self.datapath, self.run_dp, bounds, cfg.node, cfg.node_ip)
@@ -335,9 +344,10 @@ class Agent:
         """Stop without tearing down: pinned maps and attached programs keep
         carrying traffic, and keys live until the lease's TTL so a restart
         within it is invisible to the rest of the cluster."""
-        if self.dns is not None:
-            with contextlib.suppress(Exception):
-                await self.dns.stop()
+        for server in (self.dns, self.docker):
+            if server is not None:
+                with contextlib.suppress(Exception):
+                    await server.stop()
         if self.mesh is not None:
             with contextlib.suppress(Exception):
                 await self.mesh.stop()

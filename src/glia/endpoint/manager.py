@@ -37,6 +37,7 @@ from glia.cni.spec import CniError as CniError  # re-exported: the API catches i
 from glia.datapath import netlink
 from glia.datapath.loader import Datapath
 from glia.datapath.maps import EndpointInfo
+from glia.datapath.netlink import VethInfo
 from glia.datapath.runner import RunDatapath
 from glia.endpoint import netns_check, request
 from glia.endpoint.allocate import allocate_ip
@@ -149,20 +150,40 @@ class EndpointManager:
             if existing is not None:
                 # A runtime retrying ADD: same answer, nothing allocated twice.
                 return self._result(existing, cni_version)
-            for other in self._eps.values():
-                if (other.namespace, other.name) == (namespace, name):
-                    raise CniError(
-                        CNI_INVALID_CONFIG,
-                        f"an endpoint named {namespace}/{name} already exists on this node "
-                        f"(container {other.container_id[:12]})",
-                    )
-            try:  # a DEL of this container a moment ago (a restart): its veth goes first
-                await self.removals.wait(netlink.host_ifname_for(cid, ifname))
-            except RemovalPending as e:
-                raise CniError(CNI_TRY_AGAIN, str(e)) from None
+            await self._claim(cid, ifname, name, namespace)
             ep = await self._add_locked(cid, netns, ifname, name, namespace, r.ip, r.aliases)
         self._resolve_labels_later(ep)
         return self._result(ep, cni_version)
+
+    async def add_prepared(
+        self, cid: str, netns: str, name: str, ip: str, make_veth: Callable[..., VethInfo]
+    ) -> Endpoint:
+        """Docker's Join (docs/docker.md): endpoint eth0 at ``ip``, its veth made by
+        ``make_veth`` (called like ``netlink.create_endpoint_veth``)."""
+        async with self._lock:
+            existing = self._eps.get(endpoint_key(cid, "eth0"))
+            if existing is not None:
+                return existing
+            await self._claim(cid, "eth0", name, request.DEFAULT_NAMESPACE)
+            ep = await self._add_locked(
+                cid, netns, "eth0", name, request.DEFAULT_NAMESPACE, ip, make_veth=make_veth
+            )
+        self._resolve_labels_later(ep)
+        return ep
+
+    async def _claim(self, cid: str, ifname: str, name: str, namespace: str) -> None:
+        """Refuse a name taken on this node; wait for this container's old veth."""
+        for other in self._eps.values():
+            if (other.namespace, other.name) == (namespace, name):
+                raise CniError(
+                    CNI_INVALID_CONFIG,
+                    f"an endpoint named {namespace}/{name} already exists on this node "
+                    f"(container {other.container_id[:12]})",
+                )
+        try:  # a DEL of this container a moment ago (a restart): its veth goes first
+            await self.removals.wait(netlink.host_ifname_for(cid, ifname))
+        except RemovalPending as e:
+            raise CniError(CNI_TRY_AGAIN, str(e)) from None
 
     def _result(self, ep: Endpoint, cni_version: str) -> dict[str, Any]:
         return add_result(ep, self.gateway, cni_version, self._dns_nameserver)
@@ -176,6 +197,7 @@ class EndpointManager:
         namespace: str,
         requested: str | None,
         aliases: tuple[str, ...] = (),
+        make_veth: Callable[..., VethInfo] = netlink.create_endpoint_veth,
     ) -> Endpoint:
         undo: list[Callable[[], Awaitable[Any]]] = []
         try:
@@ -188,7 +210,7 @@ class EndpointManager:
                 kv=self._kv,
                 cluster=self._cluster,
             )
-            undo.append(lambda: _aw(self._ipam.release(ip)))
+            undo.append(lambda: asyncio.sleep(0, self._ipam.release(ip)))
             host_ifname = netlink.host_ifname_for(cid, ifname)
             # MACs chosen here, so the record is complete before the veth exists.
             mac, host_mac = netlink.random_mac(), netlink.random_mac()
@@ -216,7 +238,7 @@ class EndpointManager:
             undo.append(lambda: self._withdraw_after(publishing, ep))
             try:
                 veth = await self._run_dp(
-                    lambda: netlink.create_endpoint_veth(
+                    lambda: make_veth(
                         netns_path=netns,
                         ifname=ifname,
                         host_ifname=host_ifname,
@@ -473,7 +495,3 @@ class EndpointManager:
                 await task
         self._label_tasks.clear()
         await self.removals.stop()
-
-
-async def _aw(value: object) -> None:
-    return None

@@ -1,0 +1,1 @@
+"""Docker libnetwork remote network and IPAM driver (docs/docker.md)."""
