@@ -83,7 +83,7 @@ async def test_addresses_come_from_the_ipam_and_persist(
         "IpamDriver.RequestAddress", {"PoolID": POOL, "Address": "10.200.1.77"}
     )
     assert want["Address"] == "10.200.1.77/32"
-    with pytest.raises(DriverError, match="10.200.1.77 is in use"):
+    with pytest.raises(DriverError, match=r"10\.200\.1\.77 is in use"):
         await driver.call("IpamDriver.RequestAddress", {"PoolID": POOL, "Address": "10.200.1.77"})
     with pytest.raises(DriverError, match="address refused"):
         await driver.call("IpamDriver.RequestAddress", {"PoolID": POOL, "Address": "10.9.9.9"})
