@@ -26,7 +26,7 @@ POOL = p.pool_id(CIDR)
 def driver(tmp_path: Path) -> DockerDriver:
     ipam = LocalIPAM(tmp_path / "ipam.json", CIDR)
     # No endpoint manager: the calls tested here never reach it.
-    return DockerDriver(ipam, None, DockerState(tmp_path / "docker.json"))  # type: ignore[arg-type]
+    return DockerDriver(ipam, None, DockerState(tmp_path / "docker.json"), "198.18.1.1")  # type: ignore[arg-type]
 
 
 async def test_activate_and_capabilities(driver: DockerDriver) -> None:
@@ -182,11 +182,11 @@ async def test_network_and_endpoint_records(driver: DockerDriver, tmp_path: Path
     assert await driver.call("NetworkDriver.DeleteNetwork", {"NetworkID": NID}) == {}
 
 
-def test_join_answer_routes_through_the_gateway() -> None:
-    ans = p.join_answer("gliapbbbbbbbbbb", "10.200.1.1")
+def test_join_answer_routes_through_the_node() -> None:
+    ans = p.join_answer("gliapbbbbbbbbbb", "198.18.1.1")
     assert ans["InterfaceName"] == {"SrcName": "gliapbbbbbbbbbb", "DstPrefix": "eth"}
-    assert ans["Gateway"] == "10.200.1.1"
-    assert ans["StaticRoutes"] == [{"Destination": "10.200.1.1/32", "RouteType": 1}]
+    assert ans["Gateway"] == "198.18.1.1"
+    assert ans["StaticRoutes"] == [{"Destination": "198.18.1.1/32", "RouteType": 1}]
 
 
 async def test_server_answers_err_json(driver: DockerDriver, tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ class DockerPlugin:
 
     async def start(self, ipam: LocalIPAM, endpoints: EndpointManager) -> None:
         path = self._cfg.docker_plugin_socket
-        server = PluginServer(DockerDriver(ipam, endpoints, self.state), path)
+        server = PluginServer(DockerDriver(ipam, endpoints, self.state, self._cfg.node_ip), path)
         try:
             await server.start()
         except OSError as e:

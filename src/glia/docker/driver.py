@@ -11,7 +11,8 @@ method per libnetwork call with the decoded body and answers what it returns
   the agent's state dir, so an agent restart between the calls loses nothing).
 - Join hands the address over to the endpoint manager, which builds the
   endpoint (veth, endpoint map, keys, identity from labels) like a CNI ADD; the
-  endpoint's container id is docker's endpoint id.
+  endpoint's container id is docker's endpoint id; the answer routes the
+  container through the node's IP.
 - Leave does nothing (docker moves the interface out); DeleteEndpoint removes
   the endpoint, ReleaseAddress frees a still provisional address.
 """
@@ -68,7 +69,11 @@ class DockerState:
 
 
 class DockerDriver:
-    def __init__(self, ipam: LocalIPAM, endpoints: EndpointManager, state: DockerState) -> None:
+    def __init__(
+        self, ipam: LocalIPAM, endpoints: EndpointManager, state: DockerState, node_ip: str
+    ) -> None:
+        """``node_ip``: the containers' gateway (:func:`glia.docker.protocol.join_answer`)."""
+        self._node_ip = node_ip
         self._ipam = ipam
         self._eps = endpoints
         self.state = state
@@ -178,7 +183,7 @@ class DockerDriver:
             )
         except CniError as e:
             raise DriverError(f"glia: {e.msg}" + (f" ({e.details})" if e.details else "")) from None
-        return p.join_answer(peer, gateway_ip(self._cidr))
+        return p.join_answer(peer, self._node_ip)
 
     async def leave(self, body: Any) -> dict[str, Any]:
         p.parse_endpoint_ids(body)

@@ -249,7 +249,12 @@ def parse_join(body: Any) -> JoinRequest:
 
 def join_answer(src_ifname: str, gateway: str) -> dict[str, Any]:
     """Docker moves ``src_ifname`` into the sandbox as eth<N>, addresses it (/32),
-    adds the connected route to the gateway, then the default route through it."""
+    adds the connected route to ``gateway``, then the default route through it.
+
+    ``gateway`` is the node's IP, not the pod CIDR's gateway: docker sets no
+    neighbour entry for it, and the node answers ARP for its own address on
+    the host side of the veth (glia routes by destination, whatever the next hop).
+    """
     return {
         "InterfaceName": {"SrcName": src_ifname, "DstPrefix": DST_PREFIX},
         "Gateway": gateway,

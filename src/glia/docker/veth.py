@@ -5,9 +5,10 @@ manager (in place of :func:`glia.datapath.netlink.create_endpoint_veth`). At
 Join the container's network namespace does not exist yet (runc creates it
 later; dockerd's setkey hook then moves the peer in, names it eth<N>, gives it
 the address and the routes Join answered). So the peer waits here, down, under
-a temporary name; the host side is set up as for any endpoint, plus proxy ARP:
-docker sets no neighbour entry for the gateway, so the node answers the
-container's ARP for it.
+a temporary name; the host side is set up as for any endpoint. Docker sets no
+neighbour entry for the container's gateway, so that gateway is the node's own
+IP (:func:`glia.docker.protocol.join_answer`): the node answers ARP for it on
+the host side of the pair like for any of its addresses.
 """
 
 from __future__ import annotations
@@ -68,7 +69,6 @@ def create_docker_veth(
             host_index = netlink._index_of(nl, host_ifname, "the node")
             peer_index = netlink._index_of(nl, peer_ifname, "the node")
             netlink._configure_host_side(nl, host_ifname, host_index, ip, container_mac)
-            netlink._write_sysctl(f"/proc/sys/net/ipv4/conf/{host_ifname}/proxy_arp", "1")
         except BaseException:
             netlink._delete_quietly(nl, host_ifname)
             raise

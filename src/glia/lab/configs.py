@@ -71,6 +71,8 @@ def agent_config(
         clustermesh_dir=str(clustermesh_dir) if clustermesh_dir is not None else "",
         node_networks=[str(UNDERLAY)],
         masquerade=True,
+        docker_plugin_socket=str(node.docker_plugin_socket),
+        docker_api_socket=str(node.docker_dir / "docker.sock"),
     )
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from glia.datapath import cgroup
-from glia.lab import netns, processes, state, supervision, topology, underlay
+from glia.lab import docker, netns, processes, state, supervision, topology, underlay
 from glia.lab.podman import NodePodman, PodmanError
 from glia.lab.topology import Topology
 
@@ -82,6 +82,10 @@ def down(topo: Topology, note: Callable[[str], None] = lambda _: None) -> DownRe
         with contextlib.suppress(state.StateError):
             recorded = state.load(topo.state_file) or recorded
     sandboxes, container_ids = _remove_containers(topo, report, note)
+    # While the agents run: docker's removals reach the driver (docs/docker.md).
+    gone, dockerds = docker.stop_all(topo, report.problems, note)
+    report.containers += gone
+    report.processes += dockerds
 
     note("stopping processes")
     records = list(recorded.processes.values()) if recorded else []

@@ -204,6 +204,16 @@ class NodeSpec:
         return self.dir / "oci-hook.log"
 
     @property
+    def docker_dir(self) -> Path:
+        """The node's dockerd (glia.lab.docker): data, exec root, API socket, log."""
+        return self.dir / "docker"
+
+    @property
+    def docker_plugin_socket(self) -> Path:
+        """The agent's Docker driver socket (``docker_plugin_socket``)."""
+        return self.dir / "docker-plugin.sock"
+
+    @property
     def cgroup_name(self) -> str:
         """The node's cgroup directory name, in the cgroup2 root (and in each v1 hierarchy)."""
         return cgroup_name(self.lab, self.key)

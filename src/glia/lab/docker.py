@@ -1,0 +1,228 @@
+"""A dockerd per lab node, on demand, with glia as its network and IPAM driver.
+
+Used by the Docker e2e tests (tests/e2e/test_docker.py) and by lab teardown
+(:func:`stop_all`); docs/docker.md tells how. Nothing starts a dockerd unless
+asked: :meth:`NodeDocker.start`.
+
+Each node's dockerd runs like a separate host's: in the node's network
+namespace (``nsenter --net``), with data root, exec root, pid file, API socket
+and log under ``<node>/docker/``, no bridge, no iptables, its containers below
+the node's cgroup. Plugin discovery is per node: dockerd reads plugin specs
+only from the fixed ``/etc/docker/plugins`` (and sockets from
+``/run/docker/plugins``), so it runs in a private mount namespace
+(``unshare --mount``) where the node's own ``<node>/docker/etc`` is bind-mounted
+on ``/etc/docker``; its ``plugins/glia.spec`` names the node agent's driver
+socket. No host path is written, and another dockerd on the machine never sees
+glia. The binaries are Debian's ``docker.io`` ones, named by full path
+(``/usr/local/bin`` may hold an unrelated docker client).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from glia.lab import netns
+from glia.lab.podman import cgroup_parent
+from glia.lab.topology import IMAGE, NodeSpec, Topology
+
+DOCKERD = "/usr/sbin/dockerd"
+DOCKER = "/usr/bin/docker"
+NETWORK = "glia"  # the docker network on every node: -d glia --ipam-driver glia
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 20.0
+CLI_TIMEOUT = 60.0
+
+
+class DockerError(RuntimeError):
+    """A docker command or dockerd on a lab node failed."""
+
+
+def dockerd_args(node: NodeSpec, cgroup_parent: str) -> list[str]:
+    d = node.docker_dir
+    return [
+        DOCKERD,
+        f"--data-root={d / 'data'}",
+        f"--exec-root={d / 'exec'}",
+        f"--pidfile={d / 'dockerd.pid'}",
+        f"--host=unix://{d / 'docker.sock'}",
+        f"--config-file={d / 'daemon.json'}",
+        f"--cgroup-parent={cgroup_parent}",
+        "--bridge=none",
+        "--iptables=false",
+        "--ip6tables=false",
+        "--ip-forward=false",
+        "--ip-masq=false",
+        "--userland-proxy=false",
+        "--live-restore",  # a restarted dockerd keeps its containers (and endpoints)
+    ]
+
+
+def launch_argv(node: NodeSpec, cgroup_parent: str) -> list[str]:
+    """dockerd in the node's network namespace and a private mount namespace
+    whose /etc/docker is the node's (its plugins dir names the node's agent)."""
+    inner = " ".join(_quote(a) for a in dockerd_args(node, cgroup_parent))
+    etc = node.docker_dir / "etc"
+    script = f"mount --bind {_quote(str(etc))} /etc/docker && exec {inner}"
+    return [
+        "nsenter",
+        f"--net={netns.NETNS_DIR / node.netns}",
+        "unshare",
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+    ]
+
+
+def plugin_spec(node: NodeSpec) -> str:
+    return f"unix://{node.docker_plugin_socket}\n"
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+class NodeDocker:
+    def __init__(self, node: NodeSpec) -> None:
+        self.node = node
+        self.dir = node.docker_dir
+        self.socket = self.dir / "docker.sock"
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "DOCKER_CONFIG": str(self.dir / "cli"), "DOCKER_HOST": ""}
+
+    def cli(self, args: Sequence[str], *, stdin: bytes | None = None, check: bool = True) -> str:
+        argv = [DOCKER, "-H", f"unix://{self.socket}", *args]
+        try:
+            proc = subprocess.run(
+                argv, input=stdin, capture_output=True, env=self.env(), timeout=CLI_TIMEOUT
+            )
+        except subprocess.TimeoutExpired:
+            raise DockerError(
+                f"{self.node.ref}: docker {' '.join(args)[:200]}: timed out"
+            ) from None
+        if check and proc.returncode != 0:
+            err = proc.stderr.decode(errors="replace").strip()
+            raise DockerError(f"{self.node.ref}: docker {' '.join(args)[:200]}: {err}")
+        return proc.stdout.decode(errors="replace")
+
+    def pid(self) -> int | None:
+        try:
+            pid = int((self.dir / "dockerd.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        return pid
+
+    def running(self) -> bool:
+        if self.pid() is None or not self.socket.exists():
+            return False
+        return self.cli(["version", "--format", "{{.Server.Version}}"], check=False).strip() != ""
+
+    def start(self, rootfs: Path) -> None:
+        """Start dockerd (if it is not running), import the lab image, create the network."""
+        if not self.running():
+            self._launch(cgroup_parent(self.node))
+        if not self.cli(["image", "ls", "-q", IMAGE]).strip():
+            tar = subprocess.run(
+                ["tar", "-C", str(rootfs), "-c", "."], capture_output=True, check=True
+            )
+            self.cli(["import", "-", IMAGE], stdin=tar.stdout)
+        names = self.cli(["network", "ls", "--format", "{{.Name}}"]).split()
+        if NETWORK not in names:
+            self.cli(["network", "create", "-d", "glia", "--ipam-driver", "glia", NETWORK])
+
+    def _launch(self, cgroup_parent: str) -> None:
+        (self.dir / "etc" / "plugins").mkdir(parents=True, exist_ok=True)
+        (self.dir / "cli").mkdir(exist_ok=True)
+        (self.dir / "etc" / "plugins" / "glia.spec").write_text(plugin_spec(self.node))
+        (self.dir / "daemon.json").write_text(json.dumps({}) + "\n")
+        self.socket.unlink(missing_ok=True)
+        log = open(self.dir / "dockerd.log", "ab")  # noqa: SIM115 - handed to dockerd
+        try:
+            proc = subprocess.Popen(
+                launch_argv(self.node, cgroup_parent),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise DockerError(
+                    f"{self.node.ref}: dockerd exited {proc.returncode}: {self._tail()}"
+                )
+            if self.socket.exists() and self.running():
+                return
+            time.sleep(0.2)
+        raise DockerError(
+            f"{self.node.ref}: dockerd not up after {START_TIMEOUT:g} s: {self._tail()}"
+        )
+
+    def _tail(self) -> str:
+        try:
+            return (self.dir / "dockerd.log").read_text(errors="replace")[-800:]
+        except OSError:
+            return "(no log)"
+
+    def remove_all(self) -> list[str]:
+        """Remove every container (their endpoints go through the driver); their names."""
+        names = self.cli(["ps", "-a", "--format", "{{.Names}}"]).split()
+        if names:
+            self.cli(["rm", "-f", *names])
+        return names
+
+    def stop(self) -> bool:
+        """SIGTERM dockerd and wait for it (its containers stay: live restore); False if
+        it was not running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+        return True
+
+
+def stop_all(
+    topo: Topology, problems: list[str], note: Callable[[str], None]
+) -> tuple[list[str], list[str]]:
+    """Lab teardown: every node's docker containers removed (``<node>/<name>``), then
+    its dockerd stopped (``dockerd <node>``): the two lists."""
+    containers: list[str] = []
+    daemons: list[str] = []
+    for node in topo.nodes:
+        dk = NodeDocker(node)
+        if dk.pid() is None:
+            continue
+        try:
+            if dk.running():
+                gone = dk.remove_all()
+                if gone:
+                    note(f"{node.ref}: removed docker containers {', '.join(gone)}")
+                containers += [f"{node.ref}/{n}" for n in gone]
+        except DockerError as e:
+            problems.append(str(e))
+        if dk.stop():
+            daemons.append(f"dockerd {node.ref}")
+    return containers, daemons

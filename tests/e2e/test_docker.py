@@ -1,0 +1,182 @@
+"""Docker containers with glia endpoints: a real dockerd per lab node (glia.lab.docker)
+using glia as network and IPAM driver (docs/docker.md), next to podman containers."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from labhelpers import (
+    NODES,
+    Workload,
+    http,
+    service_manifest,
+    wait_backends,
+    wait_for,
+)
+
+from glia.lab.docker import NETWORK, NodeDocker
+from glia.lab.lab import Lab
+from glia.lab.podman import default_command
+from glia.lab.topology import IMAGE
+from glia.model.identity import MIN_LOCAL
+
+
+@dataclass
+class DockerCtr:
+    node: str
+    name: str
+    ip: str
+
+
+class Docker:
+    """Each node's dockerd, and the docker containers a test runs (removed afterwards)."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.d = {n: NodeDocker(lab.topo.node(*n.split("/"))) for n in NODES}
+        self.ctrs: list[DockerCtr] = []
+
+    def run(self, node: str, name: str, labels: dict[str, str]) -> DockerCtr:
+        args = ["run", "-d", "--name", name, "--network", NETWORK]
+        for k, v in labels.items():
+            args += ["--label", f"{k}={v}"]
+        self.d[node].cli([*args, IMAGE, *default_command(name)])
+        ip = self.d[node].cli(
+            ["inspect", "-f", f"{{{{.NetworkSettings.Networks.{NETWORK}.IPAddress}}}}", name]
+        )
+        ctr = DockerCtr(node, name, ip.strip())
+        self.ctrs.append(ctr)
+        return ctr
+
+    def rm(self, ctr: DockerCtr) -> None:
+        self.d[ctr.node].cli(["rm", "-f", ctr.name])
+        self.ctrs.remove(ctr)
+
+    def http(self, src: DockerCtr, ip: str) -> str:
+        argv = ["exec", src.name, "timeout", "3", "wget", "-q", "-O", "-", f"http://{ip}/"]
+        return self.d[src.node].cli(argv, check=False).strip()
+
+    def close(self) -> None:
+        for ctr in list(self.ctrs):
+            self.rm(ctr)
+
+
+@pytest.fixture(scope="module")
+def dockerds(lab: Lab) -> Iterator[dict[str, NodeDocker]]:
+    ds = {n: NodeDocker(lab.topo.node(*n.split("/"))) for n in NODES}
+    try:
+        for d in ds.values():
+            d.start(lab.topo.rootfs_dir)
+        yield ds
+    finally:
+        for d in ds.values():
+            d.remove_all()
+            d.stop()
+
+
+@pytest.fixture
+def docker(lab: Lab, dockerds: dict[str, NodeDocker]) -> Iterator[Docker]:
+    dk = Docker(lab)
+    try:
+        yield dk
+    finally:
+        dk.close()
+
+
+def endpoint_at(lab: Lab, node: str, ip: str) -> dict[str, Any] | None:
+    for ep in lab.agent(node).endpoints():
+        if ep.get("ip") == ip:
+            return ep
+    return None
+
+
+def labelled(lab: Lab, ctr: DockerCtr) -> dict[str, Any] | None:
+    ep = endpoint_at(lab, ctr.node, ctr.ip)
+    return ep if ep and ep.get("identity", 0) >= MIN_LOCAL and ep.get("state") == "ready" else None
+
+
+def ipam_holder(lab: Lab, node: str, ip: str) -> str | None:
+    spec = lab.topo.node(*node.split("/"))
+    data = json.loads((spec.state_dir / "ipam.json").read_text())
+    holder = data["allocations"].get(ip)
+    return str(holder) if holder is not None else None
+
+
+def test_docker_containers_on_two_nodes_and_podman(
+    lab: Lab, work: Workload, docker: Docker
+) -> None:
+    a = docker.run(NODES[0], "glia-dka", {"app": "dka", "tier": "front"})
+    b = docker.run(NODES[1], "glia-dkb", {"app": "dkb"})
+    pod = work.container(NODES[1], "glia-dkpod", {"app": "dkpod"})
+    # The endpoint carries the labels of `docker run --label`, and an identity.
+    ep = wait_for("glia-dka's endpoint with its labels", lambda: labelled(lab, a))
+    assert ep["labels"]["app"] == "dka" and ep["labels"]["tier"] == "front"
+    assert ipam_holder(lab, a.node, a.ip) == f"{ep['container_id']}/eth0"
+    wait_for("glia-dkb's endpoint", lambda: labelled(lab, b))
+    # docker -> docker across nodes, docker -> podman, podman -> docker.
+    assert wait_for("glia-dka reaching glia-dkb", lambda: docker.http(a, b.ip)) == "glia-dkb"
+    assert (
+        wait_for("glia-dka reaching the pod", lambda: docker.http(a, str(pod.ip))) == "glia-dkpod"
+    )
+    assert wait_for("the pod reaching glia-dka", lambda: http(lab, pod, a.ip)) == "glia-dka"
+
+
+def test_docker_container_in_a_service_with_a_pod(lab: Lab, work: Workload, docker: Docker) -> None:
+    backend = docker.run(NODES[0], "glia-dksvc1", {"app": "dkmixed"})
+    pod = work.container(NODES[1], "glia-dksvc2", {"app": "dkmixed"})
+    client = docker.run(NODES[1], "glia-dkclient", {"app": "dkclient"})
+    wait_for("the docker backend's identity", lambda: labelled(lab, backend))
+    work.endpoint_ready(pod)
+    (vip,) = work.apply(service_manifest("dkmixed", {"app": "dkmixed"}, [{"port": 80}]))
+    wait_backends(lab, vip, 80, {backend.ip, str(pod.ip)})
+    wait_for("the docker client's endpoint", lambda: labelled(lab, client))
+    seen: Counter[str] = Counter(docker.http(client, vip) for _ in range(30))
+    assert set(seen) == {"glia-dksvc1", "glia-dksvc2"}, seen
+    # A podman client gets the same Service, the docker backend included.
+    other = work.container(NODES[0], "glia-dkpodclient", {"app": "dkclient"})
+    names = Counter(http(lab, other, vip) for _ in range(30))
+    assert set(names) == {"glia-dksvc1", "glia-dksvc2"}, names
+
+
+def test_docker_rm_releases_the_address_and_endpoint(lab: Lab, docker: Docker) -> None:
+    ctr = docker.run(NODES[0], "glia-dkgone", {"app": "dkgone"})
+    ep = wait_for("glia-dkgone's endpoint", lambda: labelled(lab, ctr))
+    host_if = ep["host_ifname"]
+    docker.rm(ctr)
+    assert endpoint_at(lab, ctr.node, ctr.ip) is None
+    assert ipam_holder(lab, ctr.node, ctr.ip) is None
+    links = lab.node_exec(ctr.node, ["ip", "-o", "link", "show"]).stdout
+    wait_for(
+        f"{host_if} to go",
+        lambda: host_if not in lab.node_exec(ctr.node, ["ip", "-o", "link"]).stdout,
+    )
+    assert "gliap" not in links
+
+
+def test_dockerd_restart_keeps_endpoints(
+    lab: Lab, docker: Docker, dockerds: dict[str, NodeDocker]
+) -> None:
+    a = docker.run(NODES[0], "glia-dkstay", {"app": "dkstay"})
+    b = docker.run(NODES[1], "glia-dkpeer", {"app": "dkpeer"})
+    ep = wait_for("glia-dkstay's endpoint", lambda: labelled(lab, a))
+    wait_for("glia-dkpeer's endpoint", lambda: labelled(lab, b))
+    assert wait_for("reachable", lambda: docker.http(b, a.ip)) == "glia-dkstay"
+    d = dockerds[NODES[0]]
+    assert d.stop()
+    # dockerd down (live restore keeps the container): the endpoint stays, traffic flows.
+    assert endpoint_at(lab, a.node, a.ip) == ep
+    assert docker.http(b, a.ip) == "glia-dkstay"
+    d.start(lab.topo.rootfs_dir)
+    assert endpoint_at(lab, a.node, a.ip) == ep
+    assert ipam_holder(lab, a.node, a.ip) == f"{ep['container_id']}/eth0"
+    assert docker.http(b, a.ip) == "glia-dkstay"
+    assert docker.http(a, b.ip) == "glia-dkpeer"
+    # The restarted dockerd still removes through glia.
+    docker.rm(a)
+    assert endpoint_at(lab, a.node, a.ip) is None
+    assert ipam_holder(lab, a.node, a.ip) is None
