@@ -10,9 +10,10 @@ and log under ``<node>/docker/``, no bridge, no iptables, its containers below
 the node's cgroup. Plugin discovery is per node: dockerd reads plugin specs
 only from the fixed ``/etc/docker/plugins`` (and sockets from
 ``/run/docker/plugins``), so it runs in a private mount namespace
-(``unshare --mount``) where the node's own ``<node>/docker/etc`` is bind-mounted
-on ``/etc/docker``; its ``plugins/glia.spec`` names the node agent's driver
-socket. No host path is written, and another dockerd on the machine never sees
+(``unshare --mount``, kept by a holder process so a restarted dockerd finds
+its containers' namespaces again) where the node's own ``<node>/docker/etc``
+is bind-mounted on ``/etc/docker``; its ``plugins/glia.spec`` names the node
+agent's driver socket. No host path is written, and another dockerd on the machine never sees
 glia. The binaries are Debian's ``docker.io`` ones, named by full path
 (``/usr/local/bin`` may hold an unrelated docker client).
 """
@@ -63,12 +64,12 @@ def dockerd_args(node: NodeSpec, cgroup_parent: str) -> list[str]:
     ]
 
 
-def launch_argv(node: NodeSpec, cgroup_parent: str) -> list[str]:
-    """dockerd in the node's network namespace and a private mount namespace
-    whose /etc/docker is the node's (its plugins dir names the node's agent)."""
-    inner = " ".join(_quote(a) for a in dockerd_args(node, cgroup_parent))
-    etc = node.docker_dir / "etc"
-    script = f"mount --bind {_quote(str(etc))} /etc/docker && exec {inner}"
+def holder_argv(node: NodeSpec) -> list[str]:
+    """The process that keeps the node's docker mount namespace: a private one whose
+    /etc/docker is the node's (its plugins dir names the node's agent). dockerd
+    joins it, also after a restart: the container namespaces dockerd bind-mounts
+    under its exec root live in it, and a restarted dockerd (live restore) needs them."""
+    etc = _quote(str(node.docker_dir / "etc"))
     return [
         "nsenter",
         f"--net={netns.NETNS_DIR / node.netns}",
@@ -78,7 +79,17 @@ def launch_argv(node: NodeSpec, cgroup_parent: str) -> list[str]:
         "private",
         "sh",
         "-c",
-        script,
+        f"mount --bind {etc} /etc/docker && exec sleep infinity",
+    ]
+
+
+def launch_argv(node: NodeSpec, cgroup_parent: str, holder: int) -> list[str]:
+    """dockerd in the node's network namespace and the holder's mount namespace."""
+    return [
+        "nsenter",
+        f"--net={netns.NETNS_DIR / node.netns}",
+        f"--mount=/proc/{holder}/ns/mnt",
+        *dockerd_args(node, cgroup_parent),
     ]
 
 
@@ -115,15 +126,52 @@ class NodeDocker:
         return proc.stdout.decode(errors="replace")
 
     def pid(self) -> int | None:
+        return _alive(self.dir / "dockerd.pid")
+
+    def holder(self) -> int:
+        """The mount namespace holder's pid, started if it is not running."""
+        pid = _alive(self.dir / "mountns.pid")
+        if pid is not None:
+            return pid
+        (self.dir / "etc" / "plugins").mkdir(parents=True, exist_ok=True)
+        proc = subprocess.Popen(
+            holder_argv(self.node),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        mine = os.readlink("/proc/self/ns/mnt")
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+                raise DockerError(f"{self.node.ref}: mount namespace: {err.strip()[:300]}")
+            try:
+                ready = (
+                    os.readlink(f"/proc/{proc.pid}/ns/mnt") != mine
+                    and b"sleep" in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+                )
+            except OSError:
+                ready = False
+            if ready:
+                if proc.stderr:
+                    proc.stderr.close()
+                (self.dir / "mountns.pid").write_text(f"{proc.pid}\n")
+                return proc.pid
+            time.sleep(0.05)
+        raise DockerError(f"{self.node.ref}: the docker mount namespace did not come up")
+
+    def stop_holder(self) -> bool:
+        pid = _alive(self.dir / "mountns.pid")
         try:
-            pid = int((self.dir / "dockerd.pid").read_text().strip())
-        except (OSError, ValueError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        return pid
+            ours = pid is not None and b"sleep" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            ours = False
+        if pid is None or not ours:
+            return False
+        os.kill(pid, signal.SIGKILL)
+        return True
 
     def running(self) -> bool:
         if self.pid() is None or not self.socket.exists():
@@ -145,14 +193,14 @@ class NodeDocker:
 
     def _launch(self, cgroup_parent: str) -> None:
         (self.dir / "etc" / "plugins").mkdir(parents=True, exist_ok=True)
-        (self.dir / "cli").mkdir(exist_ok=True)
+        (self.dir / "cli").mkdir(parents=True, exist_ok=True)
         (self.dir / "etc" / "plugins" / "glia.spec").write_text(plugin_spec(self.node))
         (self.dir / "daemon.json").write_text(json.dumps({}) + "\n")
         self.socket.unlink(missing_ok=True)
         log = open(self.dir / "dockerd.log", "ab")  # noqa: SIM115 - handed to dockerd
         try:
             proc = subprocess.Popen(
-                launch_argv(self.node, cgroup_parent),
+                launch_argv(self.node, cgroup_parent, self.holder()),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
@@ -213,7 +261,7 @@ def stop_all(
     daemons: list[str] = []
     for node in topo.nodes:
         dk = NodeDocker(node)
-        if dk.pid() is None:
+        if dk.pid() is None and _alive(dk.dir / "mountns.pid") is None:
             continue
         try:
             if dk.running():
@@ -225,4 +273,15 @@ def stop_all(
             problems.append(str(e))
         if dk.stop():
             daemons.append(f"dockerd {node.ref}")
+        if dk.stop_holder():
+            daemons.append(f"docker mount namespace {node.ref}")
     return containers, daemons
+
+
+def _alive(pidfile: Path) -> int | None:
+    try:
+        pid = int(pidfile.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return None
+    return pid
