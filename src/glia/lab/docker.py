@@ -20,6 +20,7 @@ glia. The binaries are Debian's ``docker.io`` ones, named by full path
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -243,12 +244,11 @@ class NodeDocker:
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + STOP_TIMEOUT
         while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+            if _gone(pid):
                 return True
             time.sleep(0.1)
         os.kill(pid, signal.SIGKILL)
+        _gone(pid)
         return True
 
 
@@ -285,3 +285,14 @@ def _alive(pidfile: Path) -> int | None:
     except (OSError, ValueError):
         return None
     return pid
+
+
+def _gone(pid: int) -> bool:
+    """Exited: reaped (when this process started it) or a zombie of another parent."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
