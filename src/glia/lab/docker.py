@@ -172,6 +172,9 @@ class NodeDocker:
         if pid is None or not ours:
             return False
         os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while not _gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
         return True
 
     def running(self) -> bool:
