@@ -7,12 +7,15 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from labhelpers import (
     NODES,
     Workload,
+    glia_ok,
     http,
     service_manifest,
     wait_backends,
@@ -180,3 +183,35 @@ def test_dockerd_restart_keeps_endpoints(
     docker.rm(a)
     assert endpoint_at(lab, a.node, a.ip) is None
     assert ipam_holder(lab, a.node, a.ip) is None
+
+
+def test_policy_selects_docker_containers_by_label(
+    lab: Lab, work: Workload, docker: Docker, tmp_path: Path
+) -> None:
+    web = docker.run(NODES[0], "glia-dkpolweb", {"app": "dkpolweb"})
+    allowed = docker.run(NODES[1], "glia-dkpolok", {"app": "dkpolclient"})
+    refused = docker.run(NODES[0], "glia-dkpolno", {"app": "dkpolother"})
+    pod = work.container(NODES[1], "glia-dkpolpod", {"app": "dkpolother"})
+    for ctr in (web, allowed, refused):
+        wait_for(f"{ctr.name}'s identity", lambda c=ctr: labelled(lab, c))
+    work.endpoint_ready(pod)
+    assert wait_for("open before the policy", lambda: docker.http(refused, web.ip)) == web.name
+    policy = {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumNetworkPolicy",
+        "metadata": {"name": "dkpol"},
+        "spec": {
+            "endpointSelector": {"matchLabels": {"app": "dkpolweb"}},
+            "ingress": [{"fromEndpoints": [{"matchLabels": {"app": "dkpolclient"}}]}],
+        },
+    }
+    path = tmp_path / "dkpol.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    glia_ok(lab, "apply", "-f", str(path), "--node", NODES[0])
+    try:
+        wait_for("the docker client refused", lambda: docker.http(refused, web.ip) == "")
+        assert docker.http(allowed, web.ip) == web.name
+        assert http(lab, pod, web.ip) == ""
+    finally:
+        glia_ok(lab, "delete", "-f", str(path), "--node", NODES[0])
+    assert wait_for("open again", lambda: docker.http(refused, web.ip)) == web.name
