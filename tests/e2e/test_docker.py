@@ -116,6 +116,7 @@ def test_docker_containers_on_two_nodes_and_podman(
     a = docker.run(NODES[0], "glia-dka", {"app": "dka", "tier": "front"})
     b = docker.run(NODES[1], "glia-dkb", {"app": "dkb"})
     pod = work.container(NODES[1], "glia-dkpod", {"app": "dkpod"})
+    near = work.container(NODES[0], "glia-dknear", {"app": "dkpod"})
     # The endpoint carries the labels of `docker run --label`, and an identity.
     ep = wait_for("glia-dka's endpoint with its labels", lambda: labelled(lab, a))
     assert ep["labels"]["app"] == "dka" and ep["labels"]["tier"] == "front"
@@ -127,6 +128,9 @@ def test_docker_containers_on_two_nodes_and_podman(
         wait_for("glia-dka reaching the pod", lambda: docker.http(a, str(pod.ip))) == "glia-dkpod"
     )
     assert wait_for("the pod reaching glia-dka", lambda: http(lab, pod, a.ip)) == "glia-dka"
+    # The same node: docker <-> podman.
+    assert docker.http(a, str(near.ip)) == "glia-dknear"
+    assert http(lab, near, a.ip) == "glia-dka"
 
 
 def test_docker_container_in_a_service_with_a_pod(lab: Lab, work: Workload, docker: Docker) -> None:
