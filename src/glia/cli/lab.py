@@ -24,10 +24,12 @@ from rich.text import Text
 
 from glia.cli import output
 from glia.lab import demo as lab_demo
+from glia.lab import docker as lab_docker
 from glia.lab import supervisor, topology
 from glia.lab.lab import Lab, LabAlreadyUp, LabError
 from glia.lab.podman import PodmanError
 from glia.lab.state import StateError
+from glia.lab.topology import IMAGE
 
 app = typer.Typer(
     name="lab",
@@ -256,6 +258,35 @@ def exec_(
         os.execvpe(argv[0], argv, env)
     except OSError as e:
         _fail(f"cannot run {argv[0]}: {e}")
+
+
+@app.command(context_settings=_PASSTHROUGH)
+def docker(
+    node: Annotated[str, typer.Argument(help="CLUSTER/NODE.")],
+    command: Annotated[list[str] | None, typer.Argument(help="docker arguments, after --.")] = None,
+    name: NameOpt = None,
+    lab_dir: DirOpt = None,
+) -> None:
+    """Run docker against the node's dockerd (started on first use, with network "glia"
+    and the lab image; docs/docker.md); without arguments, show how to reach it."""
+    lab = _open(name, lab_dir)
+    try:
+        spec = lab.topo.node(*node.split("/", 1)) if node.count("/") == 1 else None
+    except topology.TopologyError as e:
+        _fail(str(e))
+    if spec is None:
+        _fail(f"{node!r}: expected CLUSTER/NODE, e.g. c1/n1")
+    dk = lab_docker.NodeDocker(spec)
+    try:
+        dk.start(lab.topo.rootfs_dir)
+    except (lab_docker.DockerError, OSError) as e:
+        _fail(str(e), "is docker.io installed? (scripts/setup.sh)")
+    argv = [lab_docker.DOCKER, "-H", f"unix://{dk.socket}", *(command or [])]
+    if not command:
+        console.print(f"dockerd of {spec.ref} is up: {' '.join(argv)} ...")
+        console.print(f"  e.g. run -d --network {lab_docker.NETWORK} --label app=web {IMAGE}")
+        return
+    os.execve(argv[0], argv, dk.env())
 
 
 @app.command(context_settings=_PASSTHROUGH)
