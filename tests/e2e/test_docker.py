@@ -17,6 +17,7 @@ from labhelpers import (
     Workload,
     glia_ok,
     http,
+    restart_agents,
     service_manifest,
     wait_backends,
     wait_for,
@@ -219,3 +220,19 @@ def test_policy_selects_docker_containers_by_label(
     finally:
         glia_ok(lab, "delete", "-f", str(path), "--node", NODES[0])
     assert wait_for("open again", lambda: docker.http(refused, web.ip)) == web.name
+
+
+def test_agent_restart_keeps_docker_endpoints(lab: Lab, docker: Docker) -> None:
+    a = docker.run(NODES[0], "glia-dkagent", {"app": "dkagent"})
+    b = docker.run(NODES[1], "glia-dkagentpeer", {"app": "dkagentpeer"})
+    ep = wait_for("glia-dkagent's endpoint", lambda: labelled(lab, a))
+    wait_for("the peer's endpoint", lambda: labelled(lab, b))
+    restart_agents(lab, [a.node])
+    again = endpoint_at(lab, a.node, a.ip)
+    assert again is not None
+    assert again["identity"] == ep["identity"] and again["labels"] == ep["labels"]
+    assert wait_for("reachable after the restart", lambda: docker.http(b, a.ip)) == a.name
+    # The restarted agent's driver still removes it (its state was on disk).
+    docker.rm(a)
+    assert endpoint_at(lab, a.node, a.ip) is None
+    assert ipam_holder(lab, a.node, a.ip) is None
