@@ -155,6 +155,9 @@ def test_docker_rm_releases_the_address_and_endpoint(lab: Lab, docker: Docker) -
     ctr = docker.run(NODES[0], "glia-dkgone", {"app": "dkgone"})
     ep = wait_for("glia-dkgone's endpoint", lambda: labelled(lab, ctr))
     host_if = ep["host_ifname"]
+    # A CNI GC (a CNI runtime listing its own attachments) leaves Docker's alone.
+    lab.agent(ctr.node).cni_gc({"valid_attachments": []})
+    assert endpoint_at(lab, ctr.node, ctr.ip) == ep
     docker.rm(ctr)
     assert endpoint_at(lab, ctr.node, ctr.ip) is None
     assert ipam_holder(lab, ctr.node, ctr.ip) is None

@@ -146,6 +146,8 @@ class ApiServer:
             if not isinstance(a, dict) or not isinstance(a.get("containerID"), str):
                 raise CniError(7, "valid_attachments entries need a containerID string")
             valid.append((a["containerID"], str(a.get("ifname") or "eth0")))
+        if self._agent.docker is not None:  # Docker's endpoints are not the CNI runtime's
+            valid += self._agent.docker.attachments()
         removed = await self._ready_endpoints().gc(valid)
         return {"removed": removed}
 

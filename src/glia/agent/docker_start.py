@@ -15,6 +15,7 @@ from glia.agent.config import AgentConfig
 from glia.agent.subsystems import Subsystem
 from glia.docker.driver import DockerDriver, DockerState
 from glia.docker.labels import DockerLabels, RuntimeLabels
+from glia.docker.protocol import CONTAINER_IFNAME
 from glia.docker.server import PluginServer
 from glia.endpoint.manager import EndpointManager, LabelSource
 from glia.ipam.local import LocalIPAM
@@ -38,6 +39,10 @@ class DockerPlugin:
         if not self._cfg.docker_api_socket:
             return other
         return RuntimeLabels(DockerLabels(self._cfg.docker_api_socket, self.state), other)
+
+    def attachments(self) -> list[tuple[str, str]]:
+        """(endpoint id, ifname) of the driver's endpoints: a CNI GC keeps them."""
+        return [(eid, CONTAINER_IFNAME) for eid in self.state.ids()]
 
     async def start(self, ipam: LocalIPAM, endpoints: EndpointManager) -> None:
         path = self._cfg.docker_plugin_socket

@@ -54,6 +54,9 @@ class DockerState:
     def get(self, eid: str) -> dict[str, str] | None:
         return self._eps.get(eid)
 
+    def ids(self) -> list[str]:
+        return sorted(self._eps)
+
     def put(self, eid: str, network: str, ip: str) -> None:
         self._eps[eid] = {"network": network, "ip": ip}
         self._save()
