@@ -132,6 +132,9 @@ def test_docker_containers_on_two_nodes_and_podman(
     # The same node: docker <-> podman.
     assert docker.http(a, str(near.ip)) == "glia-dknear"
     assert http(lab, near, a.ip) == "glia-dka"
+    # `glia lab docker NODE -- ARGS` reaches the same dockerd.
+    names = glia_ok(lab, "lab", "docker", a.node, "--", "ps", "--format", "{{.Names}}")
+    assert names.split() == ["glia-dka"]
 
 
 def test_docker_container_in_a_service_with_a_pod(lab: Lab, work: Workload, docker: Docker) -> None:
