@@ -21,6 +21,7 @@ import pytest
 from labhelpers import (
     Workload,
     backend_command,
+    glia_ok,
     http,
     http_names,
     ingress_program,
@@ -96,6 +97,9 @@ def test_chained_pods_have_ptp_addresses_from_the_nodes_block(
         # glia's programs on ptp's host veth (not one of glia's gliae* veths).
         assert not ep["host_ifname"].startswith("gliae")
         assert ingress_program(lab, ctr.node, ep["host_ifname"]) == "from_endpoint"
+        listed = glia_ok(lab, "endpoint", "list", "--node", ctr.node)
+        assert f"{ep['host_ifname']} (chained)" in listed
+        assert block in glia_ok(lab, "status", "--node", ctr.node)
     for ctr in (p.local, p.remote):
         block = lab.agent(ctr.node).status()["chained_cidr"]
         assert ctr.ip and ipaddress.ip_address(ctr.ip) not in ipaddress.ip_network(block)

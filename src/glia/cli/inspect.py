@@ -246,7 +246,11 @@ ENDPOINT_COLUMNS: Sequence[Column] = (
     Column("IDENTITY", "identity", _identity),
     Column("STATE", "state"),
     Column("READY", "ready"),
-    Column("HOST IF", "host_ifname"),
+    # A chained endpoint's veth is the previous plugin's (docs/chaining.md).
+    Column(
+        "HOST IF",
+        lambda r: _text(r.get("host_ifname")) + (" (chained)" if r.get("chained") else ""),
+    ),
     Column("CONTAINER", "container_id", _short_id),
     Column("LABELS", "labels"),
 )
