@@ -31,6 +31,7 @@ from labhelpers import (
     wait_for,
 )
 
+from glia.lab.errors import LabError
 from glia.lab.lab import Lab
 from glia.lab.podman import CHAINED_NETWORK, Container
 from glia.model.identity import MIN_LOCAL
@@ -103,6 +104,16 @@ def test_chained_pods_have_ptp_addresses_from_the_nodes_block(
     for ctr in (p.local, p.remote):
         block = lab.agent(ctr.node).status()["chained_cidr"]
         assert ctr.ip and ipaddress.ip_address(ctr.ip) not in ipaddress.ip_network(block)
+
+
+def test_glia_does_not_give_an_address_of_the_chained_block(lab: Lab) -> None:
+    block = ipaddress.ip_network(lab.agent(N1).status()["chained_cidr"])
+    ip = str(block.broadcast_address - 1)
+    name = f"glia-ch-ip-{uuid.uuid4().hex[:6]}"
+    with pytest.raises(LabError) as e:
+        lab.run_container(N1, name, ip=ip)
+    assert f"{ip} is in {block}, the chained plugin's addresses" in str(e.value)
+    assert name not in {c.name for c in lab.containers(N1)}
 
 
 @pytest.mark.parametrize(
