@@ -3,42 +3,27 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-BPF_CFLAGS := -O2 -g -Wall -Werror -target bpf -I/usr/include/x86_64-linux-gnu -Ibpf/include
-
-# bpf/test/: harness programs the datapath tests load next to glia's own.
-BPF_SRC := $(wildcard bpf/*.bpf.c bpf/test/*.bpf.c)
-BPF_OBJ := $(patsubst bpf/%.bpf.c,build/bpf/%.bpf.o,$(BPF_SRC))
-BPF_HDR := $(wildcard bpf/include/*.h)
-# glia-cni's compiled fast path (native/glia-cni.c); its constants come from Python.
-SHIM := build/bin/glia-cni
-SHIM_HDR := build/native/glia-cni-shim.h
+# The compiled parts (eBPF objects, glia-cni's fast path) are built by
+# native/glia_build.py, which also builds them into the wheel (setup.py): one
+# list of compiler flags. It rebuilds only what is older than its sources.
+# bpf/test/: harness programs the datapath tests load next to glia's own; the
+# fast path falls back to this checkout's Python plugin.
 
 .PHONY: setup bpf demo test lint unit integration e2e bench bench-pods bench-services bench-mesh bench-policy clean
 
 setup:
 	@./scripts/setup.sh
 
-build/bpf/%.bpf.o: bpf/%.bpf.c $(BPF_HDR)
-	@mkdir -p $(@D)
-	@clang $(BPF_CFLAGS) -c $< -o $@
-
-$(SHIM_HDR): src/glia/cni/shim.py src/glia/cni/spec.py
-	@mkdir -p $(@D)
-	@$(PY) -m glia.cni.shim header $(CURDIR)/$(VENV)/bin/glia-cni > $@.tmp && mv $@.tmp $@
-
-$(SHIM): native/glia-cni.c $(SHIM_HDR)
-	@mkdir -p $(@D)
-	@clang -O2 -std=gnu11 -Wall -Wextra -Werror -Ibuild/native -o $@ $<
-
 # `bpf` builds every compiled part: the eBPF objects and glia-cni's fast path.
-bpf: $(BPF_OBJ) $(SHIM)
+bpf:
+	@$(PY) native/glia_build.py build --with-tests --fallback $(CURDIR)/$(VENV)/bin/glia-cni
 
 demo: setup bpf
 	@$(VENV)/bin/glia lab demo
 
 lint: setup
-	@$(VENV)/bin/ruff check src tests bench
-	@$(VENV)/bin/ruff format --check src tests bench
+	@$(VENV)/bin/ruff check src tests bench native setup.py
+	@$(VENV)/bin/ruff format --check src tests bench native setup.py
 	@$(VENV)/bin/mypy
 
 test: setup bpf lint

@@ -4,9 +4,12 @@
  * agent, which runs the Python plugin's code on it and sends back stdout,
  * stderr and the exit code. This program decides nothing about CNI: whenever it
  * cannot deliver an invocation and get a complete answer, it execs the Python
- * plugin (GLIA_CNI_FALLBACK) with the same environment and stdin, which then
- * waits for a starting agent, queues a DEL for an agent that is down, or reports
- * the error. Retrying is safe: ADD, DEL, CHECK and GC are idempotent in the
+ * plugin with the same environment and stdin, which then waits for a starting
+ * agent, queues a DEL for an agent that is down, or reports the error. The
+ * Python plugin is found at run time: glia-cni-python in the directory of the
+ * executable as it was started (argv[0] if it holds a slash, which is how
+ * runtimes start plugins, else /proc/self/exe), else the path compiled in
+ * (GLIA_CNI_FALLBACK; empty in a wheel, whose installer puts the sibling). Retrying is safe: ADD, DEL, CHECK and GC are idempotent in the
  * agent. GLIA_CNI_DEBUG=1 says on stderr why the fast path was left.
  */
 #define _GNU_SOURCE
@@ -20,14 +23,17 @@
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/un.h>
+#include <limits.h>
 #include <unistd.h>
 
 #include "glia-cni-shim.h"
 
 #define MAX_ANSWER (16 * 1024 * 1024)
 #define MAX_DEPTH 64
+#define SIBLING "glia-cni-python"
 
 extern char **environ;
+static const char *self_path; /* argv[0] */
 
 struct buf {
 	char *p;
@@ -78,12 +84,75 @@ static int write_all(int fd, const char *p, size_t n)
 	return put_all(fd, p, n, 0);
 }
 
+/* s inside a JSON string: paths may hold quotes, backslashes, control bytes. */
+static void put_json_chars(const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			printf("\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			printf("\\u%04x", (unsigned char)*s);
+		else
+			putchar(*s);
+	}
+}
+
+/* The directory this executable was started from, into dir: argv[0]'s when it
+ * holds a slash (a symlink's own directory, not its target's), else that of
+ * /proc/self/exe. 0, or -1 when it cannot be told. */
+static int self_dir(char *dir, size_t len)
+{
+	const char *slash;
+	ssize_t n;
+
+	if (self_path && strchr(self_path, '/')) {
+		slash = strrchr(self_path, '/');
+		n = slash - self_path;
+		if ((size_t)n + 1 > len)
+			return -1;
+		memcpy(dir, self_path, (size_t)n);
+		dir[n] = '\0';
+		if (n == 0)
+			strcpy(dir, "/");
+		return 0;
+	}
+	n = readlink("/proc/self/exe", dir, len - 1);
+	if (n <= 0 || (size_t)n >= len - 1)
+		return -1;
+	dir[n] = '\0';
+	slash = strrchr(dir, '/');
+	if (!slash)
+		return -1;
+	dir[slash == dir ? 1 : slash - dir] = '\0';
+	return 0;
+}
+
+/* The Python plugin to hand over to: SIBLING next to this executable, else the
+ * compiled-in path, else NULL. sibling gets the path looked at ("" if none). */
+static const char *python_plugin(char *sibling, size_t len)
+{
+	char dir[PATH_MAX];
+	int n;
+
+	sibling[0] = '\0';
+	if (self_dir(dir, sizeof(dir)) == 0) {
+		n = snprintf(sibling, len, "%s%s" SIBLING, dir,
+			     dir[strlen(dir) - 1] == '/' ? "" : "/");
+		if (n < 0 || (size_t)n >= len)
+			sibling[0] = '\0';
+		else if (access(sibling, X_OK) == 0)
+			return sibling;
+	}
+	return GLIA_CNI_FALLBACK[0] ? GLIA_CNI_FALLBACK : NULL;
+}
+
 /* Hand over to the Python plugin with stdin's bytes; never returns. */
 static void __attribute__((noreturn, format(printf, 2, 3)))
 fallback(const struct buf *in, const char *why, ...)
 {
 	char *argv[] = { "glia-cni", NULL };
-	const char *debug = getenv("GLIA_CNI_DEBUG");
+	char sibling[PATH_MAX + sizeof(SIBLING) + 1];
+	const char *debug = getenv("GLIA_CNI_DEBUG"), *plugin;
 
 	if (debug && *debug && strcmp(debug, "0") != 0) {
 		va_list ap;
@@ -107,10 +176,20 @@ fallback(const struct buf *in, const char *why, ...)
 		}
 		close(fd);
 	}
-	execv(GLIA_CNI_FALLBACK, argv);
-	printf("{\"code\": 999, \"cniVersion\": \"1.0.0\", \"msg\": "
-	       "\"glia-cni: cannot run the plugin %s: %s\"}\n",
-	       GLIA_CNI_FALLBACK, strerror(errno));
+	plugin = python_plugin(sibling, sizeof(sibling));
+	if (!plugin) {
+		fputs("{\"code\": 999, \"cniVersion\": \"1.0.0\", \"msg\": "
+		      "\"glia-cni: no Python plugin to hand over to: ", stdout);
+		put_json_chars(sibling[0] ? sibling : SIBLING " next to glia-cni");
+		fputs(" is missing and none is compiled in (install with `glia cni install`)\"}\n",
+		      stdout);
+		exit(1);
+	}
+	execv(plugin, argv);
+	fputs("{\"code\": 999, \"cniVersion\": \"1.0.0\", \"msg\": "
+	      "\"glia-cni: cannot run the plugin ", stdout);
+	put_json_chars(plugin);
+	printf(": %s\"}\n", strerror(errno));
 	exit(1);
 }
 
@@ -331,7 +410,7 @@ static long header_value(const char *head, size_t len, const char *name)
 	return -1;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
 	const char *cmd = getenv("CNI_COMMAND");
 	static char empty[1];
@@ -342,6 +421,7 @@ int main(void)
 	size_t hlen, blen;
 	int fd;
 
+	self_path = argc > 0 ? argv[0] : NULL;
 	if (cmd && !strcmp(cmd, "VERSION")) {
 		/* No configuration, no agent: what the Python plugin prints. */
 		return write_all(1, GLIA_CNI_VERSION_OUTPUT, strlen(GLIA_CNI_VERSION_OUTPUT)) ? 1 : 0;

@@ -18,67 +18,94 @@ DEFAULT_SOCKET = "/run/glia/agent.sock"
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
-    cluster: str  # this node's cluster name
-    cluster_id: int  # 1..255
-    node: str  # this node's name
-    node_ip: str  # underlay address, VXLAN tunnel endpoint
-    etcd: EtcdConfig = field(default_factory=EtcdConfig)  # this node's own etcd user
-    # The CLI path's etcd user (declared resources, `glia apply` through this
-    # agent's API); None: this agent serves no apply. Apart from `etcd` so the
-    # node's own user can write only its node's records (glia.kvstore.rbac).
+    """One node's agent. Each field's docstring is its entry in docs/config.md
+    (:mod:`glia.deploy.configref` reads them): one source for code and docs."""
+
+    cluster: str
+    """This node's cluster name (the operator's `cluster`)."""
+    cluster_id: int
+    """This cluster's id, 1..255, unique in a mesh (the operator's `cluster_id`)."""
+    node: str
+    """This node's name, unique in the cluster; its etcd user is glia-agent-<node>."""
+    node_ip: str
+    """This node's underlay address: VXLAN tunnel endpoint and DNS listen address."""
+    etcd: EtcdConfig = field(default_factory=EtcdConfig)
+    """This node's own etcd user (certificate CN glia-agent-<node>): writes only its node's keys."""
     config_etcd: EtcdConfig | None = None
-    # The etcd server's --max-txn-ops: `glia apply` stores a file in one
-    # transaction of two operations per Service, so this bounds a file's size
-    # (128, etcd's default, is ~64 Services; the lab's etcd allows 10000).
+    """The CLI path's etcd user (glia-config) for `glia apply` through this agent's API;
+    null: this agent serves no apply. Apart from `etcd` so the node's own user can
+    write only its node's records (glia.kvstore.rbac)."""
     etcd_max_txn_ops: int = 128
-    # ClusterMesh: a directory with one file per remote cluster (docs/clustermesh.md),
-    # watched at run time; "" = this cluster is alone.
+    """The etcd server's --max-txn-ops: `glia apply` stores a file in one transaction
+    of two operations per Service, so this bounds a file's size (128, etcd's default,
+    is ~64 Services; the lab's etcd allows 10000)."""
     clustermesh_dir: str = ""
-    # ClusterMesh: the networks of this cluster's nodes and etcd (the underlay).
-    # A remote cluster whose pod pools overlap one of them, or this node's IP or
-    # an etcd endpoint's, is refused: its "pods" could take those addresses.
+    """ClusterMesh: a directory with one <cluster>.yaml per remote cluster
+    (docs/clustermesh.md), watched at run time; "" = this cluster is alone."""
     node_networks: list[str] = field(default_factory=list)
-    socket: str = DEFAULT_SOCKET  # REST API (root-only unix socket)
-    state_dir: str = "/var/lib/glia"  # endpoint records and IPAM, survive restarts
-    bpf_pin_dir: str = "/sys/fs/bpf/glia/node"  # per-node: pins outlive the agent
-    bpf_obj_dir: str = ""  # compiled BPF objects; "" = build/bpf of the source tree
-    mtu: int = 1450  # pod MTU (underlay 1500 minus VXLAN overhead)
+    """ClusterMesh: the networks of this cluster's nodes and etcd (the underlay). A
+    remote cluster whose pod pools overlap one of them, or this node's IP or an etcd
+    endpoint's, is refused: its "pods" could take those addresses."""
+    socket: str = DEFAULT_SOCKET
+    """The REST API's unix socket (root-only); the CLI and glia-cni talk to it."""
+    state_dir: str = "/var/lib/glia"
+    """Endpoint records and IPAM state; they survive agent restarts."""
+    bpf_pin_dir: str = "/sys/fs/bpf/glia/node"
+    """Where this node's BPF maps are pinned (on bpffs): pins outlive the agent."""
+    bpf_obj_dir: str = ""
+    """The compiled BPF objects; "" = $GLIA_BPF_DIR, else the installed package's,
+    else build/bpf of the source tree (glia.native.bpf_obj_dir)."""
+    mtu: int = 1450
+    """Pod MTU (underlay 1500 minus VXLAN overhead)."""
     vxlan_port: int = 8472
-    lease_ttl: int = 15  # seconds: a dead agent's keys vanish after this
-    service_cidr: str = ""  # the cluster's ClusterIP range; `glia apply` allocates from it
-    # The cluster's pod pool (the operator's pod_pool): no record read from the
-    # kvstore may claim a pod address outside it. "" = only node CIDRs bound them.
+    """UDP port of pod traffic between nodes (VXLAN); the same on every node."""
+    lease_ttl: int = 15
+    """Seconds: a dead agent's keys vanish from etcd after this."""
+    service_cidr: str = ""
+    """The cluster's ClusterIP range (the operator's `service_cidr`); `glia apply`
+    allocates from it and fails for a Service without it."""
     pod_pool: str = ""
-    # CNI chaining (docs/chaining.md): the last /N block of the node's pod CIDR is
-    # left to the IPAM of a plugin before glia-cni (ptp's host-local), never handed
-    # out by glia; `glia status` shows it as chained_cidr. 0 = no block.
+    """The cluster's pod pool (the operator's `pod_pool`): no record read from the
+    kvstore may claim a pod address outside it. "" = only node CIDRs bound them."""
     chained_prefix: int = 0
-    # Socket-level load-balancing: a cgroup v2 directory whose processes'
-    # connect()/sendmsg() to a VIP go straight to a backend (no per-packet NAT).
-    # On a host: the cgroup2 root (all pods and the host itself); in the lab:
-    # the node's own cgroup, which the OCI hook puts the node's containers in.
-    # "" = off: VIPs are still load-balanced per packet by from_endpoint.
+    """CNI chaining (docs/chaining.md): the last /N block of the node's pod CIDR is left
+    to the IPAM of a plugin before glia-cni (ptp's host-local) and never handed out by
+    glia; `glia status` shows it as chained_cidr. 0 = no block."""
     socket_lb_cgroup: str = ""
-    # Environment for ``podman inspect`` when resolving workload labels
-    # (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF of this node's podman).
-    runtime: str = "podman"  # "podman" or "none" (labels only from CNI args)
+    """Socket-level load-balancing: a cgroup v2 directory whose processes'
+    connect()/sendmsg() to a VIP go straight to a backend (no per-packet NAT). On a
+    host: the cgroup2 root (all pods and the host itself); in the lab: the node's own
+    cgroup. "" = off: VIPs are still load-balanced per packet."""
+    runtime: str = "podman"
+    """Where workload labels come from: "podman" (`podman inspect`) or "none"
+    (labels only from CNI args)."""
     runtime_env: dict[str, str] = field(default_factory=dict)
-    # Egress (glia.agent.egress): pods reach addresses outside every pod CIDR of
-    # the mesh with the node's address (kernel NAT in the node's namespace), the
-    # node routes other nodes' pod CIDRs via those nodes, IPv4 forwarding on.
-    # Off by default: it changes the namespace the agent runs in (the lab turns it on).
+    """Environment for `podman inspect` when resolving workload labels
+    (CONTAINERS_CONF, CONTAINERS_STORAGE_CONF of this node's podman)."""
     masquerade: bool = False
-    # DNS for pods (docs/dns.md), UDP and TCP on node_ip:dns_port; 0 = off.
+    """Egress (docs/egress.md): pods reach addresses outside every pod CIDR of the mesh
+    with the node's address (kernel NAT), the node routes other nodes' pod CIDRs via
+    those nodes, IPv4 forwarding on. Off by default: it changes the host's network
+    namespace."""
     dns_port: int = 53
-    # Where names outside cluster.local/clusterset.local go ("IP" or "IP:PORT",
-    # tried in order, dns_timeout s each); none: they get NXDOMAIN at once.
+    """DNS for pods (docs/dns.md), UDP and TCP on node_ip:dns_port; 0 = off."""
     dns_upstreams: list[str] = field(default_factory=list)
+    """Where names outside cluster.local/clusterset.local go ("IP" or "IP:PORT", tried
+    in order, dns_timeout s each); none: they get NXDOMAIN at once."""
     dns_timeout: float = 0.5
+    """Seconds to wait for one upstream DNS server before trying the next."""
     log_level: str = "info"
+    """Logging level: debug, info, warning or error."""
 
 
 def load(path: str | Path) -> AgentConfig:
-    data = yaml.safe_load(Path(path).read_text())
+    """Read and check a config file; :class:`~glia.model.codec.InvalidValue` names
+    the key that is wrong (unknown keys too), :class:`OSError` an unreadable file."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as e:
+        raise codec.InvalidValue(f"AgentConfig: not valid YAML ({e})") from None
+    codec.check_keys(AgentConfig, data)
     return codec.from_dict(AgentConfig, data)
 
 

@@ -28,6 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from glia import native
 from glia.agent.config import AgentConfig, reserved_networks
 from glia.agent.dns_start import start_dns
 from glia.agent.egress_start import start_egress
@@ -465,8 +466,8 @@ class Agent:
 
 
 def _default_obj_dir(repo_root: Path | None) -> Path:
-    root = repo_root or Path(__file__).resolve().parents[3]
-    return root / "build" / "bpf"
+    # repo_root: a source tree's build/bpf; else glia.native decides (env, package, checkout).
+    return repo_root / "build" / "bpf" if repo_root else native.bpf_obj_dir()
 
 
 async def serve(cfg: AgentConfig) -> None:

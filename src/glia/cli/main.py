@@ -19,8 +19,10 @@ import glia
 from glia.cli import (
     bpfpolicy,
     clustermesh,
+    cni,
     config,
     daemons,
+    deploy,
     inspect,
     kvstore,
     lab,
@@ -120,8 +122,10 @@ services.register(app)
 kvstore.register(app)
 clustermesh.register(app)
 bpfpolicy.register(app)
+deploy.register(app)
 monitor.register(app)
 policy.register(app)
+cni.register(app)
 
 
 def main() -> None:

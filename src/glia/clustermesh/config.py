@@ -53,8 +53,10 @@ class RemoteClusterConfig:
 
     name: str  # the file's name without .yaml: the name the cluster must carry
     etcd: EtcdConfig  # its etcd: https endpoints, CA, the read-only user's certificate
-    cluster_id: int | None = None  # the id its cluster record must carry (None: any)
-    stale_after: float = DEFAULT_STALE_AFTER  # seconds its state outlives losing its etcd
+    cluster_id: int | None = None
+    """The id the remote cluster's record must carry; null: any."""
+    stale_after: float = DEFAULT_STALE_AFTER
+    """Seconds the remote's imported state outlives losing its etcd."""
     path: str = ""  # the file it came from
     # Of the file and of the TLS files it names: a new digest is a change
     # (a renewed certificate is one although the YAML is not).

@@ -8,9 +8,12 @@ millisecond and carries the invocation, unread, to the agent, which runs the
 Python plugin's own code on it (:func:`glia.cni.main.run`, with an in-process
 client instead of the HTTP one): one implementation, two transports. Whatever
 the fast path cannot do with certainty it hands, with the same environment and
-stdin, to the Python plugin (its path is compiled in): the agent not running or
+stdin, to the Python plugin: the agent not running or
 not ready (the Python plugin waits, or queues a DEL), an older agent, a
 configuration whose ``agentSocket`` it cannot read without a JSON parser.
+The Python plugin is ``glia-cni-python`` next to the fast path if there is one
+(``glia cni install`` puts it there), else the path compiled in (``make bpf``:
+the checkout's venv; none in a wheel).
 
 Request: ``POST /v1/cni/exec``, body = every ``CNI_*`` environment entry as
 ``NAME=VALUE`` followed by a NUL byte, one more NUL byte, then stdin's bytes.
@@ -19,8 +22,9 @@ Answer: HTTP 200 with headers :data:`EXIT_HEADER` (the plugin's exit code) and
 stderr). Any other answer (503 while the agent is not ready, 4xx of an agent
 that does not know the route) sends the fast path to the Python plugin.
 
-Called by the agent (:mod:`glia.agent.api_cni_exec`) and by ``make`` (``python -m
-glia.cni.shim header`` writes the C header, so the constants have one source).
+Called by the agent (:mod:`glia.agent.api_cni_exec`) and by native/glia_build.py
+(``python -m glia.cni.shim header`` writes the C header, so the constants have one
+source).
 Standard library only.
 """
 
@@ -81,13 +85,13 @@ def _c_string(text: str) -> str:
     return json.dumps(text)
 
 
-def header(fallback: Path) -> str:
-    """The C header the fast path is compiled with (``fallback``: the Python plugin)."""
+def header(fallback: Path | None) -> str:
+    """The C header the fast path is compiled with (``fallback``: the Python plugin, if any)."""
     version = json.dumps(spec.version_output(), sort_keys=True) + "\n"
     defines = {
         "GLIA_CNI_VERSION_OUTPUT": _c_string(version),
         "GLIA_CNI_DEFAULT_SOCKET": _c_string(spec.DEFAULT_AGENT_SOCKET),
-        "GLIA_CNI_FALLBACK": _c_string(str(fallback)),
+        "GLIA_CNI_FALLBACK": _c_string(str(fallback) if fallback else ""),
         "GLIA_CNI_EXEC_REQUEST_LINE": _c_string(f"POST {EXEC_PATH} HTTP/1.1\r\n"),
         "GLIA_CNI_EXIT_HEADER": _c_string(EXIT_HEADER),
         "GLIA_CNI_STDOUT_HEADER": _c_string(STDOUT_HEADER),
@@ -102,10 +106,11 @@ def header(fallback: Path) -> str:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 2 or argv[0] != "header":
-        print("usage: python -m glia.cni.shim header FALLBACK_PLUGIN_PATH", file=sys.stderr)
+        print("usage: python -m glia.cni.shim header FALLBACK_PLUGIN_PATH|''", file=sys.stderr)
         return 2
-    fallback = Path(argv[1])
-    if not fallback.is_absolute():
+    # "": no compiled-in fallback (a wheel's fast path finds glia-cni-python at run time).
+    fallback = Path(argv[1]) if argv[1] else None
+    if fallback is not None and not fallback.is_absolute():
         print(f"the fallback plugin path {fallback} must be absolute", file=sys.stderr)
         return 2
     sys.stdout.write(header(fallback))

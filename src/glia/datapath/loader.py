@@ -27,6 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
+from glia import native
 from glia.datapath import libbpf, tc
 from glia.datapath.ct import CTMap
 from glia.datapath.errors import BPFError, DatapathError
@@ -110,11 +111,8 @@ _load_lock = threading.Lock()
 
 
 def default_obj_dir() -> Path:
-    """$GLIA_BPF_DIR, else build/bpf of the source tree (where `make bpf` puts them)."""
-    env = os.environ.get("GLIA_BPF_DIR")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[3] / "build" / "bpf"
+    """$GLIA_BPF_DIR, else the installed package's objects, else build/bpf of the checkout."""
+    return native.bpf_obj_dir()
 
 
 def _fs_type(path: Path) -> str | None:
@@ -226,7 +224,10 @@ class Datapath:
         lib = libbpf.lib()
         path = self.obj_dir / object_file
         if not path.is_file():
-            raise DatapathError(f"{path} not found: build the BPF objects with `make bpf`")
+            raise DatapathError(
+                f"{path} not found: build the BPF objects with `make bpf` in a checkout,"
+                f" or point {native.BPF_DIR_ENV} (or the agent's bpf_obj_dir) at them"
+            )
         libbpf.recent_log(clear=True)
         pin_root = str(self.pin_dir).encode()
         opts = libbpf.new_opts(libbpf.bpf_object_open_opts, pin_root_path=pin_root)

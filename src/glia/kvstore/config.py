@@ -14,7 +14,12 @@ class EtcdConfig:
     """
 
     endpoints: list[str] = field(default_factory=lambda: ["https://127.0.0.1:2379"])
+    """The etcd members' client URLs (https), tried in order."""
     ca_file: str | None = None
+    """PEM file of the CA that signed the etcd server's certificate."""
     cert_file: str | None = None
+    """PEM client certificate; its CN is the etcd user."""
     key_file: str | None = None
+    """PEM private key of `cert_file`."""
     dial_timeout: float = 5.0
+    """Seconds to wait for a connection to an etcd member."""

@@ -148,3 +148,21 @@ def etcdctl_commands(users: dict[str, RoleSpec]) -> list[list[str]]:
         out.append(["user", "add", user, "--no-password"])
         out.append(["user", "grant-role", user, spec.name])
     return out
+
+
+ROOT_USER = "root"
+
+
+def bootstrap_commands(users: dict[str, RoleSpec]) -> list[list[str]]:
+    """Everything a fresh etcd needs, in order: root (role and user), ``users``, ``auth enable``.
+
+    What the lab (:meth:`glia.lab.etcd.EtcdServer.bootstrap_auth`) and ``glia
+    etcd bootstrap`` (:mod:`glia.deploy.etcdboot`) run, as root.
+    """
+    return [
+        ["role", "add", ROOT_USER],
+        ["user", "add", ROOT_USER, "--no-password"],
+        ["user", "grant-role", ROOT_USER, ROOT_USER],
+        *etcdctl_commands(users),
+        ["auth", "enable"],
+    ]

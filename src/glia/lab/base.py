@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Protocol
 
+from glia import native
 from glia.agent.config import AgentConfig
 from glia.datapath import cgroup
 from glia.kvstore import rbac
@@ -57,14 +58,10 @@ def bin_dir() -> Path:
     return Path(sys.executable).parent
 
 
-def repo_dir() -> Path:
-    return Path(__file__).resolve().parents[3]
-
-
 def cni_plugin() -> Path:
-    """glia-cni's compiled fast path (``make bpf``); it runs the Python plugin
-    (``bin_dir()/glia-cni``) itself whenever it cannot hand an invocation to the agent."""
-    return repo_dir() / "build" / "bin" / "glia-cni"
+    """glia-cni's compiled fast path (the installed package's, else ``make bpf``'s); it runs
+    the Python plugin itself whenever it cannot hand an invocation to the agent."""
+    return native.cni_fastpath()
 
 
 class LabBase:
@@ -156,7 +153,7 @@ class LabBase:
         return configs.agent_config(
             n,
             self.etcd_config(n.cluster, rbac.agent_user(n.name)),
-            repo_dir() / "build" / "bpf",
+            native.bpf_obj_dir(),
             socket_lb_cgroup=self.node_cgroup(n.ref),
             config_etcd=self.etcd_config(n.cluster, rbac.CONFIG_USER),
             clustermesh_dir=n.clustermesh_dir if self.meshed else None,

@@ -31,11 +31,9 @@ from pathlib import Path
 
 from glia.kvstore.config import EtcdConfig
 from glia.kvstore.rbac import RO_USER as RO_USER  # re-exported for the lab and tests
-from glia.kvstore.rbac import ROLE_RO, ROLE_RW, RoleSpec, etcdctl_commands
+from glia.kvstore.rbac import ROLE_RO, ROLE_RW, ROOT_USER, RoleSpec, bootstrap_commands
 from glia.kvstore.rbac import RW_USER as RW_USER
 from glia.lab.pki import CertPaths, issue, make_ca
-
-ROOT_USER = "root"
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -372,11 +370,9 @@ class EtcdServer:
         """
         wanted = {**DEFAULT_USERS, **(users or {})}
         self.user_cert(ROOT_USER)
-        self._etcdctl_idempotent("role", "add", "root")
-        self._etcdctl_idempotent("user", "add", ROOT_USER, "--no-password")
-        self._etcdctl_idempotent("user", "grant-role", ROOT_USER, "root")
         for user in wanted:
             self.user_cert(user)
-        for args in etcdctl_commands(dict(wanted)):
+        *steps, enable = bootstrap_commands(dict(wanted))
+        for args in steps:
             self._etcdctl_idempotent(*args)
-        self.etcdctl("auth", "enable")
+        self.etcdctl(*enable)

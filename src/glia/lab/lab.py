@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from glia.cni.config import chained_conflist, conflist
+from glia.cni.install import PYTHON_PLUGIN_NAME
 from glia.datapath import cgroup
 from glia.kvstore import rbac
 from glia.lab import (
@@ -322,9 +323,15 @@ class Lab(LabDaemons, LabWorkloads):
         if not hook.exists():
             raise LabError(f"{hook} is missing: install glia into this venv (scripts/setup.sh)")
         self.topo.cni_bin_dir.mkdir(parents=True, exist_ok=True)
-        link = self.topo.cni_bin_dir / "glia-cni"
-        link.unlink(missing_ok=True)
-        link.symlink_to(cni_plugin())
+        # As `glia cni install` lays them out, but linked (a rebuilt fast path counts at
+        # once): the fast path, and next to it the Python plugin it hands over to.
+        for name, target in (
+            ("glia-cni", cni_plugin()),
+            (PYTHON_PLUGIN_NAME, bin_dir() / "glia-cni"),
+        ):
+            link = self.topo.cni_bin_dir / name
+            link.unlink(missing_ok=True)
+            link.symlink_to(target)
         build_rootfs(self.topo.rootfs_dir)
         for n in self.topo.nodes:
             pm = NodePodman(n)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import typing
 from typing import Any, TypeVar
 
 import pydantic
@@ -60,3 +61,28 @@ def _describe(cls: type[Any], err: pydantic.ValidationError) -> str:
         loc = ".".join(str(p) for p in item["loc"]) or "<root>"
         parts.append(f"{loc}: {item['msg']}")
     return f"{cls.__name__}: " + "; ".join(parts)
+
+
+def check_keys(cls: type[Any], data: Any, where: str = "") -> None:
+    """Refuse keys ``cls`` (a dataclass, nested ones too) does not have.
+
+    For configuration files, where a misspelt key would otherwise be ignored
+    silently; values read from etcd are not checked (a newer writer may add
+    fields). :class:`InvalidValue` names the key and the known ones.
+    """
+    if not isinstance(data, dict):
+        return  # from_dict reports the wrong shape
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in data.items():
+        path = f"{where}{key}"
+        if key not in fields:
+            known = ", ".join(fields)
+            raise InvalidValue(f"{cls.__name__}: unknown key {path!r} (known: {known})")
+        hints = typing.get_type_hints(cls)
+        inner = [a for a in (hints[key], *typing.get_args(hints[key])) if _is_dataclass_type(a)]
+        if inner:
+            check_keys(inner[0], value, f"{path}.")
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)

@@ -1,0 +1,1 @@
+"""What an operator needs to install glia: config reference, etcd bootstrap, systemd units."""
