@@ -50,6 +50,7 @@ from glia.endpoint.manager import EndpointManager
 from glia.endpoint.store import EndpointStore
 from glia.identity.allocator import IdentityAllocator, MasterKeyKeeper
 from glia.ipam.local import LocalIPAM
+from glia.ipam.pool import chained_block
 from glia.kvstore import keys
 from glia.kvstore.client import KVClient
 from glia.kvstore.errors import KVStoreError, PermissionDenied
@@ -94,6 +95,7 @@ class Agent:
         self.dns: DnsServer | None = None
         self.pod_names: PodNames | None = None
         self.node: Node | None = None
+        self.chained_cidr: str | None = None  # the pod CIDR's block for chained plugins
         self._reflectors: list[Reflector] = []
         self._ipcache_reflectors: list[Reflector] = []
         self._deferred: list[DeferredDeletes] = []  # deletes held while leases may come back
@@ -152,7 +154,8 @@ class Agent:
         cidr = await self._register_node()
         state_dir = Path(cfg.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
-        ipam = LocalIPAM(state_dir / "ipam.json", cidr)
+        self.chained_cidr = chained_block(cidr, cfg.chained_prefix)  # ValueError names it
+        ipam = LocalIPAM(state_dir / "ipam.json", cidr, reserved=self.chained_cidr)
         identities = IdentityAllocator(
             self.kv, self.publisher, cfg.cluster, cfg.cluster_id, cfg.node
         )
@@ -444,6 +447,7 @@ class Agent:
                 "ok": self.status["datapath"].ok,
                 "socket_lb_cgroup": self.cfg.socket_lb_cgroup or None,
             },
+            "chained_cidr": self.chained_cidr,
             "endpoints": len(eps),
             "identities": len({e.identity for e in eps}),
             "uptime": round(time.time() - self.started_at, 1),

@@ -40,6 +40,8 @@ from glia.datapath.maps import EndpointInfo
 from glia.datapath.runner import RunDatapath
 from glia.endpoint import netns_check, request
 from glia.endpoint.allocate import allocate_ip
+from glia.endpoint.chained import ChainedEndpoints
+from glia.endpoint.chained_request import ChainedPrev, parse_prev
 from glia.endpoint.cni_result import add_result
 from glia.endpoint.endpoint_keys import EndpointKeys
 from glia.endpoint.store import EndpointStore, endpoint_key
@@ -119,6 +121,7 @@ class EndpointManager:
         self._lock = asyncio.Lock()  # ADD/DEL/GC/label updates are serialised
         self._label_tasks: dict[str, asyncio.Task[None]] = {}
         self.removals = VethRemovals(netlink.delete_endpoint_veth)
+        self._chained = ChainedEndpoints(cluster, node, ipam, self._keys, store, datapath, run_dp)
         self.hooks: EndpointHooks | None = None
 
     def _changed(self) -> None:
@@ -139,6 +142,8 @@ class EndpointManager:
     async def add(self, req: dict[str, Any]) -> dict[str, Any]:
         # Everything about the request is checked before anything is allocated.
         r = request.parse_add(req)
+        prev = req.get("prev_result")  # chained after another plugin (docs/chaining.md)
+        chained = None if prev is None else parse_prev(prev, r.ifname, r.ip)
         cid, netns, ifname = r.container_id, r.netns, r.ifname
         name, namespace, cni_version = r.name, r.namespace, r.cni_version
         target = await asyncio.to_thread(netns_check.check_pod_netns, netns)
@@ -148,7 +153,7 @@ class EndpointManager:
             existing = self._eps.get(key)
             if existing is not None:
                 # A runtime retrying ADD: same answer, nothing allocated twice.
-                return self._result(existing, cni_version)
+                return self._result(existing, cni_version, chained)
             for other in self._eps.values():
                 if (other.namespace, other.name) == (namespace, name):
                     raise CniError(
@@ -156,16 +161,23 @@ class EndpointManager:
                         f"an endpoint named {namespace}/{name} already exists on this node "
                         f"(container {other.container_id[:12]})",
                     )
-            try:  # a DEL of this container a moment ago (a restart): its veth goes first
-                await self.removals.wait(netlink.host_ifname_for(cid, ifname))
-            except RemovalPending as e:
-                raise CniError(CNI_TRY_AGAIN, str(e)) from None
-            ep = await self._add_locked(cid, netns, ifname, name, namespace, r.ip, r.aliases)
+            if chained is not None:
+                others = list(self._eps.values())
+                ep = await self._chained.add(r, chained, self._base_labels(namespace), others)
+                self._eps[key] = ep
+            else:
+                try:  # a DEL of this container a moment ago (a restart): its veth goes first
+                    await self.removals.wait(netlink.host_ifname_for(cid, ifname))
+                except RemovalPending as e:
+                    raise CniError(CNI_TRY_AGAIN, str(e)) from None
+                ep = await self._add_locked(cid, netns, ifname, name, namespace, r.ip, r.aliases)
         self._resolve_labels_later(ep)
-        return self._result(ep, cni_version)
+        return self._result(ep, cni_version, chained)
 
-    def _result(self, ep: Endpoint, cni_version: str) -> dict[str, Any]:
-        return add_result(ep, self.gateway, cni_version, self._dns_nameserver)
+    def _result(self, ep: Endpoint, version: str, prev: ChainedPrev | None) -> dict[str, Any]:
+        if prev is not None:  # the previous plugin's result, passed on as the spec says
+            return prev.result
+        return add_result(ep, self.gateway, version, self._dns_nameserver)
 
     async def _add_locked(
         self,
@@ -284,6 +296,10 @@ class EndpointManager:
                 self._changed()
 
     async def _remove(self, ep: Endpoint) -> None:
+        if ep.chained:  # the veth and the address are the previous plugin's
+            await self._chained.remove(ep)
+            await self._ids.release(ep.identity)
+            return
         # The map entry first: nothing is redirected to a dying interface. The
         # veth goes in the background (the kernel takes ~20 ms); the IP has a
         # cool-down before reuse, and an ADD reusing the name waits for it.
@@ -304,8 +320,7 @@ class EndpointManager:
         if ep is None:
             raise CniError(CNI_UNKNOWN_CONTAINER, f"no endpoint for container {cid[:12]}/{ifname}")
         request.check_prev_matches(ep, r.prev_result)
-        links = dict(await self._run_dp(lambda: netlink.list_links(netlink.HOST_PREFIX)))
-        if ep.host_ifname not in links:
+        if await self._chained.host_ifindex(ep) is None:
             raise CniError(CNI_IO_ERROR, f"host interface {ep.host_ifname} is missing")
         if await self._run_dp(lambda: self._dp.endpoints.get(ep.ip)) is None:
             raise CniError(CNI_IO_ERROR, f"endpoint map has no entry for {ep.ip}")
@@ -339,8 +354,8 @@ class EndpointManager:
         links = dict(await self._run_dp(lambda: netlink.list_links(netlink.HOST_PREFIX)))
         async with self._lock:
             for ep in self._store.load_all():
-                ifindex = links.get(ep.host_ifname)
-                if ifindex is None or ep.ip not in self._ipam.allocations():
+                ifindex = await self._chained.host_ifindex(ep, links)
+                if ifindex is None or not (ep.chained or ep.ip in self._ipam.allocations()):
                     stats["stale_records"] += 1
                     self._store.remove(ep.container_id, ep.ifname)
                     self._ipam.release(ep.ip)
@@ -431,8 +446,7 @@ class EndpointManager:
                 identity=ident.id,
                 state=EndpointState.READY,
             )
-            links = dict(await self._run_dp(lambda: netlink.list_links(netlink.HOST_PREFIX)))
-            ifindex = links.get(ep.host_ifname)
+            ifindex = await self._chained.host_ifindex(ep)
             if ifindex is None:
                 log.warning("endpoint %s/%s lost its interface", ep.namespace, ep.name)
                 await self._ids.release(ident.id)
