@@ -243,10 +243,15 @@ def lab_bench_main(
     rounds: int,
     seconds: int,
     measure: Callable[[Any, int, int], dict[str, Any]],
+    quick: tuple[int, int] | None = None,
+    plot: Callable[[dict[str, Any], Path], None] | None = None,
 ) -> int:
     """main() of a benchmark on a lab of its own (one cluster of ``nodes``): build it,
     ``measure(lab, rounds, seconds)``, remove it (also on failure), write
-    ``<out>/<result>.json`` and print it."""
+    ``<out>/<result>.json`` (and ``plot`` it to ``<result>.png``) and print it.
+
+    ``quick``: (rounds, seconds) of a ``--quick`` smoke run, which writes
+    ``<result>-quick.json``/``.png`` so it never overwrites a full run's result."""
     from glia.lab.lab import Lab  # here: the rr tools run this file in namespaces
     from glia.lab.topology import DEFAULT_LAB_DIR
 
@@ -255,7 +260,17 @@ def lab_bench_main(
     parser.add_argument("--rounds", type=int, default=rounds)
     parser.add_argument("--seconds", type=int, default=seconds)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    if quick is not None:
+        parser.add_argument(
+            "--quick",
+            action="store_true",
+            help=f"smoke run: {quick[0]} rounds of {quick[1]} s, written to {result}-quick.*",
+        )
     args = parser.parse_args(argv)
+    if getattr(args, "quick", False):
+        assert quick is not None
+        args.rounds, args.seconds = quick
+        result = f"{result}-quick"
     the_lab = Lab.open(
         args.lab, DEFAULT_LAB_DIR.with_name(f"lab-{args.lab}"), clusters=1, nodes=nodes
     )
@@ -266,6 +281,8 @@ def lab_bench_main(
         the_lab.down()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{result}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    if plot is not None:
+        plot(doc, args.out / f"{result}.png")
     print(json.dumps(doc, indent=2))
     return 0
 
