@@ -21,21 +21,23 @@ and one-byte request/response latency (bench/_loadtool.py's rr-client against
 rr-server, run in the pods' namespaces with nsenter: round trips over one
 connection, and connect + one round trip on fresh connections;
 ``RR_PER_SECOND`` and ``CRR_PER_SECOND`` times ``--seconds`` of each per
-round). Prints one JSON document (per kind: throughput median, spread and
-runs; latency p50/p90/p99 pooled over the rounds; ratios chained / ptp, the
-issue's figure, and native / ptp, each also paired round by round) and
-writes ``chaining.json`` and ``chaining.png`` into ``--out`` (``--quick``:
+round; client and server both on the last CPU, see ``RR_CPU``). Prints one
+JSON document (per kind: throughput median, spread and runs; latency
+p50/p90/p99 pooled over the rounds; ratios chained / ptp, the issue's figure,
+and native / ptp, each also paired round by round) and writes
+``chaining.json`` and ``chaining.png`` into ``--out`` (``--quick``:
 ``chaining-quick.*``). The lab is torn down at the end, also on failure.
 Only ratios from one run mean something on this noisy 2-vCPU machine.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,10 +53,13 @@ from _common import (
     host_info,
     in_netns,
     lab_bench_main,
+    listening,
     log,
+    nsenter,
     percentile,
     ratio,
     summary,
+    wait_for,
 )
 from _probe import interface_ipv4
 
@@ -66,6 +71,10 @@ NETWORKS = {PTP: PTP_NETWORK, CHAINED: "glia-chained", NATIVE: "glia"}
 LABELS = {PTP: "ptp alone", CHAINED: "ptp + glia (chained)", NATIVE: "glia native"}
 RR_PER_SECOND = 1000  # one-byte round trips per run and --seconds, one connection
 CRR_PER_SECOND = 150  # fresh connections per run and --seconds
+# rr-client and rr-server share this CPU. Left to the scheduler, each run fell
+# into one of two modes by chance (one CPU ~22 µs p50, two CPUs ~60 µs: wake-ups
+# across CPUs), which swamped the difference between the kinds.
+RR_CPU = (os.cpu_count() or 1) - 1
 NATIVE_COLOR = "#7fb3d5"
 PTP_COLOR = "#9a9a9a"
 
@@ -177,6 +186,27 @@ def check_blocks(chained_cidr: object, found: Mapping[str, tuple[str, str, str]]
 # --- the shell: pods, servers, rounds ---------------------------------------------
 
 
+@contextlib.contextmanager
+def pinned(cpu: int) -> Iterator[None]:
+    """The calling thread on ``cpu`` alone while inside: the processes it starts
+    there (nsenter, then the tool) inherit that affinity and keep it."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+def start_rr_servers(bg: Background, server_nss: Sequence[str]) -> None:
+    """bench/_loadtool.py's rr-server on ``RR_CPU`` in every server namespace, listening."""
+    for ns in server_nss:
+        argv = [sys.executable, str(pods.TOOL), "rr-server", "--port", str(pods.RR_PORT)]
+        with pinned(RR_CPU):
+            bg.start(nsenter(ns, argv))
+        wait_for(f"rr-server listening in {ns}", lambda ns=ns: listening(ns, pods.RR_PORT), 20)
+
+
 def _pods(lab: Any, node: Any, made: list[str]) -> dict[str, tuple[str, str, str]]:
     """Client and server pod of every kind: ``{kind: (client ns, server ns, server ip)}``;
     every container's name is appended to ``made`` as soon as it runs."""
@@ -224,13 +254,15 @@ def measure(lab: Any, rounds: int, seconds: int) -> dict[str, Any]:
         cases = {k: pods.Case(pods.SAME, k, *found[k]) for k in KINDS}
         for path in paths.values():
             _throughput.reach(path)
-        pods.start_servers(bg, list(cases.values()))
+        _throughput.start_iperf_servers(bg, list(paths.values()))
+        start_rr_servers(bg, [found[k][1] for k in KINDS])
         for r in range(rounds):
             order = rotated(KINDS, r)
             for kind in order:
                 gbps[kind].append(_throughput.iperf(paths[kind], seconds))
             for kind in order:
-                got_rr, got_crr = pods.request_response(cases[kind], params)
+                with pinned(RR_CPU):
+                    got_rr, got_crr = pods.request_response(cases[kind], params)
                 rr[kind].append(got_rr)
                 crr[kind].append(got_crr)
             log(
@@ -258,7 +290,8 @@ def measure(lab: Any, rounds: int, seconds: int) -> dict[str, Any]:
         "connect_rr_count_per_run": params.crr_count,
         "method": (
             "client pod -> server pod of the same kind on one node; per round, in rotating "
-            "order, one iperf3 run (one stream) per kind, then one rr-client run per kind"
+            "order, one iperf3 run (one stream, CPUs the scheduler's choice) per kind, then "
+            f"one rr-client run per kind (client and server both on CPU {RR_CPU})"
         ),
         **report(gbps, rr, crr),
     }
