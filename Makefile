@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 # bpf/test/: harness programs the datapath tests load next to glia's own; the
 # fast path falls back to this checkout's Python plugin.
 
-.PHONY: setup bpf demo test lint unit integration e2e bench bench-pods bench-services bench-mesh bench-policy bench-docker clean
+.PHONY: setup bpf demo test lint unit integration e2e bench bench-pods bench-services bench-mesh bench-policy bench-chaining bench-docker clean
 
 setup:
 	@./scripts/setup.sh
@@ -32,7 +32,7 @@ test: setup bpf lint
 unit: setup
 	@$(VENV)/bin/pytest -q tests/unit
 
-bench: bench-pods bench-services bench-mesh bench-policy
+bench: bench-pods bench-services bench-mesh bench-policy bench-chaining
 
 bench-pods: setup bpf
 	@$(PY) bench/pods.py
@@ -45,6 +45,9 @@ bench-mesh: setup bpf
 
 bench-policy: setup bpf
 	@$(PY) bench/policy.py
+
+bench-chaining: setup bpf
+	@$(PY) bench/chaining.py
 
 bench-docker: setup bpf
 	@$(PY) bench/docker.py

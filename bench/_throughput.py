@@ -42,7 +42,6 @@ sys.path.insert(0, str(FsPath(__file__).resolve().parent))
 from _common import (  # bench/ is a folder of scripts
     Background,
     BenchError,
-    first_echo_reply,
     in_netns,
     ip_batch,
     listening,
@@ -57,6 +56,7 @@ from _common import (  # bench/ is a folder of scripts
     sysctl,
     wait_for,
 )
+from _probe import first_echo_reply  # bench/ is a folder of scripts
 
 IPERF_PORT = 5201
 REACH_TIMEOUT = 30.0

@@ -54,7 +54,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     BenchError,
     host_info,
-    in_cgroup,
     interrupt_on_sigterm,
     log,
     median,
@@ -66,6 +65,7 @@ from _common import (
     wait_for,
     write_json,
 )
+from _loadtool import in_cgroup  # bench/ is a folder of scripts
 from _meshdata import (
     NAMESPACE,
     WWW,

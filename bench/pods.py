@@ -69,16 +69,13 @@ from _common import (  # bench/ is a folder of scripts
     Background,
     BenchError,
     LogReporter,
-    first_echo_reply,
     in_netns,
-    interface_ipv4,
     interrupt_on_sigterm,
     listening,
     log,
     netns_add,
     netns_delete,
     netns_path,
-    new_netns,
     nsenter,
     run,
     summary,
@@ -101,6 +98,7 @@ from _podsreport import (
     result_stem,
     targets,
 )
+from _probe import first_echo_reply, interface_ipv4, new_netns  # bench/ is a folder of scripts
 from _throughput import AFFINITIES, KernelReference
 from _throughput import Path as TPath
 from glia.lab import topology
@@ -116,7 +114,7 @@ MTU = 1450  # glia's pod MTU (agent default: underlay 1500 minus VXLAN)
 IPERF_PORT = 5201
 RR_PORT = 7777
 REACH_TIMEOUT = 30.0
-TOOL = Path(__file__).resolve().parent / "_common.py"
+TOOL = Path(__file__).resolve().parent / "_loadtool.py"
 RESULTS = Path(__file__).resolve().parent / "results"
 TOOLS = ("ip", "bridge", "nsenter", "ss", "sysctl", "iperf3", "podman")
 

@@ -71,7 +71,6 @@ from _common import (  # bench/ is a folder of scripts
     GLIA_COLOR,
     Background,
     BenchError,
-    in_cgroup,
     interrupt_on_sigterm,
     ip_batch,
     listening,
@@ -93,6 +92,7 @@ from _common import (  # bench/ is a folder of scripts
 from _common import (
     host_info as common_host_info,
 )
+from _loadtool import in_cgroup  # bench/ is a folder of scripts
 from glia.datapath import netlink
 from glia.datapath.cgroup import (
     cgroup2_root,
@@ -117,7 +117,7 @@ PIN_DIR = Path("/sys/fs/bpf/glia-bench-svc")  # the glia node's private pins
 RUN_DIR = Path("/run/glia-bench-svc")  # nginx config, rule files, PIDs of a run
 PIDS = RUN_DIR / "pids"
 RESULTS = Path(__file__).resolve().parent / "results"
-TOOL = Path(__file__).resolve().parent / "_common.py"
+TOOL = Path(__file__).resolve().parent / "_loadtool.py"
 TOOLS = (
     *("ip", "nsenter", "ss", "sysctl", "conntrack", "wrk", "iperf3", "nginx", "nft"),
     *("iptables-nft-restore", "iptables-legacy-restore", "iptables-nft-save"),

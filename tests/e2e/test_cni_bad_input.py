@@ -22,6 +22,7 @@ import pytest
 from glia.agent.client import AgentError
 from glia.lab import netns
 from glia.lab.lab import Lab
+from glia.lab.podman import NETWORK
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -48,7 +49,7 @@ def pods(lab: Lab) -> Iterator[tuple[str, str]]:
 
 def plugin_conf(lab: Lab, **changes: Any) -> dict[str, Any]:
     """What a runtime gives glia-cni on stdin for this node: the conflist's plugin entry."""
-    [path] = sorted(lab.node(NODE).cni_config_dir.glob("*.conflist"))
+    path = lab.node(NODE).cni_config_dir / f"{NETWORK}.conflist"  # not glia-chained's
     conflist = json.loads(path.read_text())
     conf = {"cniVersion": conflist["cniVersion"], "name": conflist["name"]}
     conf.update(conflist["plugins"][0])

@@ -29,6 +29,7 @@ from labhelpers import host_veths, wait_for
 from glia.datapath.netlink import host_ifname_for
 from glia.lab import netns
 from glia.lab.lab import Lab
+from glia.lab.podman import NETWORK
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -50,7 +51,7 @@ def pod(lab: Lab) -> Iterator[str]:
 
 
 def plugin_conf(lab: Lab) -> dict[str, Any]:
-    [path] = sorted(lab.node(NODE).cni_config_dir.glob("*.conflist"))
+    path = lab.node(NODE).cni_config_dir / f"{NETWORK}.conflist"  # not glia-chained's
     conflist = json.loads(path.read_text())
     return {
         "cniVersion": conflist["cniVersion"],

@@ -50,10 +50,12 @@ def _cidr(lab: Lab, node: str) -> ipaddress.IPv4Network:
 
 def _free_ip(lab: Lab, node: str) -> str:
     net = _cidr(lab, node)
+    # The node's chained block is ptp's (docs/chaining.md): glia refuses --ip there.
+    chained = ipaddress.ip_network(lab.agent(node).status()["chained_cidr"])
     used = {c.ip for c in lab.containers(node)}
     for host in range(250, 100, -1):
         ip = str(net.network_address + host)
-        if ip not in used:
+        if ip not in used and ipaddress.ip_address(ip) not in chained:
             return ip
     raise AssertionError(f"no free address in {net}")
 

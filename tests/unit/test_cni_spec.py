@@ -163,11 +163,10 @@ def test_verb_needs_a_recent_enough_version(cmd: str, version: str) -> None:
     assert (ei.value.code, ei.value.msg) == (1, f"config version does not allow {cmd}")
 
 
-def test_add_refuses_to_be_chained_and_check_needs_prev_result() -> None:
-    with pytest.raises(CniError) as ei:
-        spec.parse_invocation(ENV, raw({**CONF, "prevResult": {"ips": []}}))
-    assert ei.value.code == 2
-    assert "prevResult" in ei.value.msg
+def test_add_may_be_chained_and_check_needs_prev_result() -> None:
+    # Chained (docs/chaining.md): the prevResult goes to the agent, which judges it.
+    inv = spec.parse_invocation(ENV, raw({**CONF, "prevResult": {"ips": []}}))
+    assert spec.agent_request(inv)["prev_result"] == {"ips": []}
     with pytest.raises(CniError) as ei:
         spec.parse_invocation(ENV | {"CNI_COMMAND": "CHECK"}, raw(CONF))
     assert (ei.value.code, ei.value.msg) == (7, "CHECK needs the prevResult of the ADD")

@@ -94,3 +94,15 @@ def test_containers_get_ndots_and_the_rest_of_dns_from_the_cni_result() -> None:
     conf = tomllib.loads(podman.render_containers_conf(_node(), []))["containers"]
     assert conf["dns_options"] == ["ndots:5"]
     assert "dns_servers" not in conf and "dns_searches" not in conf
+
+
+def test_a_container_has_the_address_of_whichever_glia_network_it_is_on() -> None:
+    pm = podman.NodePodman(_node())
+
+    def inspected(networks: dict[str, object]) -> podman.Container:
+        data = {"Name": "web", "Id": "c0ffee", "NetworkSettings": {"Networks": networks}}
+        return pm._container(data)
+
+    assert inspected({"glia": {"IPAddress": "10.1.0.5"}}).ip == "10.1.0.5"
+    assert inspected({podman.CHAINED_NETWORK: {"IPAddress": "10.1.0.194"}}).ip == "10.1.0.194"
+    assert inspected({"other": {"IPAddress": "10.9.0.1"}}).ip is None

@@ -31,11 +31,10 @@ from typing import Any, TypeVar
 from glia import native
 from glia.agent.config import AgentConfig, reserved_networks
 from glia.agent.dns_start import start_dns
-from glia.agent.docker_start import DockerPlugin
+from glia.agent.docker_start import DockerPlugin, runtime_labels
 from glia.agent.egress_start import start_egress
 from glia.agent.identities import IdentityCache
 from glia.agent.ipcache import IPCacheSync
-from glia.agent.labels import NoRuntimeLabels, PodmanLabels
 from glia.agent.monitor import Monitor, agent_context
 from glia.agent.policy import PolicySync
 from glia.agent.services import AgentServices
@@ -47,10 +46,11 @@ from glia.datapath import netlink
 from glia.datapath.loader import Datapath
 from glia.dns.pods import PodNames
 from glia.dns.server import DnsServer
-from glia.endpoint.manager import EndpointManager, LabelSource
+from glia.endpoint.manager import EndpointManager
 from glia.endpoint.store import EndpointStore
 from glia.identity.allocator import IdentityAllocator, MasterKeyKeeper
 from glia.ipam.local import LocalIPAM
+from glia.ipam.pool import chained_block
 from glia.kvstore import keys
 from glia.kvstore.client import KVClient
 from glia.kvstore.errors import KVStoreError, PermissionDenied
@@ -96,6 +96,7 @@ class Agent:
         self.docker: DockerPlugin | None = None
         self.pod_names: PodNames | None = None
         self.node: Node | None = None
+        self.chained_cidr: str | None = None  # the pod CIDR's block for chained plugins
         self._reflectors: list[Reflector] = []
         self._ipcache_reflectors: list[Reflector] = []
         self._deferred: list[DeferredDeletes] = []  # deletes held while leases may come back
@@ -154,15 +155,13 @@ class Agent:
         cidr = await self._register_node()
         state_dir = Path(cfg.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
-        ipam = LocalIPAM(state_dir / "ipam.json", cidr)
+        self.chained_cidr = chained_block(cidr, cfg.chained_prefix)  # ValueError names it
+        ipam = LocalIPAM(state_dir / "ipam.json", cidr, reserved=self.chained_cidr)
         identities = IdentityAllocator(
             self.kv, self.publisher, cfg.cluster, cfg.cluster_id, cfg.node
         )
-        labels: LabelSource = (
-            PodmanLabels(cfg.runtime_env) if cfg.runtime == "podman" else NoRuntimeLabels()
-        )
         self.docker = DockerPlugin.configured(cfg, state_dir)
-        labels = self.docker.labels(labels) if self.docker else labels
+        labels = runtime_labels(cfg, self.docker)
         self.endpoints = EndpointManager(
             cluster=cfg.cluster,
             cluster_id=cfg.cluster_id,
@@ -454,6 +453,7 @@ class Agent:
                 "ok": self.status["datapath"].ok,
                 "socket_lb_cgroup": self.cfg.socket_lb_cgroup or None,
             },
+            "chained_cidr": self.chained_cidr,
             "endpoints": len(eps),
             "identities": len({e.identity for e in eps}),
             "uptime": round(time.time() - self.started_at, 1),

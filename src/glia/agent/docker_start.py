@@ -12,12 +12,14 @@ import logging
 from pathlib import Path
 
 from glia.agent.config import AgentConfig
+from glia.agent.labels import NoRuntimeLabels, PodmanLabels
 from glia.agent.subsystems import Subsystem
 from glia.docker.driver import DockerDriver, DockerState
 from glia.docker.labels import DockerLabels, RuntimeLabels
 from glia.docker.protocol import CONTAINER_IFNAME
 from glia.docker.server import PluginServer
-from glia.endpoint.manager import EndpointManager, LabelSource
+from glia.endpoint.hooks import LabelSource
+from glia.endpoint.manager import EndpointManager
 from glia.ipam.local import LocalIPAM
 
 log = logging.getLogger(__name__)
@@ -61,3 +63,12 @@ class DockerPlugin:
     async def stop(self) -> None:
         if self._server is not None:
             await self._server.stop()
+
+
+def runtime_labels(cfg: AgentConfig, docker: DockerPlugin | None) -> LabelSource:
+    """Where endpoints' labels come from: podman (``runtime``), and dockerd for the
+    Docker driver's endpoints."""
+    other: LabelSource = (
+        PodmanLabels(cfg.runtime_env) if cfg.runtime == "podman" else NoRuntimeLabels()
+    )
+    return docker.labels(other) if docker is not None else other

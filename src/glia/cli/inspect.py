@@ -190,6 +190,8 @@ def _status_grid(st: Mapping[str, Any]) -> Table:
             f"{_text(node.get('name'))}  node IP {_text(node.get('node_ip'))}, "
             f"pod CIDR {_text(node.get('pod_cidr'))}"
         )
+        if st.get("chained_cidr"):  # left to a chained plugin's IPAM (docs/chaining.md)
+            node_line += f", chained {_text(st['chained_cidr'])}"
     else:
         node_line = "- (not registered in the kvstore yet)"
     cluster_line = _text(cluster) + (f" (id {cluster_id})" if cluster_id is not None else "")
@@ -244,7 +246,11 @@ ENDPOINT_COLUMNS: Sequence[Column] = (
     Column("IDENTITY", "identity", _identity),
     Column("STATE", "state"),
     Column("READY", "ready"),
-    Column("HOST IF", "host_ifname"),
+    # A chained endpoint's veth is the previous plugin's (docs/chaining.md).
+    Column(
+        "HOST IF",
+        lambda r: _text(r.get("host_ifname")) + (" (chained)" if r.get("chained") else ""),
+    ),
     Column("CONTAINER", "container_id", _short_id),
     Column("LABELS", "labels"),
 )

@@ -344,11 +344,11 @@ def parse_invocation(env: Mapping[str, str], stdin: bytes) -> Invocation:
     check_plugin_type(conf)
     args = parse_cni_args(env.get("CNI_ARGS", ""))
     if cmd == "ADD" and "prevResult" in conf:
-        raise CniError(
-            ERR_UNSUPPORTED_FIELD,
-            "unsupported field in network configuration: prevResult",
-            "glia-cni creates the interface and must be the first plugin of the list",
-        )
+        # Chained after the plugin that made the interface (docs/chaining.md): the
+        # agent attaches to it; a prevResult it cannot read is refused here.
+        if not isinstance(conf["prevResult"], dict):
+            raise CniError(ERR_INVALID_CONFIG, "prevResult must be an object (a CNI result)")
+        check_prev_result(normalize_prev_result(conf["prevResult"]))
     if cmd == "ADD":
         try:
             port_mappings(conf)

@@ -181,9 +181,7 @@ class DockerDriver:
         peer = peer_ifname_for(req.endpoint_id)
         make = functools.partial(create_docker_veth, peer_ifname=peer)
         try:
-            await self._eps.add_prepared(
-                req.endpoint_id, req.sandbox_key, req.endpoint_id[:12], ip, make
-            )
+            await self._eps.add_prepared(req.endpoint_id, req.sandbox_key, ip, make)
         except CniError as e:
             raise DriverError(f"glia: {e.msg}" + (f" ({e.details})" if e.details else "")) from None
         return p.join_answer(peer, self._node_ip)

@@ -17,7 +17,7 @@ import aiohttp
 
 from glia.agent.labels import LabelsUnavailable
 from glia.docker.driver import DockerState
-from glia.endpoint.manager import LabelSource
+from glia.endpoint.hooks import LabelSource
 
 API = "http://docker/v1.41"
 

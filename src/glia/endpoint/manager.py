@@ -28,21 +28,23 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any
 
 from glia.cni import spec
 from glia.cni.spec import CniError as CniError  # re-exported: the API catches it
 from glia.datapath import netlink
 from glia.datapath.loader import Datapath
 from glia.datapath.maps import EndpointInfo
-from glia.datapath.netlink import VethInfo
 from glia.datapath.runner import RunDatapath
 from glia.endpoint import netns_check, request
 from glia.endpoint.allocate import allocate_ip
+from glia.endpoint.chained import ChainedEndpoints
+from glia.endpoint.chained_request import ChainedPrev, parse_prev
 from glia.endpoint.cni_result import add_result
 from glia.endpoint.endpoint_keys import EndpointKeys
+from glia.endpoint.hooks import EndpointHooks, LabelSource
 from glia.endpoint.store import EndpointStore, endpoint_key
 from glia.endpoint.veth_removal import RemovalPending, VethRemovals
 from glia.identity.allocator import IdentityAllocator
@@ -64,16 +66,6 @@ CNI_IO_ERROR = spec.ERR_IO
 CNI_INVALID_CONFIG = spec.ERR_INVALID_CONFIG
 CNI_TRY_AGAIN = spec.ERR_TRY_AGAIN_LATER
 CNI_NOT_READY = spec.ERR_NOT_AVAILABLE
-
-
-class LabelSource(Protocol):
-    async def labels(self, container_id: str) -> dict[str, str]: ...
-
-
-class EndpointHooks(Protocol):
-    async def identity_ready(self, identity: int, labels: Mapping[str, str]) -> None: ...
-
-    def endpoints_changed(self) -> None: ...
 
 
 class EndpointManager:
@@ -120,6 +112,7 @@ class EndpointManager:
         self._lock = asyncio.Lock()  # ADD/DEL/GC/label updates are serialised
         self._label_tasks: dict[str, asyncio.Task[None]] = {}
         self.removals = VethRemovals(netlink.delete_endpoint_veth)
+        self._chained = ChainedEndpoints(cluster, node, ipam, self._keys, store, datapath, run_dp)
         self.hooks: EndpointHooks | None = None
 
     def _changed(self) -> None:
@@ -140,6 +133,8 @@ class EndpointManager:
     async def add(self, req: dict[str, Any]) -> dict[str, Any]:
         # Everything about the request is checked before anything is allocated.
         r = request.parse_add(req)
+        prev = req.get("prev_result")  # chained after another plugin (docs/chaining.md)
+        chained = None if prev is None else parse_prev(prev, r.ifname, r.ip)
         cid, netns, ifname = r.container_id, r.netns, r.ifname
         name, namespace, cni_version = r.name, r.namespace, r.cni_version
         target = await asyncio.to_thread(netns_check.check_pod_netns, netns)
@@ -149,44 +144,49 @@ class EndpointManager:
             existing = self._eps.get(key)
             if existing is not None:
                 # A runtime retrying ADD: same answer, nothing allocated twice.
-                return self._result(existing, cni_version)
-            await self._claim(cid, ifname, name, namespace)
-            ep = await self._add_locked(cid, netns, ifname, name, namespace, r.ip, r.aliases)
+                return self._result(existing, cni_version, chained)
+            await self._claim(cid, ifname, name, namespace, wait=chained is None)
+            if chained is not None:
+                others = list(self._eps.values())
+                ep = await self._chained.add(r, chained, self._base_labels(namespace), others)
+                self._eps[key] = ep
+            else:
+                ep = await self._add_locked(cid, netns, ifname, name, namespace, r.ip, r.aliases)
         self._resolve_labels_later(ep)
-        return self._result(ep, cni_version)
+        return self._result(ep, cni_version, chained)
 
     async def add_prepared(
-        self, cid: str, netns: str, name: str, ip: str, make_veth: Callable[..., VethInfo]
+        self, cid: str, netns: str, ip: str, make_veth: Callable[..., netlink.VethInfo]
     ) -> Endpoint:
-        """Docker's Join (docs/docker.md): endpoint eth0 at ``ip``, its veth made by
-        ``make_veth`` (called like ``netlink.create_endpoint_veth``)."""
+        """Docker's Join (docs/docker.md): endpoint eth0 at ``ip``, veth by ``make_veth``."""
+        ns, key, name = request.DEFAULT_NAMESPACE, endpoint_key(cid, "eth0"), cid[:12]
         async with self._lock:
-            existing = self._eps.get(endpoint_key(cid, "eth0"))
-            if existing is not None:
-                return existing
-            await self._claim(cid, "eth0", name, request.DEFAULT_NAMESPACE)
-            ep = await self._add_locked(
-                cid, netns, "eth0", name, request.DEFAULT_NAMESPACE, ip, make_veth=make_veth
-            )
+            if key in self._eps:
+                return self._eps[key]
+            await self._claim(cid, "eth0", name, ns)
+            ep = await self._add_locked(cid, netns, "eth0", name, ns, ip, make_veth=make_veth)
         self._resolve_labels_later(ep)
         return ep
 
-    async def _claim(self, cid: str, ifname: str, name: str, namespace: str) -> None:
+    async def _claim(self, cid: str, ifname: str, name: str, ns: str, wait: bool = True) -> None:
         """Refuse a name taken on this node; wait for this container's old veth."""
         for other in self._eps.values():
-            if (other.namespace, other.name) == (namespace, name):
+            if (other.namespace, other.name) == (ns, name):
                 raise CniError(
                     CNI_INVALID_CONFIG,
-                    f"an endpoint named {namespace}/{name} already exists on this node "
+                    f"an endpoint named {ns}/{name} already exists on this node "
                     f"(container {other.container_id[:12]})",
                 )
         try:  # a DEL of this container a moment ago (a restart): its veth goes first
-            await self.removals.wait(netlink.host_ifname_for(cid, ifname))
+            if wait:
+                await self.removals.wait(netlink.host_ifname_for(cid, ifname))
         except RemovalPending as e:
             raise CniError(CNI_TRY_AGAIN, str(e)) from None
 
-    def _result(self, ep: Endpoint, cni_version: str) -> dict[str, Any]:
-        return add_result(ep, self.gateway, cni_version, self._dns_nameserver)
+    def _result(self, ep: Endpoint, version: str, prev: ChainedPrev | None) -> dict[str, Any]:
+        if prev is not None:  # the previous plugin's result, passed on as the spec says
+            return prev.result
+        return add_result(ep, self.gateway, version, self._dns_nameserver)
 
     async def _add_locked(
         self,
@@ -197,7 +197,7 @@ class EndpointManager:
         namespace: str,
         requested: str | None,
         aliases: tuple[str, ...] = (),
-        make_veth: Callable[..., VethInfo] = netlink.create_endpoint_veth,
+        make_veth: Callable[..., netlink.VethInfo] = netlink.create_endpoint_veth,
     ) -> Endpoint:
         undo: list[Callable[[], Awaitable[Any]]] = []
         try:
@@ -306,6 +306,10 @@ class EndpointManager:
                 self._changed()
 
     async def _remove(self, ep: Endpoint) -> None:
+        if ep.chained:  # the veth and the address are the previous plugin's
+            await self._chained.remove(ep)
+            await self._ids.release(ep.identity)
+            return
         # The map entry first: nothing is redirected to a dying interface. The
         # veth goes in the background (the kernel takes ~20 ms); the IP has a
         # cool-down before reuse, and an ADD reusing the name waits for it.
@@ -326,8 +330,7 @@ class EndpointManager:
         if ep is None:
             raise CniError(CNI_UNKNOWN_CONTAINER, f"no endpoint for container {cid[:12]}/{ifname}")
         request.check_prev_matches(ep, r.prev_result)
-        links = dict(await self._run_dp(lambda: netlink.list_links(netlink.HOST_PREFIX)))
-        if ep.host_ifname not in links:
+        if await self._chained.host_ifindex(ep) is None:
             raise CniError(CNI_IO_ERROR, f"host interface {ep.host_ifname} is missing")
         if await self._run_dp(lambda: self._dp.endpoints.get(ep.ip)) is None:
             raise CniError(CNI_IO_ERROR, f"endpoint map has no entry for {ep.ip}")
@@ -361,8 +364,8 @@ class EndpointManager:
         links = dict(await self._run_dp(lambda: netlink.list_links(netlink.HOST_PREFIX)))
         async with self._lock:
             for ep in self._store.load_all():
-                ifindex = links.get(ep.host_ifname)
-                if ifindex is None or ep.ip not in self._ipam.allocations():
+                ifindex = await self._chained.host_ifindex(ep, links)
+                if ifindex is None or not (ep.chained or ep.ip in self._ipam.allocations()):
                     stats["stale_records"] += 1
                     self._store.remove(ep.container_id, ep.ifname)
                     self._ipam.release(ep.ip)
@@ -453,8 +456,7 @@ class EndpointManager:
                 identity=ident.id,
                 state=EndpointState.READY,
             )
-            links = dict(await self._run_dp(lambda: netlink.list_links(netlink.HOST_PREFIX)))
-            ifindex = links.get(ep.host_ifname)
+            ifindex = await self._chained.host_ifindex(ep)
             if ifindex is None:
                 log.warning("endpoint %s/%s lost its interface", ep.namespace, ep.name)
                 await self._ids.release(ident.id)

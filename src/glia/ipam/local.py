@@ -19,6 +19,7 @@ Address rules (docs/endpoints.md, "Addresses"):
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import threading
@@ -56,9 +57,16 @@ class LocalIPAM:
         *,
         cooldown: float = DEFAULT_COOLDOWN,
         clock: Callable[[], float] = time.time,
+        reserved: str | None = None,
     ) -> None:
+        """``reserved``: a block of ``cidr`` never handed out (a chained plugin's
+        addresses, :func:`glia.ipam.pool.chained_block`)."""
         self._file = state_file
         self._cidr = cidr
+        self._reserved = ipaddress.ip_network(reserved) if reserved else None
+        self._reserved_ips = (
+            frozenset(str(a) for a in self._reserved) if self._reserved is not None else frozenset()
+        )
         self._cooldown = cooldown
         self._clock = clock
         self._lock = threading.Lock()
@@ -122,6 +130,10 @@ class LocalIPAM:
                     want = check_assignable(self._cidr, requested)
                 except AddressNotAssignable as e:
                     raise AddressRefused(str(e)) from None
+                if want in self._reserved_ips:
+                    raise AddressRefused(
+                        f"{want} is in {self._reserved}, the chained plugin's addresses"
+                    )
                 if held is not None and held != want:
                     raise AddressRefused(f"{owner} holds {held} already, not {want}")
                 holder = self._owners.get(want)
@@ -132,7 +144,10 @@ class LocalIPAM:
                 return held
             else:
                 ip = self._previous(owner) or next_ip(
-                    self._cidr, self._owners, after=self._last, cooling=self._cooling()
+                    self._cidr,
+                    self._reserved_ips.union(self._owners),
+                    after=self._last,
+                    cooling=self._cooling(),
                 )
                 self._last = ip
             self._owners[ip] = owner
@@ -144,7 +159,7 @@ class LocalIPAM:
         """The address ``owner`` released last, if nobody took it since."""
         mine = [(at, ip) for ip, (o, at) in self._released.items() if o == owner]
         for _at, ip in sorted(mine, reverse=True):
-            if ip not in self._owners:
+            if ip not in self._owners and ip not in self._reserved_ips:
                 try:
                     return check_assignable(self._cidr, ip)
                 except AddressNotAssignable:

@@ -26,6 +26,24 @@ def gateway_ip(cidr: str) -> str:
     return str(net.network_address + 1)
 
 
+def chained_block(cidr: str, prefixlen: int) -> str | None:
+    """The part of a node's pod CIDR left to a chained plugin's IPAM: its last ``/prefixlen``.
+
+    None when ``prefixlen`` is 0 (no chaining). The last block, so glia's own
+    addresses (from the start of the CIDR, the gateway first) keep theirs when
+    the setting changes; :class:`ValueError` when it is not a strict part of
+    ``cidr`` (``prefixlen`` must be longer than the CIDR's and at most /30).
+    """
+    if prefixlen == 0:
+        return None
+    net = ipaddress.ip_network(cidr)
+    if not net.prefixlen < prefixlen <= 30:
+        raise ValueError(
+            f"chained_prefix /{prefixlen} must be longer than the pod CIDR {cidr} and at most /30"
+        )
+    return str(list(net.subnets(new_prefix=prefixlen))[-1])
+
+
 def check_assignable(cidr: str, ip: str) -> str:
     """``ip`` in its canonical form if an endpoint of ``cidr`` may have it.
 

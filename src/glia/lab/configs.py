@@ -28,6 +28,7 @@ from glia.kvstore.config import EtcdConfig
 from glia.lab.etcd import MAX_TXN_OPS
 from glia.lab.podman import podman_env
 from glia.lab.topology import (
+    CHAINED_PREFIX,
     NODE_MASK_SIZE,
     UNDERLAY,
     ClusterSpec,
@@ -71,6 +72,7 @@ def agent_config(
         clustermesh_dir=str(clustermesh_dir) if clustermesh_dir is not None else "",
         node_networks=[str(UNDERLAY)],
         masquerade=True,
+        chained_prefix=CHAINED_PREFIX,
         docker_plugin_socket=str(node.docker_plugin_socket),
         docker_api_socket=str(node.docker_dir / "docker.sock"),
     )

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from glia.cni.config import conflist
+from glia.cni.config import chained_conflist, conflist
 from glia.cni.install import PYTHON_PLUGIN_NAME
 from glia.datapath import cgroup
 from glia.kvstore import rbac
@@ -54,7 +54,13 @@ from glia.lab.base import QuietReporter, Reporter, bin_dir, cni_plugin
 from glia.lab.daemons import AGENTS_TIMEOUT, ETCD_TIMEOUT, SUPERVISOR, LabDaemons, _daemon_env
 from glia.lab.errors import DaemonExited, LabAlreadyUp, LabError
 from glia.lab.etcd import EtcdError
-from glia.lab.podman import SYSTEM_CNI_DIR, NodePodman, PodmanError, build_rootfs
+from glia.lab.podman import (
+    CHAINED_NETWORK,
+    SYSTEM_CNI_DIR,
+    NodePodman,
+    PodmanError,
+    build_rootfs,
+)
 from glia.lab.state import LabState
 from glia.lab.topology import IMAGE, TopologyError
 from glia.lab.workloads import LabWorkloads
@@ -192,6 +198,7 @@ class Lab(LabDaemons, LabWorkloads):
             for n in self.topo.nodes:
                 self.start_agent(n.ref, wait=False)
             self.wait_agents(timeout=timeout)
+            self._write_chained_networks()
         self.start_supervisor()
         self._update(lambda st: dataclasses.replace(st, complete=True))
         self.reporter.step(f"lab {self.name!r} is up ({time.monotonic() - started:.1f} s)")
@@ -338,6 +345,20 @@ class Lab(LabDaemons, LabWorkloads):
                 pm.import_image(self.topo.rootfs_dir)
             except PodmanError as e:
                 raise LabError(str(e)) from None
+
+    def _write_chained_networks(self) -> None:
+        """Each node's ``glia-chained`` network: ptp in the block its agent keeps for it."""
+        for n in self.topo.nodes:
+            block = self.agent(n.ref).status().get("chained_cidr")
+            if not isinstance(block, str):
+                raise LabError(f"{n.ref}: the agent reports no chained_cidr")
+            conf = chained_conflist(
+                block,
+                str(n.socket),
+                nameservers=(str(n.ip),),
+                ipam_data_dir=str(n.podman_dir / "cni-ipam"),
+            )
+            NodePodman(n).write_network(CHAINED_NETWORK, conf)
 
     def _write_daemon_configs(self) -> None:
         for c in self.topo.clusters:

@@ -37,6 +37,7 @@ from glia.lab import netns
 from glia.lab.topology import IMAGE, NodeSpec
 
 NETWORK = "glia"
+CHAINED_NETWORK = "glia-chained"  # ptp, then glia-cni (docs/chaining.md)
 SYSTEM_CNI_DIR = Path("/usr/lib/cni")
 CGROUP_HOOK_FILE = "glia-cgroup.json"
 # runc runs createRuntime hooks once the container's process exists, before the
@@ -223,7 +224,11 @@ class NodePodman:
         )
         self.node.containers_conf.write_text(render_containers_conf(self.node, plugin_dirs))
         self.node.storage_conf.write_text(render_storage_conf(self.node))
-        (self.node.cni_config_dir / f"{NETWORK}.conflist").write_text(
+        self.write_network(NETWORK, conflist)
+
+    def write_network(self, name: str, conflist: Mapping[str, Any]) -> None:
+        """The CNI network ``name`` of this node (``podman run --network name``)."""
+        (self.node.cni_config_dir / f"{name}.conflist").write_text(
             json.dumps(conflist, indent=2) + "\n"
         )
 
@@ -357,7 +362,14 @@ class NodePodman:
     def _container(self, data: Mapping[str, Any]) -> Container:
         settings = data.get("NetworkSettings") or {}
         networks = settings.get("Networks") or {}
-        ip = (networks.get(NETWORK) or {}).get("IPAddress") or None
+        ip = next(
+            (
+                ip
+                for n in (NETWORK, CHAINED_NETWORK)
+                if (ip := (networks.get(n) or {}).get("IPAddress"))
+            ),
+            None,
+        )
         return Container(
             name=str(data.get("Name", "")).lstrip("/"),
             id=str(data.get("Id", "")),

@@ -11,7 +11,9 @@ lives here, so the builder, the cleaner and the tests cannot disagree:
 - node address ``198.18.<i>.<j>/15``, etcd ``198.18.<i>.254``; the world
   ``198.18.0.253/15`` on the underlay and ``203.0.113.10/24`` (a documentation
   range, TEST-NET-3) behind it, which every node routes via ``198.18.0.253``;
-- pod pool ``10.<i>.0.0/16`` (a /24 per node, allocated by the operator);
+- pod pool ``10.<i>.0.0/16`` (a /24 per node, allocated by the operator); the
+  last /26 of each node's /24 is left to the ``glia-chained`` network's ``ptp``
+  (docs/chaining.md), glia's own pods get addresses below it;
 - service CIDR: the ``i``-th /15 of ``100.64.0.0/10`` (131072 addresses; overlaps
   no pod pool, no underlay address, no other cluster's services);
 - files under the lab directory (each agent's remote cluster directory under
@@ -49,6 +51,7 @@ ETCD_PEER_PORT = 2380
 SERVICE_SUPERNET = ipaddress.IPv4Network("100.64.0.0/10")
 SERVICE_PREFIXLEN = 15
 NODE_MASK_SIZE = 24
+CHAINED_PREFIX = 26  # the agents' chained_prefix: 62 chained pods per node
 # "The world": a namespace on the underlay whose HTTP server has an address
 # outside every pod pool, service CIDR and the underlay (egress is masqueraded).
 WORLD_NET = ipaddress.IPv4Network("203.0.113.0/24")

@@ -54,3 +54,6 @@ class Endpoint:
     mac: str = ""  # container interface MAC
     host_mac: str = ""  # host-side veth MAC (the pod's gateway MAC)
     aliases: tuple[str, ...] = ()  # DNS names besides ``name`` (--network-alias), lower case
+    # The interface and address belong to a CNI plugin before glia-cni (docs/chaining.md):
+    # glia removes only its programs, map entry and keys, never the veth or the address.
+    chained: bool = False
