@@ -1,7 +1,7 @@
-"""The agent process: composes the node's subsystems and runs them.
+"""The agent: composes the node's subsystems and runs them.
 
-``glia agent --config FILE`` calls :func:`run`. Start order (stop is the
-reverse): kvstore client and lease publisher, datapath (maps reused from the
+``glia agent --config FILE`` runs it (:func:`glia.agent.process.run`). Start order (stop
+is the reverse): kvstore client and lease publisher, datapath (maps reused from the
 pins, programs loaded, VXLAN device), node registration and pod CIDR, IPAM and
 identity allocator, endpoint restore, the remote clusters (ClusterMesh: their
 first lists, briefly awaited), our ipcache, identity and Service reflectors,
@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -53,7 +51,7 @@ from glia.ipam.local import LocalIPAM
 from glia.ipam.pool import chained_block
 from glia.kvstore import keys
 from glia.kvstore.client import KVClient
-from glia.kvstore.errors import KVStoreError, PermissionDenied
+from glia.kvstore.errors import PermissionDenied
 from glia.kvstore.grace import DeferredDeletes, defer_deletes
 from glia.kvstore.publisher import LeasedPublisher
 from glia.kvstore.reflector import Reflector
@@ -474,53 +472,3 @@ class Agent:
 def _default_obj_dir(repo_root: Path | None) -> Path:
     # repo_root: a source tree's build/bpf; else glia.native decides (env, package, checkout).
     return repo_root / "build" / "bpf" if repo_root else native.bpf_obj_dir()
-
-
-async def serve(cfg: AgentConfig) -> None:
-    from glia.agent.api import ApiServer
-
-    agent = Agent(cfg)
-    api = ApiServer(agent, cfg.socket)
-    # DELs the CNI plugin queued while no agent answered (see
-    # glia.cni.deletion_queue): holding the queue lock while the socket appears
-    # means a plugin either finds the socket or has queued before it existed.
-    queue = DeletionQueue(str(Path(cfg.socket).parent / "cni-delete-queue"))
-    with queue.lock(exclusive=True, timeout=10):
-        await api.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    starter = asyncio.create_task(agent.start(), name="agent-start")
-    done, _ = await asyncio.wait(
-        {starter, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED
-    )
-    if starter in done and starter.exception() is not None:
-        exc = starter.exception()
-        log.error("agent failed to start: %s", exc)
-        await api.stop()
-        await agent.stop()
-        raise SystemExit(_start_error(exc))
-    await agent.replay_queued_deletes(queue)
-    await stop.wait()
-    log.info("agent stopping (state is kept: maps, programs and endpoints stay)")
-    starter.cancel()
-    with contextlib.suppress(BaseException):
-        await starter
-    await api.stop()
-    await agent.stop()
-
-
-def _start_error(exc: BaseException | None) -> str:
-    if isinstance(exc, KVStoreError):
-        return f"glia agent: kvstore: {exc}"
-    return f"glia agent: {type(exc).__name__}: {exc}"
-
-
-def run(cfg: AgentConfig) -> None:
-    logging.basicConfig(
-        level=getattr(logging, cfg.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    os.umask(0o077)
-    asyncio.run(serve(cfg))

@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the node agent (datapath, endpoints, kvstore sync, API socket)."""
         from glia.agent import config as agent_config
-        from glia.agent.daemon import run
+        from glia.agent.process import run
 
         try:
             cfg = agent_config.load(config)
