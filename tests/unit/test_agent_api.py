@@ -49,6 +49,7 @@ class AgentState:
         self.datapath = None
         self.services = None
         self.policy = None
+        self.docker = None
 
     def status_dict(self) -> dict[str, Any]:
         return {"healthy": False, "node": None}
