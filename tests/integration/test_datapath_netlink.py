@@ -109,7 +109,7 @@ def test_failure_after_the_pod_side_rolls_back_the_pair(
     def fail(*args: Any) -> None:
         raise DatapathError("configuring host side: injected failure")
 
-    monkeypatch.setattr(netlink, "_configure_host_side", fail)
+    monkeypatch.setattr(netlink, "configure_host_side", fail)
     with pytest.raises(DatapathError, match="injected failure"):
         create(pair)
     assert nu.call_in(pair.node, netlink.list_links, netlink.HOST_PREFIX) == []

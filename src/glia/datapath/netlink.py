@@ -154,37 +154,52 @@ def create_endpoint_veth(
                 f"cannot open pod network namespace {netns_path}: {e.strerror}"
             ) from None
         try:
-            nl.run(
-                [
-                    rtnl.new_veth(
-                        host_ifname,
-                        ifname,
-                        peer_netns_fd=ns_fd,
-                        mtu=mtu,
-                        host_mac=host_mac,
-                        peer_mac=container_mac,
-                    )
-                ]
-            )
-        except rtnl.RtnlError as e:
-            if e.errno == errno.EEXIST and nl.link_index(host_ifname) is not None:
-                raise DatapathError(f"host interface {host_ifname} already exists") from None
-            raise DatapathError(f"{e.step} ({netns_path}): {e.strerror}") from None
+            new_veth_pair(nl, host_ifname, ifname, ns_fd, mtu, host_mac, container_mac, netns_path)
         finally:
             os.close(ns_fd)
         try:
-            host_index = _index_of(nl, host_ifname, "the node")
+            host_index = index_of(nl, host_ifname, "the node")
             container_ifindex = run_in_netns(
                 netns_path, _configure_pod_side, ifname, ip, gateway, host_mac
             )
-            _configure_host_side(nl, host_ifname, host_index, ip, container_mac)
+            configure_host_side(nl, host_ifname, host_index, ip, container_mac)
         except BaseException:
-            _delete_quietly(nl, host_ifname)
+            delete_quietly(nl, host_ifname)
             raise
     return VethInfo(host_ifname, host_index, host_mac, container_mac, container_ifindex)
 
 
-def _index_of(nl: rtnl.Rtnl, ifname: str, where: str) -> int:
+def new_veth_pair(
+    nl: rtnl.Rtnl,
+    host_ifname: str,
+    peer_ifname: str,
+    peer_netns_fd: int,
+    mtu: int,
+    host_mac: str,
+    peer_mac: str,
+    where: str,
+) -> None:
+    """The pair, its peer created in the namespace of ``peer_netns_fd`` (``where``, for
+    errors) under its final name and both MACs set; DatapathError naming what failed."""
+    request = rtnl.new_veth(
+        host_ifname,
+        peer_ifname,
+        peer_netns_fd=peer_netns_fd,
+        mtu=mtu,
+        host_mac=host_mac,
+        peer_mac=peer_mac,
+    )
+    try:
+        nl.run([request])
+    except rtnl.RtnlError as e:
+        if e.errno == errno.EEXIST and nl.link_index(host_ifname) is not None:
+            raise DatapathError(f"host interface {host_ifname} already exists") from None
+        if e.errno == errno.EEXIST:
+            raise DatapathError(f"interface {peer_ifname} already exists in {where}") from None
+        raise DatapathError(f"{e.step} ({where}): {e.strerror}") from None
+
+
+def index_of(nl: rtnl.Rtnl, ifname: str, where: str) -> int:
     with _rtnl(f"looking up {ifname} in {where}"):
         index = nl.link_index(ifname)
     if index is None:
@@ -197,7 +212,7 @@ def _configure_pod_side(ifname: str, ip: str, gateway: str, host_mac: str) -> in
     _disable_ipv6(None)
     _disable_ipv6(ifname)
     with rtnl.Rtnl() as nl:
-        index = _index_of(nl, ifname, "the pod namespace")
+        index = index_of(nl, ifname, "the pod namespace")
         with _rtnl(f"configuring {ifname} in the pod namespace"):
             nl.run(
                 [
@@ -211,7 +226,7 @@ def _configure_pod_side(ifname: str, ip: str, gateway: str, host_mac: str) -> in
     return index
 
 
-def _configure_host_side(
+def configure_host_side(
     nl: rtnl.Rtnl, host_ifname: str, host_index: int, ip: str, container_mac: str
 ) -> None:
     _disable_ipv6(host_ifname)
@@ -225,7 +240,7 @@ def _configure_host_side(
         )
 
 
-def _delete_quietly(nl: rtnl.Rtnl, ifname: str) -> None:
+def delete_quietly(nl: rtnl.Rtnl, ifname: str) -> None:
     try:
         nl.delete_link(ifname)
     except OSError as e:

@@ -13,11 +13,9 @@ the host side of the pair like for any of its addresses.
 
 from __future__ import annotations
 
-import errno
 import os
 
 from glia.datapath import netlink, rtnl
-from glia.datapath.errors import DatapathError
 from glia.datapath.netlink import VethInfo
 
 
@@ -47,29 +45,16 @@ def create_docker_veth(
             nl.delete_link(peer_ifname)  # left by a Join that failed before
         ns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
-            nl.run(
-                [
-                    rtnl.new_veth(
-                        host_ifname,
-                        peer_ifname,
-                        peer_netns_fd=ns_fd,
-                        mtu=mtu,
-                        host_mac=host_mac,
-                        peer_mac=container_mac,
-                    )
-                ]
+            netlink.new_veth_pair(
+                nl, host_ifname, peer_ifname, ns_fd, mtu, host_mac, container_mac, "the node"
             )
-        except rtnl.RtnlError as e:
-            if e.errno == errno.EEXIST:
-                raise DatapathError(f"interface {host_ifname} or {peer_ifname} exists") from None
-            raise DatapathError(f"{e.step}: {e.strerror}") from None
         finally:
             os.close(ns_fd)
         try:
-            host_index = netlink._index_of(nl, host_ifname, "the node")
-            peer_index = netlink._index_of(nl, peer_ifname, "the node")
-            netlink._configure_host_side(nl, host_ifname, host_index, ip, container_mac)
+            host_index = netlink.index_of(nl, host_ifname, "the node")
+            peer_index = netlink.index_of(nl, peer_ifname, "the node")
+            netlink.configure_host_side(nl, host_ifname, host_index, ip, container_mac)
         except BaseException:
-            netlink._delete_quietly(nl, host_ifname)
+            netlink.delete_quietly(nl, host_ifname)
             raise
     return VethInfo(host_ifname, host_index, host_mac, container_mac, peer_index)
