@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from glia.cli.main import app
 from glia.kvstore import keys
@@ -28,23 +28,13 @@ CLUSTER = "c1"
 NODES = "n1,n2"
 
 
+def _invoke(out: Path, *extra: str) -> Result:
+    args = ["etcd", "bootstrap", "--cluster", CLUSTER, "--nodes", NODES, "--out", str(out)]
+    return CliRunner().invoke(app, [*args, *extra])
+
+
 def _bootstrap(out: Path, *extra: str) -> dict[str, object]:
-    r = CliRunner().invoke(
-        app,
-        [
-            "etcd",
-            "bootstrap",
-            "--cluster",
-            CLUSTER,
-            "--nodes",
-            NODES,
-            "--out",
-            str(out),
-            *extra,
-            "-o",
-            "json",
-        ],
-    )
+    r = _invoke(out, *extra, "-o", "json")
     assert r.exit_code == 0, r.output
     return json.loads(r.output)  # type: ignore[no-any-return]
 
@@ -162,21 +152,7 @@ def test_bootstrap_keeps_each_writer_to_its_keys_and_runs_twice(
 
 def test_a_wrong_endpoint_is_a_clear_error(tmp_path: Path) -> None:
     port = free_tcp_port()
-    r = CliRunner().invoke(
-        app,
-        [
-            "etcd",
-            "bootstrap",
-            "--cluster",
-            CLUSTER,
-            "--nodes",
-            NODES,
-            "--out",
-            str(tmp_path),
-            "--endpoint",
-            f"https://127.0.0.1:{port}",
-        ],
-    )
+    r = _invoke(tmp_path, "--endpoint", f"https://127.0.0.1:{port}")
     assert r.exit_code == 1
     want = f"glia etcd bootstrap: etcd at https://127.0.0.1:{port} does not answer: "
     assert r.output.startswith(want), r.output
