@@ -27,7 +27,7 @@ lint: setup
 	@$(VENV)/bin/mypy
 
 test: setup bpf lint
-	@$(VENV)/bin/pytest -q -p no:cacheprovider tests
+	@$(VENV)/bin/pytest -q -p no:cacheprovider --durations=30 tests
 
 unit: setup
 	@$(VENV)/bin/pytest -q tests/unit

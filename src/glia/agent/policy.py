@@ -37,7 +37,6 @@ drop and verdict events; :meth:`PolicySync.rules_for_cookie` names them
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -45,6 +44,7 @@ from typing import Any
 
 from glia.agent.policy_types import CidrSink, CookieTable, FlushStats, Labels, PolicyWriter, RunDp
 from glia.agent.subsystems import refused
+from glia.aiotasks import cancel_and_wait
 from glia.kvstore.client import KeyValue
 from glia.model import codec
 from glia.model.identity import CLUSTER_LABEL, MIN_LOCAL, Identity, ReservedIdentity
@@ -254,9 +254,7 @@ class PolicySync:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def settle(self) -> None:
         """Wait until nothing is pending (tests, bench)."""

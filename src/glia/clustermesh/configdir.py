@@ -20,7 +20,6 @@ small reads per cluster per interval.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -33,6 +32,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from glia.aiotasks import cancel_and_wait
 from glia.clustermesh.config import (
     MAX_FILE_BYTES,
     ConfigDiff,
@@ -227,9 +227,7 @@ class ConfigWatcher:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def poll(self) -> ConfigDiff:
         """Scan now (also the background loop's step); returns what changed."""

@@ -19,13 +19,13 @@ again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
 import grpc
 from aetcd import rpc
 
+from glia.aiotasks import cancel_and_wait
 from glia.kvstore.errors import KVStoreError, is_transient
 
 if TYPE_CHECKING:
@@ -53,6 +53,9 @@ class Lease:
         self.valid_until = asyncio.get_running_loop().time() + ttl
         self._pool = pool
         self._task: asyncio.Task[None] | None = None
+        # Checked after every await of the keep-alive: a cancel that gRPC or
+        # wait_for swallowed must not keep it renewing (see glia.aiotasks).
+        self._stopping = False
 
     def __repr__(self) -> str:
         return f"Lease(id={self.id:#x}, ttl={self.ttl}, lost={self.lost.is_set()})"
@@ -67,15 +70,14 @@ class Lease:
 
     def start_keepalive(self) -> None:
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._keepalive(), name=f"etcd-lease-{self.id:x}")
 
     async def stop_keepalive(self) -> None:
         """Stop renewing without revoking: the lease then expires after its TTL."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        self._stopping = True
+        await cancel_and_wait(task)
 
     async def revoke(self) -> None:
         """Stop renewing and revoke: etcd deletes every key on the lease now."""
@@ -92,12 +94,12 @@ class Lease:
 
     async def _keepalive(self) -> None:
         delay = 0.1
-        while not self.lost.is_set() and not self._pool.closed:
+        while not self.lost.is_set() and not self._pool.closed and not self._stopping:
             conn = self._pool.current()
             call = conn.lease.LeaseKeepAlive()
             try:
                 await self._renew_loop(call)
-                return  # lost
+                return  # lost, or stopping
             except grpc.aio.AioRpcError as e:
                 if not is_transient(e.code()) and e.code() != grpc.StatusCode.CANCELLED:
                     log.error(
@@ -117,7 +119,7 @@ class Lease:
                 log.info("lease %#x: no keep-alive answer from %s", self.id, conn.url)
             finally:
                 call.cancel()
-            if self._pool.closed:
+            if self._pool.closed or self._stopping:
                 return
             self._pool.failed(conn)
             # Retry well within the TTL: the lease survives only if a renewal
@@ -131,7 +133,7 @@ class Lease:
     async def _renew_loop(self, call: Any) -> None:
         req = rpc.LeaseKeepAliveRequest(ID=self.id)
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopping:
             sent = loop.time()
             await call.write(req)
             resp = await asyncio.wait_for(call.read(), timeout=max(self.interval, 1.0))

@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
+from glia.aiotasks import cancel_and_wait
 from glia.kvstore.client import Compare, Delete, KVClient, Lease, Put
 from glia.kvstore.errors import KVStoreError, KVStoreUnavailable
 
@@ -89,9 +90,7 @@ class LeasedPublisher:
         """Stop keeping the lease alive; ``revoke`` deletes every key at once."""
         for task in (self._task, self._repair_task):
             if task:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
         if self._lease is not None:
             if revoke:
                 with contextlib.suppress(KVStoreError):

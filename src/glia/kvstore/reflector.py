@@ -14,12 +14,12 @@ is logged and counted in :attr:`Reflector.errors`; the reflector carries on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from typing import Protocol
 
+from glia.aiotasks import cancel_and_wait
 from glia.kvstore.client import Event, EventKind, KeyValue, KVClient
 from glia.kvstore.errors import Compacted, KVStoreError, KVStoreUnavailable
 
@@ -140,9 +140,7 @@ class Reflector:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
 
     async def _run(self) -> None:
         delay = BACKOFF_MIN

@@ -27,6 +27,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from glia.aiotasks import cancel_and_wait
 from glia.kvstore import keys
 from glia.kvstore.client import Compare, KVClient, Lease, Put
 from glia.kvstore.errors import KVStoreError
@@ -226,9 +227,7 @@ async def _unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
         stopper.cancel()
     if task.done():
         return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await cancel_and_wait(task)
     return None
 
 

@@ -29,11 +29,11 @@ that moment (the operator campaigning again) lists an incomplete cluster.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from glia.aiotasks import cancel_and_wait
 from glia.kvstore import keys
 from glia.kvstore.client import Delete, KeyValue, KVClient, Put
 from glia.kvstore.errors import KVStoreError
@@ -201,9 +201,7 @@ class ServiceResolver:
         self._running = False
         for task in (self._task, self._release):
             if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
         self._task = self._release = None
         for r in self._reflectors:
             await r.stop()
