@@ -49,7 +49,7 @@ def configs(tmp_path: Path) -> tuple[AgentConfig, OperatorConfig]:
     loaded: dict[str, object] = {}
     for text in blocks("yaml"):
         first = text.splitlines()[0]
-        name = first.removeprefix("# ").strip()
+        name = first.removeprefix("# ").split(":")[0].strip()
         assert name in loaders, f"README YAML block does not start with a known file: {first!r}"
         path = tmp_path / Path(name).name
         path.write_text(text)
@@ -82,15 +82,43 @@ def test_operator_config_is_valid_and_agrees_with_the_agent(tmp_path: Path) -> N
     assert operator.etcd.endpoints == agent.etcd.endpoints
 
 
-def _bootstrap_commands() -> list[list[str]]:
+def _commands(*prefix: str) -> list[list[str]]:
+    """The section's shell commands starting with ``prefix``, without the leading "glia"."""
     out = []
     for text in blocks("sh"):
         joined = re.sub(r"\\\n\s*", " ", text)
         for line in joined.splitlines():
             words = shlex.split(line, comments=True)
-            if words[:3] == ["glia", "etcd", "bootstrap"]:
+            if words[: len(prefix)] == list(prefix):
                 out.append(words[1:])
     return out
+
+
+def _bootstrap_commands() -> list[list[str]]:
+    return _commands("glia", "etcd", "bootstrap")
+
+
+@pytest.mark.parametrize("name", ["agent", "operator"])
+def test_each_config_block_is_what_its_command_writes(tmp_path: Path, name: str) -> None:
+    (args,) = _commands("glia", "config", name)
+    path = args[args.index("--out") + 1]
+    assert path == f"/etc/glia/{name}.yaml"
+    out = tmp_path / f"{name}.yaml"
+    args[args.index("--out") + 1] = str(out)
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    (block,) = [b for b in blocks("yaml") if b.startswith(f"# {path}:")]
+    written = out.read_text()
+    assert written == block.replace(f"# {path}:", f"# {out}:", 1), (
+        f"README's {path} block is not what `glia config {name}` writes now:\n{written}"
+    )
+    # Run again: the same file, kept; a different one is refused without --force.
+    assert CliRunner().invoke(app, args).exit_code == 0
+    other = [*args, "--set", "log_level=debug"]
+    r = CliRunner().invoke(app, other)
+    assert r.exit_code == 1 and "--force" in r.output and out.read_text() == written
+    assert CliRunner().invoke(app, [*other, "--force"]).exit_code == 0
+    assert "log_level: debug" in out.read_text()
 
 
 def test_bootstrap_makes_the_files_the_configs_name(tmp_path: Path) -> None:

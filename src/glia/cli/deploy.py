@@ -4,6 +4,8 @@ Registered on the top-level app by :mod:`glia.cli.main` through :func:`register`
 
 - ``glia config reference [--format md|json] [--out FILE]``: the configuration
   reference generated from the config schemas (:mod:`glia.deploy.configref`);
+- ``glia config agent|operator ... [--set KEY=VALUE] [--out FILE]``: a host's
+  config file from the facts an operator knows (:mod:`glia.deploy.configgen`);
 - ``glia etcd bootstrap --cluster C --nodes n1,n2 --out DIR [--endpoint URL]``:
   a cluster's CA and client certificates, offline; with ``--endpoint`` also
   its etcd users and roles (:mod:`glia.deploy.etcdboot`);
@@ -21,7 +23,7 @@ import typer
 
 from glia.cli.common import fail
 from glia.cli.output import OutputFormat, OutputOption, print_structured
-from glia.deploy import configref, etcdboot, systemd
+from glia.deploy import configgen, configref, etcdboot, systemd
 
 config_app = typer.Typer(help="glia's configuration files.", no_args_is_help=True)
 etcd_app = typer.Typer(help="Setting up a cluster's etcd for glia.", no_args_is_help=True)
@@ -61,6 +63,143 @@ def reference(
         out.write_text(text)
     except OSError as e:
         fail(f"glia config reference: cannot write {out}: {e.strerror or e}")
+
+
+EtcdOption = Annotated[
+    list[str],
+    typer.Option("--etcd", help="An etcd client URL, https:// (repeat for each member)."),
+]
+PkiOption = Annotated[
+    Path,
+    typer.Option(
+        "--pki", help="Where `glia etcd bootstrap` put ca.crt and the users' certificates."
+    ),
+]
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        metavar="KEY=VALUE",
+        help="Any other key of docs/config.md; VALUE is YAML, a dotted KEY goes into a "
+        "mapping (runtime_env.CONTAINERS_CONF=/etc/x.conf). Repeat.",
+    ),
+]
+ConfigOutOption = Annotated[
+    Path | None, typer.Option("--out", help="Write the file here instead of printing it.")
+]
+ForceOption = Annotated[
+    bool, typer.Option("--force", help="Replace an existing --out file that differs.")
+]
+
+
+def _emit(text: str, out: Path | None, force: bool, command: str) -> None:
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        if out.exists() and out.read_text() != text and not force:
+            fail(
+                f"glia config {command}: {out} exists and differs; nothing written "
+                "(--force replaces it)"
+            )
+        configgen.write_file(out, text)
+    except OSError as e:
+        fail(f"glia config {command}: cannot write {out}: {e.strerror or e}")
+    typer.echo(str(out))
+
+
+@config_app.command("agent")
+def config_agent(
+    cluster: Annotated[str, typer.Option("--cluster", help="The cluster's name.")],
+    cluster_id: Annotated[int, typer.Option("--cluster-id", help="The cluster's id, 1..255.")],
+    node: Annotated[str, typer.Option("--node", help="This node's name.")],
+    node_ip: Annotated[
+        str, typer.Option("--node-ip", help="This node's underlay address (VXLAN, DNS).")
+    ],
+    etcd: EtcdOption,
+    pod_pool: Annotated[str, typer.Option("--pod-pool", help="The cluster's pod pool.")],
+    service_cidr: Annotated[
+        str, typer.Option("--service-cidr", help="The cluster's ClusterIP range.")
+    ],
+    pki: PkiOption = Path("/etc/glia/pki"),
+    node_network: Annotated[
+        list[str] | None,
+        typer.Option("--node-network", help="A network of the cluster's nodes (repeat)."),
+    ] = None,
+    apply: Annotated[
+        bool,
+        typer.Option(
+            "--apply/--no-apply",
+            help="Serve `glia apply` through this agent (config_etcd, user glia-config).",
+        ),
+    ] = True,
+    set_: SetOption = None,
+    out: ConfigOutOption = None,
+    force: ForceOption = False,
+) -> None:
+    """Write an agent's config file (/etc/glia/agent.yaml) for one node.
+
+    The etcd certificates are the ones `glia etcd bootstrap --out PKI` writes
+    (glia-agent-NODE, and glia-config for `glia apply`). The file is checked with
+    the agent's own loader before it is written.
+    """
+    try:
+        text = configgen.agent(
+            cluster=cluster,
+            cluster_id=cluster_id,
+            node=node,
+            node_ip=node_ip,
+            etcd=etcd,
+            pki=pki,
+            pod_pool=pod_pool,
+            service_cidr=service_cidr,
+            node_networks=node_network or [],
+            apply=apply,
+            overrides=configgen.overrides_of(set_ or []),
+            path=str(out) if out is not None else "/etc/glia/agent.yaml",
+        )
+    except configgen.ConfigGenError as e:
+        fail(f"glia config agent: {e}")
+    _emit(text, out, force, "agent")
+
+
+@config_app.command("operator")
+def config_operator(
+    cluster: Annotated[str, typer.Option("--cluster", help="The cluster's name.")],
+    cluster_id: Annotated[int, typer.Option("--cluster-id", help="The cluster's id, 1..255.")],
+    etcd: EtcdOption,
+    pod_pool: Annotated[str, typer.Option("--pod-pool", help="The cluster's pod pool.")],
+    service_cidr: Annotated[
+        str, typer.Option("--service-cidr", help="The cluster's ClusterIP range.")
+    ],
+    pki: PkiOption = Path("/etc/glia/pki"),
+    node_mask_size: Annotated[
+        int, typer.Option("--node-mask-size", help="Prefix length of each node's pod CIDR.")
+    ] = 24,
+    set_: SetOption = None,
+    out: ConfigOutOption = None,
+    force: ForceOption = False,
+) -> None:
+    """Write the operator's config file (/etc/glia/operator.yaml) for a cluster.
+
+    Its etcd certificate is glia-operator's from `glia etcd bootstrap --out PKI`.
+    The file is checked with the operator's own loader before it is written.
+    """
+    try:
+        text = configgen.operator(
+            cluster=cluster,
+            cluster_id=cluster_id,
+            etcd=etcd,
+            pki=pki,
+            pod_pool=pod_pool,
+            service_cidr=service_cidr,
+            node_mask_size=node_mask_size,
+            overrides=configgen.overrides_of(set_ or []),
+            path=str(out) if out is not None else "/etc/glia/operator.yaml",
+        )
+    except configgen.ConfigGenError as e:
+        fail(f"glia config operator: {e}")
+    _emit(text, out, force, "operator")
 
 
 def _split_nodes(nodes: str) -> list[str]:
