@@ -1,4 +1,4 @@
-"""glia config agent|operator: facts in, a file the daemons load out, or an error naming the fact."""
+"""glia config agent|operator: facts in, a file the daemons load out, or an error naming a fact."""
 
 from __future__ import annotations
 
