@@ -2,6 +2,8 @@
 
 Then a lab of two nodes is brought up by the installed ``glia`` (its agents,
 operator, CNI plugin and BPF objects all the wheel's), and its containers talk.
+Its second node is set up as README's "Deployment on real hosts" tells an
+operator, by the wheel's own commands (glia.lab.hostsetup).
 
 One module-scoped build and install (about half a minute): ``pip wheel
 --no-deps`` of the checkout (setup.py compiles the BPF objects and the fast
@@ -206,6 +208,34 @@ def test_a_lab_runs_its_agents_and_cni_plugin_from_the_wheel(installed: Installe
         cni_bin = lab_dir / "cni-bin"
         assert (cni_bin / "glia-cni").resolve() == installed.site / "glia" / "_bin" / "glia-cni"
         assert os.readlink(cni_bin / "glia-cni-python") == str(installed.venv / "bin" / "glia-cni")
+        # c1/n2 was set up as the README tells an operator (glia.lab.hostsetup): its
+        # certificates, config, CNI plugin and unit by the wheel's own commands, and its
+        # agent runs the unit's ExecStart.
+        host = lab_dir / "nodes" / "c1-n2"
+        steps = [ln for ln in (host / "host-setup.log").read_text().splitlines() if ln[:2] == "$ "]
+        assert [s.split()[1:3] for s in steps] == [
+            ["glia", "etcd"],
+            ["glia", "config"],
+            ["glia", "cni"],
+            ["glia", "systemd"],
+        ]
+        assert (host / "agent.yaml").read_text().startswith(f"# {host / 'agent.yaml'}: written by")
+        assert (
+            f"cert_file: {host / 'pki' / 'glia-agent-n2.crt'}" in (host / "agent.yaml").read_text()
+        )
+        unit = (host / "systemd" / "glia-agent.service").read_text()
+        assert f"ExecStart={glia} agent --config {host / 'agent.yaml'}\n" in unit
+        argvs = [
+            [os.fsdecode(a) for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")]
+            for pid in pids
+        ]
+        wanted = [str(glia), "agent", "--config", str(host / "agent.yaml")]
+        assert [a[1:5] for a in argvs if a[1:5] == wanted], argvs
+        fast = host / "cni" / "bin" / "glia-cni"
+        assert not fast.is_symlink()
+        assert fast.read_bytes() == (installed.site / "glia" / "_bin" / "glia-cni").read_bytes()
+        assert (host / "cni" / "net.d" / "10-glia.conflist").is_file()
+        assert not (host / "cni" / "net.d" / "glia.conflist").exists()
 
         a, b = (
             json.loads(installed.run(glia, "lab", "run", node, "--name", name, "-o", "json", *lab))

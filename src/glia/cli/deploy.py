@@ -296,6 +296,16 @@ def units(
         str | None,
         typer.Option("--glia-bin", help="The glia executable for ExecStart [this installation's]."),
     ] = None,
+    agent_config: Annotated[
+        str | None,
+        typer.Option("--agent-config", help="The agent's config file [/etc/glia/agent.yaml]."),
+    ] = None,
+    operator_config: Annotated[
+        str | None,
+        typer.Option(
+            "--operator-config", help="The operator's config file [/etc/glia/operator.yaml]."
+        ),
+    ] = None,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Print (or write) the systemd units of the agent and the operator.
@@ -306,8 +316,13 @@ def units(
     """
     binary = glia_bin or systemd.installed_glia()
     try:
-        texts = {name: systemd.render(name, binary) for name in systemd.UNITS}
-        written = systemd.write(out, binary) if out is not None else []
+        configs = {
+            name: path
+            for name, path in zip(systemd.UNITS, (agent_config, operator_config), strict=True)
+            if path is not None
+        }
+        texts = {name: systemd.render(name, binary, configs.get(name)) for name in systemd.UNITS}
+        written = systemd.write(out, binary, configs) if out is not None else []
     except (ValueError, OSError) as e:
         fail(f"glia systemd units: {e}")
     if print_structured({"units": texts, "written": [str(p) for p in written]}, output):

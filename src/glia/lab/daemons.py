@@ -34,7 +34,7 @@ from typing import Any
 from glia.agent.client import AgentClient
 from glia.agent.config import AgentConfig
 from glia.agent.config import load as agent_config_load
-from glia.lab import configs, health, processes, supervision, topology
+from glia.lab import configs, health, hostsetup, processes, supervision, topology
 from glia.lab.base import LabBase, bin_dir
 from glia.lab.errors import DaemonExited, LabError
 from glia.lab.etcd import EtcdError
@@ -57,10 +57,12 @@ class _Glia:
     config: Path
     log: Path
     netns: str
+    # The node set up as on a host: its unit's ExecStart, its config from `glia config`.
+    by_docs: bool = False
 
 
-def _agent(n: NodeSpec) -> _Glia:
-    return _Glia("agent", n.ref, n.agent_process, n.agent_config, n.agent_log, n.netns)
+def _agent(n: NodeSpec, by_docs: bool) -> _Glia:
+    return _Glia("agent", n.ref, n.agent_process, n.agent_config, n.agent_log, n.netns, by_docs)
 
 
 def _operator(c: ClusterSpec) -> _Glia:
@@ -171,10 +173,22 @@ class LabDaemons(LabBase):
             # Written with its config when it has none (what the lab's tests
             # changed in the directory since stays as they left it).
             self.write_clustermesh_dir(n.ref)
-        rec = self._start_glia(_agent(n), lambda: self.agent_config(n.ref))
+        rec = self._start_glia(self._agent(n), lambda: self.agent_config(n.ref))
         if wait:
             self._wait_started([n.ref])
         return rec
+
+    def _agent(self, n: NodeSpec) -> _Glia:
+        return _agent(n, by_docs=n == self.topo.host_setup_node)
+
+    def set_up_as_host(self, node: str) -> list[str]:
+        """Run the README's host steps for ``node`` (:mod:`glia.lab.hostsetup`): its
+        certificates, config, CNI plugin and units; the commands run."""
+        n = self.node(node)
+        self.reporter.note(f"{n.ref}: set up as a host (README), log {hostsetup.log_file(n)}")
+        ca = self.etcd(n.cluster).ca
+        setup = hostsetup.HostSetup(n, self.topo.cluster(n.cluster), bin_dir() / "glia", ca)
+        return setup.run(self.agent_config(n.ref))
 
     def stop_agent(self, node: str, *, kill: bool = False, stay_down: bool | None = None) -> None:
         """SIGTERM (then SIGKILL) the node's agent, or SIGKILL at once as a crash
@@ -194,7 +208,12 @@ class LabDaemons(LabBase):
     def reconfigure_agent(self, node: str, **changes: Any) -> processes.ProcessRecord:
         """Change settings of the node's agent (``lease_ttl=5``) and restart it."""
         n = self.node(node)
-        _rewrite_config(_agent(n), agent_config_load, lambda: self.agent_config(n.ref), changes)
+        _rewrite_config(
+            self._agent(n),
+            agent_config_load,
+            lambda: self.agent_config(n.ref),
+            changes,
+        )
         self.stop_agent(n.ref)
         return self.start_agent(n.ref, wait=True)
 
@@ -272,9 +291,14 @@ class LabDaemons(LabBase):
         the live record when it runs already."""
 
         def spawn() -> processes.ProcessRecord:
-            if not d.config.exists():
-                configs.write_yaml(d.config, make_config())
-            argv = [str(bin_dir() / "glia"), d.command, "--config", str(d.config)]
+            if d.by_docs:
+                if not d.config.exists():
+                    self.set_up_as_host(d.who)
+                argv = hostsetup.agent_argv(self.node(d.who))
+            else:
+                if not d.config.exists():
+                    configs.write_yaml(d.config, make_config())
+                argv = [str(bin_dir() / "glia"), d.command, "--config", str(d.config)]
             rec = processes.spawn(
                 d.process,
                 argv,

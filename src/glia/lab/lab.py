@@ -41,6 +41,7 @@ from glia.datapath import cgroup
 from glia.kvstore import rbac
 from glia.lab import (
     configs,
+    hostsetup,
     netns,
     processes,
     state,
@@ -335,9 +336,10 @@ class Lab(LabDaemons, LabWorkloads):
         build_rootfs(self.topo.rootfs_dir)
         for n in self.topo.nodes:
             pm = NodePodman(n)
+            by_docs = n == self.topo.host_setup_node  # its plugin and network: glia cni install
             pm.write_config(
-                [self.topo.cni_bin_dir, SYSTEM_CNI_DIR],
-                conflist(str(n.socket)),
+                [hostsetup.cni_bin_dir(n) if by_docs else self.topo.cni_bin_dir, SYSTEM_CNI_DIR],
+                None if by_docs else conflist(str(n.socket)),
                 hook=hook,
                 cgroup=n.cgroup(cgroup_root),
             )
@@ -365,8 +367,11 @@ class Lab(LabDaemons, LabWorkloads):
             configs.write_yaml(c.operator_config, self.operator_config(c.name))
         for n in self.topo.nodes:
             n.dir.mkdir(parents=True, exist_ok=True)
-            configs.write_yaml(n.agent_config, self.agent_config(n.ref))
             self.write_clustermesh_dir(n.ref)
+            if n == self.topo.host_setup_node:
+                self.set_up_as_host(n.ref)
+            else:
+                configs.write_yaml(n.agent_config, self.agent_config(n.ref))
 
     # --- down, status ---------------------------------------------------------
 

@@ -208,13 +208,14 @@ class NodePodman:
     def write_config(
         self,
         plugin_dirs: Sequence[Path],
-        conflist: Mapping[str, Any],
+        conflist: Mapping[str, Any] | None,
         *,
         hook: Path,
         cgroup: Path,
     ) -> None:
         """The node's podman files; ``hook`` is the ``glia-oci-hook`` executable that
-        puts containers into the node's cgroup v2 directory ``cgroup``."""
+        puts containers into the node's cgroup v2 directory ``cgroup``. ``conflist``:
+        the ``glia`` network (None: ``glia cni install`` writes it, glia.lab.hostsetup)."""
         for d in ("storage", "run", "tmp", "volumes"):
             (self.node.podman_dir / d).mkdir(parents=True, exist_ok=True)
         self.node.cni_config_dir.mkdir(parents=True, exist_ok=True)
@@ -224,7 +225,8 @@ class NodePodman:
         )
         self.node.containers_conf.write_text(render_containers_conf(self.node, plugin_dirs))
         self.node.storage_conf.write_text(render_storage_conf(self.node))
-        self.write_network(NETWORK, conflist)
+        if conflist is not None:
+            self.write_network(NETWORK, conflist)
 
     def write_network(self, name: str, conflist: Mapping[str, Any]) -> None:
         """The CNI network ``name`` of this node (``podman run --network name``)."""

@@ -336,6 +336,12 @@ class Topology:
         return tuple(n for c in self.clusters for n in c.nodes)
 
     @property
+    def host_setup_node(self) -> NodeSpec:
+        """The node set up as the README tells an operator (:mod:`glia.lab.hostsetup`)
+        instead of by the lab: the first cluster's last."""
+        return self.clusters[0].nodes[-1]
+
+    @property
     def netns_names(self) -> tuple[str, ...]:
         """Every namespace of the lab, nodes first, the underlay last."""
         return (
