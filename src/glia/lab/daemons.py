@@ -186,9 +186,11 @@ class LabDaemons(LabBase):
         certificates, config, CNI plugin and units; the commands run."""
         n = self.node(node)
         self.reporter.note(f"{n.ref}: set up as a host (README), log {hostsetup.log_file(n)}")
+        return self._host_setup(n).run(self.agent_config(n.ref))
+
+    def _host_setup(self, n: NodeSpec) -> hostsetup.HostSetup:
         ca = self.etcd(n.cluster).ca
-        setup = hostsetup.HostSetup(n, self.topo.cluster(n.cluster), bin_dir() / "glia", ca)
-        return setup.run(self.agent_config(n.ref))
+        return hostsetup.HostSetup(n, self.topo.cluster(n.cluster), bin_dir() / "glia", ca)
 
     def stop_agent(self, node: str, *, kill: bool = False, stay_down: bool | None = None) -> None:
         """SIGTERM (then SIGKILL) the node's agent, or SIGKILL at once as a crash
@@ -292,9 +294,12 @@ class LabDaemons(LabBase):
 
         def spawn() -> processes.ProcessRecord:
             if d.by_docs:
+                n = self.node(d.who)
                 if not d.config.exists():
-                    self.set_up_as_host(d.who)
-                argv = hostsetup.agent_argv(self.node(d.who))
+                    self.set_up_as_host(n.ref)
+                elif not (hostsetup.units_dir(n) / "glia-agent.service").exists():
+                    self._host_setup(n).units()
+                argv = hostsetup.agent_argv(n)
             else:
                 if not d.config.exists():
                     configs.write_yaml(d.config, make_config())

@@ -200,16 +200,20 @@ class HostSetup:
                 ]
             )
         )
-        done.append(
-            self._glia(
-                [
-                    *("systemd", "units", "--out", str(units_dir(n))),
-                    *("--agent-config", str(n.agent_config)),
-                ]
-            )
-        )
-        agent_argv(n)  # readable, one ExecStart
+        done.append(self.units())
         return done
+
+    def units(self) -> str:
+        """Step 4 alone: ``glia systemd units`` for the node's config (a config written
+        by other means, as tests do, still starts the agent as its unit says)."""
+        text = self._glia(
+            [
+                *("systemd", "units", "--out", str(units_dir(self.n))),
+                *("--agent-config", str(self.n.agent_config)),
+            ]
+        )
+        agent_argv(self.n)  # readable, one ExecStart
+        return text
 
     def _glia(self, args: Sequence[str]) -> str:
         argv = netns.nsenter_argv(self.n.netns, [str(self.glia), *args])
