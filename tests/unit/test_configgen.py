@@ -47,16 +47,20 @@ def test_the_agent_file_names_bootstraps_certificates_and_loads() -> None:
     assert "config_etcd" not in yaml.safe_load(_agent(apply=False))
 
 
-def test_the_operator_file_loads() -> None:
-    text = configgen.operator(
+def _operator(node_mask_size: int) -> str:
+    return configgen.operator(
         cluster="c1",
         cluster_id=1,
         etcd=["https://e:2379"],
         pki=PKI,
         pod_pool="10.1.0.0/16",
         service_cidr="100.64.0.0/15",
-        node_mask_size=26,
+        node_mask_size=node_mask_size,
     )
+
+
+def test_the_operator_file_loads() -> None:
+    text = _operator(26)
     cfg = codec.from_dict(OperatorConfig, yaml.safe_load(text))
     assert cfg.node_mask_size == 26 and cfg.etcd.cert_file == "/etc/glia/pki/glia-operator.crt"
 
@@ -91,15 +95,7 @@ def test_a_bad_set_is_named(text: str) -> None:
 
 def test_node_mask_must_fit_the_pool() -> None:
     with pytest.raises(configgen.ConfigGenError, match="--node-mask-size 16"):
-        configgen.operator(
-            cluster="c1",
-            cluster_id=1,
-            etcd=["https://e:2379"],
-            pki=PKI,
-            pod_pool="10.1.0.0/16",
-            service_cidr="100.64.0.0/15",
-            node_mask_size=16,
-        )
+        _operator(16)
 
 
 def test_write_file_is_atomic_and_readable(tmp_path: Path) -> None:
