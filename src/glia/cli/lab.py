@@ -416,7 +416,7 @@ def _print_status(data: dict[str, Any]) -> None:
                 for x in n["containers"]
             )
             nodes.add_row(
-                n["ref"],
+                n["ref"] + (" (host setup)" if n.get("setup") == "host" else ""),
                 n["netns"] if n["netns_exists"] else f"[red]{n['netns']} (missing)[/]",
                 n["ip"],
                 _alive(n["agent"]),

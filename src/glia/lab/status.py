@@ -62,7 +62,7 @@ def collect(
                 problems.append(line)
         return info
 
-    clusters = [_cluster(c, proc) for c in topo.clusters]
+    clusters = [_cluster(c, proc, topo.host_setup_node) for c in topo.clusters]
     if st is not None:
         problems += [
             f"namespace {ns} is missing; `glia lab up --recreate` rebuilds the lab "
@@ -196,7 +196,7 @@ def _world(topo: Topology, rec: processes.ProcessRecord | None) -> dict[str, Any
     }
 
 
-def _cluster(c: ClusterSpec, proc: ProcInfo) -> dict[str, Any]:
+def _cluster(c: ClusterSpec, proc: ProcInfo, by_docs: NodeSpec) -> dict[str, Any]:
     return {
         "name": c.name,
         "id": c.id,
@@ -204,11 +204,11 @@ def _cluster(c: ClusterSpec, proc: ProcInfo) -> dict[str, Any]:
         "service_cidr": str(c.service_cidr),
         "etcd": {**proc(c.etcd_process), "endpoint": c.etcd_endpoint, "netns": c.etcd_netns},
         "operator": proc(c.operator_process),
-        "nodes": [_node(n, proc) for n in c.nodes],
+        "nodes": [_node(n, proc, n == by_docs) for n in c.nodes],
     }
 
 
-def _node(n: NodeSpec, proc: ProcInfo) -> dict[str, Any]:
+def _node(n: NodeSpec, proc: ProcInfo, by_docs: bool) -> dict[str, Any]:
     agent = proc(n.agent_process)
     agent["healthy"] = agent_healthy(n) if agent["state"] == RUNNING else False
     try:
@@ -223,6 +223,8 @@ def _node(n: NodeSpec, proc: ProcInfo) -> dict[str, Any]:
         "ip": str(n.ip),
         "socket": str(n.socket),
         "bpf_pin_dir": str(n.bpf_pin_dir),
+        # "host": set up as README's host section tells (glia.lab.hostsetup); "lab": by the lab
+        "setup": "host" if by_docs else "lab",
         "agent": agent,
         "containers": containers,
     }
