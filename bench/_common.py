@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import ctypes
 import ctypes.util
+import datetime
 import json
 import math
 import os
@@ -274,11 +275,15 @@ def lab_bench_main(
     the_lab = Lab.open(
         args.lab, DEFAULT_LAB_DIR.with_name(f"lab-{args.lab}"), clusters=1, nodes=nodes
     )
+    started = time.monotonic()
+    date = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     try:
         the_lab.up(recreate=True)
-        doc = measure(the_lab, args.rounds, args.seconds)
+        measured = measure(the_lab, args.rounds, args.seconds)
     finally:
         the_lab.down()
+    # When and how long, in every result of this skeleton (first, so a reader sees them).
+    doc = {"date": date, "duration_s": round(time.monotonic() - started, 1), **measured}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{result}.json").write_text(json.dumps(doc, indent=2) + "\n")
     if plot is not None:
