@@ -3,7 +3,10 @@ using glia as network and IPAM driver (docs/docker.md), next to podman container
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +26,7 @@ from labhelpers import (
     wait_for,
 )
 
-from glia.lab.docker import NETWORK, NodeDocker
+from glia.lab.docker import NETWORK, PRIVATE_RUN, RUN_FS, DockerError, NodeDocker
 from glia.lab.lab import Lab
 from glia.lab.podman import default_command
 from glia.lab.topology import IMAGE
@@ -45,13 +48,29 @@ class Docker:
         self.d = {n: NodeDocker(lab.topo.node(*n.split("/"))) for n in NODES}
         self.ctrs: list[DockerCtr] = []
 
-    def run(self, node: str, name: str, labels: dict[str, str]) -> DockerCtr:
-        args = ["run", "-d", "--name", name, "--network", NETWORK]
+    def run(
+        self,
+        node: str,
+        name: str,
+        labels: dict[str, str],
+        network: str = NETWORK,
+        extra: tuple[str, ...] = (),
+    ) -> DockerCtr:
+        args = ["run", "-d", "--name", name, "--network", network, *extra]
         for k, v in labels.items():
             args += ["--label", f"{k}={v}"]
-        self.d[node].cli([*args, IMAGE, *default_command(name)])
+        try:
+            self.d[node].cli([*args, IMAGE, *default_command(name)])
+        except DockerError:
+            self.d[node].cli(["rm", "-f", name], check=False)  # created, not started
+            raise
         ip = self.d[node].cli(
-            ["inspect", "-f", f"{{{{.NetworkSettings.Networks.{NETWORK}.IPAddress}}}}", name]
+            [
+                "inspect",
+                "-f",
+                f'{{{{(index .NetworkSettings.Networks "{network}").IPAddress}}}}',
+                name,
+            ]
         )
         ctr = DockerCtr(node, name, ip.strip())
         self.ctrs.append(ctr)
@@ -65,6 +84,11 @@ class Docker:
         argv = ["exec", src.name, "timeout", "3", "wget", "-q", "-O", "-", f"http://{ip}/"]
         return self.d[src.node].cli(argv, check=False).strip()
 
+    def exec(self, src: DockerCtr, *argv: str) -> str:
+        """stdout and stderr of ``argv`` in ``src`` (timed out after 5 s), whatever its status."""
+        cmd = ["exec", src.name, "sh", "-c", 'timeout 5 "$@" 2>&1', "-", *argv]
+        return self.d[src.node].cli(cmd, check=False)
+
     def close(self) -> None:
         for ctr in list(self.ctrs):
             self.rm(ctr)
@@ -73,6 +97,8 @@ class Docker:
 @pytest.fixture(scope="module")
 def dockerds(lab: Lab) -> Iterator[dict[str, NodeDocker]]:
     ds = {n: NodeDocker(lab.topo.node(*n.split("/"))) for n in NODES}
+    # dockerd's fixed /run directories are the holder's own: none is created on the host.
+    absent = [p for p in (Path("/run") / name for name in PRIVATE_RUN) if not p.exists()]
     try:
         for d in ds.values():
             d.start(lab.topo.rootfs_dir)
@@ -81,6 +107,8 @@ def dockerds(lab: Lab) -> Iterator[dict[str, NodeDocker]]:
         for d in ds.values():
             d.remove_all()
             d.stop()
+            d.stop_holder()
+    assert not [p for p in absent if p.exists()], "dockerd created host paths"
 
 
 @pytest.fixture
@@ -242,3 +270,114 @@ def test_agent_restart_keeps_docker_endpoints(lab: Lab, docker: Docker) -> None:
     docker.rm(a)
     assert endpoint_at(lab, a.node, a.ip) is None
     assert ipam_holder(lab, a.node, a.ip) is None
+
+
+def test_docker_containers_resolve_glia_services(lab: Lab, work: Workload, docker: Docker) -> None:
+    """dockerd's daemon.json names the node's glia DNS (docs/docker.md): Docker's
+    embedded DNS forwards Service names there and still answers container names."""
+    web = work.container(NODES[0], "glia-dkdnsweb", {"app": "dkdnsweb"})
+    client = docker.run(NODES[1], "glia-dkdnscli", {"app": "dkdnscli"})
+    peer = docker.run(NODES[1], "glia-dkdnspeer", {"app": "dkdnspeer"})
+    work.endpoint_ready(web)
+    wait_for("the docker client's endpoint", lambda: labelled(lab, client))
+    (vip,) = work.apply(service_manifest("dkweb", {"app": "dkdnsweb"}, [{"port": 80}]))
+    wait_backends(lab, vip, 80, {str(web.ip)})
+    resolv = docker.exec(client, "cat", "/etc/resolv.conf")
+    assert "nameserver 127.0.0.11" in resolv, resolv
+    assert "search default.svc.cluster.local svc.cluster.local cluster.local" in resolv, resolv
+    assert "ndots:5" in resolv, resolv
+    # The full name, and the short one through the search list (busybox
+    # nslookup searches names without a dot; its status is 1 when any searched
+    # form is unknown, so its output tells).
+    for name in ("dkweb.default.svc.cluster.local", "dkweb"):
+        out = wait_for(
+            name, lambda n=name: (o := docker.exec(client, "nslookup", n)) and vip in o and o
+        )
+        assert re.search(rf"Name:\s+dkweb\.default\.svc\.cluster\.local\s+Address:\s+{vip}\b", out)
+    # Reached by those names (wget resolves through the C library: search list, ndots).
+    for url in ("http://dkweb.default.svc.cluster.local/", "http://dkweb/"):
+        got = docker.exec(client, "wget", "-q", "-O", "-", url).strip()
+        assert got == "glia-dkdnsweb", (url, got)
+    # Docker's own container names still resolve (embedded DNS, same dockerd).
+    # (ping: the C library's search, ending with the bare name Docker answers.)
+    out = docker.exec(client, "ping", "-c", "1", "-W", "1", "glia-dkdnspeer")
+    assert f"PING glia-dkdnspeer ({peer.ip})" in out, out
+    assert docker.exec(client, "wget", "-q", "-O", "-", "http://glia-dkdnspeer/").strip() == (
+        "glia-dkdnspeer"
+    )
+
+
+def _cidr(lab: Lab, node: str) -> ipaddress.IPv4Network:
+    spec = lab.topo.node(*node.split("/"))
+    return ipaddress.IPv4Network(json.loads((spec.state_dir / "ipam.json").read_text())["cidr"])
+
+
+def _pending(lab: Lab, node: str) -> list[str]:
+    spec = lab.topo.node(*node.split("/"))
+    held = json.loads((spec.state_dir / "ipam.json").read_text())["allocations"]
+    return [ip for ip, owner in held.items() if str(owner).startswith("docker:")]
+
+
+def test_docker_run_ip_takes_a_free_address_and_refuses_others(
+    lab: Lab, docker: Docker, dockerds: dict[str, NodeDocker]
+) -> None:
+    """`docker run --ip` (Docker allows it on a network created with --subnet: the
+    node's pod CIDR) gets that address; one in use or outside the CIDR is refused,
+    and the refusal reaches the `docker run` user."""
+    node = NODES[0]
+    d = dockerds[node]
+    cidr = _cidr(lab, node)
+    net = "glia-fixed"
+    d.cli(["network", "create", "-d", "glia", "--ipam-driver", "glia", "--subnet", str(cidr), net])
+    try:
+        peer = docker.run(NODES[1], "glia-dkippeer", {"app": "dkippeer"})
+        want = str(cidr.network_address + 100)  # below the chained plugin's range
+        fixed = docker.run(node, "glia-dkfixed", {"app": "dkfixed"}, net, ("--ip", want))
+        assert fixed.ip == want
+        ep = wait_for("the fixed address' endpoint", lambda: labelled(lab, fixed))
+        assert ipam_holder(lab, node, want) == f"{ep['container_id']}/eth0"
+        wait_for("the peer's endpoint", lambda: labelled(lab, peer))
+        assert wait_for("reachable at --ip", lambda: docker.http(peer, want)) == "glia-dkfixed"
+        # In use, the node's gateway, outside the node's CIDR: refused, nothing held.
+        refused = {
+            want: f"--ip {want} refused: {want} is in use",
+            str(cidr.network_address + 1): "gateway",
+            str(cidr.broadcast_address + 2): str(cidr.broadcast_address + 2),
+        }
+        for ip, why in refused.items():
+            with pytest.raises(DockerError) as e:
+                docker.run(node, "glia-dkiptaken", {"app": "dkiptaken"}, net, ("--ip", ip))
+            assert why in str(e.value), str(e.value)
+            assert ipam_holder(lab, node, want) == f"{ep['container_id']}/eth0"
+            assert _pending(lab, node) == []
+        docker.rm(fixed)
+        assert ipam_holder(lab, node, want) is None
+    finally:
+        for ctr in [c for c in docker.ctrs if c.node == node]:
+            docker.rm(ctr)
+        d.cli(["network", "rm", net], check=False)
+
+
+def test_dockerd_run_dirs_are_its_own(
+    lab: Lab, docker: Docker, dockerds: dict[str, NodeDocker]
+) -> None:
+    """dockerd's /run/docker and /run/containerd are on the holder's private /run,
+    which shows the host's other /run entries (the lab's own dir among them)."""
+    docker.run(NODES[0], "glia-dkrun", {"app": "dkrun"})  # a shim: /run/containerd/s
+    for d in dockerds.values():
+        pid = d.pid()
+        holder = d.holder_pid()
+        assert pid is not None and holder is not None
+        for p in (pid, holder):
+            assert os.readlink(f"/proc/{p}/ns/mnt") == os.readlink(f"/proc/{holder}/ns/mnt")
+        root = Path(f"/proc/{pid}/root")
+        run = os.stat(root / "run").st_dev
+        assert run != os.stat("/run").st_dev
+        for name in PRIVATE_RUN:
+            assert os.stat(root / "run" / name).st_dev == run, name
+        assert (root / "run" / "docker" / "plugins").is_dir()
+        mounts = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+        assert any(m.split()[4] == "/run" and RUN_FS in m.split(" - ")[1] for m in mounts)
+        assert (root / str(lab.dir).lstrip("/")).is_dir()
+    shims = dockerds[NODES[0]]
+    assert (Path(f"/proc/{shims.pid()}/root/run/containerd/s")).is_dir()

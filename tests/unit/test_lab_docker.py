@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from glia.kvstore.config import EtcdConfig
 from glia.lab import topology
 from glia.lab.configs import agent_config
-from glia.lab.docker import DOCKERD, dockerd_args, holder_argv, launch_argv, plugin_spec
+from glia.lab.docker import (
+    DOCKERD,
+    RUN_FS,
+    daemon_json,
+    dockerd_args,
+    holder_argv,
+    holder_script,
+    launch_argv,
+    plugin_spec,
+)
 
 
 def _node() -> topology.NodeSpec:
@@ -46,3 +56,26 @@ def test_plugin_spec_names_the_agents_socket() -> None:
     cfg = agent_config(node, EtcdConfig(), Path("/b"))
     assert cfg.docker_plugin_socket == str(node.docker_plugin_socket)
     assert cfg.docker_api_socket == str(node.docker_dir / "docker.sock")
+
+
+def test_holder_gives_dockerd_its_own_run_docker_and_run_containerd() -> None:
+    node = _node()
+    script = holder_script(node)
+    lines = script.splitlines()
+    assert lines[0] == "set -e" and lines[-1] == "exec sleep infinity"
+    # Filled outside /run (the lab dir may be under it), then moved onto /run.
+    assert f"mount -t tmpfs -o mode=0755 {RUN_FS} /tmp" in lines
+    assert 'case "$n" in docker|containerd) continue ;; esac' in script
+    assert lines[-2] == "mount --move /tmp /run"
+    assert holder_argv(node)[-1] == script
+    # Nothing written outside the private namespace: no mkdir under the host's /run.
+    assert "mkdir -p" not in script and "mkdir /run" not in script
+
+
+def test_daemon_json_hands_the_nodes_dns_to_containers() -> None:
+    node = _node()
+    assert json.loads(daemon_json(node)) == {
+        "dns": [str(node.ip)],
+        "dns-search": ["default.svc.cluster.local", "svc.cluster.local", "cluster.local"],
+        "dns-opts": ["ndots:5"],
+    }

@@ -125,7 +125,9 @@ class DockerDriver:
         except PoolExhausted as e:
             raise DriverError(f"glia: {e}") from None
         except IPAMError as e:
-            raise DriverError(f"glia: address refused: {e}") from None
+            # With an Address: `docker run --ip`; the user reads this as docker's error.
+            what = f"--ip {req.address}" if req.address else "address"
+            raise DriverError(f"glia: {what} refused: {e}") from None
         return p.address_answer(ip, 32)
 
     async def release_address(self, body: Any) -> dict[str, Any]:

@@ -13,9 +13,12 @@ only from the fixed ``/etc/docker/plugins`` (and sockets from
 (``unshare --mount``, kept by a holder process so a restarted dockerd finds
 its containers' namespaces again) where the node's own ``<node>/docker/etc``
 is bind-mounted on ``/etc/docker``; its ``plugins/glia.spec`` names the node
-agent's driver socket. No host path is written, and another dockerd on the machine never sees
-glia. The binaries are Debian's ``docker.io`` ones, named by full path
-(``/usr/local/bin`` may hold an unrelated docker client).
+agent's driver socket, and whose ``/run/docker`` and ``/run/containerd`` are
+its own (:func:`holder_script`). No host path is written, and another dockerd
+on the machine never sees glia. Its ``daemon.json`` hands the node agent's DNS
+to its containers (:mod:`glia.docker.daemon_config`). The binaries are
+Debian's ``docker.io`` ones, named by full path (``/usr/local/bin`` may hold an
+unrelated docker client).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from glia.docker.daemon_config import daemon_dns
 from glia.lab import netns
 from glia.lab.podman import cgroup_parent
 from glia.lab.topology import IMAGE, NodeSpec, Topology
@@ -70,7 +74,6 @@ def holder_argv(node: NodeSpec) -> list[str]:
     /etc/docker is the node's (its plugins dir names the node's agent). dockerd
     joins it, also after a restart: the container namespaces dockerd bind-mounts
     under its exec root live in it, and a restarted dockerd (live restore) needs them."""
-    etc = _quote(str(node.docker_dir / "etc"))
     return [
         "nsenter",
         f"--net={netns.NETNS_DIR / node.netns}",
@@ -80,8 +83,49 @@ def holder_argv(node: NodeSpec) -> list[str]:
         "private",
         "sh",
         "-c",
-        f"mount --bind {etc} /etc/docker && exec sleep infinity",
+        holder_script(node),
     ]
+
+
+# /run in the holder: a tmpfs with every entry of the host's /run bound back
+# (symlinks copied) except dockerd's and containerd's fixed directories, which
+# start empty there. dockerd creates /run/docker/plugins and containerd its shim
+# sockets' /run/containerd/s whatever their flags say; so they live and die with
+# the namespace, and no host path is created (a mount over the host's own
+# /run/docker would need that directory on the host). The tmpfs is filled on
+# /tmp (outside /run, where the lab's own directories may be) and then moved
+# onto /run. A restarted dockerd joins the same namespace and finds the shims'
+# sockets again (live restore).
+PRIVATE_RUN = ("docker", "containerd")
+RUN_FS = "glia-docker-run"  # the tmpfs' source name in mountinfo
+STAGE = "/tmp"
+
+
+def holder_script(node: NodeSpec) -> str:
+    etc = _quote(str(node.docker_dir / "etc"))
+    skip = "|".join(PRIVATE_RUN)
+    return "\n".join(
+        [
+            "set -e",
+            f"mount --bind {etc} /etc/docker",
+            f"mount -t tmpfs -o mode=0755 {RUN_FS} {STAGE}",
+            "for e in /run/* /run/.[!.]*; do",
+            '  [ -e "$e" ] || [ -L "$e" ] || continue',
+            '  n="${e##*/}"',
+            f'  case "$n" in {skip}) continue ;; esac',
+            f'  if [ -L "$e" ]; then cp -P "$e" "{STAGE}/$n"',
+            f'  elif [ -d "$e" ]; then mkdir "{STAGE}/$n" && mount --rbind "$e" "{STAGE}/$n"',
+            f'  else : > "{STAGE}/$n" && mount --bind "$e" "{STAGE}/$n"; fi',
+            "done",
+            f"mount --move {STAGE} /run",
+            "exec sleep infinity",
+        ]
+    )
+
+
+def daemon_json(node: NodeSpec) -> str:
+    """The node's daemon.json: its containers' DNS is the node agent's (docs/docker.md)."""
+    return json.dumps(daemon_dns(str(node.ip)), indent=2) + "\n"
 
 
 def launch_argv(node: NodeSpec, cgroup_parent: str, holder: int) -> list[str]:
@@ -128,6 +172,10 @@ class NodeDocker:
 
     def pid(self) -> int | None:
         return _alive(self.dir / "dockerd.pid")
+
+    def holder_pid(self) -> int | None:
+        """The mount namespace holder's pid if it is running."""
+        return _alive(self.dir / "mountns.pid")
 
     def holder(self) -> int:
         """The mount namespace holder's pid, started if it is not running."""
@@ -199,7 +247,7 @@ class NodeDocker:
         (self.dir / "etc" / "plugins").mkdir(parents=True, exist_ok=True)
         (self.dir / "cli").mkdir(parents=True, exist_ok=True)
         (self.dir / "etc" / "plugins" / "glia.spec").write_text(plugin_spec(self.node))
-        (self.dir / "daemon.json").write_text(json.dumps({}) + "\n")
+        (self.dir / "daemon.json").write_text(daemon_json(self.node))
         self.socket.unlink(missing_ok=True)
         log = open(self.dir / "dockerd.log", "ab")  # noqa: SIM115 - handed to dockerd
         try:
