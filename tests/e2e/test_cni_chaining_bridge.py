@@ -229,6 +229,31 @@ def test_policy_selects_bridged_pods_by_label(lab: Lab, pods: tuple[Pods, Worklo
     wait_for("bridge neighbour -> bridged again", lambda: http(lab, p.bridged_b, p.bridged.ip))
 
 
+def test_the_node_sends_a_bridged_pod_nothing_by_another_port(
+    lab: Lab, pods: tuple[Pods, Workload]
+) -> None:
+    """The node's ARP entry for bridged poisoned with its bridge neighbour's MAC (as
+    a neighbour answering ARP for bridged's address would leave it): the bridge
+    takes the node's packets to the neighbour's port, where to_endpoint drops them
+    (DROP_WRONG_PORT) instead of handing the neighbour what is bridged's."""
+    p, _ = pods
+    b = _endpoint(lab, p.bridged_b)
+    assert b is not None and p.bridged.ip
+    before = metrics(lab, N1)
+    neigh = ["ip", "neigh", "replace", p.bridged.ip, "lladdr", b["mac"], "dev", BRIDGE_DEVICE]
+    lab.node_exec(N1, [*neigh, "nud", "permanent"], check=True)
+    try:
+        argv = ["timeout", "2", "wget", "-q", "-O", "-", f"http://{p.bridged.ip}/"]
+        assert lab.node_exec(N1, argv).stdout.strip() == ""
+        after = metrics(lab, N1)
+        assert metric_delta(before, after, "DROP_WRONG_PORT", "ingress") > 0
+    finally:
+        lab.node_exec(N1, ["ip", "neigh", "del", p.bridged.ip, "dev", BRIDGE_DEVICE])
+    argv = ["timeout", "3", "wget", "-q", "-O", "-", f"http://{p.bridged.ip}/"]
+    got = wait_for("N1 -> bridged again", lambda: lab.node_exec(N1, argv).stdout.strip() or None)
+    assert got == p.bridged.name
+
+
 def test_agent_restart_keeps_the_bridged_endpoint(lab: Lab, pods: tuple[Pods, Workload]) -> None:
     p, _ = pods
     before = _endpoint(lab, p.bridged)
