@@ -30,6 +30,7 @@ from labhelpers import (
     ingress_program,
     metric_delta,
     metrics,
+    netns_python,
     ping,
     service_manifest,
     wait_backends,
@@ -252,6 +253,37 @@ def test_the_node_sends_a_bridged_pod_nothing_by_another_port(
     argv = ["timeout", "3", "wget", "-q", "-O", "-", f"http://{p.bridged.ip}/"]
     got = wait_for("N1 -> bridged again", lambda: lab.node_exec(N1, argv).stdout.strip() or None)
     assert got == p.bridged.name
+
+
+GARP = """
+import socket, struct, sys
+spa, sha = socket.inet_aton(sys.argv[1]), bytes.fromhex(sys.argv[2].replace(":", ""))
+arp = struct.pack("!HHBBH", 1, 0x0800, 6, 4, 2) + sha + spa + b"\\xff" * 6 + spa
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("eth0", 0))
+for _ in range(3):
+    s.send(b"\\xff" * 6 + sha + b"\\x08\\x06" + arp)
+"""
+
+
+def test_a_bridged_pod_cannot_claim_its_neighbours_address(
+    lab: Lab, pods: tuple[Pods, Workload]
+) -> None:
+    """Gratuitous ARP from bridged_b for bridged's address: from_endpoint drops it
+    (DROP_INVALID_SOURCE) before the bridge, so neither the node's cache nor the
+    neighbours' learn it, and the node still reaches bridged."""
+    p, _ = pods
+    b = _endpoint(lab, p.bridged_b)
+    assert b is not None and p.bridged.ip
+    argv = ["timeout", "3", "wget", "-q", "-O", "-", f"http://{p.bridged.ip}/"]
+    wait_for("N1 -> bridged", lambda: lab.node_exec(N1, argv).stdout.strip() or None)
+    before = metrics(lab, N1)
+    netns_python(p.bridged_b, GARP, p.bridged.ip, b["mac"])
+    after = metrics(lab, N1)
+    assert metric_delta(before, after, "DROP_INVALID_SOURCE", "egress") >= 3
+    neigh = lab.node_exec(N1, ["ip", "neigh", "show", p.bridged.ip, "dev", BRIDGE_DEVICE])
+    assert b["mac"] not in neigh.stdout
+    assert lab.node_exec(N1, argv).stdout.strip() == p.bridged.name
 
 
 def test_agent_restart_keeps_the_bridged_endpoint(lab: Lab, pods: tuple[Pods, Workload]) -> None:
