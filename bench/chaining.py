@@ -150,14 +150,16 @@ def report(
 def ptp_conflist(chained: Mapping[str, Any], ipam_dir: str) -> dict[str, Any]:
     """The node's ``glia-chained`` conflist without glia-cni: the same ptp plugin, in
     ``PTP_SUBNET`` with its gateway the first address, host-local's leases in
-    ``ipam_dir``."""
-    plugins = [dict(p) for p in chained["plugins"] if p.get("type") == "ptp"]
-    if len(plugins) != 1:
-        raise BenchError(f"the chained conflist has {len(plugins)} ptp plugins, expected 1")
+    ``ipam_dir``; its ``tuning`` too (IPv6 off), so glia-cni is the only difference."""
+    plugins = [dict(p) for p in chained["plugins"] if p.get("type") in ("ptp", "tuning")]
+    ptps = sum(p.get("type") == "ptp" for p in plugins)
+    if ptps != 1:
+        raise BenchError(f"the chained conflist has {ptps} ptp plugins, expected 1")
     net = ipaddress.IPv4Network(PTP_SUBNET)
     gateway = str(net.network_address + 1)
-    plugins[0]["ipam"] = {
-        **plugins[0]["ipam"],
+    ptp = next(p for p in plugins if p.get("type") == "ptp")
+    ptp["ipam"] = {
+        **ptp["ipam"],
         "ranges": [[{"subnet": PTP_SUBNET, "gateway": gateway}]],
         "dataDir": ipam_dir,
     }

@@ -2,7 +2,7 @@
 /* from_endpoint: tc ingress of the host side of every endpoint veth, i.e.
  * every packet a pod sends. Attached by glia.datapath.loader.Datapath.
  *
- * Order: L3 check -> anti-spoofing -> refused-connection signal (signals.h)
+ * Order: L3 check (ARP: its own anti-spoofing, then the stack) -> anti-spoofing -> refused-connection signal (signals.h)
  * -> service LB (VIP:port -> backend DNAT,
  * conntrack; refused at once without a ready backend) -> egress policy of the
  * source for the destination's identity (policy.h; after the DNAT, so policy
@@ -23,6 +23,38 @@
 #include "signals.h"
 #include "verdict.h"
 
+/* ARP for IPv4 over Ethernet (RFC 826), up to the sender's protocol address. */
+struct glia_arp_head {
+	__be16 htype, ptype;
+	__u8 hlen, plen;
+	__be16 oper;
+	__u8 sha[GLIA_ETH_ALEN];
+	__u8 spa[4];
+} __attribute__((packed));
+
+/* Anti-spoofing for ARP, as for IPv4: a pod may speak ARP only for its own
+ * address (or 0.0.0.0, an RFC 5227 probe). ARP goes to the stack, and on a
+ * bridge port (docs/chaining.md) to the bridge and every pod behind it, whose
+ * caches would believe a pod claiming a neighbour's address or the gateway. */
+static __always_inline int glia_arp(struct __sk_buff *skb, struct ethhdr *eth, void *data_end)
+{
+	struct glia_arp_head *arp = (void *)(eth + 1);
+	const struct glia_endpoint *src;
+	__be32 spa;
+
+	if ((void *)(arp + 1) > data_end || arp->htype != bpf_htons(1) ||
+	    arp->ptype != bpf_htons(ETH_P_IP) || arp->hlen != GLIA_ETH_ALEN || arp->plen != 4)
+		return glia_drop_flow(skb, GLIA_DROP_INVALID_PACKET, GLIA_DIR_EGRESS, 0, 0);
+	__builtin_memcpy(&spa, arp->spa, sizeof(spa));
+	if (spa) {
+		src = glia_lookup_endpoint(spa);
+		if (!src || src->ifindex != skb->ingress_ifindex)
+			return glia_drop_flow(skb, GLIA_DROP_INVALID_SOURCE, GLIA_DIR_EGRESS, 0,
+					      0);
+	}
+	return glia_to_stack(skb, GLIA_DIR_EGRESS);
+}
+
 SEC("tc")
 int from_endpoint(struct __sk_buff *skb)
 {
@@ -40,7 +72,7 @@ int from_endpoint(struct __sk_buff *skb)
 	if ((void *)(eth + 1) > data_end)
 		return glia_drop_flow(skb, GLIA_DROP_INVALID_PACKET, GLIA_DIR_EGRESS, 0, 0);
 	if (eth->h_proto == bpf_htons(ETH_P_ARP))
-		return glia_to_stack(skb, GLIA_DIR_EGRESS);
+		return glia_arp(skb, eth, data_end);
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return glia_drop_flow(skb, GLIA_DROP_UNKNOWN_L3, GLIA_DIR_EGRESS, 0, 0);
 	ip4 = (void *)(eth + 1);

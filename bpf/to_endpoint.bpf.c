@@ -11,6 +11,14 @@
  * from a pod that the stack delivers (a host port's DNAT) are marked on their
  * INGRESS conntrack entry, so their replies take the stack back (ct.h).
  * Attached by glia.datapath.loader.Datapath next to from_endpoint.
+ *
+ * A packet for an endpoint leaves only by that endpoint's veth. The node routes
+ * each pod address to its own veth (glia's, ptp's), but a chained pod's veth
+ * can be a port of a Linux bridge (docs/chaining.md): the bridge floods a frame
+ * whose MAC it has not learnt to every port, and a pod that answers ARP for a
+ * neighbour's address draws the node's traffic for it to its own port. Either
+ * would hand one pod what the node sends another, so it is dropped
+ * (GLIA_DROP_WRONG_PORT); the right port gets it (flood) or nobody (spoof).
  */
 #include "common.h"
 #include "endpoints.h"
@@ -41,6 +49,9 @@ int to_endpoint(struct __sk_buff *skb)
 	dst = glia_lookup_endpoint(ip4->daddr);
 	if (!dst)
 		return TC_ACT_OK;
+	if (dst->ifindex != skb->ifindex)
+		return glia_drop_flow(skb, GLIA_DROP_WRONG_PORT, GLIA_DIR_INGRESS, 0,
+				      dst->identity);
 	src = glia_lookup_ipcache(ip4->saddr);
 	src_identity = src ? src->identity : GLIA_ID_WORLD;
 	/* From a pod, through the stack: a host port's DNAT. Pods never reach pods

@@ -26,6 +26,7 @@ enum glia_reason {
 	GLIA_DROP_SOURCE_NOT_OF_NODE = 13, /* overlay: inner source does not belong to the sending node */
 	GLIA_DROP_IDENTITY_NOT_OF_NODE = 14, /* overlay: VNI identity is not one the sending node's pods hold */
 	GLIA_DROP_OVERLAY_PORT = 15,       /* a pod sent UDP to the VXLAN port through the node stack */
+	GLIA_DROP_WRONG_PORT = 16,         /* to_endpoint: for another endpoint than this veth's (a bridge's flood, a spoofed ARP) */
 	GLIA_REASON_MAX = 64,              /* room reserved in the metrics map */
 };
 

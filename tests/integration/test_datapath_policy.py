@@ -111,9 +111,12 @@ class Rig:
             ingress_ifindex=sender.ifindex,
         )
 
-    def from_stack(self, l3: bytes, to: Pod) -> RunResult:
+    def from_stack(self, l3: bytes, to: Pod, port: Pod | None = None) -> RunResult:
+        """to_endpoint on ``port``'s veth (``to``'s unless given): a dummy device of
+        that ifindex in the rig's namespace stands for it."""
         packet = ethernet(to.mac, to.gw, ETH_P_IP, l3)
-        return nu.call_in(self.ns, run_program, self.dp.prog_fd("to_endpoint"), packet)
+        via = (port or to).ifindex
+        return nu.call_in(self.ns, run_program, self.dp.prog_fd("to_endpoint"), packet, ifindex=via)
 
     def syn(self, src: Pod, dst: str, dport: int, sport: int = 40000) -> int:
         return self.send(
@@ -129,6 +132,27 @@ def module_rig() -> Iterator[Rig]:
     dp = Datapath(nu.pin_dir("polrun"), nu.bpf_objects())
     try:
         nu.add_netns(ns)
+        for p in PODS:  # the devices to_endpoint runs "on" (skb->ifindex); no dummy module
+            i = str(p.ifindex)
+            nu.run(
+                [
+                    "ip",
+                    "-n",
+                    ns,
+                    "link",
+                    "add",
+                    f"glia-p{i}",
+                    "index",
+                    i,
+                    "type",
+                    "veth",
+                    "peer",
+                    "name",
+                    f"glia-q{i}",
+                    "index",
+                    str(100 + p.ifindex),
+                ]
+            )
         dp.load()
         dp.configure(node_ip=NODE_IP, vxlan_ifindex=99, cluster_id=1, vxlan_port=8472)
         rig = Rig(dp, ns)
@@ -304,6 +328,18 @@ def test_the_node_reaches_its_endpoints_and_world_does_not(rig: Rig) -> None:
     assert rig.from_stack(world, WEB).retval == TC_ACT_SHOT
     to_client = ipv4(WORLD_IP, CLIENT.ip, tcp(50001, 80, TCP_SYN), proto=IPPROTO_TCP)
     assert rig.from_stack(to_client, CLIENT).retval == TC_ACT_OK  # client's ingress is open
+
+
+def test_a_packet_for_an_endpoint_leaves_only_by_its_own_veth(rig: Rig) -> None:
+    """A chained pod's veth may be a bridge port (docs/chaining.md): what the node
+    sends web but the bridge floods, or an ARP spoofer draws, to client's port is
+    dropped there, whatever the policy, and tracks nothing."""
+    before = rig.dp.metrics.get(Reason.DROP_WRONG_PORT, Direction.INGRESS)[0]
+    probe = ipv4(NODE_IP, WEB.ip, tcp(44000, 80, TCP_SYN), proto=IPPROTO_TCP)
+    assert rig.from_stack(probe, WEB, port=CLIENT).retval == TC_ACT_SHOT
+    assert rig.dp.metrics.get(Reason.DROP_WRONG_PORT, Direction.INGRESS)[0] == before + 1
+    assert not any(r.dst == WEB.ip for r in ct_entries(rig.dp))
+    assert rig.from_stack(probe, WEB).retval == TC_ACT_OK  # by web's own veth
 
 
 def test_replies_of_connections_the_stack_delivered_go_back_through_it(rig: Rig) -> None:

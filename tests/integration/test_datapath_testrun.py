@@ -11,6 +11,7 @@ chosen outer source with a chosen VNI, as glia_vxlan hands it over.
 
 from __future__ import annotations
 
+import socket
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -53,6 +54,12 @@ ETH_P_IP, ETH_P_ARP, ETH_P_IPV6 = 0x0800, 0x0806, 0x86DD
 
 def frame(ethertype: int, l3: bytes, *, dst: str = A[4], src: str = A[3]) -> bytes:
     return mac(dst) + mac(src) + struct.pack("!H", ethertype) + l3
+
+
+def arp(spa: str, sha: str = A[3], tpa: str = "10.1.1.1", oper: int = 1) -> bytes:
+    """An ARP request (oper 1) or reply (2) for IPv4 over Ethernet, sender ``spa``."""
+    head = struct.pack("!HHBBH", 1, ETH_P_IP, 6, 4, oper)
+    return head + mac(sha) + socket.inet_aton(spa) + bytes(6) + socket.inet_aton(tpa)
 
 
 def routed(packet: bytes, *, dst: str | None = None, src: str | None = None) -> bytes:
@@ -109,10 +116,42 @@ CASES = [
     Case(
         "ARP: to the stack",
         "from_endpoint",
-        frame(ETH_P_ARP, bytes(28), dst="ff:ff:ff:ff:ff:ff"),
+        frame(ETH_P_ARP, arp(A[0]), dst="ff:ff:ff:ff:ff:ff"),
         A[1],
         TC_ACT_OK,
         Reason.TO_STACK,
+    ),
+    Case(
+        "ARP probe (sender 0.0.0.0, RFC 5227): to the stack",
+        "from_endpoint",
+        frame(ETH_P_ARP, arp("0.0.0.0", tpa=A[0]), dst="ff:ff:ff:ff:ff:ff"),
+        A[1],
+        TC_ACT_OK,
+        Reason.TO_STACK,
+    ),
+    Case(
+        "ARP for another endpoint's address: spoofed",
+        "from_endpoint",
+        frame(ETH_P_ARP, arp(B[0], oper=2)),
+        A[1],
+        TC_ACT_SHOT,
+        Reason.DROP_INVALID_SOURCE,
+    ),
+    Case(
+        "ARP for an address of no endpoint (the gateway): spoofed",
+        "from_endpoint",
+        frame(ETH_P_ARP, arp("10.1.1.1", oper=2)),
+        A[1],
+        TC_ACT_SHOT,
+        Reason.DROP_INVALID_SOURCE,
+    ),
+    Case(
+        "ARP that is not IPv4 over Ethernet, or truncated",
+        "from_endpoint",
+        frame(ETH_P_ARP, bytes(28)),
+        A[1],
+        TC_ACT_SHOT,
+        Reason.DROP_INVALID_PACKET,
     ),
     Case(
         "IPv6: dropped as unknown L3",

@@ -106,7 +106,7 @@ def test_ptp_conflist_is_the_chained_ptp_without_glia_in_its_own_subnet() -> Non
     conf = ptp_conflist(chained, "/lab/n1/cni-ipam")
     assert conf["name"] == PTP_NETWORK
     assert conf["cniVersion"] == chained["cniVersion"]
-    assert [p["type"] for p in conf["plugins"]] == ["ptp"]
+    assert [p["type"] for p in conf["plugins"]] == ["ptp", "tuning"]  # IPv6 off in both
     ptp = conf["plugins"][0]
     assert ptp["ipMasq"] is False
     assert ptp["mtu"] == chained["plugins"][0]["mtu"]
@@ -115,7 +115,7 @@ def test_ptp_conflist_is_the_chained_ptp_without_glia_in_its_own_subnet() -> Non
     assert ptp["ipam"]["routes"] == [{"dst": "0.0.0.0/0"}]
     # the chained conflist the lab keeps using is left as it was
     assert chained["plugins"][0]["ipam"]["ranges"][0][0]["subnet"] == "10.1.0.192/26"
-    assert [p["type"] for p in chained["plugins"]] == ["ptp", "glia-cni"]
+    assert [p["type"] for p in chained["plugins"]] == ["ptp", "tuning", "glia-cni"]
 
 
 def test_ptp_conflist_refuses_a_conflist_without_ptp() -> None:

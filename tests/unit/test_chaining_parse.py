@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from glia.cni import spec
-from glia.cni.config import chained_conflist
+from glia.cni.config import DISABLE_IPV6, chained_conflist
 from glia.cni.spec import CniError
 from glia.endpoint.chained_request import check_address, parse_prev
 from glia.ipam.local import AddressRefused, LocalIPAM
@@ -143,8 +143,9 @@ def test_chained_conflist_is_ptp_then_glia() -> None:
     conf = chained_conflist(
         "10.1.0.192/26", "/run/glia/n1.sock", nameservers=("198.18.1.1",), ipam_data_dir="/d"
     )
-    ptp, glia = conf["plugins"]
+    ptp, tuning, glia = conf["plugins"]
     assert (ptp["type"], ptp["ipMasq"], glia["type"]) == ("ptp", False, "glia-cni")
+    assert tuning == {"type": "tuning", "sysctl": DISABLE_IPV6}  # IPv6 off in the pod
     assert ptp["ipam"]["ranges"] == [[{"subnet": "10.1.0.192/26", "gateway": "10.1.0.193"}]]
     assert ptp["ipam"]["dataDir"] == "/d" and ptp["dns"] == {"nameservers": ["198.18.1.1"]}
     assert glia["agentSocket"] == "/run/glia/n1.sock"

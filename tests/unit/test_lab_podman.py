@@ -105,4 +105,5 @@ def test_a_container_has_the_address_of_whichever_glia_network_it_is_on() -> Non
 
     assert inspected({"glia": {"IPAddress": "10.1.0.5"}}).ip == "10.1.0.5"
     assert inspected({podman.CHAINED_NETWORK: {"IPAddress": "10.1.0.194"}}).ip == "10.1.0.194"
+    assert inspected({podman.BRIDGE_NETWORK: {"IPAddress": "10.1.0.226"}}).ip == "10.1.0.226"
     assert inspected({"other": {"IPAddress": "10.9.0.1"}}).ip is None

@@ -69,8 +69,9 @@ class AgentConfig:
     kvstore may claim a pod address outside it. "" = only node CIDRs bound them."""
     chained_prefix: int = 0
     """CNI chaining (docs/chaining.md): the last /N block of the node's pod CIDR is left
-    to the IPAM of a plugin before glia-cni (ptp's host-local) and never handed out by
-    glia; `glia status` shows it as chained_cidr. 0 = no block."""
+    to the IPAM of the plugins before glia-cni (ptp's, bridge's host-local; two such
+    networks split it) and never handed out by glia; `glia status` shows it as
+    chained_cidr. 0 = no block."""
     socket_lb_cgroup: str = ""
     """Socket-level load-balancing: a cgroup v2 directory whose processes'
     connect()/sendmsg() to a VIP go straight to a backend (no per-packet NAT). On a

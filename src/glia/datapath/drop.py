@@ -33,6 +33,7 @@ class Reason(enum.IntEnum):
     DROP_SOURCE_NOT_OF_NODE = 13  # overlay: the inner source is not an IP of the sending node
     DROP_IDENTITY_NOT_OF_NODE = 14  # overlay: the VNI names an identity its node cannot send
     DROP_OVERLAY_PORT = 15  # a pod's UDP to the VXLAN port, handed to the node stack
+    DROP_WRONG_PORT = 16  # the stack sent a packet for one endpoint out of another's veth
 
     @property
     def is_drop(self) -> bool:

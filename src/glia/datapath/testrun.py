@@ -43,13 +43,17 @@ def run_program(
     packet: bytes,
     *,
     ingress_ifindex: int = 0,
+    ifindex: int = 0,
     repeat: int = 1,
     cb: tuple[int, ...] = (),
 ) -> RunResult:
-    """``cb``: the first words of ``skb->cb`` (up to 5), which a test run may set."""
+    """``cb``: the first words of ``skb->cb`` (up to 5), which a test run may set.
+    ``ifindex``: the device the packet is on (``skb->ifindex``; it must exist in
+    the calling thread's namespace; 0 = its loopback), as a tc egress program
+    sees the device it sends by."""
     if len(cb) > 5:
         raise DatapathError(f"skb->cb has 5 words, not {len(cb)}")
-    ctx = sk_buff(ingress_ifindex=ingress_ifindex)
+    ctx = sk_buff(ingress_ifindex=ingress_ifindex, ifindex=ifindex)
     for i, word in enumerate(cb):
         ctx.cb[i] = word
     data_in = ctypes.create_string_buffer(packet, len(packet))

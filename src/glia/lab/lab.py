@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from glia.cni.config import chained_conflist, conflist
+from glia.cni.config import bridge_conflist, chained_conflist, conflist, split_chained_block
 from glia.cni.install import PYTHON_PLUGIN_NAME
 from glia.datapath import cgroup
 from glia.kvstore import rbac
@@ -56,6 +56,8 @@ from glia.lab.daemons import AGENTS_TIMEOUT, ETCD_TIMEOUT, SUPERVISOR, LabDaemon
 from glia.lab.errors import DaemonExited, LabAlreadyUp, LabError
 from glia.lab.etcd import EtcdError
 from glia.lab.podman import (
+    BRIDGE_DEVICE,
+    BRIDGE_NETWORK,
     CHAINED_NETWORK,
     SYSTEM_CNI_DIR,
     NodePodman,
@@ -349,18 +351,35 @@ class Lab(LabDaemons, LabWorkloads):
                 raise LabError(str(e)) from None
 
     def _write_chained_networks(self) -> None:
-        """Each node's ``glia-chained`` network: ptp in the block its agent keeps for it."""
+        """Each node's ``glia-chained`` (ptp) and ``glia-bridge`` (bridge) networks, in
+        the two halves of the block its agent keeps for chained plugins."""
         for n in self.topo.nodes:
             block = self.agent(n.ref).status().get("chained_cidr")
             if not isinstance(block, str):
                 raise LabError(f"{n.ref}: the agent reports no chained_cidr")
-            conf = chained_conflist(
-                block,
-                str(n.socket),
-                nameservers=(str(n.ip),),
-                ipam_data_dir=str(n.podman_dir / "cni-ipam"),
+            ptp_range, bridge_range = split_chained_block(block)
+            sock, dns = str(n.socket), (str(n.ip),)
+            # host-local keeps a directory per network under the first; tuning
+            # (IPv6 off in the pod) keeps nothing for sysctls, but never in /run.
+            ipam, tuning = str(n.podman_dir / "cni-ipam"), str(n.podman_dir / "cni-tuning")
+            pm = NodePodman(n)
+            pm.write_network(
+                CHAINED_NETWORK,
+                chained_conflist(
+                    ptp_range, sock, nameservers=dns, ipam_data_dir=ipam, tuning_data_dir=tuning
+                ),
             )
-            NodePodman(n).write_network(CHAINED_NETWORK, conf)
+            pm.write_network(
+                BRIDGE_NETWORK,
+                bridge_conflist(
+                    bridge_range,
+                    sock,
+                    bridge=BRIDGE_DEVICE,
+                    nameservers=dns,
+                    ipam_data_dir=ipam,
+                    tuning_data_dir=tuning,
+                ),
+            )
 
     def _write_daemon_configs(self) -> None:
         for c in self.topo.clusters:

@@ -38,6 +38,8 @@ from glia.lab.topology import IMAGE, NodeSpec
 
 NETWORK = "glia"
 CHAINED_NETWORK = "glia-chained"  # ptp, then glia-cni (docs/chaining.md)
+BRIDGE_NETWORK = "glia-bridge"  # bridge (gliabr0), then glia-cni
+BRIDGE_DEVICE = "gliabr0"  # glia-bridge's Linux bridge, in each node's namespace
 SYSTEM_CNI_DIR = Path("/usr/lib/cni")
 CGROUP_HOOK_FILE = "glia-cgroup.json"
 # runc runs createRuntime hooks once the container's process exists, before the
@@ -367,7 +369,7 @@ class NodePodman:
         ip = next(
             (
                 ip
-                for n in (NETWORK, CHAINED_NETWORK)
+                for n in (NETWORK, CHAINED_NETWORK, BRIDGE_NETWORK)
                 if (ip := (networks.get(n) or {}).get("IPAddress"))
             ),
             None,

@@ -12,8 +12,9 @@ lives here, so the builder, the cleaner and the tests cannot disagree:
   ``198.18.0.253/15`` on the underlay and ``203.0.113.10/24`` (a documentation
   range, TEST-NET-3) behind it, which every node routes via ``198.18.0.253``;
 - pod pool ``10.<i>.0.0/16`` (a /24 per node, allocated by the operator); the
-  last /26 of each node's /24 is left to the ``glia-chained`` network's ``ptp``
-  (docs/chaining.md), glia's own pods get addresses below it;
+  last /26 of each node's /24 is left to the chained plugins (docs/chaining.md):
+  its first /27 to the ``glia-chained`` network's ``ptp``, its second to the
+  ``glia-bridge`` network's ``bridge``; glia's own pods get addresses below it;
 - service CIDR: the ``i``-th /15 of ``100.64.0.0/10`` (131072 addresses; overlaps
   no pod pool, no underlay address, no other cluster's services);
 - files under the lab directory (each agent's remote cluster directory under
