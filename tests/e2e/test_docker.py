@@ -7,6 +7,7 @@ import ipaddress
 import json
 import os
 import re
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -163,6 +164,23 @@ def test_docker_containers_on_two_nodes_and_podman(
     # `glia lab docker NODE -- ARGS` reaches the same dockerd.
     names = glia_ok(lab, "lab", "docker", a.node, "--", "ps", "--format", "{{.Names}}")
     assert names.split() == ["glia-dka"]
+
+
+def test_network_create_without_subnet_next_to_pods_fails_fast_with_advice(
+    lab: Lab, work: Workload, dockerds: dict[str, NodeDocker]
+) -> None:
+    # A running pod puts a /32 route inside the pod CIDR: dockerd's overlap check
+    # would ask glia for a pool forever; the driver ends that with what to do.
+    node = NODES[0]
+    work.container(node, "glia-dknosub", {"app": "dknosub"})
+    d = dockerds[node]
+    started = time.monotonic()
+    create = ["network", "create", "-d", "glia", "--ipam-driver", "glia", "glia-nosub"]
+    with pytest.raises(DockerError) as err:
+        d.cli(create)
+    assert time.monotonic() - started < 20, "dockerd looped on RequestPool"
+    assert f"create the network with --subnet {d.pod_cidr()}" in str(err.value), err.value
+    assert "glia-nosub" not in d.cli(["network", "ls", "--format", "{{.Name}}"]).split()
 
 
 def test_docker_container_in_a_service_with_a_pod(lab: Lab, work: Workload, docker: Docker) -> None:

@@ -46,6 +46,20 @@ async def test_pool_is_the_node_cidr(driver: DockerDriver) -> None:
     ans = await driver.call("IpamDriver.RequestPool", {"Pool": "10.200.1.0/24"})
     assert ans["Pool"] == CIDR
     assert await driver.call("IpamDriver.ReleasePool", {"PoolID": POOL}) == {}
+    assert await driver.call("IpamDriver.ReleasePool", {"PoolID": POOL}) == {}
+
+
+async def test_libnetworks_overlap_loop_ends_with_advice(driver: DockerDriver) -> None:
+    # dockerd without --subnet: the pool overlaps the pods' routes, libnetwork holds
+    # it and asks again. The second request is refused; the held one is released.
+    await driver.call("IpamDriver.RequestPool", {"Pool": ""})
+    with pytest.raises(DriverError, match=f"create the network with --subnet {CIDR}"):
+        await driver.call("IpamDriver.RequestPool", {"Pool": ""})
+    await driver.call("IpamDriver.ReleasePool", {"PoolID": POOL})
+    # Nothing held: asked once it is given again, and --subnet is never refused.
+    await driver.call("IpamDriver.RequestPool", {"Pool": ""})
+    for _ in range(3):
+        assert (await driver.call("IpamDriver.RequestPool", {"Pool": CIDR}))["Pool"] == CIDR
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,7 @@ class DockerDriver:
     ) -> None:
         """``node_ip``: the containers' gateway (:func:`glia.docker.protocol.join_answer`)."""
         self._node_ip = node_ip
+        self._unnamed_pools = 0  # pools handed out to RequestPool without --subnet, held
         self._ipam = ipam
         self._eps = endpoints
         self.state = state
@@ -104,11 +105,23 @@ class DockerDriver:
         return p.address_spaces()
 
     async def request_pool(self, body: Any) -> dict[str, Any]:
-        p.parse_pool(body, self._cidr)
+        # Without --subnet, libnetwork checks the pool it gets against the node's
+        # routes and, when they overlap, keeps it and asks again, forever: glia has
+        # only the one pool, and every pod adds a /32 route inside it. The second
+        # pool-less request while the first is held ends that loop with an error
+        # that says what to do; with --subnet dockerd does not check.
+        req = p.parse_pool(body, self._cidr)
+        if not req.pool:
+            if self._unnamed_pools:
+                raise DriverError(p.pool_asked_again(self._cidr))
+            self._unnamed_pools += 1
         return p.pool_answer(self._cidr)
 
     async def release_pool(self, body: Any) -> dict[str, Any]:
         p.check_pool_id(body, self._cidr)
+        # Which request this releases is not said (one pool id): the count only errs
+        # towards allowing, and an agent restart starts it at 0.
+        self._unnamed_pools = max(0, self._unnamed_pools - 1)
         return {}
 
     async def request_address(self, body: Any) -> dict[str, Any]:

@@ -120,10 +120,20 @@ def parse_pool(body: Any, node_cidr: str) -> PoolRequest:
             raise DriverError(f"glia: --subnet {pool[:60]!r} is not a network") from None
         if want != ipaddress.ip_network(node_cidr):
             raise DriverError(
-                f"glia: --subnet {pool} is not this node's pod CIDR {node_cidr}; "
-                "leave --subnet out (each node's network uses its own pod CIDR)"
+                f"glia: --subnet {pool} is not this node's pod CIDR {node_cidr} "
+                "(each node's network uses its own pod CIDR: `glia status` shows it)"
             )
     return PoolRequest(pool, False)
+
+
+def pool_asked_again(node_cidr: str) -> str:
+    """Why a second RequestPool without --subnet is refused (see DockerDriver.request_pool)."""
+    return (
+        f"glia: dockerd asked again for the pool {node_cidr} it already holds: it checks a pool "
+        "it did not name against the node's routes, and glia's pod routes are there as soon as "
+        f"pods run (or another network holds the pool); create the network with --subnet "
+        f"{node_cidr}, this node's pod CIDR, which dockerd takes as given"
+    )
 
 
 def pool_id(node_cidr: str) -> str:

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from glia.agent.client import AgentClient, AgentClientError
 from glia.docker.daemon_config import daemon_dns
 from glia.lab import netns
 from glia.lab.podman import cgroup_parent
@@ -39,7 +40,7 @@ from glia.lab.topology import IMAGE, NodeSpec, Topology
 
 DOCKERD = "/usr/sbin/dockerd"
 DOCKER = "/usr/bin/docker"
-NETWORK = "glia"  # the docker network on every node: -d glia --ipam-driver glia
+NETWORK = "glia"  # the docker network on every node: -d glia --ipam-driver glia --subnet <pod CIDR>
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 20.0
 CLI_TIMEOUT = 60.0
@@ -241,7 +242,21 @@ class NodeDocker:
             self.cli(["import", "-", IMAGE], stdin=tar.stdout)
         names = self.cli(["network", "ls", "--format", "{{.Name}}"]).split()
         if NETWORK not in names:
-            self.cli(["network", "create", "-d", "glia", "--ipam-driver", "glia", NETWORK])
+            # --subnet as docs/docker.md says: dockerd checks a pool it did not name
+            # against the node's routes, where every pod has one (and `--ip` needs it).
+            create = ["network", "create", "-d", "glia", "--ipam-driver", "glia"]
+            self.cli([*create, "--subnet", self.pod_cidr(), NETWORK])
+
+    def pod_cidr(self) -> str:
+        """The node's pod CIDR, as its agent reports it (``glia status``)."""
+        try:
+            node = AgentClient(str(self.node.socket), timeout=10).status().get("node") or {}
+        except AgentClientError as e:
+            raise DockerError(f"{self.node.ref}: the agent does not answer: {e}") from None
+        cidr = node.get("pod_cidr") if isinstance(node, dict) else None
+        if not isinstance(cidr, str) or not cidr:
+            raise DockerError(f"{self.node.ref}: the agent reports no pod CIDR yet")
+        return cidr
 
     def _launch(self, cgroup_parent: str) -> None:
         (self.dir / "etc" / "plugins").mkdir(parents=True, exist_ok=True)
