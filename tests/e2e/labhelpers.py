@@ -110,6 +110,20 @@ def http(lab: Lab, src: Container, ip: str, timeout: int = 3) -> str:
     return r.stdout.strip() if r.returncode == 0 else ""
 
 
+def reaches(lab: Lab, src: Container, dst: Container) -> None:
+    """``src`` pings ``dst`` (waiting for the path to exist), then fetches its name over HTTP."""
+    assert dst.ip
+    ip = dst.ip
+    wait_for(f"ping {src.name} -> {dst.name} ({ip})", lambda: ping(lab, src, ip))
+    assert http(lab, src, ip) == dst.name
+
+
+def node_fetches(lab: Lab, node: str, ctr: Container) -> str:
+    """What node ``node`` (its namespace, no container) gets from ``ctr``'s HTTP server."""
+    argv = ["timeout", "3", "wget", "-q", "-O", "-", f"http://{ctr.ip}/"]
+    return wait_for(f"{node} -> {ctr.ip}", lambda: lab.node_exec(node, argv).stdout.strip() or None)
+
+
 def all_of(probes: dict[str, Callable[[], T]]) -> dict[str, T]:
     """Run independent probes (each a few seconds of waiting) at once; results by name."""
     with ThreadPoolExecutor(max_workers=len(probes) or 1) as pool:

@@ -25,7 +25,9 @@ from labhelpers import (
     http,
     http_names,
     ingress_program,
+    node_fetches,
     ping,
+    reaches,
     service_manifest,
     wait_backends,
     wait_for,
@@ -131,21 +133,13 @@ def test_chained_and_native_pods_reach_each_other(
     lab: Lab, pods: tuple[Pods, Workload], src: str, dst: str
 ) -> None:
     p, _ = pods
-    s, d = getattr(p, src), getattr(p, dst)
-    assert d.ip
-    wait_for(f"ping {s.name} -> {d.name} ({d.ip})", lambda: ping(lab, s, d.ip))
-    assert http(lab, s, d.ip) == d.name
+    reaches(lab, getattr(p, src), getattr(p, dst))
 
 
 @pytest.mark.parametrize("node", [N1, N2])
 def test_nodes_reach_the_chained_pod(lab: Lab, pods: tuple[Pods, Workload], node: str) -> None:
     p, _ = pods
-    argv = ["timeout", "3", "wget", "-q", "-O", "-", f"http://{p.chained.ip}/"]
-    out = wait_for(
-        f"{node} -> {p.chained.ip}",
-        lambda: lab.node_exec(node, argv).stdout.strip() or None,
-    )
-    assert out == p.chained.name
+    assert node_fetches(lab, node, p.chained) == p.chained.name
 
 
 def test_a_service_selects_the_chained_pod_by_label(lab: Lab, pods: tuple[Pods, Workload]) -> None:

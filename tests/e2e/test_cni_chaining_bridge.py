@@ -31,7 +31,9 @@ from labhelpers import (
     metric_delta,
     metrics,
     netns_python,
+    node_fetches,
     ping,
+    reaches,
     service_manifest,
     wait_backends,
     wait_for,
@@ -155,21 +157,13 @@ def test_bridged_pods_reach_native_and_ptp_pods(
     lab: Lab, pods: tuple[Pods, Workload], src: str, dst: str
 ) -> None:
     p, _ = pods
-    s, d = getattr(p, src), getattr(p, dst)
-    assert d.ip
-    wait_for(f"ping {s.name} -> {d.name} ({d.ip})", lambda: ping(lab, s, d.ip))
-    assert http(lab, s, d.ip) == d.name
+    reaches(lab, getattr(p, src), getattr(p, dst))
 
 
 @pytest.mark.parametrize("node", [N1, N2])
 def test_nodes_reach_the_bridged_pod(lab: Lab, pods: tuple[Pods, Workload], node: str) -> None:
     p, _ = pods
-    argv = ["timeout", "3", "wget", "-q", "-O", "-", f"http://{p.bridged.ip}/"]
-    out = wait_for(
-        f"{node} -> {p.bridged.ip}",
-        lambda: lab.node_exec(node, argv).stdout.strip() or None,
-    )
-    assert out == p.bridged.name
+    assert node_fetches(lab, node, p.bridged) == p.bridged.name
 
 
 def test_a_service_selects_the_bridged_pod_by_label(lab: Lab, pods: tuple[Pods, Workload]) -> None:
