@@ -6,7 +6,10 @@ cluster, two nodes), starts a container on each node and one Service, and
 from inside the client container's network namespace (nsenter, this Python
 with dnspython) sends sequential UDP queries to the node's agent: a
 Service's full name (A), a container name on the other node (A), a known
-name's AAAA (no data) and an unknown name (NXDOMAIN). Each time is one query
+name's AAAA (no data), an unknown name (NXDOMAIN), all answered from the
+agent's kept answers after the first (glia.dns.cache), and a new unknown name
+under cluster.local every query (NXDOMAIN, never kept: the cost of building
+an answer). Each time is one query
 from the send of its message to the receipt of the answer (messages built and
 parsed with dnspython outside the timed part; 200 unmeasured queries first). It prints one
 JSON document on stdout (progress on stderr), writes ``dns.json`` into
@@ -45,7 +48,7 @@ s.settimeout(2.0)
 s.connect((server, 53))
 times, rcodes = [], set()
 for i in range(count + WARMUP):
-    q = dns.message.make_query(name, rdtype)
+    q = dns.message.make_query(name.replace("{i}", str(i)), rdtype)
     wire = q.to_wire()
     t = time.perf_counter_ns()
     s.send(wire)
@@ -95,13 +98,16 @@ def _measure(lab: Lab, count: int, web: str, client_netns: str) -> dict[str, Any
         "container_a": (web, "A"),
         "known_aaaa": ("web.default.svc.cluster.local", "AAAA"),
         "unknown_nxdomain": ("nothere.example.", "A"),
+        # A new name every query: never an answer the agent kept (glia.dns.cache), so
+        # this is the cost of building one (parse, resolve, build with dnspython).
+        "uncached_nxdomain": ("new{i}.default.svc.cluster.local", "A"),
     }
     out: dict[str, Any] = {}
     deadline = time.monotonic() + 20
     for key, (name, rdtype) in queries.items():
         while True:
             got = _client(client_netns, node_ip, name, rdtype, count)
-            want = "NXDOMAIN" if key == "unknown_nxdomain" else "NOERROR"
+            want = "NOERROR" if key in ("service_a", "container_a", "known_aaaa") else "NXDOMAIN"
             if got["rcodes"] == [want] or time.monotonic() > deadline:
                 break
             time.sleep(0.2)  # the Service or the endpoint record is not there yet

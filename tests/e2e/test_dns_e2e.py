@@ -54,6 +54,10 @@ def test_pods_resolve_services_and_containers_through_their_node(lab: Lab, work:
     assert f"nameserver {node_ip}" in resolv
     assert "search default.svc.cluster.local svc.cluster.local cluster.local" in resolv
 
+    # Unknown before the Service exists, known once it does: the agent keeps built
+    # answers (glia.dns.cache) only while no Service or pod name changes.
+    rc, out = _lookup(lab, client, "web.shop.svc.cluster.local")
+    assert rc != 0 and "NXDOMAIN" in out, out
     shop = service_manifest("web", {"app": "dnsshop"}, HTTP)
     shop["metadata"]["namespace"] = "shop"
     vip, shop_vip = work.apply(service_manifest("web", {"app": "dnsweb"}, HTTP), shop)
@@ -62,8 +66,12 @@ def test_pods_resolve_services_and_containers_through_their_node(lab: Lab, work:
     # The full name and the short one (search domains), over a real connection.
     for url in ("http://web.default.svc.cluster.local/", "http://web/"):
         assert wait_for(url, lambda u=url: _wget(lab, client, u) == "glia-dnsweb" or None)
-    rc, out = _lookup(lab, client, "web.shop.svc.cluster.local")
-    assert rc == 0 and shop_vip in out, out
+
+    def resolved() -> bool:
+        rc, out = _lookup(lab, client, "web.shop.svc.cluster.local")
+        return rc == 0 and shop_vip in out
+
+    assert wait_for("web.shop resolved", resolved)
     # `<service>.<namespace>` through the search domains, as the C library
     # resolves it (busybox nslookup searches only names without a dot).
     r = lab.exec(f"{client.node}/{client.name}", ["ping", "-c", "1", "-W", "1", "web.shop"])
@@ -82,6 +90,13 @@ def test_pods_resolve_services_and_containers_through_their_node(lab: Lab, work:
     m = re.search(r"real\s+(\d+)m\s*([\d.]+)s", r.stderr)
     assert m, r.stderr
     assert int(m.group(1)) * 60 + float(m.group(2)) < 1.0, r.stderr
+
+    # A deleted Service is unknown again (the answer kept for it goes with it).
+    work.api.config_delete([work.services.pop(("shop", "web"))], "test_services")
+    assert wait_for(
+        "web.shop unknown again",
+        lambda: "NXDOMAIN" in _lookup(lab, client, "web.shop.svc.cluster.local")[1],
+    )
 
 
 def _egress_policy(to: list[dict[str, Any]]) -> dict[str, Any]:

@@ -43,3 +43,17 @@ def test_a_record_outside_the_pool_or_under_another_key_names_nothing() -> None:
     _, elsewhere = _record("n2", "default", "evil", "10.1.1.2")
     names.on_upsert(key, elsewhere)  # the value names node n2, its key n1
     assert (names.lookup("evil"), names.rejected) == ([], 2)
+
+
+def test_every_record_change_changes_the_version() -> None:
+    names = PodNames(BOUNDS)
+    key, kv = _record("n1", "default", "web", "10.1.0.2")
+    seen = {names.version}
+    for change in (
+        lambda: names.on_upsert(key, kv),
+        lambda: names.on_upsert(key, _record("n1", "default", "web", "10.1.0.3")[1]),
+        lambda: names.on_delete(key, None),
+    ):
+        change()
+        assert names.version not in seen
+        seen.add(names.version)

@@ -44,7 +44,11 @@ async def start_dns(
         return None if svc is None else ServiceName(svc.cluster_ip, svc.global_)
 
     server = DnsServer(
-        Sources(service=service, pods=pod_names.lookup),
+        Sources(
+            service=service,
+            pods=pod_names.lookup,
+            version=lambda: (services.programmed_version, pod_names.version),
+        ),
         cfg.node_ip,
         cfg.dns_port,
         upstreams,

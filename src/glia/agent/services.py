@@ -98,6 +98,7 @@ class AgentServices:
         # Remote clusters' records of global Services (ClusterMesh feeds them).
         self.remote: dict[str, dict[tuple[str, str], RemoteRecord]] = {}
         self._programmed: dict[tuple[str, str], ClusterService] = {}  # what the maps hold
+        self.programmed_version = 0  # changes with _programmed (DNS keeps answers while not)
         self._synced = False
         self._dirty = asyncio.Event()
         self.prober = HealthProber(self._health_changed)
@@ -195,6 +196,7 @@ class AgentServices:
     async def on_synced(self) -> None:
         merged = [m for ref in self._refs() if (m := self._merged(*ref)) is not None]
         self._programmed = {(m.namespace, m.name): m for m in merged}
+        self.programmed_version += 1
         await self.lb.set_services(merged)
         self._synced = True
         self._retarget()
@@ -233,6 +235,7 @@ class AgentServices:
         ref = (namespace, name)
         if merged == self._programmed.get(ref):
             return
+        self.programmed_version += 1
         if merged is None:
             del self._programmed[ref]
             await self.lb.delete(namespace, name)

@@ -23,7 +23,7 @@ name under our zones we do not know is NXDOMAIN; any other name is
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 
 CLUSTER_ZONE = "cluster.local"
@@ -49,6 +49,9 @@ class Sources:
 
     service: Callable[[str, str], ServiceName | None]  # (namespace, name)
     pods: Callable[[str], Sequence[tuple[str, str]]]  # container name -> [(namespace, ip)]
+    # Changes whenever what the two answer may change; the server keeps built answers
+    # while it stays the same (glia.dns.cache). None: nothing is kept.
+    version: Callable[[], Hashable] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,12 +26,14 @@ class PodNames:
         self._by_key: dict[str, tuple[set[str], str, str]] = {}  # key -> (names, ns, ip)
         self._by_name: dict[str, dict[str, tuple[str, str]]] = {}  # name -> key -> (ns, ip)
         self.rejected = 0
+        self.version = 0  # changes with every record (glia.dns.cache)
 
     def lookup(self, name: str) -> list[tuple[str, str]]:
         """(namespace, ip) of every endpoint named or aliased ``name`` (lower case)."""
         return list(self._by_name.get(name, {}).values())
 
     def on_upsert(self, key: str, kv: KeyValue) -> None:
+        self.version += 1
         self._drop(key)
         try:
             ep = check_endpoint(key, kv.value, self._bounds)
@@ -44,6 +46,7 @@ class PodNames:
             self._by_name.setdefault(name, {})[key] = (ep.namespace, ep.ip)
 
     def on_delete(self, key: str, old: KeyValue | None) -> None:
+        self.version += 1
         self._drop(key)
 
     def on_synced(self) -> None:

@@ -28,6 +28,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
+from glia.dns.cache import AnswerCache
 from glia.dns.names import TTL, Sources, Verdict, resolve
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class DnsServer:
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.counts = {"queries": 0, "answered": 0, "nxdomain": 0, "forwarded": 0, "failed": 0}
+        self._cache = AnswerCache(sources.version) if sources.version is not None else None
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -128,6 +130,21 @@ class DnsServer:
 
     def answer_local(self, wire: bytes, tcp: bool) -> bytes | _Forward | None:
         """The response from memory, or what to forward (the only case that waits)."""
+        hit = self._cache.get(wire, tcp) if self._cache is not None else None
+        if hit is not None:
+            self.counts["queries"] += 1
+            if hit[1]:
+                self.counts[hit[1]] += 1
+            return hit[0]
+        out = self._build(wire, tcp)
+        if isinstance(out, tuple):
+            if self._cache is not None:
+                self._cache.put(wire, tcp, *out)
+            return out[0]
+        return out
+
+    def _build(self, wire: bytes, tcp: bool) -> tuple[bytes, str] | _Forward | None:
+        """A local response and the counter it went to ("" for none), or what to forward."""
         try:
             query = dns.message.from_wire(wire)
         except dns.exception.DNSException:
@@ -139,10 +156,10 @@ class DnsServer:
         response = dns.message.make_response(query)
         if query.opcode() != dns.opcode.QUERY:
             response.set_rcode(dns.rcode.NOTIMP)
-            return _wire(response, limit)
+            return _wire(response, limit), ""
         if len(query.question) != 1:
             response.set_rcode(dns.rcode.FORMERR)
-            return _wire(response, limit)
+            return _wire(response, limit), ""
         q = query.question[0]
         qtype = dns.rdatatype.to_text(q.rdtype)
         ans = resolve(q.name.to_text(), qtype, self._src)
@@ -151,15 +168,16 @@ class DnsServer:
         if ans.verdict is not Verdict.ELSEWHERE:
             response.flags |= dns.flags.AA
         if ans.verdict is Verdict.ANSWER:
-            self.counts["answered"] += 1
+            kind = "answered"
             if ans.addresses and q.rdclass == dns.rdataclass.IN:
                 response.answer.append(
                     dns.rrset.from_text_list(q.name, TTL, "IN", "A", list(ans.addresses))
                 )
         else:
-            self.counts["nxdomain"] += 1
+            kind = "nxdomain"
             response.set_rcode(dns.rcode.NXDOMAIN)
-        return _wire(response, limit)
+        self.counts[kind] += 1
+        return _wire(response, limit), kind
 
     async def _forward(self, fwd: _Forward, tcp: bool) -> bytes:
         query, response, limit = fwd.query, fwd.response, fwd.limit
