@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 import netns_util as nu
 import pytest
 
+from glia.datapath.addrs import ip_to_be32
 from glia.datapath.ct import (
     CT_F_CLOSING,
     CT_F_HAIRPIN,
@@ -41,7 +42,6 @@ from glia.datapath.structs import (
     glia_lb4_affinity,
     glia_lb4_affm,
     glia_lb4_affm_key,
-    ip_to_be32,
 )
 from glia.datapath.testrun import TC_ACT_OK, TC_ACT_REDIRECT, RunResult, run_program
 from glia.model.service import Backend, ClusterService, LBAlgorithm, Protocol, ServicePort

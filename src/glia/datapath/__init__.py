@@ -7,7 +7,9 @@
 - ``lbmaps``, ``lbtypes``: the lb4 service maps (``Datapath.lb``) and their
   plain values, written by glia.service.lbsync from glia.service.lbplan's plan.
 - ``ct``: the service conntrack map (``Datapath.ct``): listing and GC.
-- ``structs``: ctypes mirrors of the C structs and the map specs (checked against BTF).
+- ``structs``: ctypes mirrors of the C structs (checked against BTF).
+- ``mapspecs``: the pinned maps' specs (name, type, key, value, size).
+- ``addrs``: IPv4 addresses, ports and MACs as the maps hold them.
 - ``drop``: verdict reasons and directions shared with C.
 - ``events``: the ring-buffer reader behind ``glia monitor``.
 - ``netlink``: endpoint veths and the VXLAN device (pyroute2).

@@ -2,7 +2,7 @@
 
 :class:`BPFMap` is the generic handle (lookup, update, delete, iterate, batch
 update) over ctypes keys and values, checked against its
-:class:`~glia.datapath.structs.MapSpec` when opened. The typed maps on top
+:class:`~glia.datapath.mapspecs.MapSpec` when opened. The typed maps on top
 speak in strings and small frozen dataclasses, converting to the C structs
 inside. Created by glia.datapath.loader.Datapath (from the loaded objects) or
 with ``open_pinned`` by readers such as the CLI; written by the agent.
@@ -20,28 +20,26 @@ from pathlib import Path
 from typing import Any, Generic, Self, TypeVar
 
 from glia.datapath import libbpf
-from glia.datapath.drop import REASON_MAX, Direction, Reason
-from glia.datapath.errors import DatapathError
-from glia.datapath.structs import (
-    CONFIG,
-    ENDPOINTS,
-    IPCACHE,
-    METRICS,
-    MacBytes,
-    MapSpec,
+from glia.datapath.addrs import (
     be16_to_int,
     be32_to_ip,
+    int_to_be16,
+    ip_to_be32,
+    mac_to_bytes,
+    mac_to_str,
+    prefix_to_key,
+)
+from glia.datapath.drop import REASON_MAX, Direction, Reason
+from glia.datapath.errors import DatapathError
+from glia.datapath.mapspecs import CONFIG, ENDPOINTS, IPCACHE, METRICS, MapSpec
+from glia.datapath.structs import (
+    MacBytes,
     glia_config,
     glia_endpoint,
     glia_endpoint_key,
     glia_ipcache_entry,
     glia_ipcache_key,
     glia_metrics,
-    int_to_be16,
-    ip_to_be32,
-    mac_to_bytes,
-    mac_to_str,
-    prefix_to_key,
 )
 
 K = TypeVar("K", bound="ctypes._SimpleCData[Any] | ctypes.Structure")
