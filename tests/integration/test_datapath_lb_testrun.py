@@ -35,7 +35,7 @@ from glia.datapath.drop import Direction, Reason
 from glia.datapath.events import EventReader
 from glia.datapath.lbtypes import IPPROTO_TCP, IPPROTO_UDP, BackendAddr, Frontend
 from glia.datapath.loader import Datapath, unpin
-from glia.datapath.maps import EndpointInfo, IPCacheInfo
+from glia.datapath.nodemaps import EndpointInfo, IPCacheInfo
 from glia.datapath.structs import (
     LB_MAGLEV_M,
     glia_lb4_aff_key,

@@ -32,14 +32,7 @@ from glia.datapath import libbpf, tc
 from glia.datapath.ct import CTMap
 from glia.datapath.errors import BPFError, DatapathError
 from glia.datapath.lbmaps import LBMaps
-from glia.datapath.maps import (
-    BPFMap,
-    ConfigMap,
-    EndpointMap,
-    IPCacheMap,
-    MetricsMap,
-    NodeConfig,
-)
+from glia.datapath.maps import BPFMap
 from glia.datapath.mapspecs import (
     CONFIG,
     CT4,
@@ -50,6 +43,7 @@ from glia.datapath.mapspecs import (
     POLICY_SUBJECTS,
     RETIRED_MAPS,
 )
+from glia.datapath.nodemaps import ConfigMap, EndpointMap, IPCacheMap, MetricsMap, NodeConfig
 from glia.datapath.policymap import PolicyMap
 from glia.datapath.structs import (
     glia_config,
