@@ -50,8 +50,10 @@ from _meshdata import (
     propagation_record,
     synthetic_records,
 )
-from glia.datapath.maps import BPFMap, IPCacheMap
-from glia.datapath.structs import LB_SERVICES, glia_lb4_key, glia_lb4_service
+from glia.datapath.maps import BPFMap
+from glia.datapath.mapspecs import LB_SERVICES
+from glia.datapath.nodemaps import IPCacheMap
+from glia.datapath.structs import glia_lb4_key, glia_lb4_service
 from glia.kvstore import keys
 from glia.kvstore.client import KVClient, Put
 from glia.kvstore.config import EtcdConfig

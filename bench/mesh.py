@@ -80,10 +80,8 @@ from _meshdata import (
 from _meshreport import plot, targets
 from glia.agent.client import AgentClient, AgentClientError
 from glia.datapath.maps import BPFMap
+from glia.datapath.mapspecs import LB_BACKENDS, LB_SERVICES, LB_SLOTS
 from glia.datapath.structs import (
-    LB_BACKENDS,
-    LB_SERVICES,
-    LB_SLOTS,
     glia_lb4_backend,
     glia_lb4_key,
     glia_lb4_service,

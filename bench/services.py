@@ -104,8 +104,8 @@ from glia.datapath.cgroup import (
 from glia.datapath.drop import Direction, Reason
 from glia.datapath.errors import DatapathError
 from glia.datapath.loader import OBJECT_FILES, Datapath, default_obj_dir, unpin
-from glia.datapath.maps import EndpointInfo
 from glia.datapath.netns import run_in_netns
+from glia.datapath.nodemaps import EndpointInfo
 from glia.model import make_cluster_identity
 from glia.model.service import Backend, ClusterService, Protocol, ServicePort
 from glia.service.lbsync import ServiceMapSync

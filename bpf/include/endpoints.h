@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* glia_endpts_v1: the endpoints (pods) of this node, by IP. Written by the
  * agent when it plumbs an endpoint; read for anti-spoofing (source) and local
- * delivery (destination). Python mirror: glia.datapath.maps.EndpointMap.
+ * delivery (destination). Python mirror: glia.datapath.nodemaps.EndpointMap.
  *
  * Map names stay within 15 characters so the kernel's name (BPF_OBJ_NAME_LEN)
  * and the pin name agree, version suffix included. */

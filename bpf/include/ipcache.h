@@ -2,7 +2,7 @@
 /* glia_ipcache_v1: where every known IP or prefix lives and which identity it
  * carries (all clusters of the mesh). Longest-prefix match. Written by the
  * agent from the kvstore; read to pick the tunnel endpoint. Python mirror:
- * glia.datapath.maps.IPCacheMap. */
+ * glia.datapath.nodemaps.IPCacheMap. */
 #ifndef GLIA_IPCACHE_H
 #define GLIA_IPCACHE_H
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* glia_metrics_v1: packets and bytes per (reason, direction), per CPU so the
  * fast path needs no atomics. Index = reason * GLIA_DIR_MAX + direction.
- * Read by glia.datapath.maps.MetricsMap (sums the CPUs). */
+ * Read by glia.datapath.nodemaps.MetricsMap (sums the CPUs). */
 #ifndef GLIA_METRICS_H
 #define GLIA_METRICS_H
 

@@ -39,7 +39,7 @@ from labhelpers import (
 
 from glia.datapath.lbmaps import LBMaps
 from glia.datapath.lbtypes import BackendAddr, Frontend
-from glia.datapath.maps import EndpointMap, IPCacheMap
+from glia.datapath.nodemaps import EndpointMap, IPCacheMap
 from glia.kvstore import keys
 from glia.kvstore.grace import DEFAULT_GRACE
 from glia.lab import processes

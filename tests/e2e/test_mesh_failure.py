@@ -62,7 +62,7 @@ from labhelpers import (
     wait_for,
 )
 
-from glia.datapath.maps import IPCacheMap
+from glia.datapath.nodemaps import IPCacheMap
 from glia.kvstore import keys, rbac
 from glia.lab import configs
 from glia.lab.lab import Lab, LabError

@@ -29,8 +29,8 @@ from glia.agent.ipcache import plan_ipcache
 from glia.datapath import netlink
 from glia.datapath.events import DropEvent, EventReader
 from glia.datapath.loader import default_obj_dir, unpin
-from glia.datapath.maps import IPCacheInfo
 from glia.datapath.netns import current_netns_id, netns_id, run_in_netns
+from glia.datapath.nodemaps import IPCacheInfo
 from glia.kvstore import keys
 from glia.model.ipcache import IPCacheEntry
 from glia.model.node import Node

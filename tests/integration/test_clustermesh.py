@@ -23,7 +23,7 @@ from glia.agent.ipcache import IPCacheSync
 from glia.clustermesh import remote
 from glia.clustermesh.mesh import ClusterMesh
 from glia.clustermesh.remote import MeshSinks
-from glia.datapath.maps import IPCacheInfo
+from glia.datapath.nodemaps import IPCacheInfo
 from glia.kvstore import keys
 from glia.kvstore.client import KVClient
 from glia.lab.etcd import RO_USER, RW_USER, EtcdServer

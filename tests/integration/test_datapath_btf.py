@@ -19,7 +19,8 @@ import pytest
 
 from glia.datapath.drop import REASON_MAX, Direction, Reason, direction_c_name, reason_c_name
 from glia.datapath.loader import OBJECT_FILES
-from glia.datapath.structs import ALL_MAPS, MIRRORS
+from glia.datapath.mapspecs import ALL_MAPS
+from glia.datapath.structs import MIRRORS
 
 OBJECTS = list(OBJECT_FILES)
 BTFType = dict[str, Any]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 import netns_util as nu
 import pytest
 
+from glia.datapath.addrs import ip_to_be32
 from glia.datapath.ct import (
     CT_F_CLOSING,
     CT_F_HAIRPIN,
@@ -34,14 +35,13 @@ from glia.datapath.drop import Direction, Reason
 from glia.datapath.events import EventReader
 from glia.datapath.lbtypes import IPPROTO_TCP, IPPROTO_UDP, BackendAddr, Frontend
 from glia.datapath.loader import Datapath, unpin
-from glia.datapath.maps import EndpointInfo, IPCacheInfo
+from glia.datapath.nodemaps import EndpointInfo, IPCacheInfo
 from glia.datapath.structs import (
     LB_MAGLEV_M,
     glia_lb4_aff_key,
     glia_lb4_affinity,
     glia_lb4_affm,
     glia_lb4_affm_key,
-    ip_to_be32,
 )
 from glia.datapath.testrun import TC_ACT_OK, TC_ACT_REDIRECT, RunResult, run_program
 from glia.model.service import Backend, ClusterService, LBAlgorithm, Protocol, ServicePort

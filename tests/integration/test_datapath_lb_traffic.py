@@ -28,7 +28,7 @@ from glia.datapath import cgroup, netlink
 from glia.datapath.ct import CTRow, ct_entries, ct_gc
 from glia.datapath.drop import Direction, Reason
 from glia.datapath.loader import Datapath, unpin
-from glia.datapath.maps import EndpointInfo
+from glia.datapath.nodemaps import EndpointInfo
 from glia.model import make_cluster_identity
 from glia.model.service import Backend, ClusterService, Protocol, ServicePort
 from glia.service.lbsync import ServiceMapSync

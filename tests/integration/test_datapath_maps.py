@@ -20,8 +20,8 @@ import pytest
 from glia.datapath import libbpf, tc
 from glia.datapath.errors import BPFError, DatapathError
 from glia.datapath.loader import PROGS_SUBDIR, Datapath, ensure_bpffs, unpin
-from glia.datapath.maps import EndpointInfo, EndpointMap, IPCacheInfo, NodeConfig
-from glia.datapath.structs import ALL_MAPS, CONFIG, CT4, ENDPOINTS, RETIRED_MAPS
+from glia.datapath.mapspecs import ALL_MAPS, CONFIG, CT4, ENDPOINTS, RETIRED_MAPS
+from glia.datapath.nodemaps import EndpointInfo, EndpointMap, IPCacheInfo, NodeConfig
 
 EP = EndpointInfo(
     ifindex=7, identity=0x10100, mac="02:00:00:00:00:01", node_mac="02:00:00:00:00:02"

@@ -22,7 +22,7 @@ from glia.datapath.ct import CT_F_VIA_STACK, ct_entries
 from glia.datapath.drop import Direction, PolicyMatch, Reason
 from glia.datapath.events import EventReader, EventType
 from glia.datapath.loader import Datapath, unpin
-from glia.datapath.maps import EndpointInfo, IPCacheInfo
+from glia.datapath.nodemaps import EndpointInfo, IPCacheInfo
 from glia.datapath.packets import (
     ETH_P_IP,
     IPPROTO_TCP,

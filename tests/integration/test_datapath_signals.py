@@ -16,7 +16,7 @@ import netns_util as nu
 import pytest
 
 from glia.datapath.loader import Datapath, unpin
-from glia.datapath.maps import EndpointInfo
+from glia.datapath.nodemaps import EndpointInfo
 from glia.datapath.packets import (
     IP_DF,
     IP_MF,

@@ -22,7 +22,7 @@ import pytest
 from glia.datapath.drop import Direction, Reason
 from glia.datapath.events import DropEvent, EventReader
 from glia.datapath.loader import Datapath, unpin
-from glia.datapath.maps import EndpointInfo, IPCacheInfo
+from glia.datapath.nodemaps import EndpointInfo, IPCacheInfo
 from glia.datapath.packets import IP_DF, IP_MF, checksum, ipv4, mac, udp
 from glia.datapath.testrun import (
     TC_ACT_OK,

@@ -26,7 +26,7 @@ from glia.datapath import netlink, packets, tc
 from glia.datapath.drop import Direction, Reason
 from glia.datapath.events import DropEvent, EventReader
 from glia.datapath.loader import Datapath, unpin
-from glia.datapath.maps import EndpointInfo
+from glia.datapath.nodemaps import EndpointInfo
 from glia.model import make_cluster_identity
 
 CLUSTER_ID = 1

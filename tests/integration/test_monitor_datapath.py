@@ -29,7 +29,7 @@ from glia.agent.client import AgentClient
 from glia.agent.config import AgentConfig
 from glia.agent.monitor import Context, Monitor
 from glia.datapath.loader import Datapath, unpin
-from glia.datapath.maps import EndpointInfo, IPCacheInfo, NodeConfig
+from glia.datapath.nodemaps import EndpointInfo, IPCacheInfo, NodeConfig
 from glia.datapath.packets import ipv4, mac, udp
 from glia.datapath.structs import GLIA_CFG_F_POLICY_VERDICTS, GLIA_CFG_F_TRACE
 from glia.datapath.testrun import run_program

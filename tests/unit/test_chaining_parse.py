@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from glia.cni import spec
+from glia.cni import invocation
 from glia.cni.config import DISABLE_IPV6, chained_conflist
 from glia.cni.spec import CniError
 from glia.endpoint.chained_request import check_address, parse_prev
@@ -165,10 +165,10 @@ ENV = {
 
 def test_glia_cni_passes_a_chained_add_to_the_agent() -> None:
     conf = {"cniVersion": "1.0.0", "name": "glia-chained", "type": "glia-cni"}
-    inv = spec.parse_invocation(ENV, json.dumps({**conf, "prevResult": PTP_RESULT}).encode())
-    assert spec.agent_request(inv)["prev_result"]["ips"] == PTP_RESULT["ips"]
+    inv = invocation.parse_invocation(ENV, json.dumps({**conf, "prevResult": PTP_RESULT}).encode())
+    assert invocation.agent_request(inv)["prev_result"]["ips"] == PTP_RESULT["ips"]
     bad = {**conf, "prevResult": {"ips": [{"address": "nope"}]}}
-    e = refused(spec.parse_invocation, ENV, json.dumps(bad).encode())
+    e = refused(invocation.parse_invocation, ENV, json.dumps(bad).encode())
     assert e.code == 7 and "prevResult.ips[0].address" in e.msg
-    e = refused(spec.parse_invocation, ENV, json.dumps({**conf, "prevResult": [1]}).encode())
+    e = refused(invocation.parse_invocation, ENV, json.dumps({**conf, "prevResult": [1]}).encode())
     assert e.code == 7 and "prevResult must be an object" in e.msg

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from glia.cni import spec
+from glia.cni import invocation, spec
 from glia.cni.ports import PortMapping, PortMappingError, port_mappings
 
 ENV = {
@@ -67,9 +67,9 @@ def test_unusable_mapping_refused(mapping: Any, says: str) -> None:
 def test_add_fails_with_invalid_config_code() -> None:
     raw = json.dumps(conf([{"hostPort": 8080, "containerPort": 80, "protocol": "sctp"}]))
     with pytest.raises(spec.CniError) as err:
-        spec.parse_invocation(ENV, raw.encode())
+        invocation.parse_invocation(ENV, raw.encode())
     assert err.value.code == spec.ERR_INVALID_CONFIG
     assert "podman run -p" in str(err.value.to_json("1.0.0"))
     # DEL never fails for it: the container must be removable.
-    inv = spec.parse_invocation({**ENV, "CNI_COMMAND": "DEL"}, raw.encode())
+    inv = invocation.parse_invocation({**ENV, "CNI_COMMAND": "DEL"}, raw.encode())
     assert inv.command == "DEL"

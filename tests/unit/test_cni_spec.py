@@ -1,4 +1,4 @@
-"""The pure CNI protocol layer: env and config validation, versions, results."""
+"""The pure CNI protocol layer: env and config validation, invocations, prevResult, results."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from glia.cni import spec
+from glia.cni import invocation, prevresult, result, spec
 from glia.cni.config import conflist
 from glia.cni.spec import CniError
 
@@ -47,8 +47,8 @@ def test_cni_args() -> None:
 
 def test_invocation_from_podman_like_input() -> None:
     conf = {**CONF, "runtimeConfig": {"aliases": {"glia": ["web"]}}}
-    inv = spec.parse_invocation(ENV, raw(conf))
-    assert inv == spec.Invocation(
+    inv = invocation.parse_invocation(ENV, raw(conf))
+    assert inv == invocation.Invocation(
         command="ADD",
         container_id="abc123",
         netns="/run/netns/netns-1",
@@ -57,7 +57,7 @@ def test_invocation_from_podman_like_input() -> None:
         config=conf,
         cni_version="1.0.0",
     )
-    assert spec.agent_request(inv) == {
+    assert invocation.agent_request(inv) == {
         "command": "ADD",
         "container_id": "abc123",
         "netns": "/run/netns/netns-1",
@@ -80,20 +80,20 @@ def test_invocation_from_podman_like_input() -> None:
 def test_missing_env(missing: str, cmd: str, msg: str) -> None:
     env = {k: v for k, v in ENV.items() if k != missing} | {"CNI_COMMAND": cmd}
     with pytest.raises(CniError) as ei:
-        spec.parse_invocation(env, raw(CONF))
+        invocation.parse_invocation(env, raw(CONF))
     assert (ei.value.code, ei.value.msg) == (4, msg)
 
 
 def test_env_optional_where_the_spec_says() -> None:
     # DEL without netns (the container is already gone), GC/STATUS without a container.
     env = {k: v for k, v in ENV.items() if k != "CNI_NETNS"} | {"CNI_COMMAND": "DEL"}
-    assert spec.parse_invocation(env, raw(CONF)).netns == ""
+    assert invocation.parse_invocation(env, raw(CONF)).netns == ""
     v11 = {**CONF, "cniVersion": "1.1.0", "cni.dev/valid-attachments": []}
     for cmd in ("GC", "STATUS"):
-        assert spec.parse_invocation({"CNI_COMMAND": cmd}, raw(v11)).command == cmd
+        assert invocation.parse_invocation({"CNI_COMMAND": cmd}, raw(v11)).command == cmd
     # CNI_PATH is never needed: glia-cni delegates to no plugin.
     env = {k: v for k, v in ENV.items() if k != "CNI_PATH"}
-    assert spec.parse_invocation(env, raw(CONF)).command == "ADD"
+    assert invocation.parse_invocation(env, raw(CONF)).command == "ADD"
 
 
 @pytest.mark.parametrize(
@@ -113,12 +113,12 @@ def test_env_optional_where_the_spec_says() -> None:
 )
 def test_invalid_env(var: str, value: str, msg: str) -> None:
     with pytest.raises(CniError) as ei:
-        spec.parse_invocation(ENV | {var: value}, raw(CONF))
+        invocation.parse_invocation(ENV | {var: value}, raw(CONF))
     assert (ei.value.code, ei.value.msg) == (4, msg)
 
 
 def test_ifname_of_15_chars_is_fine() -> None:
-    assert spec.parse_invocation(ENV | {"CNI_IFNAME": "a" * 15}, raw(CONF)).ifname == "a" * 15
+    assert invocation.parse_invocation(ENV | {"CNI_IFNAME": "a" * 15}, raw(CONF)).ifname == "a" * 15
 
 
 @pytest.mark.parametrize(
@@ -139,14 +139,14 @@ def test_ifname_of_15_chars_is_fine() -> None:
 )
 def test_invalid_config(stdin: bytes, code: int, msg: str) -> None:
     with pytest.raises(CniError) as ei:
-        spec.parse_invocation(ENV, stdin)
+        invocation.parse_invocation(ENV, stdin)
     assert ei.value.code == code
     assert msg in ei.value.msg
 
 
 def test_incompatible_version_details() -> None:
     with pytest.raises(CniError) as ei:
-        spec.parse_invocation(ENV, b'{"name": "x"}')
+        invocation.parse_invocation(ENV, b'{"name": "x"}')
     assert ei.value.details == (
         'config is "0.1.0", plugin supports ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]'
     )
@@ -159,16 +159,16 @@ def test_incompatible_version_details() -> None:
 def test_verb_needs_a_recent_enough_version(cmd: str, version: str) -> None:
     conf = {**CONF, "cniVersion": version, "prevResult": {}, "cni.dev/valid-attachments": []}
     with pytest.raises(CniError) as ei:
-        spec.parse_invocation(ENV | {"CNI_COMMAND": cmd}, raw(conf))
+        invocation.parse_invocation(ENV | {"CNI_COMMAND": cmd}, raw(conf))
     assert (ei.value.code, ei.value.msg) == (1, f"config version does not allow {cmd}")
 
 
 def test_add_may_be_chained_and_check_needs_prev_result() -> None:
     # Chained (docs/chaining.md): the prevResult goes to the agent, which judges it.
-    inv = spec.parse_invocation(ENV, raw({**CONF, "prevResult": {"ips": []}}))
-    assert spec.agent_request(inv)["prev_result"] == {"ips": []}
+    inv = invocation.parse_invocation(ENV, raw({**CONF, "prevResult": {"ips": []}}))
+    assert invocation.agent_request(inv)["prev_result"] == {"ips": []}
     with pytest.raises(CniError) as ei:
-        spec.parse_invocation(ENV | {"CNI_COMMAND": "CHECK"}, raw(CONF))
+        invocation.parse_invocation(ENV | {"CNI_COMMAND": "CHECK"}, raw(CONF))
     assert (ei.value.code, ei.value.msg) == (7, "CHECK needs the prevResult of the ADD")
 
 
@@ -196,8 +196,8 @@ def test_plugin_settings() -> None:
 def test_gc_request() -> None:
     att = [{"containerID": "c1", "ifname": "eth0"}]
     conf = {**CONF, "cniVersion": "1.1.0", "cni.dev/valid-attachments": att}
-    inv = spec.parse_invocation({"CNI_COMMAND": "GC"}, raw(conf))
-    assert spec.gc_request(inv) == {"valid_attachments": att, "config": conf}
+    inv = invocation.parse_invocation({"CNI_COMMAND": "GC"}, raw(conf))
+    assert invocation.gc_request(inv) == {"valid_attachments": att, "config": conf}
     # libcni also writes the older spelling.
     conf2 = {**CONF, "cniVersion": "1.1.0", "cni.dev/attachments": att}
     assert spec.valid_attachments(conf2) == att
@@ -213,8 +213,8 @@ def test_prev_result_is_normalized_to_1_0() -> None:
         "ips": [{"version": "4", "address": "10.1.1.5/24", "interface": 0}],
     }
     conf = {**CONF, "cniVersion": "0.4.0", "prevResult": prev}
-    inv = spec.parse_invocation(ENV | {"CNI_COMMAND": "DEL"}, raw(conf))
-    assert spec.agent_request(inv)["prev_result"] == {
+    inv = invocation.parse_invocation(ENV | {"CNI_COMMAND": "DEL"}, raw(conf))
+    assert invocation.agent_request(inv)["prev_result"] == {
         "cniVersion": "0.4.0",
         "interfaces": [{"name": "eth0"}],
         "ips": [{"address": "10.1.1.5/24", "interface": 0}],
@@ -235,9 +235,9 @@ RESULT = {
 
 def test_results_per_version() -> None:
     for v in ("1.0.0", "1.1.0"):
-        assert spec.add_result(RESULT, v) == {**RESULT, "cniVersion": v}
+        assert result.add_result(RESULT, v) == {**RESULT, "cniVersion": v}
     for v in ("0.3.0", "0.3.1", "0.4.0"):
-        out = spec.add_result(RESULT, v)
+        out = result.add_result(RESULT, v)
         assert out["cniVersion"] == v
         assert [ip["version"] for ip in out["ips"]] == ["4", "6"]
         assert out["interfaces"] == RESULT["interfaces"]
@@ -245,14 +245,14 @@ def test_results_per_version() -> None:
 
 
 def test_invalid_results_are_internal_errors() -> None:
-    assert code_of(spec.add_result, {"ips": "x"}, "1.0.0") == 999
-    assert code_of(spec.add_result, {"dns": []}, "1.0.0") == 999
-    assert code_of(spec.add_result, {"ips": [{"address": "nope"}]}, "0.4.0") == 999
-    assert code_of(spec.add_result, {"ips": [7]}, "0.4.0") == 999
+    assert code_of(result.add_result, {"ips": "x"}, "1.0.0") == 999
+    assert code_of(result.add_result, {"dns": []}, "1.0.0") == 999
+    assert code_of(result.add_result, {"ips": [{"address": "nope"}]}, "0.4.0") == 999
+    assert code_of(result.add_result, {"ips": [7]}, "0.4.0") == 999
 
 
 def test_version_output_and_error_json() -> None:
-    assert spec.version_output() == {
+    assert result.version_output() == {
         "cniVersion": "1.0.0",
         "supportedVersions": ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"],
     }
@@ -263,9 +263,9 @@ def test_version_output_and_error_json() -> None:
         "details": "why",
     }
     assert CniError(4, "bad").to_json("0.4.0") == {"cniVersion": "0.4.0", "code": 4, "msg": "bad"}
-    assert spec.error_version("0.4.0") == "0.4.0"
-    assert spec.error_version("9.9.9") == "1.0.0"
-    assert spec.error_version(None) == "1.0.0"
+    assert result.error_version("0.4.0") == "0.4.0"
+    assert result.error_version("9.9.9") == "1.0.0"
+    assert result.error_version(None) == "1.0.0"
 
 
 def test_conflist() -> None:
@@ -288,7 +288,7 @@ def test_conflist() -> None:
     }
     # What a runtime hands the plugin (the list's version and name + the plugin entry) is valid.
     plugin_conf = {"cniVersion": c["cniVersion"], "name": c["name"], **c["plugins"][0]}
-    inv = spec.parse_invocation(ENV, raw(plugin_conf))
+    inv = invocation.parse_invocation(ENV, raw(plugin_conf))
     assert spec.plugin_settings(inv.config, "/x").agent_socket == c["plugins"][0]["agentSocket"]
     with pytest.raises(ValueError):
         conflist("relative.sock")
@@ -324,18 +324,18 @@ def test_ifname_rules(name: str) -> None:
 
 def test_container_id_length_is_limited_where_an_endpoint_is_made_or_read() -> None:
     ok = "a" * spec.MAX_CONTAINER_ID
-    assert spec.parse_invocation(ENV | {"CNI_CONTAINERID": ok}, raw(CONF)).container_id == ok
+    assert invocation.parse_invocation(ENV | {"CNI_CONTAINERID": ok}, raw(CONF)).container_id == ok
     for cmd in ("ADD", "CHECK"):
         conf = {**CONF, "prevResult": RESULT} if cmd == "CHECK" else CONF
         with pytest.raises(CniError) as ei:
-            spec.parse_invocation(
+            invocation.parse_invocation(
                 ENV | {"CNI_COMMAND": cmd, "CNI_CONTAINERID": "a" * 250}, raw(conf)
             )
         assert (ei.value.code, ei.value.msg) == (4, "CNI_CONTAINERID is longer than 128 characters")
         assert ei.value.details.startswith("250 characters: aaaa")
     # DEL takes any length: an endpoint made before the limit existed can still go.
     env = ENV | {"CNI_COMMAND": "DEL", "CNI_CONTAINERID": "a" * 250}
-    assert spec.parse_invocation(env, raw(CONF)).container_id == "a" * 250
+    assert invocation.parse_invocation(env, raw(CONF)).container_id == "a" * 250
 
 
 def test_netns_path_rules() -> None:
@@ -361,14 +361,14 @@ def test_netns_path_rules() -> None:
 )
 def test_a_config_needs_a_plugin_type(conf: dict[str, Any], msg: str) -> None:
     with pytest.raises(CniError) as ei:
-        spec.parse_invocation(ENV, raw(conf))
+        invocation.parse_invocation(ENV, raw(conf))
     assert ei.value.code == 7
     assert ei.value.msg.startswith(msg)
 
 
 def test_an_old_config_without_type_is_told_about_its_version_first() -> None:
     with pytest.raises(CniError) as ei:
-        spec.parse_invocation(ENV, b'{"cniVersion": "0.2.0", "name": "x"}')
+        invocation.parse_invocation(ENV, b'{"cniVersion": "0.2.0", "name": "x"}')
     assert ei.value.code == 1
 
 
@@ -419,28 +419,28 @@ def test_an_old_config_without_type_is_told_about_its_version_first() -> None:
 def test_check_refuses_a_malformed_prev_result_naming_the_field(prev: Any, msg: str) -> None:
     conf = {**CONF, "prevResult": prev}
     with pytest.raises(CniError) as ei:
-        spec.parse_invocation(ENV | {"CNI_COMMAND": "CHECK"}, raw(conf))
+        invocation.parse_invocation(ENV | {"CNI_COMMAND": "CHECK"}, raw(conf))
     assert ei.value.code == 7
     assert ei.value.msg.startswith("invalid prevResult: " + msg), ei.value.msg
 
 
 def test_well_formed_prev_results_pass() -> None:
     for version in spec.SUPPORTED_VERSIONS:
-        shaped = spec.result_for_version(RESULT, version)
-        spec.check_prev_result(spec.normalize_prev_result(shaped))
+        shaped = result.result_for_version(RESULT, version)
+        prevresult.check_prev_result(prevresult.normalize_prev_result(shaped))
         conf = {**CONF, "cniVersion": version, "prevResult": shaped}
         if version >= "0.4.0":
             env = ENV | {"CNI_COMMAND": "CHECK"}
-            assert spec.parse_invocation(env, raw(conf)).command == "CHECK"
-    spec.check_prev_result({})  # nothing expected is still a result
-    assert code_of(spec.check_prev_result, []) == 7
-    spec.check_prev_result({**RESULT, "extra": {"any": "thing"}, "dns": {"domain": "x"}})
+            assert invocation.parse_invocation(env, raw(conf)).command == "CHECK"
+    prevresult.check_prev_result({})  # nothing expected is still a result
+    assert code_of(prevresult.check_prev_result, []) == 7
+    prevresult.check_prev_result({**RESULT, "extra": {"any": "thing"}, "dns": {"domain": "x"}})
 
 
 def test_del_with_a_malformed_prev_result_still_goes_to_the_agent_without_it() -> None:
     conf = {**CONF, "prevResult": {"ips": "x"}}
-    inv = spec.parse_invocation(ENV | {"CNI_COMMAND": "DEL"}, raw(conf))
-    assert spec.agent_request(inv)["prev_result"] is None
+    inv = invocation.parse_invocation(ENV | {"CNI_COMMAND": "DEL"}, raw(conf))
+    assert invocation.agent_request(inv)["prev_result"] is None
 
 
 _env_values = st.one_of(
@@ -476,7 +476,7 @@ def test_any_invocation_is_parsed_or_refused_with_a_spec_code(
     env: dict[str, str], stdin: bytes
 ) -> None:
     try:
-        inv = spec.parse_invocation(env, stdin)
+        inv = invocation.parse_invocation(env, stdin)
     except CniError as e:
         assert e.code in (1, 2, 4, 6, 7), e.msg
         assert e.msg
@@ -486,5 +486,5 @@ def test_any_invocation_is_parsed_or_refused_with_a_spec_code(
             assert 0 < len(inv.container_id) <= spec.MAX_CONTAINER_ID
             assert inv.netns.startswith("/")
         if inv.command == "CHECK":
-            spec.check_prev_result(inv.config["prevResult"])
+            prevresult.check_prev_result(inv.config["prevResult"])
         assert isinstance(inv.config.get("type"), str)

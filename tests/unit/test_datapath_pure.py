@@ -11,24 +11,22 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from glia.datapath.drop import REASON_MAX, Direction, Reason, direction_c_name, reason_c_name
-from glia.datapath.errors import DatapathError
-from glia.datapath.events import DropEvent
-from glia.datapath.maps import EndpointInfo, IPCacheInfo, NodeConfig
-from glia.datapath.netlink import HOST_PREFIX, IFNAMSIZ, VXLAN_NAME, host_ifname_for
-from glia.datapath.structs import (
-    ALL_MAPS,
-    METRICS,
-    RETIRED_MAPS,
+from glia.datapath.addrs import (
     be16_to_int,
     be32_to_ip,
-    glia_drop_event,
     int_to_be16,
     ip_to_be32,
     mac_to_bytes,
     mac_to_str,
     prefix_to_key,
 )
+from glia.datapath.drop import REASON_MAX, Direction, Reason, direction_c_name, reason_c_name
+from glia.datapath.errors import DatapathError
+from glia.datapath.events import DropEvent
+from glia.datapath.mapspecs import ALL_MAPS, METRICS, RETIRED_MAPS
+from glia.datapath.netlink import HOST_PREFIX, IFNAMSIZ, VXLAN_NAME, host_ifname_for
+from glia.datapath.nodemaps import EndpointInfo, IPCacheInfo, NodeConfig
+from glia.datapath.structs import glia_drop_event
 from glia.model.identity import MAX_LOCAL, MIN_LOCAL, ReservedIdentity
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from test_ipcache_first_list import LOCAL, FakeDatapath, run_dp
 
 from glia.agent.ipcache import IPCacheSync
-from glia.datapath.maps import IPCacheInfo
+from glia.datapath.nodemaps import IPCacheInfo
 from glia.policy.cidr import FIRST
 
 KEEP, GONE = FIRST + 1, FIRST + 2

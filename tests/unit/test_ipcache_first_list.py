@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from glia.agent.ipcache import IPCacheSync
-from glia.datapath.maps import IPCacheInfo
+from glia.datapath.nodemaps import IPCacheInfo
 from glia.kvstore import keys
 from glia.kvstore.client import KeyValue
 from glia.model import codec

@@ -30,10 +30,11 @@ from glia.agent.monitor import (
     identity_info,
     parse_types,
 )
+from glia.datapath.addrs import ip_to_be32
 from glia.datapath.drop import Direction, ObsPoint, PolicyMatch, Reason
 from glia.datapath.errors import DatapathError
 from glia.datapath.events import BASE_SIZE, SIZE, DropEvent, Event, EventType, decode
-from glia.datapath.structs import glia_drop_event, ip_to_be32
+from glia.datapath.structs import glia_drop_event
 from glia.model.identity import Identity
 
 CLIENT_ID, WEB_ID = 0x10100, 0x20100

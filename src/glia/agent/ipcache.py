@@ -42,7 +42,7 @@ from typing import Any
 
 from glia.agent.ipcache_table import PARTS, ClusterTable, Desired, Taken
 from glia.datapath.loader import Datapath
-from glia.datapath.maps import IPCacheInfo
+from glia.datapath.nodemaps import IPCacheInfo
 from glia.datapath.runner import RunDatapath
 from glia.kvstore import keys
 from glia.kvstore.client import KeyValue

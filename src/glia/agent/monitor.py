@@ -35,9 +35,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from glia.datapath.drop import Reason
 from glia.datapath.errors import DatapathError
 from glia.datapath.events import ETH_P_IP, Event, EventType, decode, reason_text
+from glia.datapath.mapspecs import EVENTS
 from glia.datapath.ringbuf import RingBuffer
 from glia.datapath.runner import RunDatapath
-from glia.datapath.structs import EVENTS, GLIA_CFG_F_POLICY_VERDICTS, GLIA_CFG_F_TRACE
+from glia.datapath.structs import GLIA_CFG_F_POLICY_VERDICTS, GLIA_CFG_F_TRACE
 from glia.model.identity import MIN_LOCAL, Identity, ReservedIdentity
 
 if TYPE_CHECKING:

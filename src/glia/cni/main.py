@@ -21,7 +21,7 @@ import sys
 from collections.abc import Mapping
 from typing import IO, TYPE_CHECKING, Any
 
-from glia.cni import spec
+from glia.cni import invocation, result, spec
 from glia.cni.spec import CniError
 
 if TYPE_CHECKING:
@@ -49,13 +49,13 @@ def run(
         cmd = spec.command_of(env)
         if cmd == "VERSION":
             # VERSION needs no configuration and no agent (libcni ignores stdin too).
-            _print(stdout, spec.version_output())
+            _print(stdout, result.version_output())
             return 0
         try:
             raw = stdin.read()
         except (OSError, ValueError) as e:
             raise CniError(spec.ERR_IO, f"error reading from stdin: {e}") from e
-        inv = spec.parse_invocation(env, raw)
+        inv = invocation.parse_invocation(env, raw)
         settings = spec.plugin_settings(inv.config, default_socket)
 
         # Imported here so that VERSION and invalid invocations skip http.client.
@@ -78,7 +78,7 @@ def run(
 
 def _fail(stdout: IO[str], stderr: IO[str], err: CniError, raw: bytes) -> int:
     try:
-        _print(stdout, err.to_json(spec.error_version(_declared_version(raw))))
+        _print(stdout, err.to_json(result.error_version(_declared_version(raw))))
     except Exception as e:  # stdout closed: nothing left to tell the runtime
         _note(stderr, f"glia-cni: cannot write the error ({err.msg}): {e}")
     return 1

@@ -29,7 +29,9 @@ from glia.agent.client import (
     AgentUnreachable,
 )
 from glia.cni import spec
-from glia.cni.spec import CniError, Invocation, PluginSettings
+from glia.cni.invocation import Invocation, agent_request, gc_request
+from glia.cni.result import add_result
+from glia.cni.spec import CniError, PluginSettings
 
 T = TypeVar("T")
 Log = Callable[[str], None]
@@ -58,16 +60,16 @@ def run(
         client = AgentClient(settings.agent_socket)
     try:
         if inv.command == "ADD":
-            result = _waiting(settings, lambda: client.cni_add(spec.agent_request(inv)))
-            return spec.add_result(result, inv.cni_version)
+            result = _waiting(settings, lambda: client.cni_add(agent_request(inv)))
+            return add_result(result, inv.cni_version)
         if inv.command == "DEL":
             _delete(client, inv, settings, log)
             return None
         if inv.command == "CHECK":
-            _waiting(settings, lambda: client.cni_check(spec.agent_request(inv)))
+            _waiting(settings, lambda: client.cni_check(agent_request(inv)))
             return None
         if inv.command == "GC":
-            body = spec.gc_request(inv)
+            body = gc_request(inv)
             _waiting(settings, lambda: client.cni_gc(body))
             return None
         if inv.command == "STATUS":
@@ -107,7 +109,7 @@ def _waiting(settings: PluginSettings, call: Callable[[], T]) -> T:
 
 
 def _delete(client: CniAgent, inv: Invocation, settings: PluginSettings, log: Log) -> None:
-    req = spec.agent_request(inv)
+    req = agent_request(inv)
     try:
         _waiting(settings, lambda: client.cni_del(req))
         return

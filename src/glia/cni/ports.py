@@ -1,6 +1,6 @@
 """Host ports (``podman run -p``) that glia can honour, checked by glia-cni at ADD.
 
-Called by :func:`glia.cni.spec.parse_invocation`. podman hands the mappings
+Called by :func:`glia.cni.invocation.parse_invocation`. podman hands the mappings
 (``runtimeConfig.portMappings``) to every plugin of the list that declares
 the ``portMappings`` capability; the ``portmap`` plugin after glia-cni sets
 them up (docs/hostport.md). glia-cni declares the capability too, only to

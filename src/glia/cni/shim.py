@@ -35,7 +35,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from glia.cni import spec
+from glia.cni import result, spec
 
 EXEC_PATH = "/v1/cni/exec"
 EXIT_HEADER = "X-Glia-Cni-Exit"
@@ -87,7 +87,7 @@ def _c_string(text: str) -> str:
 
 def header(fallback: Path | None) -> str:
     """The C header the fast path is compiled with (``fallback``: the Python plugin, if any)."""
-    version = json.dumps(spec.version_output(), sort_keys=True) + "\n"
+    version = json.dumps(result.version_output(), sort_keys=True) + "\n"
     defines = {
         "GLIA_CNI_VERSION_OUTPUT": _c_string(version),
         "GLIA_CNI_DEFAULT_SOCKET": _c_string(spec.DEFAULT_AGENT_SOCKET),

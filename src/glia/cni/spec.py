@@ -1,22 +1,23 @@
-"""The CNI protocol, pure: parse and validate an invocation, shape requests and results.
+"""The CNI spec's rules, pure: error codes, environment, versions, network configuration.
 
-Spec: https://www.cni.dev/docs/spec/ (1.1; results in the 1.0 format). Called
-by :mod:`glia.cni.plugin`; no I/O here, so everything is tested with plain
-dicts. Validation follows the reference implementation (libcni's ``skel``):
-same error codes, same messages where it has them.
+Spec: https://www.cni.dev/docs/spec/ (1.1; results in the 1.0 format). Each
+check raises :class:`CniError` with the spec's code; validation follows the
+reference implementation (libcni's ``skel``): same error codes, same messages
+where it has them. :mod:`glia.cni.invocation` puts the checks together for one
+run of the plugin, :mod:`glia.cni.prevresult` checks a ``prevResult`` and
+:mod:`glia.cni.result` shapes what the plugin prints; the agent
+(glia.endpoint.request) runs the same checks again. No I/O here, so
+everything is tested with plain dicts.
 
 Standard library only, imported by a process that must start fast.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Mapping
-from typing import Any, NamedTuple, NoReturn
-
-from glia.cni.ports import PortMappingError, port_mappings
+from typing import Any, NamedTuple
 
 # Well-known error codes (spec section "Error").
 ERR_INCOMPATIBLE_VERSION = 1
@@ -31,7 +32,8 @@ ERR_NOT_AVAILABLE = 50
 ERR_INTERNAL = 999  # what libcni's skel uses for an error that has no code
 
 # Result format 1.0 is also a valid 1.1 result; 0.3.x and 0.4.0 results differ
-# only by a "version" key per IP, added by :func:`result_for_version`.
+# only by a "version" key per IP, added by
+# :func:`glia.cni.result.result_for_version`.
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 VERSION_OUTPUT_VERSION = "1.0.0"
 # The version stamped on errors when the configuration gives no usable one.
@@ -87,18 +89,6 @@ class CniError(Exception):
         if self.details:
             out["details"] = self.details
         return out
-
-
-class Invocation(NamedTuple):
-    """Everything one run of the plugin was given, validated."""
-
-    command: str
-    container_id: str
-    netns: str
-    ifname: str
-    args: dict[str, str]  # CNI_ARGS without the IgnoreUnknown directive
-    config: dict[str, Any]  # the network configuration from stdin, as given
-    cni_version: str
 
 
 class PluginSettings(NamedTuple):
@@ -229,11 +219,6 @@ def check_version(cmd: str, version: str) -> None:
         raise CniError(ERR_INCOMPATIBLE_VERSION, f"config version does not allow {cmd}")
 
 
-def version_output() -> dict[str, Any]:
-    """What ``CNI_COMMAND=VERSION`` prints."""
-    return {"cniVersion": VERSION_OUTPUT_VERSION, "supportedVersions": list(SUPPORTED_VERSIONS)}
-
-
 # -- network configuration --------------------------------------------------------
 
 
@@ -329,242 +314,3 @@ def valid_attachments(conf: Mapping[str, Any]) -> list[dict[str, str]]:
             )
         out.append({"containerID": item["containerID"], "ifname": item["ifname"]})
     return out
-
-
-# -- the whole invocation ---------------------------------------------------------
-
-
-def parse_invocation(env: Mapping[str, str], stdin: bytes) -> Invocation:
-    """Validate everything but VERSION, in libcni's order: env, config, version."""
-    cmd = command_of(env)
-    check_env(cmd, env)
-    conf = parse_config(stdin)
-    version = config_version(conf)
-    check_version(cmd, version)
-    check_plugin_type(conf)
-    args = parse_cni_args(env.get("CNI_ARGS", ""))
-    if cmd == "ADD" and "prevResult" in conf:
-        # Chained after the plugin that made the interface (docs/chaining.md): the
-        # agent attaches to it; a prevResult it cannot read is refused here.
-        if not isinstance(conf["prevResult"], dict):
-            raise CniError(ERR_INVALID_CONFIG, "prevResult must be an object (a CNI result)")
-        check_prev_result(normalize_prev_result(conf["prevResult"]))
-    if cmd == "ADD":
-        try:
-            port_mappings(conf)
-        except PortMappingError as e:
-            raise CniError(ERR_INVALID_CONFIG, f"podman run -p: {e}") from None
-    if cmd == "CHECK":
-        if not isinstance(conf.get("prevResult"), dict):
-            raise CniError(ERR_INVALID_CONFIG, "CHECK needs the prevResult of the ADD")
-        check_prev_result(normalize_prev_result(conf["prevResult"]))
-    return Invocation(
-        command=cmd,
-        container_id=env.get("CNI_CONTAINERID", ""),
-        netns=env.get("CNI_NETNS", ""),
-        ifname=env.get("CNI_IFNAME", ""),
-        args=args,
-        config=conf,
-        cni_version=version,
-    )
-
-
-def agent_request(inv: Invocation) -> dict[str, Any]:
-    """The ``CniRequest`` body of ``POST /v1/cni/{add,del,check}`` (docs/agent-api.md).
-
-    ``prev_result`` is the configuration's, in the 1.0 shape; a malformed one
-    (only DEL gets this far with one, and DEL must not fail for it) is left out.
-    """
-    prev = inv.config.get("prevResult")
-    if isinstance(prev, dict):
-        prev = normalize_prev_result(prev)
-        try:
-            check_prev_result(prev)
-        except CniError:
-            prev = None
-    return {
-        "command": inv.command,
-        "container_id": inv.container_id,
-        "netns": inv.netns,
-        "ifname": inv.ifname,
-        "args": inv.args,
-        "config": inv.config,
-        "prev_result": prev if isinstance(prev, dict) else None,
-    }
-
-
-def gc_request(inv: Invocation) -> dict[str, Any]:
-    """The body of ``POST /v1/cni/gc``."""
-    return {"valid_attachments": valid_attachments(inv.config), "config": inv.config}
-
-
-# -- prevResult -------------------------------------------------------------------
-
-
-def check_prev_result(prev: Any) -> None:
-    """A 1.0 result's shape (code 7, naming the field): what CHECK compares against.
-
-    Spec "Success" result: ``interfaces`` [{name, mac?, mtu?, sandbox?}], ``ips``
-    [{address (CIDR), gateway?, interface? (an index of interfaces)}], ``routes``
-    [{dst (CIDR), gw?}], ``dns`` {nameservers?, domain?, search?, options?}. Keys
-    the spec does not name are allowed: a chained plugin may add its own.
-    """
-    if not isinstance(prev, dict):
-        _bad_prev("prevResult", "a JSON object", prev)
-    interfaces = _prev_list(prev, "interfaces")
-    for i, itf in enumerate(interfaces):
-        where = f"prevResult.interfaces[{i}]"
-        if not isinstance(itf, dict):
-            _bad_prev(where, "an object", itf)
-        if not isinstance(itf.get("name"), str) or not itf["name"]:
-            _bad_prev(f"{where}.name", "an interface name", itf.get("name"))
-        for key in ("mac", "sandbox", "socketPath", "pciID"):
-            if key in itf and not isinstance(itf[key], str):
-                _bad_prev(f"{where}.{key}", "a string", itf[key])
-        if "mtu" in itf and not _is_uint(itf["mtu"]):
-            _bad_prev(f"{where}.mtu", "a number of bytes", itf["mtu"])
-    for i, ip in enumerate(_prev_list(prev, "ips")):
-        where = f"prevResult.ips[{i}]"
-        if not isinstance(ip, dict):
-            _bad_prev(where, "an object", ip)
-        _prev_cidr(ip.get("address"), f"{where}.address")
-        if ip.get("gateway") is not None:
-            _prev_ip(ip["gateway"], f"{where}.gateway")
-        index = ip.get("interface")
-        if index is not None and (not _is_uint(index) or index >= len(interfaces)):
-            _bad_prev(
-                f"{where}.interface",
-                f"an index of prevResult.interfaces (0..{len(interfaces) - 1})"
-                if interfaces
-                else "absent (prevResult has no interfaces)",
-                index,
-            )
-    for i, route in enumerate(_prev_list(prev, "routes")):
-        where = f"prevResult.routes[{i}]"
-        if not isinstance(route, dict):
-            _bad_prev(where, "an object", route)
-        _prev_cidr(route.get("dst"), f"{where}.dst")
-        if route.get("gw") is not None:
-            _prev_ip(route["gw"], f"{where}.gw")
-    dns = prev.get("dns")
-    if dns is not None:
-        if not isinstance(dns, dict):
-            _bad_prev("prevResult.dns", "an object", dns)
-        if "domain" in dns and not isinstance(dns["domain"], str):
-            _bad_prev("prevResult.dns.domain", "a string", dns["domain"])
-        for key in ("nameservers", "search", "options"):
-            value = dns.get(key)
-            if value is not None and (
-                not isinstance(value, list) or not all(isinstance(v, str) for v in value)
-            ):
-                _bad_prev(f"prevResult.dns.{key}", "a list of strings", value)
-
-
-def _prev_list(prev: dict[str, Any], key: str) -> list[Any]:
-    value = prev.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        _bad_prev(f"prevResult.{key}", "a list", value)
-    return value
-
-
-def _prev_cidr(value: Any, where: str) -> None:
-    try:
-        if not isinstance(value, str):
-            raise ValueError(value)
-        ipaddress.ip_interface(value)
-        if "/" not in value:
-            raise ValueError(value)
-    except ValueError:
-        _bad_prev(where, "an address with its prefix length (CIDR)", value)
-
-
-def _prev_ip(value: Any, where: str) -> None:
-    try:
-        if not isinstance(value, str):
-            raise ValueError(value)
-        ipaddress.ip_address(value)
-    except ValueError:
-        _bad_prev(where, "an IP address", value)
-
-
-def _is_uint(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _bad_prev(where: str, expected: str, got: Any) -> NoReturn:
-    try:
-        shown = json.dumps(got)
-    except (TypeError, ValueError):
-        shown = repr(got)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    raise CniError(
-        ERR_INVALID_CONFIG,
-        f"invalid prevResult: {where}: expected {expected}, got {shown}",
-        "CHECK compares the container's networking with the prevResult of its ADD",
-    )
-
-
-# -- results ----------------------------------------------------------------------
-
-
-def normalize_prev_result(prev: dict[str, Any]) -> dict[str, Any]:
-    """A 0.3/0.4 prevResult in the 1.0 shape (no per-IP ``version``), so the agent sees one."""
-    out = dict(prev)
-    ips = prev.get("ips")
-    if isinstance(ips, list):
-        out["ips"] = [
-            {k: v for k, v in ip.items() if k != "version"} if isinstance(ip, dict) else ip
-            for ip in ips
-        ]
-    return out
-
-
-def result_for_version(result: Mapping[str, Any], version: str) -> dict[str, Any]:
-    """The agent's 1.0 result, stamped with the configuration's version and shaped for it.
-
-    0.3.0-0.4.0 results carry ``"version": "4"|"6"`` per IP; otherwise they are
-    the 1.0 format (libcni's types/100 ``convertTo04x``).
-    """
-    out = dict(result)
-    out["cniVersion"] = version
-    parsed = parse_version(version)
-    if parsed is not None and parsed < (1, 0, 0):
-        ips = result.get("ips") or []
-        if not isinstance(ips, list):
-            raise CniError(ERR_INTERNAL, "the agent returned an invalid result", "ips: not a list")
-        converted = []
-        for ip in ips:
-            address = ip.get("address") if isinstance(ip, dict) else None
-            try:
-                if not isinstance(ip, dict) or not isinstance(address, str):
-                    raise ValueError(address)
-                family = ipaddress.ip_interface(address).version
-            except ValueError:
-                raise CniError(
-                    ERR_INTERNAL, "the agent returned an invalid result", f"ips: {ip!r}"
-                ) from None
-            converted.append({**ip, "version": str(family)})
-        out["ips"] = converted
-    return out
-
-
-def add_result(result: Mapping[str, Any], version: str) -> dict[str, Any]:
-    """Check the agent's ADD answer looks like a 1.0 result, then :func:`result_for_version`."""
-    for key in ("interfaces", "ips", "routes"):
-        if key in result and not isinstance(result[key], list):
-            raise CniError(
-                ERR_INTERNAL, "the agent returned an invalid result", f"{key}: not a list"
-            )
-    if "dns" in result and not isinstance(result["dns"], dict):
-        raise CniError(ERR_INTERNAL, "the agent returned an invalid result", "dns: not an object")
-    return result_for_version(result, version)
-
-
-def error_version(conf_version: str | None) -> str:
-    """The ``cniVersion`` of an error: the configuration's if we speak it."""
-    if conf_version in SUPPORTED_VERSIONS:
-        return conf_version
-    return FALLBACK_VERSION

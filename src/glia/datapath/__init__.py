@@ -2,12 +2,16 @@
 
 - ``loader.Datapath``: load bpf/from_endpoint and bpf/from_overlay with their
   maps pinned per node, configure, attach (tc clsact ingress), close; ``unpin``.
-- ``maps``: typed handles on the pinned maps (endpoints, ipcache, metrics, config)
-  and the generic ``BPFMap`` (batch lookup, update and delete).
+- ``maps``: the generic ``BPFMap`` (batch lookup, update and delete), checked
+  against its spec.
+- ``nodemaps``: typed handles on the node's maps (endpoints, ipcache, metrics,
+  config).
 - ``lbmaps``, ``lbtypes``: the lb4 service maps (``Datapath.lb``) and their
   plain values, written by glia.service.lbsync from glia.service.lbplan's plan.
 - ``ct``: the service conntrack map (``Datapath.ct``): listing and GC.
-- ``structs``: ctypes mirrors of the C structs and the map specs (checked against BTF).
+- ``structs``: ctypes mirrors of the C structs (checked against BTF).
+- ``mapspecs``: the pinned maps' specs (name, type, key, value, size).
+- ``addrs``: IPv4 addresses, ports and MACs as the maps hold them.
 - ``drop``: verdict reasons and directions shared with C.
 - ``events``: the ring-buffer reader behind ``glia monitor``.
 - ``netlink``: endpoint veths and the VXLAN device (pyroute2).

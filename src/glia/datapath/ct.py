@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from glia.datapath.lbtypes import PROTO_NAMES
 from glia.datapath.maps import BPFMap
-from glia.datapath.structs import CT4, glia_ct4_entry, glia_ct4_key
+from glia.datapath.mapspecs import CT4
+from glia.datapath.structs import glia_ct4_entry, glia_ct4_key
 
 if TYPE_CHECKING:
     from glia.datapath.loader import Datapath

@@ -2,7 +2,7 @@
 
 STABLE API shared with the BPF programs: the numbers index the metrics map and
 appear in ring-buffer events. A test compares these enums with the compiled
-objects' BTF. Used by glia.datapath.maps (metrics), glia.datapath.events and
+objects' BTF. Used by glia.datapath.nodemaps (metrics), glia.datapath.events and
 the CLI (`glia monitor`, `glia bpf metrics`).
 """
 

@@ -18,16 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from glia.datapath.addrs import be16_to_int, be32_to_ip
 from glia.datapath.drop import Direction, ObsPoint, PolicyMatch, Reason
 from glia.datapath.errors import DatapathError
+from glia.datapath.mapspecs import EVENTS
 from glia.datapath.ringbuf import RingBuffer
 from glia.datapath.structs import (
-    EVENTS,
     GLIA_EVENT_DROP,
     GLIA_EVENT_POLICY_VERDICT,
     GLIA_EVENT_TRACE,
-    be16_to_int,
-    be32_to_ip,
     glia_drop_event,
 )
 

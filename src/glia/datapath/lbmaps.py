@@ -33,16 +33,18 @@ from glia.datapath.lbtypes import (
     ServiceEntry,
 )
 from glia.datapath.maps import BPFMap, memlock_bytes
-from glia.datapath.structs import (
+from glia.datapath.mapspecs import (
     LB_AFFINITY,
     LB_AFFMATCH,
     LB_BACKENDS,
     LB_MAGLEV,
-    LB_MAGLEV_M,
     LB_REVNAT,
     LB_SERVICES,
     LB_SLOTS,
     MapSpec,
+)
+from glia.datapath.structs import (
+    LB_MAGLEV_M,
     glia_lb4_aff_key,
     glia_lb4_affinity,
     glia_lb4_affm,

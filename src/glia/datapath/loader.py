@@ -10,7 +10,7 @@ restart does not interrupt traffic. :func:`unpin` removes a node's pins.
 
 Upgrades: a map whose layout changed has a new versioned name, so the new
 objects create it next to the old pin; ``load()`` then removes the pins of
-retired versions (structs.RETIRED_MAPS). Programs of the old version that are
+retired versions (mapspecs.RETIRED_MAPS). Programs of the old version that are
 still attached keep their maps (a pin is one reference among others) until
 the agent attaches the new programs, after ``configure()``.
 """
@@ -32,16 +32,8 @@ from glia.datapath import libbpf, tc
 from glia.datapath.ct import CTMap
 from glia.datapath.errors import BPFError, DatapathError
 from glia.datapath.lbmaps import LBMaps
-from glia.datapath.maps import (
-    BPFMap,
-    ConfigMap,
-    EndpointMap,
-    IPCacheMap,
-    MetricsMap,
-    NodeConfig,
-)
-from glia.datapath.policymap import PolicyMap
-from glia.datapath.structs import (
+from glia.datapath.maps import BPFMap
+from glia.datapath.mapspecs import (
     CONFIG,
     CT4,
     ENDPOINTS,
@@ -50,6 +42,10 @@ from glia.datapath.structs import (
     POLICY,
     POLICY_SUBJECTS,
     RETIRED_MAPS,
+)
+from glia.datapath.nodemaps import ConfigMap, EndpointMap, IPCacheMap, MetricsMap, NodeConfig
+from glia.datapath.policymap import PolicyMap
+from glia.datapath.structs import (
     glia_config,
     glia_ct4_entry,
     glia_ct4_key,

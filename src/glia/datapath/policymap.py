@@ -28,13 +28,12 @@ from pathlib import Path
 from typing import Any
 
 from glia.datapath.maps import BPFMap
+from glia.datapath.mapspecs import POLICY, POLICY_SUBJECTS
 from glia.datapath.structs import (
     GLIA_POLICY_F_DENY,
     GLIA_POLICY_F_L4,
-    POLICY,
     POLICY_FULL_PREFIX,
     POLICY_L3_PREFIX,
-    POLICY_SUBJECTS,
     glia_policy_entry,
     glia_policy_key,
     glia_policy_subject,

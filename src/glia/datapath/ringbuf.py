@@ -18,7 +18,7 @@ from types import TracebackType
 from glia.datapath import libbpf
 from glia.datapath.errors import DatapathError
 from glia.datapath.maps import check_spec
-from glia.datapath.structs import MapSpec
+from glia.datapath.mapspecs import MapSpec
 
 _EINTR = 4
 

@@ -13,14 +13,10 @@ import ctypes
 from dataclasses import dataclass
 from pathlib import Path
 
+from glia.datapath.addrs import be16_to_int, be32_to_ip
+from glia.datapath.mapspecs import SIGNALS
 from glia.datapath.ringbuf import RingBuffer
-from glia.datapath.structs import (
-    GLIA_SIGNAL_REFUSED,
-    SIGNALS,
-    be16_to_int,
-    be32_to_ip,
-    glia_signal,
-)
+from glia.datapath.structs import GLIA_SIGNAL_REFUSED, glia_signal
 
 _SIZE = ctypes.sizeof(glia_signal)
 _TYPE_OFFSET: int = glia_signal.type.offset

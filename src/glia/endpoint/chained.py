@@ -20,7 +20,7 @@ from glia.cni.spec import ERR_INVALID_CONFIG, ERR_IO, CniError
 from glia.datapath import chained_link, netlink
 from glia.datapath.errors import DatapathError
 from glia.datapath.loader import Datapath
-from glia.datapath.maps import EndpointInfo
+from glia.datapath.nodemaps import EndpointInfo
 from glia.datapath.runner import RunDatapath
 from glia.endpoint.chained_request import ChainedPrev, check_address
 from glia.endpoint.endpoint_keys import EndpointKeys

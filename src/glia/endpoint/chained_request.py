@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from glia.cni import spec
+from glia.cni.prevresult import check_prev_result
 from glia.cni.spec import ERR_INVALID_CONFIG, ERR_INVALID_ENV, CniError
 
 
@@ -38,7 +38,7 @@ def parse_prev(prev: Any, ifname: str, requested_ip: str | None = None) -> Chain
     previous plugin chose the address, so a different one is refused (code 4)
     rather than silently not given.
     """
-    spec.check_prev_result(prev)
+    check_prev_result(prev)
     interfaces = prev.get("interfaces") or []
     ours = [
         i

@@ -36,7 +36,7 @@ from glia.cni import spec
 from glia.cni.spec import CniError as CniError  # re-exported: the API catches it
 from glia.datapath import netlink
 from glia.datapath.loader import Datapath
-from glia.datapath.maps import EndpointInfo
+from glia.datapath.nodemaps import EndpointInfo
 from glia.datapath.runner import RunDatapath
 from glia.endpoint import netns_check, request
 from glia.endpoint.allocate import allocate_ip

@@ -3,9 +3,10 @@
 Pure. Called by :class:`glia.endpoint.manager.EndpointManager` for ``POST
 /v1/cni/add`` and ``/v1/cni/check`` (docs/agent-api.md): the body comes from
 glia-cni, which checked the same things, but the agent trusts no client. The
-rules are glia-cni's own (:mod:`glia.cni.spec`), so both sides refuse the same
-input with the same CNI error code; what needs the file system (is
-``CNI_NETNS`` a pod's network namespace?) is :mod:`glia.endpoint.netns_check`.
+rules are glia-cni's own (:mod:`glia.cni.spec`, :mod:`glia.cni.prevresult`),
+so both sides refuse the same input with the same CNI error code; what needs
+the file system (is ``CNI_NETNS`` a pod's network namespace?) is
+:mod:`glia.endpoint.netns_check`.
 
 Codes, as the spec defines them (https://www.cni.dev/docs/spec/#error): 4 for
 a request field that comes from an environment variable (``CNI_CONTAINERID``,
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from glia.cni import spec
+from glia.cni.prevresult import check_prev_result
 from glia.cni.spec import ERR_INVALID_CONFIG, ERR_INVALID_ENV, CniError
 from glia.model.endpoint import MAX_ALIASES, Endpoint, alias_problem
 from glia.model.identity import NAMESPACE_LABEL
@@ -82,7 +84,7 @@ class CheckRequest:
     container_id: str
     netns: str
     ifname: str
-    prev_result: dict[str, Any]  # well-formed (spec.check_prev_result)
+    prev_result: dict[str, Any]  # well-formed (check_prev_result)
 
 
 def parse_add(body: Any) -> AddRequest:
@@ -215,7 +217,7 @@ def parse_check(body: Any) -> CheckRequest:
     prev = body.get("prev_result")
     if prev is None:
         raise CniError(ERR_INVALID_CONFIG, "CHECK needs the prevResult of the ADD")
-    spec.check_prev_result(prev)
+    check_prev_result(prev)
     return CheckRequest(cid, netns, ifname, prev)
 
 
