@@ -45,7 +45,8 @@ from glia.datapath.structs import (
 )
 from glia.datapath.testrun import TC_ACT_OK, TC_ACT_REDIRECT, RunResult, run_program
 from glia.model.service import Backend, ClusterService, LBAlgorithm, Protocol, ServicePort
-from glia.service import lbplan
+from glia.service import lbdiff, lbplan
+from glia.service.lbstate import LBState
 
 NODE_IP = "198.18.0.1"
 REMOTE_NODE_IP = "198.18.0.2"
@@ -186,11 +187,11 @@ def service(
 class Rig:
     dp: Datapath
     ns: str
-    state: lbplan.LBState | None = None
+    state: LBState | None = None
 
-    def program(self, services: list[ClusterService]) -> lbplan.LBState:
+    def program(self, services: list[ClusterService]) -> LBState:
         new = lbplan.plan(services, self.state)
-        self.dp.lb.apply(lbplan.diff(self.state, new))
+        self.dp.lb.apply(lbdiff.diff(self.state, new))
         self.state = new
         return new
 

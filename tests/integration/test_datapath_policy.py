@@ -40,7 +40,7 @@ from glia.policy.engine import PolicyEngine
 from glia.policy.entries import EndpointPolicy
 from glia.policy.manifest import parse_policy
 from glia.policy.model import Direction as PolicyDirection
-from glia.service import lbplan
+from glia.service import lbdiff, lbplan
 
 NODE_IP = "198.18.0.1"
 REMOTE_NODE_IP = "198.18.0.2"
@@ -303,7 +303,7 @@ def test_service_traffic_is_judged_against_the_backend(rig: Rig) -> None:
         [Backend(WEB.ip, 8080, Protocol.TCP, "", 80, "n1", "c1", "default/web", True)],
     )
     state = lbplan.plan([svc], None)
-    rig.dp.lb.apply(lbplan.diff(None, state))
+    rig.dp.lb.apply(lbdiff.diff(None, state))
     try:
         rig.policies(WEB_FROM_CLIENT_80)  # port 80 of web: not the backend's port
         assert rig.syn(CLIENT, VIP, 80) == TC_ACT_SHOT
@@ -314,7 +314,7 @@ def test_service_traffic_is_judged_against_the_backend(rig: Rig) -> None:
         )
         assert rig.syn(CLIENT, VIP, 80, sport=40500) == TC_ACT_REDIRECT
     finally:
-        rig.dp.lb.apply(lbplan.diff(state, lbplan.plan([], state)))
+        rig.dp.lb.apply(lbdiff.diff(state, lbplan.plan([], state)))
 
 
 def test_the_node_reaches_its_endpoints_and_world_does_not(rig: Rig) -> None:

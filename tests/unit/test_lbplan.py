@@ -1,4 +1,5 @@
-"""Planning the lb4 maps (glia.service.lbplan) and reading them back as rows (lbsync.lb_rows).
+"""Planning the lb4 maps (glia.service.lbplan), diffing plans (lbdiff) and reading them back as
+rows (lbsync.lb_rows).
 
 The central property: applying ``diff(old, new)`` to the content of ``old``
 gives exactly the content of ``new``, whatever the two service sets, and the
@@ -29,8 +30,9 @@ from glia.datapath.lbtypes import (
     ServiceEntry,
 )
 from glia.model.service import Backend, ClusterService, LBAlgorithm, Protocol, ServicePort
-from glia.service import lbplan
-from glia.service.lbplan import LBState, plan, update
+from glia.service.lbdiff import diff
+from glia.service.lbplan import plan, update
+from glia.service.lbstate import LBState
 from glia.service.lbsync import lb_rows
 
 M = 13  # a small prime table keeps Maglev cases fast
@@ -147,7 +149,7 @@ def test_a_service_becomes_frontends_slots_and_backends() -> None:
     assert c.revnat[udp.svc_id] == RevNat("10.96.0.10", 53)
     assert len(c.backends) == 3  # 10.1.1.5:8080, 10.1.1.7:8080, 10.1.1.5:5353/udp
     assert BackendAddr("10.1.2.9", 8080, IPPROTO_TCP) not in state.backend_ids
-    assert lbplan.diff(None, state).upsert.services == c.services
+    assert diff(None, state).upsert.services == c.services
 
 
 def test_backends_are_shared_between_frontends() -> None:
@@ -164,7 +166,7 @@ def test_ids_are_stable_and_reused_only_after_release() -> None:
     assert sorted(ids.values()) == [1, 2, 3]
     again = plan([c, a, b], first)
     assert {f: fp.svc_id for f, fp in again.frontends.items()} == ids
-    assert lbplan.diff(first, again).is_empty()
+    assert diff(first, again).is_empty()
     # b goes and d comes in the same plan: d gets a fresh id, not b's.
     d = svc("d", "10.96.0.4", [be("10.1.1.4")])
     second = plan([a, c, d], again)
@@ -190,7 +192,7 @@ def test_readiness_changes_touch_only_that_frontend() -> None:
         new.frontends[Frontend("10.96.0.99", 80, IPPROTO_TCP)]
         is (old.frontends[Frontend("10.96.0.99", 80, IPPROTO_TCP)])
     )
-    ch = lbplan.diff(old, new)
+    ch = diff(old, new)
     web = new.frontends[Frontend("10.96.0.10", 80, IPPROTO_TCP)]
     gone = old.backend_ids[BackendAddr("10.1.1.6", 8080, IPPROTO_TCP)]
     assert ch.upsert.services == {web.frontend: ServiceEntry(web.svc_id, 2, 0, 0)}
@@ -228,12 +230,12 @@ def test_affinity_and_maglev_flags() -> None:
     assert next(iter(again.frontends.values())).maglev is fp.maglev
     # Affinity off: its entries are purged from the LRU as well.
     off = plan([dataclasses.replace(s, session_affinity=False)], again, m=M)
-    ch = lbplan.diff(again, off)
+    ch = diff(again, off)
     assert ch.flush_affinity == {fp.svc_id}
     assert sorted(ch.delete_affinity_match) == sorted(c.affinity_match)
     # Random services get no table.
     rnd = plan([dataclasses.replace(s, lb_algorithm=LBAlgorithm.RANDOM)], off, m=M)
-    assert lbplan.diff(off, rnd).delete_maglev == [fp.svc_id]
+    assert diff(off, rnd).delete_maglev == [fp.svc_id]
 
 
 def test_a_contested_frontend_stays_with_its_holder() -> None:
@@ -292,7 +294,7 @@ def test_adopting_the_maps_keeps_ids_and_changes_nothing() -> None:
         f: fp.svc_id for f, fp in before.frontends.items()
     }
     again = plan(services, adopted, m=M)
-    assert lbplan.diff(adopted, again).is_empty()
+    assert diff(adopted, again).is_empty()
     assert again.backend_ids == before.backend_ids
 
 
@@ -305,7 +307,7 @@ def test_adoption_removes_leftovers_and_does_not_reuse_their_ids_at_once() -> No
     maps.backends[55] = BackendAddr("10.1.9.9", 1, IPPROTO_TCP)
     adopted = LBState.from_maps(maps)
     new = plan([kept, svc("new", "10.96.0.12", [be("10.1.1.7")])], adopted)
-    result = apply_to(maps, lbplan.diff(adopted, new))
+    result = apply_to(maps, diff(adopted, new))
     assert result == new.contents()
     check_consistent(result)
     used = {e.svc_id for e in result.services.values()}
@@ -333,7 +335,7 @@ def test_a_stale_maglev_table_is_recomputed_on_adoption() -> None:
     (svc_id,) = maps.maglev
     maps.maglev[svc_id] = (maps.slots[(svc_id, 0)],) * M  # half-written before a crash
     adopted = LBState.from_maps(maps)
-    ch = lbplan.diff(adopted, plan([s], adopted, m=M))
+    ch = diff(adopted, plan([s], adopted, m=M))
     assert ch.upsert.maglev == {svc_id: state.contents().maglev[svc_id]}
 
 
@@ -374,7 +376,7 @@ def test_diffs_replay_every_plan_exactly(steps: list[list[ClusterService]]) -> N
     maps = MapContents()
     for services in steps:
         new = plan(services, state, m=M)
-        maps = apply_to(maps, lbplan.diff(state, new))
+        maps = apply_to(maps, diff(state, new))
         assert maps == new.contents()
         check_consistent(maps)
         state = new
@@ -409,7 +411,7 @@ def test_adoption_then_plan_reaches_the_plan(
     maps = plan(first, m=M).contents()
     adopted = LBState.from_maps(maps)
     new = plan(second, adopted, m=M)
-    assert apply_to(maps, lbplan.diff(adopted, new)) == new.contents()
+    assert apply_to(maps, diff(adopted, new)) == new.contents()
 
 
 # --- rows -----------------------------------------------------------------------

@@ -18,8 +18,8 @@ from glia.service.manifest import (
     parse_refs,
     parse_service,
     parse_services,
-    to_manifest,
 )
+from glia.service.manifest_render import to_manifest
 
 CIDR = "100.64.0.0/16"
 

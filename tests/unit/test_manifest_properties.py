@@ -24,8 +24,8 @@ from glia.service.manifest import (
     parse_refs,
     parse_service,
     parse_services,
-    to_manifest,
 )
+from glia.service.manifest_render import to_manifest
 from glia.service.yamlload import MAX_EXPANDED
 
 FIELD_NAMES = [

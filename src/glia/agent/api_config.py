@@ -38,6 +38,7 @@ from glia.policy import manifest as policy_manifest
 from glia.policy import store as policy_store
 from glia.service import clusterip, manifest, store
 from glia.service.manifest import ManifestError
+from glia.service.manifest_render import to_manifest
 
 if TYPE_CHECKING:
     from glia.agent.config import AgentConfig
@@ -178,7 +179,7 @@ def add_routes(app: web.Application, agent: ConfigAgent) -> None:
             specs = [spec] if spec is not None else []
         else:
             specs = await store.list_specs(kv(), ns)
-        return [manifest.to_manifest(s) for s in specs]
+        return [to_manifest(s) for s in specs]
 
     r = app.router
     r.add_post("/v1/config/apply", _route(apply))

@@ -3,7 +3,7 @@
 :class:`LBMaps` bundles the seven maps of service load-balancing: it reads
 them back whole (:meth:`LBMaps.read`, for adoption after an agent restart and
 for `glia bpf lb list`) and applies a :class:`~glia.datapath.lbtypes.MapChanges`
-computed by glia.service.lbplan in batches, in an order that keeps the
+computed by glia.service.lbdiff in batches, in an order that keeps the
 datapath consistent at every step. Entries are packed with ``struct`` in the C
 layout (mirrored and BTF-checked in glia.datapath.structs), which is what makes
 10,000 services a matter of milliseconds. Created by

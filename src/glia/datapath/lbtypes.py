@@ -1,6 +1,6 @@
 """Plain values of the lb4 maps (bpf/include/lb.h), without ctypes or I/O.
 
-The vocabulary shared by the pure planner (glia.service.lbplan, which decides
+The vocabulary shared by the pure planner (glia.service.lbplan and lbdiff, which decide
 the map content), the typed maps (glia.datapath.lbmaps, which convert to the
 C structs and write) and readers (lbsync's rows, the CLI). Addresses are
 dotted quads, ports numbers, protocols IP protocol numbers. The small values

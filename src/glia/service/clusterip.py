@@ -1,6 +1,6 @@
 """ClusterIP addresses: which are usable in a service CIDR, and picking free ones.
 
-Pure. Called by :mod:`glia.service.manifest` (a given ``spec.clusterIP`` must
+Pure. Called by :mod:`glia.service.manifest_fields` (a given ``spec.clusterIP`` must
 lie in the CIDR) and :mod:`glia.service.store` (allocation; the store's etcd
 transaction is what guarantees an address is never handed out twice).
 

@@ -2,10 +2,12 @@
 
 Called by glia.service.lbsync.ServiceMapSync (the only writer of the maps):
 ``plan(services, previous)`` turns the full desired set of ClusterServices
-into an :class:`LBState`, ``update(previous, upserts, deletes)`` does the same
-for a few changed ones, and ``diff(old, new)`` gives the
+into an :class:`~glia.service.lbstate.LBState`, ``update(previous, upserts,
+deletes)`` does the same for a few changed ones, and
+:func:`glia.service.lbdiff.diff` gives the
 :class:`~glia.datapath.lbtypes.MapChanges` that take the maps from one to the
-other. No I/O: everything is tested without a kernel (tests/unit/test_lbplan.py).
+other. Ids come from :mod:`glia.service.lbids`. No I/O: everything is tested
+without a kernel (tests/unit/test_lbplan.py).
 
 Decisions:
 - One frontend per (ClusterIP, port, protocol) of a Service, with its own
@@ -24,7 +26,7 @@ Decisions:
 - Two Services claiming the same frontend: the one already holding it keeps
   it, otherwise the lowest namespace/name; the other is recorded in
   ``LBState.conflicts`` and gets the frontend when it is released.
-- A restarted agent adopts the maps: :meth:`LBState.from_maps` reads their
+- A restarted agent adopts the maps: ``LBState.from_maps`` reads their
   content back (ids included), the first plan keeps the ids of frontends and
   backends that are still wanted, and the first diff is computed against the
   maps' real content, so live entries are never dropped and leftovers go.
@@ -33,219 +35,17 @@ Decisions:
 from __future__ import annotations
 
 import functools
-import heapq
 import socket
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from collections.abc import Iterable
 
-from glia.datapath.lbtypes import (
-    IPPROTO_TCP,
-    IPPROTO_UDP,
-    LB_F_AFFINITY,
-    LB_F_MAGLEV,
-    BackendAddr,
-    Frontend,
-    MapChanges,
-    MapContents,
-    RevNat,
-    ServiceEntry,
-)
+from glia.datapath.lbtypes import IPPROTO_TCP, IPPROTO_UDP, BackendAddr, Frontend
 from glia.model.service import Backend, ClusterService, LBAlgorithm, Protocol
+from glia.service.lbids import MAX_ID, Allocator
+from glia.service.lbstate import BackendView, FrontendPlan, LBState, ServicePlan, service_key
 from glia.service.maglev import DEFAULT_M, maglev_table
 
 MAX_SLOTS = 0xFFFF  # glia_lb4_service.count is a __u16
-MAX_ID = 0xFFFFFFFF
 _PROTOCOLS = {Protocol.TCP: IPPROTO_TCP, Protocol.UDP: IPPROTO_UDP}
-
-
-def service_key(namespace: str, name: str) -> str:
-    return f"{namespace}/{name}"
-
-
-class BackendView(NamedTuple):
-    """A backend of a frontend as the operator published it (ready or not)."""
-
-    addr: BackendAddr
-    ready: bool
-    node: str
-    cluster: str
-    endpoint: str
-    # Global Services (glia.service.merge): on the side the affinity prefers, of a
-    # stale cluster, or healthy but held back from new connections.
-    preferred: bool = False
-    stale: bool = False
-    standby: bool = False
-
-
-class FrontendPlan(NamedTuple):
-    """Everything the maps hold for one frontend."""
-
-    frontend: Frontend
-    svc_id: int
-    service: str  # "namespace/name"; "" for a frontend adopted from the maps
-    algorithm: LBAlgorithm
-    affinity_timeout: int  # seconds; 0 = no ClientIP affinity
-    slots: tuple[int, ...]  # backend ids of the ready backends, in slot order
-    addrs: tuple[BackendAddr, ...]  # their addresses (known ones, when adopted)
-    maglev: tuple[int, ...] | None  # Maglev table (backend ids) when Maglev and any ready
-    backends: tuple[BackendView, ...]  # all backends, ready or not (display only)
-
-    @property
-    def flags(self) -> int:
-        flags = LB_F_MAGLEV if self.algorithm == LBAlgorithm.MAGLEV else 0
-        return flags | (LB_F_AFFINITY if self.affinity_timeout else 0)
-
-    @property
-    def entry(self) -> ServiceEntry:
-        return ServiceEntry(self.svc_id, len(self.slots), self.flags, self.affinity_timeout)
-
-
-@dataclass(frozen=True, slots=True)
-class ServicePlan:
-    source: ClusterService
-    frontends: tuple[Frontend, ...]  # the frontends it holds
-    conflicts: tuple[Frontend, ...] = ()  # the ones another Service holds
-
-
-@dataclass(frozen=True, slots=True)
-class _IdPool:
-    """Ids 1..MAX_ID: ``free`` are reusable now, ``releasing`` from the next plan on."""
-
-    next: int = 1
-    free: tuple[int, ...] = ()
-    releasing: tuple[int, ...] = ()
-
-
-class _Allocator:
-    def __init__(self, pool: _IdPool, what: str) -> None:
-        self._next = pool.next
-        self._free = list(pool.free)
-        heapq.heapify(self._free)
-        self._released = list(pool.releasing)
-        self._what = what
-
-    def take(self) -> int:
-        if self._free:
-            return heapq.heappop(self._free)
-        if self._next > MAX_ID:
-            raise PlanError(f"out of {self._what} ids")
-        self._next += 1
-        return self._next - 1
-
-    def release(self, ident: int) -> None:
-        self._released.append(ident)
-
-    def pool(self) -> _IdPool:
-        return _IdPool(self._next, tuple(sorted(self._free + self._released)), ())
-
-
-class PlanError(Exception):
-    """The plan cannot be made (id space exhausted)."""
-
-
-@dataclass(frozen=True)
-class LBState:
-    """A planned (or adopted) content of the lb4 maps. Treat as immutable."""
-
-    frontends: Mapping[Frontend, FrontendPlan] = field(default_factory=dict)
-    services: Mapping[str, ServicePlan] = field(default_factory=dict)
-    backend_ids: Mapping[BackendAddr, int] = field(default_factory=dict)
-    backend_refs: Mapping[BackendAddr, int] = field(default_factory=dict)  # frontends using it
-    svc_ids: _IdPool = field(default_factory=_IdPool)
-    be_ids: _IdPool = field(default_factory=_IdPool)
-    conflicts: Mapping[str, tuple[Frontend, ...]] = field(default_factory=dict)
-    errors: Mapping[str, str] = field(default_factory=dict)  # service -> why it was skipped
-    # The maps' real content when adopted (from_maps); the next diff starts from it.
-    actual: MapContents | None = None
-
-    @classmethod
-    def from_maps(cls, contents: MapContents) -> LBState:
-        """Adopt what the maps hold (after an agent restart)."""
-        frontends: dict[Frontend, FrontendPlan] = {}
-        backend_ids: dict[BackendAddr, int] = {}
-        refs: dict[BackendAddr, int] = {}
-        for addr_id, addr in contents.backends.items():
-            backend_ids.setdefault(addr, addr_id)
-        by_id = {i: a for a, i in backend_ids.items()}
-        for f, e in contents.services.items():
-            slots = tuple(contents.slots.get((e.svc_id, i), 0) for i in range(e.ready_count))
-            maglev = contents.maglev.get(e.svc_id) if e.flags & LB_F_MAGLEV else None
-            if maglev is not None and set(maglev) != set(slots):
-                maglev = None  # stale (interrupted update): recomputed by the next plan
-            addrs = tuple(by_id[b] for b in slots if b in by_id)
-            for addr in addrs:
-                refs[addr] = refs.get(addr, 0) + 1
-            frontends[f] = FrontendPlan(
-                frontend=f,
-                svc_id=e.svc_id,
-                service="",
-                algorithm=LBAlgorithm.MAGLEV if e.flags & LB_F_MAGLEV else LBAlgorithm.RANDOM,
-                affinity_timeout=e.affinity_timeout if e.flags & LB_F_AFFINITY else 0,
-                slots=slots,
-                addrs=addrs,
-                maglev=maglev,
-                backends=tuple(BackendView(a, True, "", "", "") for a in addrs),
-            )
-        used_svc = {fp.svc_id for fp in frontends.values()}
-        seen_svc = (
-            used_svc
-            | set(contents.revnat)
-            | set(contents.maglev)
-            | {s for s, _ in contents.slots}
-            | {s for _, s in contents.affinity_match}
-        )
-        used_be = {backend_ids[a] for a in refs}
-        seen_be = (
-            set(contents.backends)
-            | set(contents.slots.values())
-            | {b for b, _ in contents.affinity_match}
-            | {b for t in contents.maglev.values() for b in set(t)}
-        )
-        return cls(
-            frontends=frontends,
-            backend_ids={a: i for a, i in backend_ids.items() if a in refs},
-            backend_refs=refs,
-            svc_ids=_adopted_pool(used_svc, seen_svc),
-            be_ids=_adopted_pool(used_be, seen_be),
-            actual=contents,
-        )
-
-    def contents(self) -> MapContents:
-        """The map content this state stands for."""
-        out = MapContents()
-        for fp in self.frontends.values():
-            _add_frontend(out, fp)
-        out.backends = {i: a for a, i in self.backend_ids.items()}
-        return out
-
-
-def _adopted_pool(used: set[int], seen: set[int]) -> _IdPool:
-    seen = {i for i in seen if 0 < i <= MAX_ID}
-    top = max(seen, default=0)
-    free = tuple(i for i in range(1, top + 1) if i not in seen)
-    return _IdPool(top + 1, free, tuple(sorted(seen - used)))
-
-
-def frontend_contents(fp: FrontendPlan) -> MapContents:
-    """The map entries of one frontend (backends aside)."""
-    out = MapContents()
-    _add_frontend(out, fp)
-    return out
-
-
-def _add_frontend(out: MapContents, fp: FrontendPlan) -> None:
-    out.services[fp.frontend] = fp.entry
-    out.revnat[fp.svc_id] = RevNat(fp.frontend.vip, fp.frontend.port)
-    for slot, backend_id in enumerate(fp.slots):
-        out.slots[(fp.svc_id, slot)] = backend_id
-    if fp.maglev is not None:
-        out.maglev[fp.svc_id] = fp.maglev
-    if fp.affinity_timeout:
-        out.affinity_match.update((b, fp.svc_id) for b in fp.slots)
-
-
-# --- planning -----------------------------------------------------------------
 
 
 def plan(
@@ -302,8 +102,8 @@ def _replan(
     errors = {k: v for k, v in prev.errors.items() if k not in upserts and k not in deletes}
     refs = dict(prev.backend_refs)
     backend_ids = dict(prev.backend_ids)
-    svc_alloc = _Allocator(prev.svc_ids, "service")
-    be_alloc = _Allocator(prev.be_ids, "backend")
+    svc_alloc = Allocator(prev.svc_ids, "service")
+    be_alloc = Allocator(prev.be_ids, "backend")
 
     # Services that lost a frontend to another may get it now: plan them again.
     for key in conflicts:
@@ -431,7 +231,7 @@ def _frontend_plan(
     port: int,
     old: FrontendPlan | None,
     backend_ids: dict[BackendAddr, int],
-    be_alloc: _Allocator,
+    be_alloc: Allocator,
     m: int,
 ) -> FrontendPlan:
     views = sorted(
@@ -484,91 +284,3 @@ def _view(b: Backend, proto: int) -> BackendView:
         b.stale,
         b.standby,
     )
-
-
-# --- diff ---------------------------------------------------------------------
-
-
-def diff(old: LBState | None, new: LBState) -> MapChanges:
-    """The map operations that turn ``old``'s content into ``new``'s."""
-    if old is None or old.actual is not None:
-        before = old.actual if old is not None and old.actual is not None else MapContents()
-        return _diff_contents(before, new.contents())
-    ch = MapChanges()
-    for f, fp in new.frontends.items():
-        ofp = old.frontends.get(f)
-        if ofp is not fp:
-            _diff_frontend(ch, ofp, fp)
-    for f, ofp in old.frontends.items():
-        if f not in new.frontends:
-            _diff_frontend(ch, ofp, None)
-    if old.backend_ids is not new.backend_ids:
-        before_be = {i: a for a, i in old.backend_ids.items()}
-        after_be = {i: a for a, i in new.backend_ids.items()}
-        ch.upsert.backends = {i: a for i, a in after_be.items() if before_be.get(i) != a}
-        ch.delete_backends = [i for i in before_be if i not in after_be]
-    _drop_rewritten(ch)
-    return ch
-
-
-def _diff_frontend(ch: MapChanges, old: FrontendPlan | None, new: FrontendPlan | None) -> None:
-    if old is None and new is not None:  # the common case at start-up: all new
-        _add_frontend(ch.upsert, new)
-        return
-    before, after = MapContents(), MapContents()
-    if old is not None:
-        _add_frontend(before, old)
-    if new is not None:
-        _add_frontend(after, new)
-    _merge(ch, before, after)
-    if old is None or not old.affinity_timeout:
-        return
-    if new is None or not new.affinity_timeout or new.svc_id != old.svc_id:
-        ch.flush_affinity.add(old.svc_id)
-
-
-def _diff_contents(before: MapContents, after: MapContents) -> MapChanges:
-    ch = MapChanges()
-    _merge(ch, before, after)
-    ch.upsert.backends = {i: a for i, a in after.backends.items() if before.backends.get(i) != a}
-    ch.delete_backends = [i for i in before.backends if i not in after.backends]
-    keep = {e.svc_id for e in after.services.values() if e.flags & LB_F_AFFINITY}
-    ch.flush_affinity = {
-        e.svc_id for e in before.services.values() if e.flags & LB_F_AFFINITY
-    } - keep
-    _drop_rewritten(ch)
-    return ch
-
-
-def _merge(ch: MapChanges, before: MapContents, after: MapContents) -> None:
-    """Add the changes between two partial contents (services .. affinity matches)."""
-    u = ch.upsert
-    for f, e in after.services.items():
-        if before.services.get(f) != e:
-            u.services[f] = e
-    ch.delete_services += [f for f in before.services if f not in after.services]
-    for s, r in after.revnat.items():
-        if before.revnat.get(s) != r:
-            u.revnat[s] = r
-    ch.delete_revnat += [s for s in before.revnat if s not in after.revnat]
-    for k, b in after.slots.items():
-        if before.slots.get(k) != b:
-            u.slots[k] = b
-    ch.delete_slots += [k for k in before.slots if k not in after.slots]
-    for s, t in after.maglev.items():
-        if before.maglev.get(s) != t:
-            u.maglev[s] = t
-    ch.delete_maglev += [s for s in before.maglev if s not in after.maglev]
-    u.affinity_match |= after.affinity_match - before.affinity_match
-    ch.delete_affinity_match += list(before.affinity_match - after.affinity_match)
-
-
-def _drop_rewritten(ch: MapChanges) -> None:
-    """A key both deleted (by one frontend) and written (by another) must stay."""
-    u = ch.upsert
-    ch.delete_services = [k for k in ch.delete_services if k not in u.services]
-    ch.delete_revnat = [k for k in ch.delete_revnat if k not in u.revnat]
-    ch.delete_slots = [k for k in ch.delete_slots if k not in u.slots]
-    ch.delete_maglev = [k for k in ch.delete_maglev if k not in u.maglev]
-    ch.delete_affinity_match = [k for k in ch.delete_affinity_match if k not in u.affinity_match]
-    ch.delete_backends = [k for k in ch.delete_backends if k not in u.backends]

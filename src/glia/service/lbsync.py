@@ -5,8 +5,8 @@ ClusterService records feeds :meth:`ServiceMapSync.set_services` (the full
 set, once listed), then :meth:`~ServiceMapSync.upsert` and
 :meth:`~ServiceMapSync.delete` per change. This is the only writer of the
 lb4 maps. Each call plans the new content (glia.service.lbplan, pure), diffs
-it with what was applied, and writes the difference in batches on the
-datapath thread.
+it with what was applied (glia.service.lbdiff, pure), and writes the
+difference in batches on the datapath thread.
 
 The first call adopts what the maps already hold (an agent restart keeps its
 pinned maps): ids of frontends and backends still wanted are kept, so live
@@ -38,7 +38,9 @@ from glia.datapath.loader import Datapath
 from glia.datapath.runner import RunDatapath
 from glia.model.service import ClusterService, LBAlgorithm
 from glia.service import lbplan
-from glia.service.lbplan import LBState, service_key
+from glia.service.lbdiff import diff
+from glia.service.lbids import PlanError
+from glia.service.lbstate import BackendView, LBState, frontend_contents, service_key
 
 log = logging.getLogger(__name__)
 
@@ -99,17 +101,17 @@ class ServiceMapSync:
                 with _gc_paused():
                     prev = LBState.from_maps(contents)
                     new = self._plan_all(prev)
-                    changes = lbplan.diff(prev, new)
+                    changes = diff(prev, new)
             else:
                 prev = self._state
                 with _gc_paused():
                     new = step(prev)
-                    changes = lbplan.diff(prev, new)
+                    changes = diff(prev, new)
             started = time.perf_counter()
             if not changes.is_empty():
                 await self._run_dp(lambda: self._dp.lb.apply(changes))
             self.last_apply_seconds = time.perf_counter() - started
-        except (DatapathError, lbplan.PlanError) as e:
+        except (DatapathError, PlanError) as e:
             self._state = None  # the maps may be half-written: adopt them again
             self.last_error = str(e)
             log.warning("programming the service maps failed: %s (retrying)", e)
@@ -223,7 +225,7 @@ def lb_rows(contents: MapContents, state: LBState | None) -> list[dict[str, Any]
                     backends.append(_backend_row(v.addr, None, None, "not-ready", v))
         in_sync = False
         if fp is not None:
-            planned_contents = lbplan.frontend_contents(fp)
+            planned_contents = frontend_contents(fp)
             in_sync = (
                 planned_contents.services.get(f) == e
                 and all(contents.slots.get(k) == b for k, b in planned_contents.slots.items())
@@ -254,7 +256,7 @@ def _backend_row(
     backend_id: int | None,
     slot: int | None,
     state: str,
-    view: lbplan.BackendView | None,
+    view: BackendView | None,
 ) -> dict[str, Any]:
     flags = (
         [f for f, on in (("preferred", view.preferred), ("stale", view.stale),
