@@ -22,7 +22,7 @@ from glia.agent.identities import IdentityCache
 from glia.agent.ipcache import IPCacheSync
 from glia.clustermesh import remote
 from glia.clustermesh.mesh import ClusterMesh
-from glia.clustermesh.remote import MeshSinks
+from glia.clustermesh.sinks import MeshSinks
 from glia.datapath.nodemaps import IPCacheInfo
 from glia.kvstore import keys
 from glia.kvstore.client import KVClient

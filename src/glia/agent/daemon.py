@@ -38,7 +38,7 @@ from glia.agent.policy import PolicySync
 from glia.agent.services import AgentServices
 from glia.agent.subsystems import Subsystem, refused
 from glia.clustermesh.mesh import ClusterMesh
-from glia.clustermesh.remote import MeshSinks
+from glia.clustermesh.sinks import MeshSinks
 from glia.cni.deletion_queue import DeletionQueue
 from glia.datapath import netlink
 from glia.datapath.loader import Datapath

@@ -23,7 +23,8 @@ from typing import Any
 
 from glia.clustermesh.config import ConfigDiff, RemoteClusterConfig
 from glia.clustermesh.configdir import ConfigWatcher
-from glia.clustermesh.remote import MeshSinks, RemoteCluster
+from glia.clustermesh.remote import RemoteCluster
+from glia.clustermesh.sinks import MeshSinks
 from glia.model.cluster import ClusterInfo
 from glia.validate.cluster import mesh_conflicts
 

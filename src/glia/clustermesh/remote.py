@@ -8,30 +8,23 @@ a bounded time only, :meth:`ClusterMesh.wait_synced`):
 1. connect with the remote's read-only user and check it may read
    ``glia/state/`` and the heartbeat (etcd cancels an RBAC-denied watch
    silently: checked here, reported, never a hang);
-2. read and check the remote's cluster record
-   (:func:`glia.validate.cluster.check_cluster_info`, with the id the file
-   expects) and ask the mesh to admit it
-   (:func:`glia.validate.cluster.mesh_conflicts`); a refused cluster imports
-   nothing (what it had imported is withdrawn) and is asked again later (its
-   record may be fixed);
-3. import: the remote's nodes, pod CIDR allocations and ipcache entries into
-   its own :class:`~glia.agent.ipcache_table.ClusterTable`, its identities into
-   the identity cache, its ClusterServices (validated against its own bounds
-   and node CIDRs: once its nodes and allocations are listed, and again as
-   soon as those change; :mod:`glia.clustermesh.remote_services`) into the
-   agent's Service merge — each checked
-   against the remote's bounds, so it can claim only its own pod pools and
-   identity range.
+2. read and check the remote's cluster record and ask the mesh to admit it
+   (:mod:`glia.clustermesh.admission`); a refused cluster imports nothing
+   (what it had imported is withdrawn) and is asked again later (its record
+   may be fixed);
+3. import: the remote's nodes, pod CIDR allocations, ipcache entries,
+   identities and ClusterServices into the agent's tables, each checked
+   against the remote's bounds (:mod:`glia.clustermesh.remote_import`,
+   :mod:`glia.clustermesh.remote_services`).
 
-Freshness: the remote's operator rewrites ``glia/.heartbeat`` every few
-seconds; a cluster whose heartbeat has not been seen for
-:data:`HEARTBEAT_TIMEOUT` is *stale* (its backends get new connections only
-while no fresh ready backend exists), and after its file's ``stale_after``
-its state is withdrawn; it comes back when its heartbeat does. The cluster
-record is read again every tick too: a record that changes into one that is
-not valid or not admitted any more (say, claiming our id) withdraws the
-cluster. Stopping the agent keeps everything imported (the maps outlive it);
-removing the file withdraws at once.
+Freshness: the remote's heartbeat is read every tick; a cluster not heard
+from for a while is *stale*, and after its file's ``stale_after`` its state
+is withdrawn; it comes back when its heartbeat does
+(:mod:`glia.clustermesh.freshness`). The cluster record is read again every
+tick too: a record that changes into one that is not valid or not admitted
+any more (say, claiming our id) withdraws the cluster. Stopping the agent
+keeps everything imported (the maps outlive it); removing the file withdraws
+at once.
 
 A changed file (:meth:`RemoteCluster.reconfigure`) never opens a gap: a new
 ``stale_after`` applies to the connection in use; new endpoints, TLS files or
@@ -44,48 +37,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from glia.clustermesh import freshness
+from glia.clustermesh.admission import check_record, still_admitted
 from glia.clustermesh.config import RemoteClusterConfig, needs_reconnect
+from glia.clustermesh.freshness import HEARTBEAT_TIMEOUT, Freshness
+from glia.clustermesh.remote_import import RemoteImport
 from glia.clustermesh.remote_services import RemoteServices
+from glia.clustermesh.sinks import MeshSinks
 from glia.kvstore import keys
-from glia.kvstore.client import KeyValue, KVClient
+from glia.kvstore.client import KVClient
 from glia.kvstore.errors import KVStoreError, PermissionDenied
-from glia.kvstore.reflector import Reflector
 from glia.model.cluster import ClusterInfo
 from glia.policy.store import PolicyListing, read_policies
 from glia.validate.bounds import ClusterBounds
-from glia.validate.cluster import check_cluster_info
-from glia.validate.errors import Rejected
-
-if TYPE_CHECKING:
-    from glia.agent.identities import IdentityCache
-    from glia.agent.ipcache import IPCacheSync
-    from glia.agent.services import AgentServices
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_TIMEOUT = 15.0  # three of the operator's 5 s heartbeats missed
 RETRY_MIN, RETRY_MAX = 0.5, 30.0
 RECHECK_REFUSED = 10.0  # a refused cluster's record is read again this often
 TICK = 1.0  # staleness is judged (and the cluster record read) this often
-REJECTED_SAMPLE = 16  # rejected keys shown by status(), with their reasons
 HEARTBEAT_ERROR = "heartbeat: "  # how a failed heartbeat read starts last_error
 POLICY_READ_TIMEOUT = 5.0  # one read of the remote's policies for a trace
-
-
-@dataclass(frozen=True, slots=True)
-class MeshSinks:
-    """Where an imported cluster's state goes: the agent's tables."""
-
-    ipcache: IPCacheSync
-    identities: IdentityCache
-    services: AgentServices
 
 
 Admit = Callable[["RemoteCluster"], Awaitable[str | None]]  # None: admitted, else why not
@@ -116,20 +93,15 @@ class RemoteCluster:
         # Held while the tables change (import, withdrawal, freshness): the
         # background task is only ever cancelled outside it.
         self._lock = asyncio.Lock()
-        self._data: list[Reflector] = []
-        self._imported = False
-        # prefix -> what the reflectors of a replaced connection held: the
-        # next import's reflectors start from it (no withdrawal gap).
-        self._seed: dict[str, dict[str, KeyValue]] = {}
         self._record_rev = 0  # mod revision of the admitted cluster record
         self._refused_rev = 0  # and of the one last refused
         self.services = RemoteServices(cfg.name, sinks, lambda: self.bounds, lambda: self.stale)
+        self._tables = RemoteImport(
+            cfg.name, sinks, self.services, clock=clock, on_synced=self._first_lists_in
+        )
         self.heartbeat_seen: float | None = None  # our clock, when the last one arrived
         self._heartbeat_rev = 0
         self.stale_since: float | None = None
-        self._import_started = 0.0
-        self._sync_timer: asyncio.Task[None] | None = None
-        self.last_sync_seconds: float | None = None
         self.connections = 0  # connections made (a reconnect of the file counts one more)
 
     # --- lifecycle -----------------------------------------------------------------
@@ -141,7 +113,7 @@ class RemoteCluster:
         """Stop reading; ``withdraw`` also takes its state out of every table and map."""
         await self._halt()
         async with self._lock:
-            await self._stop_data()
+            await self._tables.stop()
             if withdraw:
                 await self._withdraw()
                 self.state = "withdrawn"
@@ -166,7 +138,7 @@ class RemoteCluster:
             return
         await self._halt()
         async with self._lock:
-            await self._stop_data(keep_seed=True)
+            await self._tables.stop(keep_seed=True)
             await self._close_client()
         self._heartbeat_rev = 0  # revisions of another connection say nothing
         self._record_rev = 0
@@ -200,7 +172,7 @@ class RemoteCluster:
 
     @property
     def synced(self) -> bool:
-        return self._imported and bool(self._data) and all(r.synced.is_set() for r in self._data)
+        return self._tables.synced
 
     async def list_policies(self, timeout: float = POLICY_READ_TIMEOUT) -> PolicyListing:
         """This cluster's declared policies, read once over the read-only connection
@@ -238,7 +210,7 @@ class RemoteCluster:
             # The cluster record changed: admitted again (or refused) over this
             # connection; the tables stay until then.
             async with self._lock:
-                await self._stop_data(keep_seed=True)
+                await self._tables.stop(keep_seed=True)
 
     async def _connect_loop(self) -> None:
         """Until connected and admitted, retrying; state kept from an earlier
@@ -255,7 +227,7 @@ class RemoteCluster:
                 wait, delay = delay, min(delay * 2, RETRY_MAX)
             deadline = self._clock() + wait
             while (left := deadline - self._clock()) > 0:
-                if self._imported:
+                if self._tables.imported:
                     async with self._lock:
                         await self._judge_freshness(connected=False)
                 await asyncio.sleep(min(TICK, left))
@@ -295,12 +267,11 @@ class RemoteCluster:
         if kv is None:
             raise KVStoreError(f"no cluster record at {keys.cluster_info(self.name)}")
         reason: str | None
-        try:
-            info = check_cluster_info(kv.key, kv.value, self.name, self.cfg.cluster_id)
-        except Rejected as e:
-            reason = f"cluster record {kv.key}: {e}"
+        checked = check_record(kv.key, kv.value, self.name, self.cfg.cluster_id)
+        if isinstance(checked, str):
+            reason = checked
         else:
-            self.info = info
+            self.info = checked
             reason = await self._admit(self)
         if reason is None:
             self._record_rev = kv.mod_revision
@@ -310,7 +281,7 @@ class RemoteCluster:
         self._refused_rev = kv.mod_revision
         self._failed(f"refused: {reason}")
         async with self._lock:
-            await self._stop_data()
+            await self._tables.stop()
             await self._withdraw()
         self.state = "refused"
         return False
@@ -325,61 +296,25 @@ class RemoteCluster:
             return True  # an etcd that does not answer is the heartbeat's to judge
         if kv is None or kv.mod_revision == self._record_rev:
             return True  # a deleted record is put back by its operator; nothing to judge
-        try:
-            info = check_cluster_info(kv.key, kv.value, self.name, self.cfg.cluster_id)
-        except Rejected:
-            return False
-        if ClusterBounds.from_info(info) != self.bounds:
+        info = still_admitted(kv.key, kv.value, self.name, self.cfg.cluster_id, self.bounds)
+        if info is None:
             return False
         self.info, self._record_rev = info, kv.mod_revision
         return True
 
     async def _import(self) -> None:
-        """Tables for this cluster, and reflectors that fill them (retrying on their own).
+        """Import this cluster's state under the bounds of its admitted record.
 
-        Tables kept from a replaced connection stay if the bounds are the same
-        (the reflectors start from what the old ones held); under other bounds
-        every record must be checked again: withdrawn, then imported afresh.
+        Tables kept from a replaced connection stay if the bounds are the same;
+        under other bounds every record must be checked again: withdrawn, then
+        imported afresh.
         """
-        assert self._client is not None and self.info is not None and not self._data
+        assert self._client is not None and self.info is not None
         bounds = ClusterBounds.from_info(self.info)
-        if self._imported and bounds != self.bounds:
+        if self._tables.imported and bounds != self.bounds:
             await self._withdraw()
         self.bounds = bounds
-        sinks, name = self._sinks, self.name
-        seed: dict[str, dict[str, KeyValue]] | None = None
-        if self._imported:
-            seed, self._seed = self._seed, {}
-        else:
-            sinks.ipcache.add_source(bounds)
-            sinks.identities.add_source(bounds)
-        feeds: list[tuple[str, Any]] = [
-            (keys.nodes(name), self.services.placement(sinks.ipcache.handler("nodes", name))),
-            (
-                keys.podcidr_nodes(name),
-                self.services.placement(sinks.ipcache.handler("podcidrs", name)),
-            ),
-            (keys.ipcaches(name), sinks.ipcache.handler("ip", name)),
-            (keys.identity_ids(name), sinks.identities.handler(name)),
-            (keys.services(name), self.services.handler()),
-        ]
-        self._import_started = self._clock()
-        self._imported = True
-        self.last_sync_seconds = None
-        for prefix, handler in feeds:
-            r = Reflector(
-                self._client,
-                prefix,
-                handler,
-                name=f"{name}: {prefix}",
-                first_list_fatal=False,
-                seed=seed.get(prefix, {}) if seed is not None else None,
-            )
-            await r.start()
-            self._data.append(r)
-        self._sync_timer = asyncio.create_task(self._time_sync(list(self._data)))
-        how = "over a new connection, its state kept" if seed is not None else "importing"
-        log.info("clustermesh %s: %s (id %d)", name, how, bounds.cluster_id)
+        await self._tables.start(self._client, bounds)
 
     async def _poll_heartbeat(self) -> None:
         """The heartbeat is one key the read-only role may read as a key, not as a
@@ -392,7 +327,7 @@ class RemoteCluster:
             return
         if self.last_error is not None and self.last_error.startswith(HEARTBEAT_ERROR):
             # Read again: that failure is over (what is wrong now, if anything).
-            self.last_error = self._stale_error() if self.stale else None
+            self.last_error = freshness.stale_error(self._heartbeat_timeout) if self.stale else None
         if kv is None or kv.mod_revision == self._heartbeat_rev:
             return
         if self._heartbeat_rev:
@@ -400,19 +335,12 @@ class RemoteCluster:
         else:
             # The first reading: its own timestamp says how old it is (clocks of
             # two clusters may differ: believed only when it says "recent").
-            age = _heartbeat_age(kv.value, time.time())
-            if age is not None and age < self._heartbeat_timeout:
+            age = freshness.recent_heartbeat_age(kv.value, time.time(), self._heartbeat_timeout)
+            if age is not None:
                 self.heartbeat_seen = self._clock() - age
         self._heartbeat_rev = kv.mod_revision
 
-    def _stale_error(self) -> str:
-        return f"stale: no heartbeat for {self._heartbeat_timeout:.0f} s"
-
-    async def _time_sync(self, reflectors: list[Reflector]) -> None:
-        """How long the first lists of every import reflector took together."""
-        await asyncio.gather(*(r.synced.wait() for r in reflectors))
-        self.last_sync_seconds = round(self._clock() - self._import_started, 3)
-        log.info("clustermesh %s: synced in %.3f s", self.name, self.last_sync_seconds)
+    def _first_lists_in(self) -> None:
         # Said at once, not at the next freshness tick (up to a second later).
         if self.state == "connected" and not self.stale:
             self.state = "synced"
@@ -421,22 +349,17 @@ class RemoteCluster:
         """Fresh, stale or withdrawn, from the heartbeat's age. ``connected=False``
         (between connection attempts): nothing is read, state only ages."""
         now = self._clock()
-        fresh = self.heartbeat_seen is not None and now - self.heartbeat_seen < (
-            self._heartbeat_timeout
+        verdict = freshness.judge(
+            now, self.heartbeat_seen, self._tables.started, self._heartbeat_timeout
         )
-        # Not heard from yet: a new heartbeat comes within the operator's
-        # interval; judge only once the timeout has passed since the import.
-        waiting = self.heartbeat_seen is None and now - self._import_started < (
-            self._heartbeat_timeout
-        )
-        if fresh or waiting:
+        if verdict is not Freshness.STALE:
             if not connected:
                 return
-            if fresh and self.stale_since is not None:
+            if verdict is Freshness.FRESH and self.stale_since is not None:
                 log.info("clustermesh %s: fresh again", self.name)
                 self.stale_since = None
                 self.last_error = None  # the log keeps it; the status shows what is wrong now
-                if not self._imported:
+                if not self._tables.imported:
                     await self._import()
                 else:
                     await self.services.reprogram()
@@ -444,54 +367,30 @@ class RemoteCluster:
             return
         if self.stale_since is None:
             self.stale_since = now
-            self._failed(self._stale_error())
+            self._failed(freshness.stale_error(self._heartbeat_timeout))
             await self.services.reprogram()
-        if self._imported and now - self.stale_since >= self.cfg.stale_after:
+        if self._tables.imported and freshness.withdrawal_due(
+            now, self.stale_since, self.cfg.stale_after
+        ):
             log.warning(
                 "clustermesh %s: stale for %.0f s: withdrawing its state", self.name,
                 now - self.stale_since,
             )  # fmt: skip
-            await self._stop_data()
+            await self._tables.stop()
             await self._withdraw()
-        self.state = "stale" if self._imported else "withdrawn"
+        self.state = "stale" if self._tables.imported else "withdrawn"
 
     # --- withdrawal -----------------------------------------------------------------
 
-    async def _stop_data(self, *, keep_seed: bool = False) -> None:
-        """Stop the import reflectors. ``keep_seed``: remember what they delivered, for
-        the next import's reflectors (:attr:`_seed`); taken once they are all
-        stopped, so no event can reach the tables after it."""
-        if self._sync_timer is not None:
-            self._sync_timer.cancel()
-            self._sync_timer = None
-        for r in self._data:
-            with contextlib.suppress(Exception):
-                await r.stop()
-        if keep_seed and self._data:
-            self._seed = {r.prefix: dict(r.items) for r in self._data}
-        self._data.clear()
-
     async def _withdraw(self) -> None:
-        self._seed = {}
-        if not self._imported:
-            return
-        self._imported = False
-        await self.services.withdraw()
-        self._sinks.identities.remove_source(self.name)
-        await self._sinks.ipcache.remove_source(self.name)
-        self.state = "withdrawn"
-        log.info("clustermesh %s: state withdrawn", self.name)
+        if await self._tables.withdraw():
+            self.state = "withdrawn"
+            log.info("clustermesh %s: state withdrawn", self.name)
 
     # --- status ---------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
         now = self._clock()
-        table = self._sinks.ipcache.table(self.name) if self._imported else None
-        idents = self._sinks.identities.tables.get(self.name) if self._imported else None
-        rejected: dict[str, str] = dict(table.rejected()) if table is not None else {}
-        if idents is not None:
-            rejected.update(idents.rejects.current())
-        rejected.update(self.services.rejects.current())
         return {
             "name": self.name,
             "id": self.info.id if self.info else self.cfg.cluster_id,
@@ -499,31 +398,15 @@ class RemoteCluster:
             "ready": self.state == "synced",
             "pod_pools": list(self.info.pod_pools) if self.info else [],
             "service_cidr": self.info.service_cidr if self.info else None,
-            "nodes": len(table.valid_nodes) if table is not None else 0,
-            "endpoints": table.placed if table is not None else 0,
-            "identities": len(idents.by_id) if idents is not None else 0,
-            "services": len(self.services.programmed),
-            "rejected": len(rejected),
-            "rejected_keys": {k: rejected[k] for k in sorted(rejected)[:REJECTED_SAMPLE]},
+            **self._tables.status(),
             "last_error": self.last_error,
             "heartbeat_age": (
                 round(now - self.heartbeat_seen, 1) if self.heartbeat_seen is not None else None
             ),
-            "last_sync_seconds": self.last_sync_seconds,
+            "last_sync_seconds": self._tables.last_sync_seconds,
             "stale_since": (
                 round(now - self.stale_since, 1) if self.stale_since is not None else None
             ),
             "stale_after": self.cfg.stale_after,
             "connections": self.connections,
         }
-
-
-def _heartbeat_age(raw: bytes, now: float) -> float | None:
-    """Seconds since the heartbeat ``raw`` was written (its ``time``), None if unreadable."""
-    try:
-        value = json.loads(raw)
-        stamp = float(value["time"])
-    except (ValueError, TypeError, KeyError):
-        return None
-    age = now - stamp
-    return age if 0 <= age < 86400 else None

@@ -16,8 +16,9 @@ withdrawn from the merge.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from glia.clustermesh.sinks import MeshSinks
 from glia.kvstore import keys
 from glia.kvstore.client import KeyValue
 from glia.service.merge import RemoteRecord
@@ -25,9 +26,6 @@ from glia.validate.bounds import ClusterBounds
 from glia.validate.errors import Rejected
 from glia.validate.rejects import RejectLog
 from glia.validate.services import check_cluster_service
-
-if TYPE_CHECKING:
-    from glia.clustermesh.remote import MeshSinks
 
 PLACEMENT = frozenset({"nodes", "podcidrs"})  # table parts a Service's backends are checked by
 
