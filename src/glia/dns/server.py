@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import struct
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -29,6 +30,7 @@ import dns.rdatatype
 import dns.rrset
 
 from glia.dns.names import TTL, Sources, Verdict, resolve
+from glia.metrics.recorders import DNS_BUCKETS, Histogram
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,10 @@ class DnsServer:
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.counts = {"queries": 0, "answered": 0, "nxdomain": 0, "forwarded": 0, "failed": 0}
+        # For the agent's metrics (glia.agent.metrics), read at scrape time: responses
+        # by rcode and the time from a query's arrival to its answer being sent.
+        self.rcodes: dict[int, int] = {}
+        self.latency = Histogram(DNS_BUCKETS)
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -139,10 +145,10 @@ class DnsServer:
         response = dns.message.make_response(query)
         if query.opcode() != dns.opcode.QUERY:
             response.set_rcode(dns.rcode.NOTIMP)
-            return _wire(response, limit)
+            return self._reply(response, limit)
         if len(query.question) != 1:
             response.set_rcode(dns.rcode.FORMERR)
-            return _wire(response, limit)
+            return self._reply(response, limit)
         q = query.question[0]
         qtype = dns.rdatatype.to_text(q.rdtype)
         ans = resolve(q.name.to_text(), qtype, self._src)
@@ -159,7 +165,7 @@ class DnsServer:
         else:
             self.counts["nxdomain"] += 1
             response.set_rcode(dns.rcode.NXDOMAIN)
-        return _wire(response, limit)
+        return self._reply(response, limit)
 
     async def _forward(self, fwd: _Forward, tcp: bool) -> bytes:
         query, response, limit = fwd.query, fwd.response, fwd.limit
@@ -175,9 +181,14 @@ class DnsServer:
             except (dns.exception.DNSException, OSError) as e:
                 log.debug("dns: upstream %s:%d: %s", up.host, up.port, e)
                 continue
-            return _wire(got, limit)
+            return self._reply(got, limit)
         self.counts["failed"] += 1
         response.set_rcode(dns.rcode.SERVFAIL)
+        return self._reply(response, limit)
+
+    def _reply(self, response: dns.message.Message, limit: int) -> bytes:
+        code = response.rcode()
+        self.rcodes[code] = self.rcodes.get(code, 0) + 1
         return _wire(response, limit)
 
     def _spawn(self, coro: Any) -> None:
@@ -192,10 +203,12 @@ class DnsServer:
                 wire = await asyncio.wait_for(
                     reader.readexactly(struct.unpack("!H", head)[0]), TCP_IDLE
                 )
+                start = time.perf_counter()
                 out = await self.answer(wire, tcp=True)
                 if out is None:
                     break
                 writer.write(struct.pack("!H", len(out)) + out)
+                self.latency.observe(time.perf_counter() - start)
                 await writer.drain()
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -215,16 +228,19 @@ class _Udp(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         # Answered in the callback: a task per query would cost more than the answer.
+        start = time.perf_counter()
         out = self._server.answer_local(data, tcp=False)
         if isinstance(out, _Forward):
-            self._server._spawn(self._forwarded(out, addr))
+            self._server._spawn(self._forwarded(out, addr, start))
         elif out is not None and self._transport is not None:
             self._transport.sendto(out, addr)
+            self._server.latency.observe(time.perf_counter() - start)
 
-    async def _forwarded(self, fwd: _Forward, addr: tuple[str, int]) -> None:
+    async def _forwarded(self, fwd: _Forward, addr: tuple[str, int], start: float) -> None:
         out = await self._server._forward(fwd, tcp=False)
         if self._transport is not None:
             self._transport.sendto(out, addr)
+            self._server.latency.observe(time.perf_counter() - start)
 
 
 def _wire(response: dns.message.Message, limit: int) -> bytes:
