@@ -90,6 +90,7 @@ class Operator:
         self.gc_passes = {"success": 0, "error": 0}
         self.identities_collected = 0
         self.identities_listed: int | None = None  # by the last GC pass; None: none yet
+        self._gc: IdentityGC | None = None  # this term's collector
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
@@ -154,11 +155,10 @@ class Operator:
         bounds = ClusterBounds.of(cfg.cluster, cfg.cluster_id, cfg.pod_pool, cfg.service_cidr)
         self._services = ServiceResolver(self.kv, cfg.cluster, cfg.cluster_id, bounds=bounds)
         await self._services.start()
-        gc = IdentityGC(self.kv, cfg.cluster, cfg.identity_gc_grace)
+        self._gc = IdentityGC(self.kv, cfg.cluster, cfg.identity_gc_grace)
         self._tasks = [
             asyncio.create_task(
-                self._every(cfg.identity_gc_interval, lambda: self._collect(gc)),
-                name="identity-gc",
+                self._every(cfg.identity_gc_interval, self._collect_identities), name="identity-gc"
             ),
             asyncio.create_task(
                 self._every(cfg.heartbeat_interval, self._heartbeat), name="heartbeat"
@@ -170,7 +170,10 @@ class Operator:
         log.info("leader duties started (term %d)", self.terms)
         return True
 
-    async def _collect(self, gc: IdentityGC) -> None:
+    async def _collect_identities(self) -> None:
+        """One identity GC pass of this term's collector, counted for the metrics."""
+        gc = self._gc
+        assert gc is not None
         try:
             collected = await gc.run_once()
         except Exception:
