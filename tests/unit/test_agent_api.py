@@ -449,3 +449,18 @@ async def test_metrics_route_is_text_and_counts_the_cni_calls(api: str) -> None:
     assert samples[key] == 1
     assert samples[("glia_cni_duration_seconds_count", (("command", "ADD"),))] == 1
     assert b"glia_cni_requests_total" in body
+
+
+async def test_glia_metrics_prints_the_agents_text(api: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from glia.cli.main import app
+
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["metrics", "--socket", api])
+    assert result.exit_code == 0, result.output
+    families = {f.name for f in text_string_to_metric_families(result.output)}
+    assert {"glia_cni_requests", "glia_cni_duration_seconds"} <= families
+    gone = str(tmp_path / "none.sock")
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["metrics", "--socket", gone])
+    assert result.exit_code == 1
+    assert "cannot reach the glia agent" in result.output
