@@ -84,6 +84,10 @@ def test_answers_over_udp_and_tcp(in_ns: Any) -> None:
                 got = await _query(5301, "example.org", tcp=tcp)
                 assert got.rcode() == dns.rcode.NXDOMAIN  # no upstream: at once
             assert server.counts["answered"] == 8
+            # The metrics' recorders: 8 answers and 4 NXDOMAIN, each timed once.
+            assert server.rcodes == {dns.rcode.NOERROR: 8, dns.rcode.NXDOMAIN: 4}
+            assert server.latency.count == 12
+            assert 0 < server.latency.sum < 12 * 2.0
         finally:
             await server.stop()
 
@@ -122,6 +126,11 @@ def test_other_names_go_upstream_and_a_dead_upstream_fails_fast(in_ns: Any) -> N
             assert time.monotonic() - start < 1.0  # the issue: an unknown name fails within 1 s
             got = await _query(5305, "client")  # our names never wait for an upstream
             assert _a(got) == ["10.1.0.5"]
+            # Forwarded answers count under the upstream's rcode and are timed to the send.
+            assert server.rcodes == {dns.rcode.NXDOMAIN: 2}
+            assert server.latency.count == 2
+            assert only_dead.rcodes == {dns.rcode.SERVFAIL: 1, dns.rcode.NOERROR: 1}
+            assert only_dead.latency.count == 2
         finally:
             for s in (server, only_dead, upstream):
                 await s.stop()

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from test_agent_client import short_tmpdir
 
 from glia.agent.api import ApiServer
@@ -428,3 +429,38 @@ async def test_services_before_the_first_sync_are_a_503(synced: bool | None) -> 
             await asyncio.to_thread(c.services)
     assert (ei.value.http_status, ei.value.code) == (503, 50)
     assert "not synchronised yet" in ei.value.msg
+
+
+async def test_metrics_route_is_text_and_counts_the_cni_calls(api: str) -> None:
+    c = AgentClient(api)
+    with pytest.raises(AgentError):
+        await asyncio.to_thread(c.cni_add, {"command": "ADD"})  # not ready: an error
+    status, headers, body = await asyncio.to_thread(
+        _raw, api, b"GET /v1/metrics HTTP/1.0\r\nHost: x\r\n\r\n"
+    )
+    assert (status, headers["Content-Type"]) == (200, "text/plain; version=0.0.4; charset=utf-8")
+    text = await asyncio.to_thread(c.get_text, "/v1/metrics")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+    key = ("glia_cni_requests_total", (("command", "ADD"), ("outcome", "error")))
+    assert samples[key] == 1
+    assert samples[("glia_cni_duration_seconds_count", (("command", "ADD"),))] == 1
+    assert b"glia_cni_requests_total" in body
+
+
+async def test_glia_metrics_prints_the_agents_text(api: str, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from glia.cli.main import app
+
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["metrics", "--socket", api])
+    assert result.exit_code == 0, result.output
+    families = {f.name for f in text_string_to_metric_families(result.output)}
+    assert {"glia_cni_requests", "glia_cni_duration_seconds"} <= families
+    gone = str(tmp_path / "none.sock")
+    result = await asyncio.to_thread(CliRunner().invoke, app, ["metrics", "--socket", gone])
+    assert result.exit_code == 1
+    assert "cannot reach the glia agent" in result.output

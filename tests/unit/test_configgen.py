@@ -47,6 +47,12 @@ def test_the_agent_file_names_bootstraps_certificates_and_loads() -> None:
     assert "config_etcd" not in yaml.safe_load(_agent(apply=False))
 
 
+@pytest.mark.parametrize("listen", ["192.0.2.10:9962", ":9962"])
+def test_prometheus_listen_is_taken_as_given(listen: str) -> None:
+    text = _agent(overrides=configgen.overrides_of([f"prometheus_listen={listen}"]))
+    assert codec.from_dict(AgentConfig, yaml.safe_load(text)).prometheus_listen == listen
+
+
 def _operator(node_mask_size: int) -> str:
     return configgen.operator(
         cluster="c1",

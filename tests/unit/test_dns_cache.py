@@ -56,6 +56,7 @@ def test_a_repeated_query_is_answered_from_the_cache_with_its_own_id() -> None:
     assert second.flags & dns.flags.AA and second.flags & dns.flags.QR
     assert len(server._cache or []) == 1
     assert server.counts["queries"] == 2 and server.counts["answered"] == 2
+    assert server.rcodes == {dns.rcode.NOERROR: 2}  # a kept answer is counted as built
 
 
 def test_no_answer_outlives_a_change_of_names() -> None:
@@ -67,6 +68,7 @@ def test_no_answer_outlives_a_change_of_names() -> None:
     _change()
     gone = _ask(server, "db", 3)
     assert gone.rcode() == dns.rcode.NXDOMAIN
+    assert server.rcodes == {dns.rcode.NOERROR: 2, dns.rcode.NXDOMAIN: 1}
     assert server.counts == {
         "queries": 3,
         "answered": 2,

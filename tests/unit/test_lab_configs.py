@@ -51,6 +51,7 @@ def test_agent_config_round_trips_through_the_agent_loader(tmp_path: Path) -> No
     assert loaded.etcd == ETCD
     assert loaded.socket_lb_cgroup == "/sys/fs/cgroup/unified/glia-lab-glia-c2-n1"
     assert loaded.chained_prefix == 26  # the glia-chained network's block (docs/chaining.md)
+    assert loaded.prometheus_listen == "198.18.2.1:9962"  # in the node's namespace only
 
 
 def test_socket_lb_is_off_without_a_cgroup() -> None:

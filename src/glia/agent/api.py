@@ -30,10 +30,12 @@ from glia.agent.api_http import (
     http_error,
     read_json_object,
 )
+from glia.agent.metrics import AgentMetrics, CniStats
 from glia.datapath.ct import ct_entries
 from glia.endpoint.manager import CNI_NOT_READY, CNI_TRY_AGAIN, CniError
 from glia.kvstore import keys
 from glia.kvstore.errors import KVStoreError
+from glia.metrics import http as metrics_http
 from glia.model import codec
 from glia.model.node import Node
 
@@ -51,6 +53,8 @@ class ApiServer:
         self._agent = agent
         self._path = socket_path
         self._runner: web.AppRunner | None = None
+        self.cni_stats = CniStats()
+        self.metrics = AgentMetrics(agent, self.cni_stats)
 
     def build_app(self) -> web.Application:
         """The application: every route of docs/agent-api.md, behind the error middleware."""
@@ -73,6 +77,7 @@ class ApiServer:
         r.add_get("/v1/bpf/ct", self._bpf_ct, allow_head=False)
         r.add_get("/v1/clustermesh", self._clustermesh, allow_head=False)
         r.add_get("/v1/services", self._services, allow_head=False)
+        r.add_get("/v1/metrics", self._metrics, allow_head=False)
         api_config.add_routes(app, self._agent)
         api_bpfpolicy.add_routes(app, self._agent)
         api_monitor.add_routes(app, self._agent)
@@ -128,19 +133,28 @@ class ApiServer:
     # The CNI calls, for the HTTP routes and for the fast path's in-process client
     # (glia.agent.api_cni_exec): CniError carries the CNI code either way.
 
+    # Timed here, not in the routes, so the fast path's calls are counted too.
+
     async def cni_add(self, body: dict[str, Any]) -> dict[str, Any]:
-        result: dict[str, Any] = await self._ready_endpoints().add(body)
+        with self.cni_stats.timed("ADD"):
+            result: dict[str, Any] = await self._ready_endpoints().add(body)
         return result
 
     async def cni_del(self, body: dict[str, Any]) -> dict[str, Any]:
-        await self._ready_endpoints().delete(body)
+        with self.cni_stats.timed("DEL"):
+            await self._ready_endpoints().delete(body)
         return {}
 
     async def cni_check(self, body: dict[str, Any]) -> dict[str, Any]:
-        await self._ready_endpoints().check(body)
+        with self.cni_stats.timed("CHECK"):
+            await self._ready_endpoints().check(body)
         return {}
 
     async def cni_gc(self, body: dict[str, Any]) -> dict[str, Any]:
+        with self.cni_stats.timed("GC"):
+            return await self._cni_gc_body(body)
+
+    async def _cni_gc_body(self, body: dict[str, Any]) -> dict[str, Any]:
         valid = []
         for a in body.get("valid_attachments") or []:
             if not isinstance(a, dict) or not isinstance(a.get("containerID"), str):
@@ -259,6 +273,11 @@ class ApiServer:
         now = time.monotonic_ns()
         rows = await self._agent.run_dp(lambda: [r.to_dict(now) for r in ct_entries(dp)])
         return web.json_response(rows)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        # The same text as prometheus_listen's /metrics, for `glia metrics`.
+        body = await self.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": metrics_http.CONTENT_TYPE})
 
     async def _bpf_metrics(self, request: web.Request) -> web.Response:
         dp = self._dp()

@@ -136,13 +136,26 @@ class AgentClient:
     def post(self, path: str, body: Any) -> Any:
         return self._call("POST", path, json.dumps(body).encode())
 
+    def get_text(self, path: str) -> str:
+        """A route answering text (``GET /v1/metrics``); errors as for JSON routes."""
+        status, raw = self._roundtrip("GET", path, None, accept="text/plain")
+        if status >= 400:
+            self._decode("GET", path, status, raw)  # raises the error the body names
+        return raw.decode("utf-8", errors="replace")
+
     def _call(self, method: str, path: str, payload: bytes | None) -> Any:
-        lines = [f"{method} {path} HTTP/1.0", "Host: localhost", "Accept: application/json"]
+        status, raw = self._roundtrip(method, path, payload)
+        return self._decode(method, path, status, raw)
+
+    def _roundtrip(
+        self, method: str, path: str, payload: bytes | None, accept: str = "application/json"
+    ) -> tuple[int, bytes]:
+        lines = [f"{method} {path} HTTP/1.0", "Host: localhost", f"Accept: {accept}"]
         if payload is not None:
             lines += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
         request = ("\r\n".join(lines) + "\r\n\r\n").encode() + (payload or b"")
         try:
-            status, raw = _exchange(self.socket_path, self.timeout, request)
+            return _exchange(self.socket_path, self.timeout, request)
         except TimeoutError as e:
             raise AgentProtocolError(
                 self.socket_path,
@@ -153,7 +166,6 @@ class AgentClient:
             raise AgentProtocolError(self.socket_path, f"{method} {path}: {e}") from e
         except OSError as e:
             raise AgentProtocolError(self.socket_path, f"{method} {path}: {_describe(e)}") from e
-        return self._decode(method, path, status, raw)
 
     def _decode(self, method: str, path: str, status: int, raw: bytes) -> Any:
         try:

@@ -101,6 +101,10 @@ class AgentConfig:
     in order, dns_timeout s each); none: they get NXDOMAIN at once."""
     dns_timeout: float = 0.5
     """Seconds to wait for one upstream DNS server before trying the next."""
+    prometheus_listen: str = ""
+    """Prometheus metrics (docs/metrics.md): "ADDR:PORT" serves /metrics over HTTP there
+    (cilium-agent's port is 9962; ":9962" = every address of the node); "" = off. The
+    same text is on the API socket (`glia metrics`) either way."""
     log_level: str = "info"
     """Logging level: debug, info, warning or error."""
 

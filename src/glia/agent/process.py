@@ -14,17 +14,17 @@ import os
 import signal
 from pathlib import Path
 
+from glia.agent.api import ApiServer
 from glia.agent.config import AgentConfig
 from glia.agent.daemon import Agent
 from glia.cni.deletion_queue import DeletionQueue
 from glia.kvstore.errors import KVStoreError
+from glia.metrics.http import MetricsServer
 
 log = logging.getLogger("glia.agent.daemon")
 
 
 async def serve(cfg: AgentConfig) -> None:
-    from glia.agent.api import ApiServer
-
     agent = Agent(cfg)
     api = ApiServer(agent, cfg.socket)
     # DELs the CNI plugin queued while no agent answered (see
@@ -33,6 +33,10 @@ async def serve(cfg: AgentConfig) -> None:
     queue = DeletionQueue(str(Path(cfg.socket).parent / "cni-delete-queue"))
     with queue.lock(exclusive=True, timeout=10):
         await api.start()
+    metrics = await _serve_metrics(cfg, api)
+    if isinstance(metrics, str):
+        await api.stop()
+        raise SystemExit(metrics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -44,6 +48,7 @@ async def serve(cfg: AgentConfig) -> None:
     if starter in done and starter.exception() is not None:
         exc = starter.exception()
         log.error("agent failed to start: %s", exc)
+        await _stop(metrics)
         await api.stop()
         await agent.stop()
         raise SystemExit(_start_error(exc))
@@ -53,8 +58,27 @@ async def serve(cfg: AgentConfig) -> None:
     starter.cancel()
     with contextlib.suppress(BaseException):
         await starter
+    await _stop(metrics)
     await api.stop()
     await agent.stop()
+
+
+async def _serve_metrics(cfg: AgentConfig, api: ApiServer) -> MetricsServer | str | None:
+    """The /metrics server of ``prometheus_listen`` (None: off), or why it cannot listen."""
+    if not cfg.prometheus_listen:
+        return None
+    server = MetricsServer(api.metrics.render)
+    try:
+        await server.start(cfg.prometheus_listen)
+    except (ValueError, OSError) as e:
+        return f"glia agent: prometheus_listen: {e}"
+    log.info("serving Prometheus metrics on http://%s/metrics", cfg.prometheus_listen)
+    return server
+
+
+async def _stop(server: MetricsServer | None) -> None:
+    if server is not None:
+        await server.stop()
 
 
 def _start_error(exc: BaseException | None) -> str:

@@ -26,6 +26,7 @@ from glia.cli import (
     inspect,
     kvstore,
     lab,
+    metrics,
     monitor,
     policy,
     services,
@@ -124,6 +125,7 @@ clustermesh.register(app)
 bpfpolicy.register(app)
 deploy.register(app)
 monitor.register(app)
+metrics.register(app)
 policy.register(app)
 cni.register(app)
 

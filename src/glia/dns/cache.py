@@ -19,19 +19,22 @@ costs only misses.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")  # what the caller keeps with an answer (how it was counted)
 
 DNS_HEADER = 12  # bytes; the ID is the first two
 
 
-class AnswerCache:
+class AnswerCache(Generic[T]):
     def __init__(self, version: Callable[[], Hashable], limit: int = 4096) -> None:
         self._version = version
         self._limit = limit
         self._built_under: Hashable = object()  # equal to no version: the first get misses
-        self._answers: dict[tuple[bool, bytes], tuple[bytes, str]] = {}
+        self._answers: dict[tuple[bool, bytes], tuple[bytes, T]] = {}
 
-    def get(self, query: bytes, tcp: bool) -> tuple[bytes, str] | None:
-        """(the answer with ``query``'s ID, the kind it was counted as), or None."""
+    def get(self, query: bytes, tcp: bool) -> tuple[bytes, T] | None:
+        """(the answer with ``query``'s ID, what was kept with it), or None."""
         version = self._version()
         if version != self._built_under:
             self._answers.clear()
@@ -44,16 +47,16 @@ class AnswerCache:
             return None
         return query[:2] + hit[0], hit[1]
 
-    def put(self, query: bytes, tcp: bool, answer: bytes, kind: str) -> None:
-        """Keep ``answer`` (built for ``query`` under the current version; ``kind``: the
-        counter it went to) for the same query later."""
+    def put(self, query: bytes, tcp: bool, answer: bytes, tag: T) -> None:
+        """Keep ``answer`` (built for ``query`` under the current version) and ``tag`` (how
+        it was counted) for the same query later."""
         if len(query) < DNS_HEADER or len(answer) < DNS_HEADER:
             return
         if self._version() != self._built_under:
             return  # built from names that changed meanwhile (or before the first get)
         if len(self._answers) >= self._limit:
             self._answers.clear()
-        self._answers[(tcp, query[2:])] = (answer[2:], kind)
+        self._answers[(tcp, query[2:])] = (answer[2:], tag)
 
     def __len__(self) -> int:
         return len(self._answers)

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import struct
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -30,11 +31,23 @@ import dns.rrset
 
 from glia.dns.cache import AnswerCache
 from glia.dns.names import TTL, Sources, Verdict, resolve
+from glia.metrics.recorders import DNS_BUCKETS, Histogram
 
 log = logging.getLogger(__name__)
 
 UDP_LIMIT = 512  # without EDNS (RFC 1035)
 TCP_IDLE = 10.0  # seconds a TCP client may keep a connection without asking
+# Response codes as plain ints: the keys of DnsServer.rcodes.
+_NOERROR, _FORMERR, _SERVFAIL, _NXDOMAIN, _NOTIMP = (
+    int(c)
+    for c in (
+        dns.rcode.NOERROR,
+        dns.rcode.FORMERR,
+        dns.rcode.SERVFAIL,
+        dns.rcode.NXDOMAIN,
+        dns.rcode.NOTIMP,
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +100,13 @@ class DnsServer:
         self._tcp: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.counts = {"queries": 0, "answered": 0, "nxdomain": 0, "forwarded": 0, "failed": 0}
-        self._cache = AnswerCache(sources.version) if sources.version is not None else None
+        # For the agent's metrics (glia.agent.metrics), read at scrape time: responses
+        # by rcode and the time from a query's arrival to its answer being sent.
+        self.rcodes: dict[int, int] = {}
+        self.latency = Histogram(DNS_BUCKETS)
+        self._cache: AnswerCache[tuple[str, int]] | None = (
+            AnswerCache(sources.version) if sources.version is not None else None
+        )
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -132,10 +151,12 @@ class DnsServer:
         """The response from memory, or what to forward (the only case that waits)."""
         hit = self._cache.get(wire, tcp) if self._cache is not None else None
         if hit is not None:
+            answer, (kind, code) = hit
             self.counts["queries"] += 1
-            if hit[1]:
-                self.counts[hit[1]] += 1
-            return hit[0]
+            if kind:
+                self.counts[kind] += 1
+            self.rcodes[code] = self.rcodes.get(code, 0) + 1
+            return answer
         out = self._build(wire, tcp)
         if isinstance(out, tuple):
             if self._cache is not None:
@@ -143,8 +164,9 @@ class DnsServer:
             return out[0]
         return out
 
-    def _build(self, wire: bytes, tcp: bool) -> tuple[bytes, str] | _Forward | None:
-        """A local response and the counter it went to ("" for none), or what to forward."""
+    def _build(self, wire: bytes, tcp: bool) -> tuple[bytes, tuple[str, int]] | _Forward | None:
+        """A local response with the counter it went to ("" for none) and its rcode, or
+        what to forward."""
         try:
             query = dns.message.from_wire(wire)
         except dns.exception.DNSException:
@@ -156,10 +178,10 @@ class DnsServer:
         response = dns.message.make_response(query)
         if query.opcode() != dns.opcode.QUERY:
             response.set_rcode(dns.rcode.NOTIMP)
-            return _wire(response, limit), ""
+            return self._reply(response, limit, _NOTIMP), ("", _NOTIMP)
         if len(query.question) != 1:
             response.set_rcode(dns.rcode.FORMERR)
-            return _wire(response, limit), ""
+            return self._reply(response, limit, _FORMERR), ("", _FORMERR)
         q = query.question[0]
         qtype = dns.rdatatype.to_text(q.rdtype)
         ans = resolve(q.name.to_text(), qtype, self._src)
@@ -167,6 +189,7 @@ class DnsServer:
             return _Forward(query, response, limit)
         if ans.verdict is not Verdict.ELSEWHERE:
             response.flags |= dns.flags.AA
+        code = _NOERROR
         if ans.verdict is Verdict.ANSWER:
             kind = "answered"
             if ans.addresses and q.rdclass == dns.rdataclass.IN:
@@ -176,8 +199,9 @@ class DnsServer:
         else:
             kind = "nxdomain"
             response.set_rcode(dns.rcode.NXDOMAIN)
+            code = _NXDOMAIN
         self.counts[kind] += 1
-        return _wire(response, limit), kind
+        return self._reply(response, limit, code), (kind, code)
 
     async def _forward(self, fwd: _Forward, tcp: bool) -> bytes:
         query, response, limit = fwd.query, fwd.response, fwd.limit
@@ -193,9 +217,15 @@ class DnsServer:
             except (dns.exception.DNSException, OSError) as e:
                 log.debug("dns: upstream %s:%d: %s", up.host, up.port, e)
                 continue
-            return _wire(got, limit)
+            return self._reply(got, limit, int(got.rcode()))
         self.counts["failed"] += 1
         response.set_rcode(dns.rcode.SERVFAIL)
+        return self._reply(response, limit, _SERVFAIL)
+
+    def _reply(self, response: dns.message.Message, limit: int, code: int) -> bytes:
+        # ``code`` is the rcode just set: reading it back (Message.rcode()) costs more
+        # than the rest of the count on this path.
+        self.rcodes[code] = self.rcodes.get(code, 0) + 1
         return _wire(response, limit)
 
     def _spawn(self, coro: Any) -> None:
@@ -210,10 +240,12 @@ class DnsServer:
                 wire = await asyncio.wait_for(
                     reader.readexactly(struct.unpack("!H", head)[0]), TCP_IDLE
                 )
+                start = time.perf_counter()
                 out = await self.answer(wire, tcp=True)
                 if out is None:
                     break
                 writer.write(struct.pack("!H", len(out)) + out)
+                self.latency.observe(time.perf_counter() - start)
                 await writer.drain()
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             pass
@@ -233,16 +265,19 @@ class _Udp(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         # Answered in the callback: a task per query would cost more than the answer.
+        start = time.perf_counter()
         out = self._server.answer_local(data, tcp=False)
         if isinstance(out, _Forward):
-            self._server._spawn(self._forwarded(out, addr))
+            self._server._spawn(self._forwarded(out, addr, start))
         elif out is not None and self._transport is not None:
             self._transport.sendto(out, addr)
+            self._server.latency.observe(time.perf_counter() - start)
 
-    async def _forwarded(self, fwd: _Forward, addr: tuple[str, int]) -> None:
+    async def _forwarded(self, fwd: _Forward, addr: tuple[str, int], start: float) -> None:
         out = await self._server._forward(fwd, tcp=False)
         if self._transport is not None:
             self._transport.sendto(out, addr)
+            self._server.latency.observe(time.perf_counter() - start)
 
 
 def _wire(response: dns.message.Message, limit: int) -> bytes:

@@ -39,6 +39,8 @@ from glia.lab.topology import (
 from glia.model import codec
 from glia.operator.config import OperatorConfig
 
+AGENT_METRICS_PORT = 9962  # cilium-agent's Prometheus port
+
 
 def agent_config(
     node: NodeSpec,
@@ -75,6 +77,9 @@ def agent_config(
         chained_prefix=CHAINED_PREFIX,
         docker_plugin_socket=str(node.docker_plugin_socket),
         docker_api_socket=str(node.docker_dir / "docker.sock"),
+        # In the node's namespace only, as cilium-agent's port: reachable from the
+        # lab's namespaces (`glia lab exec`, other nodes), never from the host's.
+        prometheus_listen=f"{node.ip}:{AGENT_METRICS_PORT}",
     )
 
 

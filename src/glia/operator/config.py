@@ -38,6 +38,9 @@ class OperatorConfig:
     """Seconds an identity no endpoint references survives before it is collected."""
     heartbeat_interval: float = 5.0
     """Seconds between writes of the cluster heartbeat (other clusters judge liveness by it)."""
+    prometheus_listen: str = ""
+    """Prometheus metrics (docs/metrics.md): "ADDR:PORT" serves /metrics over HTTP there
+    (cilium-operator's port is 9963); "" = off."""
     log_level: str = "info"
     """Logging level: debug, info, warning or error."""
 

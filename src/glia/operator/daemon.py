@@ -25,19 +25,21 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from glia.aiotasks import cancel_and_wait
 from glia.kvstore import keys
 from glia.kvstore.client import Compare, KVClient, Lease, Put
 from glia.kvstore.errors import KVStoreError
 from glia.kvstore.reflector import Reflector
+from glia.metrics.http import MetricsServer
 from glia.model import codec
 from glia.model.cluster import ClusterInfo
 from glia.operator import leader
 from glia.operator.config import OperatorConfig
 from glia.operator.identity_gc import IdentityGC
 from glia.operator.leader import LeaderElection
+from glia.operator.metrics import OperatorMetrics
 from glia.operator.podcidr import PodCIDRAllocator
 from glia.operator.services import ServiceResolver
 from glia.validate.bounds import ClusterBounds
@@ -84,6 +86,11 @@ class Operator:
         self.election: LeaderElection | None = None
         self.terms = 0  # times this process became the leader
         self.leading = False
+        # Across terms, for the metrics (glia.operator.metrics).
+        self.gc_passes = {"success": 0, "error": 0}
+        self.identities_collected = 0
+        self.identities_listed: int | None = None  # by the last GC pass; None: none yet
+        self._gc: IdentityGC | None = None  # this term's collector
 
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
@@ -148,10 +155,10 @@ class Operator:
         bounds = ClusterBounds.of(cfg.cluster, cfg.cluster_id, cfg.pod_pool, cfg.service_cidr)
         self._services = ServiceResolver(self.kv, cfg.cluster, cfg.cluster_id, bounds=bounds)
         await self._services.start()
-        gc = IdentityGC(self.kv, cfg.cluster, cfg.identity_gc_grace)
+        self._gc = IdentityGC(self.kv, cfg.cluster, cfg.identity_gc_grace)
         self._tasks = [
             asyncio.create_task(
-                self._every(cfg.identity_gc_interval, gc.run_once), name="identity-gc"
+                self._every(cfg.identity_gc_interval, self._collect_identities), name="identity-gc"
             ),
             asyncio.create_task(
                 self._every(cfg.heartbeat_interval, self._heartbeat), name="heartbeat"
@@ -162,6 +169,23 @@ class Operator:
         ]
         log.info("leader duties started (term %d)", self.terms)
         return True
+
+    async def _collect_identities(self) -> None:
+        """One identity GC pass of this term's collector, counted for the metrics."""
+        gc = self._gc
+        assert gc is not None
+        try:
+            collected = await gc.run_once()
+        except Exception:
+            self.gc_passes["error"] += 1
+            raise  # _every logs it
+        self.gc_passes["success"] += 1
+        self.identities_collected += len(collected)
+        self.identities_listed = gc.identities
+
+    def service_status(self) -> dict[str, Any] | None:
+        """The Service resolver's status while this replica leads, else None."""
+        return self._services.status() if self._services is not None else None
 
     async def _stop_duties(self) -> None:
         tasks, self._tasks = self._tasks, []
@@ -236,7 +260,20 @@ async def serve(cfg: OperatorConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await Operator(cfg).run(stop)
+    operator = Operator(cfg)
+    metrics: MetricsServer | None = None
+    if cfg.prometheus_listen:
+        metrics = MetricsServer(OperatorMetrics(operator).render)
+        try:
+            await metrics.start(cfg.prometheus_listen)
+        except (ValueError, OSError) as e:
+            raise SystemExit(f"glia operator: prometheus_listen: {e}") from None
+        log.info("serving Prometheus metrics on http://%s/metrics", cfg.prometheus_listen)
+    try:
+        await operator.run(stop)
+    finally:
+        if metrics is not None:
+            await metrics.stop()
 
 
 def run(cfg: OperatorConfig) -> None:

@@ -39,6 +39,7 @@ class IdentityGC:
         self._grace = grace
         self._since: dict[int, float] = {}  # id -> when first seen unreferenced
         self.collected = 0
+        self.identities = 0  # identities the last pass listed (for the operator's metrics)
 
     async def run_once(self, now: float | None = None) -> list[int]:
         now = time.monotonic() if now is None else now
@@ -58,6 +59,7 @@ class IdentityGC:
             ref = keys.parse_identity_ref(self._cluster, kv.key)
             if ref is not None:
                 refs.add(ref[1])
+        self.identities = len(ids)
         candidates = unreferenced(ids, refs)
         for n in list(self._since):
             if n not in candidates:
