@@ -15,7 +15,7 @@ import dns.rcode
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from glia.agent.metrics import AgentMetrics, CniStats, FailureClock
+from glia.agent.metrics import AgentMetrics, CniStats
 from glia.agent.subsystems import Subsystem
 from glia.datapath.drop import Reason
 from glia.datapath.nodemaps import MetricRow
@@ -64,17 +64,6 @@ def test_cni_stats_time_errors_too() -> None:
     assert cni.durations[("ADD",)].count == 2
 
 
-def test_failure_clock_keeps_the_first_sighting_of_each_failure() -> None:
-    clock = FailureClock()
-    assert clock.observe("c2", None, 10.0) == 0.0
-    assert clock.observe("c2", "down", 20.0) == 20.0
-    assert clock.observe("c2", "down", 30.0) == 20.0  # the same failure
-    assert clock.observe("c2", None, 40.0) == 20.0  # over: still the last one
-    assert clock.observe("c2", "refused", 50.0) == 50.0
-    clock.forget_others([])
-    assert clock.observe("c2", None, 60.0) == 0.0
-
-
 @pytest.mark.parametrize(
     ("text", "want"),
     [("127.0.0.1:9962", ("127.0.0.1", 9962)), (":9962", ("", 9962)), ("[::1]:1", ("::1", 1))],
@@ -118,8 +107,14 @@ class FakeAgent:
         self.services = SimpleNamespace(lb=SimpleNamespace(status=lambda: lb))
         self.policy = SimpleNamespace(status=lambda: {"policies": 2, "entries": 9})
         self.mesh_clusters = [
-            {"name": "c2", "ready": True, "last_error": None},
-            {"name": "c3", "ready": False, "last_error": "connection refused"},
+            {"name": "c2", "ready": True, "last_error": None, "failures": 0},
+            {
+                "name": "c3",
+                "ready": False,
+                "last_error": "connection refused",
+                "failures": 2,
+                "last_failure_at": 1.8e9,
+            },
         ]
         self.mesh = SimpleNamespace(status=lambda: {"clusters": self.mesh_clusters})
         latency = Histogram(DNS_BUCKETS)
@@ -181,7 +176,10 @@ def test_agent_metrics_from_every_source() -> None:
     assert got[("glia_clustermesh_remote_cluster_ready", (("cluster", "c3"),))] == 0
     fail = "glia_clustermesh_remote_cluster_last_failure_timestamp_seconds"
     assert got[(fail, (("cluster", "c2"),))] == 0
-    assert got[(fail, (("cluster", "c3"),))] > 1.7e9
+    assert got[(fail, (("cluster", "c3"),))] == 1.8e9
+    failures = "glia_clustermesh_remote_cluster_failures_total"
+    assert got[(failures, (("cluster", "c2"),))] == 0
+    assert got[(failures, (("cluster", "c3"),))] == 2
     req = "glia_cni_requests_total"
     assert got[(req, (("command", "ADD"), ("outcome", "success")))] == 1
     assert got[(req, (("command", "ADD"), ("outcome", "error")))] == 1
@@ -202,16 +200,6 @@ def test_agent_metrics_from_every_source() -> None:
     for name in ("glia_endpoints", "glia_identities", "glia_subsystem_status"):
         assert kinds[name] == "gauge"
     assert kinds["glia_cni_duration_seconds"] == kinds["glia_dns_duration_seconds"] == "histogram"
-
-
-def test_a_failure_keeps_its_time_across_scrapes() -> None:
-    agent = FakeAgent()
-    metrics = AgentMetrics(agent, CniStats())
-    key = ("glia_clustermesh_remote_cluster_last_failure_timestamp_seconds", (("cluster", "c3"),))
-    first = parse(_scrape(metrics))[key]
-    agent.mesh_clusters[1]["last_error"] = None  # recovered
-    agent.mesh_clusters[1]["ready"] = True
-    assert parse(_scrape(metrics))[key] == first
 
 
 def test_an_agent_not_started_shows_only_what_runs() -> None:

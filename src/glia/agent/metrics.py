@@ -62,7 +62,8 @@ class CniStats:
 class MeshCluster:
     name: str
     ready: bool
-    last_failure: float  # Unix time the agent first saw its latest failure; 0: none seen
+    last_failure: float  # Unix time of its latest failure; 0: none seen
+    failures: int  # distinct failures since the agent started
 
 
 @dataclass
@@ -81,33 +82,7 @@ class AgentSample:
     dns_latency: Histogram | None = None
 
 
-class FailureClock:
-    """When each remote cluster's current or last failure was first seen.
-
-    The remote cluster keeps only its last error, not when it happened, so
-    the time is taken when a scrape (or ``glia status``-like read) first sees
-    an error it had not seen: precise to one scrape interval, and a failure
-    that begins and ends between two scrapes is not seen.
-    """
-
-    def __init__(self) -> None:
-        self._seen: dict[str, tuple[str | None, float]] = {}
-
-    def observe(self, name: str, error: str | None, now: float) -> float:
-        last, at = self._seen.get(name, (None, 0.0))
-        if error is not None and error != last:
-            at = now
-        self._seen[name] = (error, at)
-        return at
-
-    def forget_others(self, names: Iterable[str]) -> None:
-        keep = set(names)
-        for name in list(self._seen):
-            if name not in keep:
-                del self._seen[name]
-
-
-async def gather(agent: Any, clock: FailureClock) -> AgentSample:
+async def gather(agent: Any) -> AgentSample:
     """Read the agent's parts; a part not started yet, or absent from a test's
     stand-in agent, stays None."""
     sample = AgentSample()
@@ -138,13 +113,16 @@ async def gather(agent: Any, clock: FailureClock) -> AgentSample:
         sample.policy = policy.status()
     mesh = getattr(agent, "mesh", None)
     if mesh is not None:
-        now = time.time()
         clusters = mesh.status()["clusters"]
         sample.mesh = [
-            MeshCluster(c["name"], bool(c["ready"]), clock.observe(c["name"], c["last_error"], now))
+            MeshCluster(
+                c["name"],
+                bool(c["ready"]),
+                float(c.get("last_failure_at") or 0.0),
+                int(c.get("failures") or 0),
+            )
             for c in clusters
         ]
-        clock.forget_others(c["name"] for c in clusters)
     server = getattr(agent, "dns", None)
     if server is not None:
         sample.dns_rcodes = dict(server.rcodes)
@@ -255,10 +233,19 @@ def agent_families(sample: AgentSample, cni: CniStats) -> list[Metric]:
         out.append(
             fam.labelled_gauge(
                 "glia_clustermesh_remote_cluster_last_failure_timestamp_seconds",
-                "Unix time the agent first saw the remote cluster's latest failure "
-                "(at scrape resolution); 0 when none was seen.",
+                "Unix time of the remote cluster's latest failure (connection, "
+                "admission, heartbeat); 0 when none was seen.",
                 ("cluster",),
                 (((c.name,), c.last_failure) for c in sample.mesh),
+            )
+        )
+        out.append(
+            fam.labelled_counter(
+                "glia_clustermesh_remote_cluster_failures",
+                "Distinct failures of the remote cluster since the agent started (a "
+                "new error; the same error again is one failure).",
+                ("cluster",),
+                [((c.name,), c.failures) for c in sample.mesh],
             )
         )
     out.append(
@@ -321,7 +308,6 @@ class AgentMetrics:
 
     def __init__(self, agent: Any, cni: CniStats) -> None:
         self._agent = agent
-        self._clock = FailureClock()
         self.collector = AgentCollector(cni)
         self.registry = CollectorRegistry()
         self.registry.register(self.collector)
@@ -329,7 +315,7 @@ class AgentMetrics:
 
     async def render(self) -> bytes:
         """The exposition of a fresh sample (text format 0.0.4)."""
-        sample = await gather(self._agent, self._clock)
+        sample = await gather(self._agent)
         # No await between setting the sample and rendering it: concurrent
         # scrapes each render their own.
         self.collector.sample = sample

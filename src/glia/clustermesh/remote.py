@@ -86,6 +86,8 @@ class RemoteCluster:
         self._heartbeat_timeout = heartbeat_timeout
         self.state = "connecting"
         self.last_error: str | None = None
+        self.failures = 0  # distinct failures seen (a new last_error), for metrics
+        self.last_failure_at: float | None = None  # wall clock of the latest one
         self.info: ClusterInfo | None = None
         self.bounds: ClusterBounds | None = None
         self._client: KVClient | None = None
@@ -247,6 +249,8 @@ class RemoteCluster:
     def _failed(self, msg: str) -> None:
         if msg != self.last_error:
             log.warning("clustermesh %s: %s", self.name, msg)
+            self.failures += 1
+            self.last_failure_at = time.time()
         self.last_error = msg
 
     async def _connect_and_admit(self) -> bool:
@@ -400,6 +404,8 @@ class RemoteCluster:
             "service_cidr": self.info.service_cidr if self.info else None,
             **self._tables.status(),
             "last_error": self.last_error,
+            "failures": self.failures,
+            "last_failure_at": self.last_failure_at,
             "heartbeat_age": (
                 round(now - self.heartbeat_seen, 1) if self.heartbeat_seen is not None else None
             ),
