@@ -36,8 +36,10 @@ app = typer.Typer(
     help="Local multi-cluster lab in network namespaces (etcd, agents, podman containers).",
     no_args_is_help=True,
 )
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# soft_wrap: a line is never broken at the console's width (80 in a pipe), so the
+# commands, paths and errors printed here can be copied and grepped whole.
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 NameOpt = Annotated[
     str | None,
@@ -267,8 +269,9 @@ def docker(
     name: NameOpt = None,
     lab_dir: DirOpt = None,
 ) -> None:
-    """Run docker against the node's dockerd (started on first use, with network "glia"
-    and the lab image; docs/docker.md); without arguments, show how to reach it."""
+    """Run docker against the node's dockerd; without arguments, show how to reach it.
+
+    The dockerd starts on first use, with network "glia" and the lab image (docs/docker.md)."""
     lab = _open(name, lab_dir)
     try:
         spec = lab.topo.node(*node.split("/", 1)) if node.count("/") == 1 else None
