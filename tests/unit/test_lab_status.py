@@ -123,6 +123,12 @@ def test_collect_lists_dead_daemons_and_the_missing_supervisor(tmp_path: Path) -
     assert data["clusters"][0]["operator"]["state"] == "stopped"
     assert any(p.startswith("supervisor: not running") for p in problems)
     assert any("namespace gliau-c1-n1 is missing" in p for p in problems)
+    # README (the lab): podman by hand on a node needs both files, so status names them
+    node, spec = data["clusters"][0]["nodes"][0], topo.node("c1", "n1")
+    assert node["podman_env"] == {
+        "CONTAINERS_CONF": str(spec.containers_conf),
+        "CONTAINERS_STORAGE_CONF": str(spec.storage_conf),
+    }
 
 
 def _status(lab_dir: Path, *args: str) -> tuple[int, str]:

@@ -25,7 +25,7 @@ from rich.text import Text
 from glia.cli import output
 from glia.lab import demo as lab_demo
 from glia.lab import docker as lab_docker
-from glia.lab import supervisor, topology
+from glia.lab import netns, supervisor, topology
 from glia.lab.lab import Lab, LabAlreadyUp, LabError
 from glia.lab.podman import PodmanError
 from glia.lab.state import StateError
@@ -362,13 +362,16 @@ def _print_summary(lab: Lab) -> None:
     data = lab.status()
     _print_status(data)
     env = "" if lab.name == topology.DEFAULT_LAB else f"GLIA_LAB_NAME={lab.name} "
-    first = data["clusters"][0]["nodes"][0]["ref"]
+    node = data["clusters"][0]["nodes"][0]
+    first = node["ref"]
+    podman = " ".join(f"{k}={v}" for k, v in node["podman_env"].items())
     console.print("\n[bold]Try:[/]")
     for line in (
         f"{env}glia lab run {first} --name glia-web --label app=web",
         f"{env}glia lab exec {first} -- ip -br addr",
         f"{env}glia lab exec {first}/glia-web -- wget -qO- http://127.0.0.1/",
         f"GLIA_LAB_DIR={lab.dir} glia status --node {first}",
+        f"{podman} nsenter --net={netns.NETNS_DIR / node['netns']} podman ps",
         f"{env}glia lab status",
         f"{env}glia lab down",
     ):
