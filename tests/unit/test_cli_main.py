@@ -174,3 +174,12 @@ def test_piped_help_and_usage_errors_are_plain() -> None:
         "Error: Invalid value for '--output' / '-o': 'xml' is not one of table, json, yaml\n"
     )
     assert not ANSI.search(r.stderr)
+
+
+@pytest.mark.parametrize(("path", "cmd"), ALL, ids=[" ".join(p) or "glia" for p, _ in ALL])
+def test_the_summary_is_a_whole_first_paragraph(path: list[str], cmd: Any) -> None:
+    # A group's listing shows only the docstring's first line: a sentence running on
+    # to a second line is shown cut (`lab docker` was).
+    doc = inspect.getdoc(cmd.callback) if cmd.callback is not None else None
+    paragraph = (doc or cmd.help or "").strip().split("\n\n", 1)[0]
+    assert "\n" not in paragraph, f"{' '.join(path)}: {paragraph!r}"

@@ -123,6 +123,12 @@ def test_collect_lists_dead_daemons_and_the_missing_supervisor(tmp_path: Path) -
     assert data["clusters"][0]["operator"]["state"] == "stopped"
     assert any(p.startswith("supervisor: not running") for p in problems)
     assert any("namespace gliau-c1-n1 is missing" in p for p in problems)
+    # README (the lab): podman by hand on a node needs both files, so status names them
+    node, spec = data["clusters"][0]["nodes"][0], topo.node("c1", "n1")
+    assert node["podman_env"] == {
+        "CONTAINERS_CONF": str(spec.containers_conf),
+        "CONTAINERS_STORAGE_CONF": str(spec.storage_conf),
+    }
 
 
 def _status(lab_dir: Path, *args: str) -> tuple[int, str]:
@@ -186,3 +192,13 @@ def test_restart_of_a_lab_that_is_not_up(tmp_path: Path) -> None:
         app, ["lab", "restart", "c1/n1", "--lab", "gliau", "--dir", str(_lab_dir(tmp_path))]
     )
     assert r.exit_code == 1 and "is not up" in r.output
+
+
+def test_lab_errors_are_one_line_at_any_width(tmp_path: Path) -> None:
+    # 80 columns is what rich assumes in a pipe; a wrapped error or hint cannot be copied whole.
+    narrow = CliRunner(env={"COLUMNS": "80", "NO_COLOR": "1"})
+    r = narrow.invoke(app, ["lab", "down", "--lab", "glia_bad", "--dir", str(_lab_dir(tmp_path))])
+    assert r.exit_code == 1
+    lines = [line for line in r.output.splitlines() if line]
+    assert len(lines) == 1 and len(lines[0]) > 80, r.output
+    assert lines[0].startswith("error: lab name 'glia_bad' must be")

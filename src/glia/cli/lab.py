@@ -25,7 +25,7 @@ from rich.text import Text
 from glia.cli import output
 from glia.lab import demo as lab_demo
 from glia.lab import docker as lab_docker
-from glia.lab import supervisor, topology
+from glia.lab import netns, supervisor, topology
 from glia.lab.lab import Lab, LabAlreadyUp, LabError
 from glia.lab.podman import PodmanError
 from glia.lab.state import StateError
@@ -36,8 +36,10 @@ app = typer.Typer(
     help="Local multi-cluster lab in network namespaces (etcd, agents, podman containers).",
     no_args_is_help=True,
 )
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# soft_wrap: a line is never broken at the console's width (80 in a pipe), so the
+# commands, paths and errors printed here can be copied and grepped whole.
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 NameOpt = Annotated[
     str | None,
@@ -267,8 +269,9 @@ def docker(
     name: NameOpt = None,
     lab_dir: DirOpt = None,
 ) -> None:
-    """Run docker against the node's dockerd (started on first use, with network "glia"
-    and the lab image; docs/docker.md); without arguments, show how to reach it."""
+    """Run docker against the node's dockerd; without arguments, show how to reach it.
+
+    The dockerd starts on first use, with network "glia" and the lab image (docs/docker.md)."""
     lab = _open(name, lab_dir)
     try:
         spec = lab.topo.node(*node.split("/", 1)) if node.count("/") == 1 else None
@@ -359,13 +362,16 @@ def _print_summary(lab: Lab) -> None:
     data = lab.status()
     _print_status(data)
     env = "" if lab.name == topology.DEFAULT_LAB else f"GLIA_LAB_NAME={lab.name} "
-    first = data["clusters"][0]["nodes"][0]["ref"]
+    node = data["clusters"][0]["nodes"][0]
+    first = node["ref"]
+    podman = " ".join(f"{k}={v}" for k, v in node["podman_env"].items())
     console.print("\n[bold]Try:[/]")
     for line in (
         f"{env}glia lab run {first} --name glia-web --label app=web",
         f"{env}glia lab exec {first} -- ip -br addr",
         f"{env}glia lab exec {first}/glia-web -- wget -qO- http://127.0.0.1/",
         f"GLIA_LAB_DIR={lab.dir} glia status --node {first}",
+        f"{podman} nsenter --net={netns.NETNS_DIR / node['netns']} podman ps",
         f"{env}glia lab status",
         f"{env}glia lab down",
     ):

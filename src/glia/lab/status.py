@@ -23,7 +23,7 @@ from typing import Any
 
 from glia.agent.client import AgentClient, AgentClientError
 from glia.lab import netns, processes, supervision
-from glia.lab.podman import NodePodman, PodmanError
+from glia.lab.podman import NodePodman, PodmanError, podman_env
 from glia.lab.state import LabState
 from glia.lab.supervision import Daemon, Watch
 from glia.lab.topology import (
@@ -223,6 +223,8 @@ def _node(n: NodeSpec, proc: ProcInfo, by_docs: bool) -> dict[str, Any]:
         "ip": str(n.ip),
         "socket": str(n.socket),
         "bpf_pin_dir": str(n.bpf_pin_dir),
+        # What podman run by hand on this node needs (README: the lab), beside nsenter --net
+        "podman_env": podman_env(n),
         # "host": set up as README's host section tells (glia.lab.hostsetup); "lab": by the lab
         "setup": "host" if by_docs else "lab",
         "agent": agent,
