@@ -193,6 +193,14 @@ def test_cli_exec_status_and_exit_code(infra: Infra) -> None:
         env=env, capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert r.returncode == 7 and "198.18.2.1/15" in r.stdout, r.stderr
+    # A container the node does not have: glia's one-line error, not podman's.
+    missing = subprocess.run(
+        [glia, "lab", "exec", "c2/n1/glia-nosuch", "--", "true"],
+        env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert missing.returncode == 1, missing.stderr
+    assert "c2/n1: no container 'glia-nosuch'" in missing.stderr, missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1, missing.stderr
     s = subprocess.run(
         [glia, "lab", "status", "-o", "json"], env=env, capture_output=True, text=True, timeout=30
     )

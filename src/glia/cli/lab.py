@@ -253,7 +253,7 @@ def exec_(
     lab = _open(name, lab_dir)
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     try:
-        argv, env = lab.exec_argv(target, command, tty=tty)
+        argv, env = lab.exec_argv(target, command, tty=tty, check_container=True)
     except (LabError, topology.TopologyError) as e:
         _fail(str(e))
     try:

@@ -317,9 +317,10 @@ class NodePodman:
             cidfile.unlink(missing_ok=True)
         return self.inspect(name)
 
-    def _existing(self, name: str) -> Container | None:
+    def exists(self, name: str) -> bool:
+        """Whether the node's podman has a container ``name`` (running or not)."""
         if not self.configured():
-            return None
+            return False
         probe = subprocess.run(
             self.argv(["container", "exists", name]),
             env=self.env,
@@ -327,8 +328,11 @@ class NodePodman:
             timeout=PODMAN_TIMEOUT,
             check=False,
         )
-        if probe.returncode != 0:
-            return None  # 1: no such container
+        return probe.returncode == 0  # 1: no such container
+
+    def _existing(self, name: str) -> Container | None:
+        if not self.exists(name):
+            return None
         try:
             return self.inspect(name)
         except PodmanError:

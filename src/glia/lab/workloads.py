@@ -39,9 +39,11 @@ class LabWorkloads(LabBase):
         }
 
     def exec_argv(
-        self, target: str, argv: Sequence[str], *, tty: bool = False
+        self, target: str, argv: Sequence[str], *, tty: bool = False, check_container: bool = False
     ) -> tuple[list[str], dict[str, str]]:
-        """Command line and environment running ``argv`` in ``c1/n1`` or ``c1/n1/CONTAINER``."""
+        """Command line and environment running ``argv`` in ``c1/n1`` or ``c1/n1/CONTAINER``;
+        ``check_container``: refuse a container the node does not have (one podman call more,
+        for the CLI, where podman's own error would name neither the node nor what to do)."""
         if not argv:
             raise LabError("no command given (e.g. `glia lab exec c1/n1 -- ip addr`)")
         t = topology.parse_target(target)
@@ -51,6 +53,11 @@ class LabWorkloads(LabBase):
         if t.container is None:
             return _in_node_cgroup(n, netns.nsenter_argv(n.netns, argv)), dict(os.environ)
         pm = NodePodman(n)
+        if check_container and not pm.exists(t.container):
+            raise LabError(
+                f"{n.ref}: no container {t.container!r} (`glia lab status` lists the lab's "
+                f"containers; `glia lab run {n.ref} --name {t.container}` starts one)"
+            )
         return pm.exec_argv(t.container, argv, tty=tty), pm.env
 
     def exec(
