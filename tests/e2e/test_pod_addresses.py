@@ -9,6 +9,7 @@ label putting the endpoint (and a Service's backends) in that namespace, and
 from __future__ import annotations
 
 import ipaddress
+import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -186,6 +187,12 @@ def test_pod_containers_share_one_endpoint(lab: Lab, work: Workload) -> None:
 
         ready = wait("pod endpoint in namespace shop", in_shop)
         assert ready["labels"]["app"] == "podweb"
+        # ...but not the infra image's (io.buildah.version): they are not its identity.
+        infra = podman.run(["pod", "inspect", "--format", "{{.InfraContainerID}}", pod]).strip()
+        out = podman.run(["container", "inspect", "--format", "{{json .Config.Labels}}", infra])
+        image_labels = {k for k in json.loads(out) if k.startswith("io.buildah.")}
+        assert image_labels, "the infra image has no io.buildah label: nothing tested"
+        assert not image_labels & set(ready["labels"]), ready["labels"]
         client = _run(work, NODES[1], f"glia-podc-{_tag()}")
         assert wait(f"http to the pod at {ip}", lambda: http(lab, client, ip)) == web
     finally:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from glia.identity.labelfilter import DEFAULT_EXCLUDE, LabelFilter
 from glia.kvstore.config import EtcdConfig
 from glia.model import codec
 
@@ -89,6 +90,17 @@ class AgentConfig:
     docker_api_socket: str = ""
     """dockerd's API socket, where Docker containers' labels are read after Join;
     "" = Docker endpoints keep the base labels."""
+    identity_labels_exclude: list[str] = field(default_factory=lambda: list(DEFAULT_EXCLUDE))
+    """Runtime labels that are not part of an endpoint's identity (docs/endpoints.md, "Which
+    labels make the identity"): key prefixes; `io.buildah` or `io.buildah.` matches
+    io.buildah.version, `app` matches app and app.kubernetes.io/name but not application.
+    The default drops image metadata podman and Docker merge into a container's labels
+    and Kubernetes controller labels unique per revision or pod. Giving the key replaces
+    the list ([] keeps every label). The namespace and cluster labels always stay."""
+    identity_labels_include: list[str] = field(default_factory=list)
+    """If not empty, only runtime labels matching one of these key prefixes (and the
+    namespace and cluster labels) make an endpoint's identity; identity_labels_exclude
+    then drops from those. [] = every label not excluded (Cilium's default too)."""
     masquerade: bool = False
     """Egress (docs/egress.md): pods reach addresses outside every pod CIDR of the mesh
     with the node's address (kernel NAT), the node routes other nodes' pod CIDRs via
@@ -107,6 +119,14 @@ class AgentConfig:
     same text is on the API socket (`glia metrics`) either way."""
     log_level: str = "info"
     """Logging level: debug, info, warning or error."""
+
+    def __post_init__(self) -> None:
+        # At load (codec turns the ValueError into InvalidValue), not at the first pod.
+        self.label_filter()
+
+    def label_filter(self) -> LabelFilter:
+        """The identity-relevant labels' filter these keys describe."""
+        return LabelFilter.of(self.identity_labels_include, self.identity_labels_exclude)
 
 
 def load(path: str | Path) -> AgentConfig:

@@ -174,6 +174,7 @@ class Agent:
             datapath=self.datapath,
             run_dp=self.run_dp,
             labels=labels,
+            label_filter=cfg.label_filter(),
             # resolv.conf names no port: only DNS on 53 can be handed to pods.
             dns_nameserver=cfg.node_ip if cfg.dns_port == 53 else None,
         )

@@ -48,6 +48,7 @@ from glia.endpoint.hooks import EndpointHooks, LabelSource
 from glia.endpoint.store import EndpointStore, endpoint_key
 from glia.endpoint.veth_removal import RemovalPending, VethRemovals
 from glia.identity.allocator import IdentityAllocator
+from glia.identity.labelfilter import LabelFilter
 from glia.ipam.local import LocalIPAM
 from glia.ipam.pool import gateway_ip
 from glia.kvstore.client import KVClient
@@ -85,10 +86,13 @@ class EndpointManager:
         datapath: Datapath,
         run_dp: RunDatapath,
         labels: LabelSource,
+        label_filter: LabelFilter | None = None,
         dns_nameserver: str | None = None,
     ) -> None:
-        """``dns_nameserver``: the node IP when the agent serves DNS on its port 53
-        (then ADD results carry it, with the namespace's search list), else None."""
+        """``label_filter``: which runtime labels make the identity (default: the
+        agent config's defaults). ``dns_nameserver``: the node IP when the agent
+        serves DNS on its port 53 (then ADD results carry it, with the namespace's
+        search list), else None."""
         self._cluster = cluster
         self._node = node
         self._mtu = mtu
@@ -107,6 +111,7 @@ class EndpointManager:
         self._dp = datapath
         self._run_dp = run_dp
         self._labels = labels
+        self._label_filter = label_filter or LabelFilter()
         self._dns_nameserver = dns_nameserver
         self._eps: dict[str, Endpoint] = {}  # endpoint_key -> endpoint
         self._lock = asyncio.Lock()  # ADD/DEL/GC/label updates are serialised
@@ -372,8 +377,11 @@ class EndpointManager:
                     continue
                 await self._run_dp(functools.partial(self._dp.attach_endpoint, ifindex))
                 if ep.state == EndpointState.READY and ep.identity >= 256:
-                    ident = await self._ids.allocate(ep.labels)
-                    ep = replace(ep, identity=ident.id)
+                    # Filtered again: a record an older agent wrote may hold every
+                    # runtime label, and the rules may have changed since.
+                    labels = self._label_filter.apply(ep.labels)
+                    ident = await self._ids.allocate(labels)
+                    ep = replace(ep, labels=labels, identity=ident.id)
                 else:
                     ep = replace(ep, identity=int(ReservedIdentity.INIT))
                 await self._program(ep, ifindex)
@@ -445,7 +453,13 @@ class EndpointManager:
                     ep.namespace,
                     problem,
                 )
-            labels = {**runtime_labels, **self._base_labels(namespace)}
+            # The record keeps only what makes the identity (as Cilium shows an
+            # endpoint's identity labels): a restart reaches the same identity.
+            labels = {**self._label_filter.apply(runtime_labels), **self._base_labels(namespace)}
+            if dropped := sorted(runtime_labels.keys() - labels.keys()):
+                log.debug(
+                    "endpoint %s/%s: labels not in its identity: %s", namespace, ep.name, dropped
+                )
             ident = await self._ids.allocate(labels)
             old = ep.identity
             old_namespace = ep.namespace
