@@ -14,7 +14,7 @@ import pytest
 from labhelpers import Workload, glia_ok, reaches, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from glia.lab.configs import AGENT_METRICS_PORT
+from glia.lab.configs import AGENT_METRICS_PORT, OPERATOR_METRICS_PORT
 from glia.lab.lab import Lab
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root]
@@ -35,10 +35,9 @@ def _parse(text: str) -> Samples:
     }
 
 
-def _scrape(lab: Lab) -> Samples:
-    listen = f"{lab.node(NODE).ip}:{AGENT_METRICS_PORT}"
-    assert lab.agent_config(NODE).prometheus_listen == listen
-    r = lab.node_exec(NODE, [sys.executable, "-c", SCRAPE, listen])
+def _scrape(lab: Lab, node: str = NODE, port: int = AGENT_METRICS_PORT) -> Samples:
+    listen = f"{lab.node(node).ip}:{port}"
+    r = lab.node_exec(node, [sys.executable, "-c", SCRAPE, listen])
     assert r.returncode == 0, r.stderr
     return _parse(r.stdout)
 
@@ -52,6 +51,7 @@ def _packets(got: Samples, reason: str) -> float:
 
 
 def test_a_lab_agent_serves_its_metrics(lab: Lab, work: Workload) -> None:
+    assert lab.agent_config(NODE).prometheus_listen == f"{lab.node(NODE).ip}:{AGENT_METRICS_PORT}"
     tag = uuid.uuid4().hex[:6]
     a = work.container(NODE, f"glia-met-a-{tag}", {"app": "metrics-a"})
     b = work.container("c1/n2", f"glia-met-b-{tag}", {"app": "metrics-b"})
@@ -76,3 +76,19 @@ def test_a_lab_agent_serves_its_metrics(lab: Lab, work: Workload) -> None:
         cli[("glia_endpoints", (("state", "ready"),))]
         == got[("glia_endpoints", (("state", "ready"),))]
     )
+
+
+def test_a_lab_operator_serves_its_metrics(lab: Lab) -> None:
+    """The operator of c1 serves on its node's address, port 9963, and is the leader
+    there (the lab runs one per cluster)."""
+    node = lab.topo.cluster("c1").operator_node.ref
+    got = wait_for(
+        "the operator of c1 leading in its metrics",
+        lambda: (
+            (g := _scrape(lab, node, OPERATOR_METRICS_PORT))
+            and g.get(("glia_operator_leader", ())) == 1
+            and g
+        ),
+    )
+    assert ("glia_operator_services", ()) in got  # the leader's Service resolver
+    assert not any(name.startswith("glia_endpoints") for name, _ in got)  # not an agent's

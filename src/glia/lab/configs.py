@@ -40,6 +40,7 @@ from glia.model import codec
 from glia.operator.config import OperatorConfig
 
 AGENT_METRICS_PORT = 9962  # cilium-agent's Prometheus port
+OPERATOR_METRICS_PORT = 9963  # cilium-operator's
 
 
 def agent_config(
@@ -137,6 +138,8 @@ def operator_config(cluster: ClusterSpec, etcd: EtcdConfig) -> OperatorConfig:
         service_cidr=str(cluster.service_cidr),
         etcd=etcd,
         identity=cluster.operator_process,
+        # In the namespace of the node it runs in, next to that node's agent (9962).
+        prometheus_listen=f"{cluster.operator_node.ip}:{OPERATOR_METRICS_PORT}",
     )
 
 
