@@ -283,6 +283,8 @@ def test_agent_restart_keeps_docker_endpoints(lab: Lab, docker: Docker) -> None:
     again = endpoint_at(lab, a.node, a.ip)
     assert again is not None
     assert again["identity"] == ep["identity"] and again["labels"] == ep["labels"]
+    # The container's name, an alias read from dockerd, stays in the record.
+    assert "glia-dkagent" in ep["aliases"] and again["aliases"] == ep["aliases"]
     assert wait_for("reachable after the restart", lambda: docker.http(b, a.ip)) == a.name
     # The restarted agent's driver still removes it (its state was on disk).
     docker.rm(a)
@@ -323,6 +325,32 @@ def test_docker_containers_resolve_glia_services(lab: Lab, work: Workload, docke
     assert docker.exec(client, "wget", "-q", "-O", "-", "http://glia-dkdnspeer/").strip() == (
         "glia-dkdnspeer"
     )
+
+
+def test_podman_pods_resolve_docker_containers_by_name_and_alias(
+    lab: Lab, work: Workload, docker: Docker
+) -> None:
+    """After Join the agent reads the container's name and --network-alias from
+    dockerd: they become the endpoint's DNS aliases, answered in every pod."""
+    ctr = docker.run(
+        NODES[0], "glia-dkname", {"app": "dkname"}, extra=("--network-alias", "DkName-DB")
+    )
+    pod = work.container(NODES[1], "glia-dknamepod", {"app": "dknamepod"})
+    ep = wait_for("glia-dkname's endpoint", lambda: labelled(lab, ctr))
+    assert ep["name"] == ep["container_id"][:12]  # the key stays the endpoint id's
+    assert {"glia-dkname", "dkname-db"} <= set(ep["aliases"]), ep["aliases"]
+
+    def lookup(name: str) -> str:
+        r = lab.exec(f"{pod.node}/{pod.name}", ["timeout", "5", "nslookup", name])
+        return r.stdout + r.stderr
+
+    # busybox nslookup exits 1 when any searched form is unknown: its output tells.
+    for name in ("glia-dkname", "dkname-db"):
+        want = rf"Name:\s+{name}\.cluster\.local\s+Address:\s+{re.escape(ctr.ip)}\b"
+        assert wait_for(f"{name} in DNS", lambda n=name, w=want: re.search(w, lookup(n)))
+    assert wait_for("reached by name", lambda: http(lab, pod, "glia-dkname")) == "glia-dkname"
+    docker.rm(ctr)
+    assert wait_for("the name gone", lambda: "NXDOMAIN" in lookup("glia-dkname.cluster.local"))
 
 
 def _cidr(lab: Lab, node: str) -> ipaddress.IPv4Network:

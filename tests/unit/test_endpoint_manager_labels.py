@@ -4,7 +4,8 @@ The manager runs with its real on-disk state (EndpointStore, LocalIPAM in a temp
 dir) and in-memory stand-ins for the datapath, the kvstore publisher and the
 identity allocator (one registry shared by "restarts", as etcd would be). The
 endpoint enters through :meth:`EndpointManager.restore`, which adopts a record and
-resolves its labels, as after an agent restart during ADD.
+resolves its labels, as after an agent restart during ADD. The runtime's names
+of the container (Docker's, read after Join) become the endpoint's DNS aliases.
 """
 
 from __future__ import annotations
@@ -18,12 +19,17 @@ from typing import Any
 import pytest
 
 from glia.datapath import netlink
+from glia.dns.pods import PodNames
+from glia.endpoint.hooks import RuntimeInfo
 from glia.endpoint.manager import EndpointManager
 from glia.endpoint.store import EndpointStore
 from glia.identity.labelfilter import LabelFilter
 from glia.ipam.local import LocalIPAM
-from glia.model.endpoint import Endpoint, EndpointState
+from glia.kvstore import keys
+from glia.kvstore.client import KeyValue
+from glia.model.endpoint import MAX_ALIASES, Endpoint, EndpointState
 from glia.model.identity import CLUSTER_LABEL, NAMESPACE_LABEL, ReservedIdentity
+from glia.validate.bounds import ClusterBounds
 
 CIDR = "10.1.0.0/24"
 HOST_IF = netlink.HOST_PREFIX + "0001"
@@ -46,7 +52,8 @@ class FakeIdentities:
     async def allocate(self, labels: dict[str, str]) -> Any:
         self.asked.append(dict(labels))
         key = frozenset(labels.items())
-        n = self._reg.ids.setdefault(key, 256 + len(self._reg.ids))
+        # In cluster 1's range, as the allocator gives them (records are checked in DNS).
+        n = self._reg.ids.setdefault(key, (1 << 16) + 256 + len(self._reg.ids))
         return SimpleNamespace(id=n)
 
     async def release(self, numeric: int) -> None:
@@ -102,11 +109,12 @@ class FakeDatapath:
 
 
 class RuntimeLabels:
-    def __init__(self, labels: dict[str, str]) -> None:
+    def __init__(self, labels: dict[str, str], aliases: tuple[str, ...] = ()) -> None:
         self._labels = labels
+        self._aliases = aliases
 
-    async def labels(self, container_id: str) -> dict[str, str]:
-        return dict(self._labels)
+    async def labels(self, container_id: str) -> RuntimeInfo:
+        return RuntimeInfo(dict(self._labels), self._aliases)
 
 
 async def run_dp(fn: Any) -> Any:
@@ -139,7 +147,12 @@ def _record(where: Path, **fields: Any) -> None:
 
 
 async def _agent(
-    state: Path, registry: Registry, runtime: dict[str, str], flt: LabelFilter | None = None
+    state: Path,
+    registry: Registry,
+    runtime: dict[str, str],
+    flt: LabelFilter | None = None,
+    aliases: tuple[str, ...] = (),
+    publisher: FakePublisher | None = None,
 ) -> tuple[EndpointManager, FakeIdentities]:
     """One agent run: restore, then wait until every endpoint has its identity."""
     ids = FakeIdentities(registry)
@@ -152,11 +165,11 @@ async def _agent(
         store=EndpointStore(state),
         ipam=LocalIPAM(state / "ipam.json", CIDR),
         identities=ids,  # type: ignore[arg-type]
-        publisher=FakePublisher(),  # type: ignore[arg-type]
+        publisher=publisher or FakePublisher(),  # type: ignore[arg-type]
         kv=FakeKV(),  # type: ignore[arg-type]
         datapath=FakeDatapath(),  # type: ignore[arg-type]
         run_dp=run_dp,
-        labels=RuntimeLabels(runtime),
+        labels=RuntimeLabels(runtime, aliases),
         label_filter=flt,
     )
     await mgr.restore()
@@ -216,3 +229,54 @@ def test_the_configured_filter_is_used(tmp_path: Path) -> None:
     mgr, ids = asyncio.run(_agent(tmp_path, Registry(), PODMAN_INFRA, flt))
     assert ids.asked == [{**PODMAN_INFRA, CLUSTER_LABEL: "c1"}]
     assert mgr.all()[0].labels["io.buildah.version"] == "1.28.2"
+
+
+def _dns(pub: FakePublisher) -> PodNames:
+    """The cluster's DNS names from what the agent published (as glia.dns.pods reads them)."""
+    names = PodNames(ClusterBounds.of("c1", 1, "10.1.0.0/16"))
+    for key, value in pub.keys.items():
+        if key.startswith(keys.ENDPOINTS):
+            names.on_upsert(key, KeyValue(key, value, 1, 1, 1, 0))
+    assert names.rejected == 0
+    return names
+
+
+def test_runtime_names_become_aliases_published_and_kept(tmp_path: Path) -> None:
+    # A Docker endpoint: named after its endpoint id, its container's names read after Join.
+    _record(tmp_path, name="b0b0b0b0b0b0")
+    docker = ("glia-Web", "web_1", "DB", "c0ffee123456", "db", "B0B0B0B0B0B0", "-x", "a" * 64)
+    pub = FakePublisher()
+    mgr, _ = asyncio.run(
+        _agent(tmp_path, Registry(), {"app": "web"}, aliases=docker, publisher=pub)
+    )
+    (ep,) = mgr.all()
+    # Lower case, each once, never the endpoint's own name; what is not a DNS label
+    # (web_1, -x, 64 characters) is left out and the endpoint is ready all the same.
+    assert ep.aliases == ("glia-web", "db", "c0ffee123456")
+    assert ep.name == "b0b0b0b0b0b0" and ep.state == EndpointState.READY
+    assert EndpointStore(tmp_path).load_all()[0].aliases == ep.aliases
+    names = _dns(pub)
+    for name in ("glia-web", "db", "c0ffee123456", "b0b0b0b0b0b0"):
+        assert names.lookup(name) == [("default", ep.ip)], name
+    assert names.lookup("web_1") == []
+
+    # Restarted agent: the record keeps them (dockerd is not asked again).
+    pub = FakePublisher()
+    again, _ = asyncio.run(_agent(tmp_path, Registry(), {}, publisher=pub))
+    assert again.all()[0].aliases == ep.aliases
+    assert _dns(pub).lookup("glia-web") == [("default", ep.ip)]
+
+
+def test_add_aliases_stay_first_and_the_total_is_capped(tmp_path: Path) -> None:
+    # A podman endpoint: aliases from ADD, none from its label source.
+    _record(tmp_path, aliases=("db", "0123456789ab"))
+    mgr, _ = asyncio.run(_agent(tmp_path, Registry(), PODMAN_INFRA))
+    assert mgr.all()[0].aliases == ("db", "0123456789ab")
+    # Names beyond MAX_ALIASES are left out, not an error.
+    full = tmp_path / "full"
+    full.mkdir()
+    have = tuple(f"a{i}" for i in range(MAX_ALIASES - 1))
+    _record(full, aliases=have)
+    mgr, _ = asyncio.run(_agent(full, Registry(), PODMAN_INFRA, aliases=("a0", "x", "y")))
+    (ep,) = mgr.all()
+    assert ep.aliases == (*have, "x") and ep.state == EndpointState.READY

@@ -13,6 +13,8 @@ import json
 import logging
 import os
 
+from glia.endpoint.hooks import RuntimeInfo
+
 log = logging.getLogger(__name__)
 
 
@@ -26,7 +28,8 @@ class PodmanLabels:
         self._podman = podman
         self._timeout = timeout
 
-    async def labels(self, container_id: str) -> dict[str, str]:
+    async def labels(self, container_id: str) -> RuntimeInfo:
+        """The container's labels; no aliases (podman's --network-alias come at ADD)."""
         deadline = asyncio.get_running_loop().time() + self._timeout
         delay = 0.2
         last_err = ""
@@ -52,7 +55,7 @@ class PodmanLabels:
                 raw = json.loads(out or b"null") or {}
                 if not isinstance(raw, dict):
                     raise LabelsUnavailable(f"podman returned labels of type {type(raw).__name__}")
-                return {str(k): str(v) for k, v in raw.items()}
+                return RuntimeInfo({str(k): str(v) for k, v in raw.items()})
             last_err = err.decode(errors="replace").strip()
             # "no such container" right after ADD: podman has not committed it yet.
             await asyncio.sleep(delay)
@@ -63,5 +66,5 @@ class PodmanLabels:
 class NoRuntimeLabels:
     """For runtimes glia cannot ask: endpoints keep the labels from CNI args."""
 
-    async def labels(self, container_id: str) -> dict[str, str]:
-        return {}
+    async def labels(self, container_id: str) -> RuntimeInfo:
+        return RuntimeInfo({})

@@ -4,8 +4,10 @@ Used as the endpoint manager's label source by :mod:`glia.agent.docker_start`:
 :class:`RuntimeLabels` asks dockerd for endpoints the Docker driver made (their
 "container id" is docker's endpoint id) and the node's other source (podman)
 for the rest. No libnetwork call names the container: ``GET /networks/<id>``
-maps the endpoint to it, ``GET /containers/<id>/json`` has ``Config.Labels``.
-Both answer only once dockerd has finished the Join, so this retries.
+maps the endpoint to it, ``GET /containers/<id>/json`` has ``Config.Labels``,
+its ``Name`` and the endpoint's ``Aliases`` (``--network-alias``, and the short
+container id dockerd adds for API v1.41), which become the endpoint's DNS
+aliases. Both answer only once dockerd has finished the Join, so this retries.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import aiohttp
 
 from glia.agent.labels import LabelsUnavailable
 from glia.docker.driver import DockerState
-from glia.endpoint.hooks import LabelSource
+from glia.endpoint.hooks import LabelSource, RuntimeInfo
 
 API = "http://docker/v1.41"
 
@@ -31,7 +33,7 @@ class DockerLabels:
     def owns(self, endpoint_id: str) -> bool:
         return self._state.get(endpoint_id) is not None
 
-    async def labels(self, endpoint_id: str) -> dict[str, str]:
+    async def labels(self, endpoint_id: str) -> RuntimeInfo:
         rec = self._state.get(endpoint_id)
         if rec is None:
             raise LabelsUnavailable(f"docker endpoint {endpoint_id[:12]} is unknown")
@@ -46,14 +48,41 @@ class DockerLabels:
                     cid = await _container_of(http, rec["network"], endpoint_id)
                     if cid is not None:
                         info = await _get(http, f"/containers/{cid}/json")
-                        raw = (info.get("Config") or {}).get("Labels") or {}
-                        return {str(k): str(v) for k, v in raw.items()}
+                        return runtime_info(info, rec["network"], endpoint_id)
                     last = "not attached yet"
                 except (aiohttp.ClientError, OSError, ValueError) as e:
                     last = str(e) or type(e).__name__
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         raise LabelsUnavailable(f"docker endpoint {endpoint_id[:12]}: {last}")
+
+
+def runtime_info(info: dict[str, Any], network: str, endpoint_id: str) -> RuntimeInfo:
+    """Labels and DNS names of a container from its ``GET /containers/<id>/json``.
+
+    The names are Docker's as given (``Name`` without its "/", then the aliases
+    of the attachment to ``network``); the endpoint manager folds and checks them.
+    """
+    raw = (info.get("Config") or {}).get("Labels") or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"Config.Labels of type {type(raw).__name__}")
+    labels = {str(k): str(v) for k, v in raw.items()}
+    names: list[str] = []
+    name = info.get("Name")
+    if isinstance(name, str) and name.lstrip("/"):
+        names.append(name.lstrip("/"))
+    # Networks is keyed by network name, which libnetwork never tells the
+    # driver: the attachment is the one with our endpoint (or network) id.
+    nets = (info.get("NetworkSettings") or {}).get("Networks") or {}
+    for att in nets.values() if isinstance(nets, dict) else ():
+        if not isinstance(att, dict):
+            continue
+        if att.get("EndpointID") == endpoint_id or att.get("NetworkID") == network:
+            aliases = att.get("Aliases") or []
+            if isinstance(aliases, list):
+                names += [a for a in aliases if isinstance(a, str)]
+            break
+    return RuntimeInfo(labels, tuple(names))
 
 
 async def _get(http: aiohttp.ClientSession, path: str) -> dict[str, Any]:
@@ -81,7 +110,7 @@ class RuntimeLabels:
         self._docker = docker
         self._other = other
 
-    async def labels(self, container_id: str) -> dict[str, str]:
+    async def labels(self, container_id: str) -> RuntimeInfo:
         if self._docker.owns(container_id):
             return await self._docker.labels(container_id)
         return await self._other.labels(container_id)

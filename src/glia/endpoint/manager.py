@@ -44,7 +44,7 @@ from glia.endpoint.chained import ChainedEndpoints
 from glia.endpoint.chained_request import ChainedPrev, parse_prev
 from glia.endpoint.cni_result import add_result
 from glia.endpoint.endpoint_keys import EndpointKeys
-from glia.endpoint.hooks import EndpointHooks, LabelSource
+from glia.endpoint.hooks import EndpointHooks, LabelSource, RuntimeInfo
 from glia.endpoint.store import EndpointStore, endpoint_key
 from glia.endpoint.veth_removal import RemovalPending, VethRemovals
 from glia.identity.allocator import IdentityAllocator
@@ -53,7 +53,7 @@ from glia.ipam.local import LocalIPAM
 from glia.ipam.pool import gateway_ip
 from glia.kvstore.client import KVClient
 from glia.kvstore.publisher import LeasedPublisher
-from glia.model.endpoint import Endpoint, EndpointState
+from glia.model.endpoint import Endpoint, EndpointState, merge_aliases
 from glia.model.identity import CLUSTER_LABEL, NAMESPACE_LABEL, ReservedIdentity
 
 log = logging.getLogger(__name__)
@@ -428,16 +428,22 @@ class EndpointManager:
         if ep is None:
             return
         try:
-            runtime_labels = await self._labels.labels(ep.container_id)
+            runtime = await self._labels.labels(ep.container_id)
         except Exception as e:
             log.warning(
                 "labels of %s/%s unavailable (%s): using base labels", ep.namespace, ep.name, e
             )
-            runtime_labels = {}
+            runtime = RuntimeInfo({})
+        runtime_labels = runtime.labels
         async with self._lock:
             ep = self._eps.get(key)
             if ep is None:  # deleted meanwhile
                 return
+            # The endpoint keeps its name (its records' key); the runtime's names
+            # of the container (Docker's) become DNS aliases next to those of ADD.
+            aliases, skipped = merge_aliases(ep.aliases, runtime.aliases, ep.name)
+            for why in skipped:
+                log.debug("endpoint %s/%s: alias left out: %s", ep.namespace, ep.name, why)
             namespace, problem = request.namespace_from_labels(runtime_labels, ep.namespace)
             if problem is None and any(
                 (o.namespace, o.name) == (namespace, ep.name) and k != key
@@ -469,6 +475,7 @@ class EndpointManager:
                 labels=labels,
                 identity=ident.id,
                 state=EndpointState.READY,
+                aliases=aliases,
             )
             ifindex = await self._chained.host_ifindex(ep)
             if ifindex is None:

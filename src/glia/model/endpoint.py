@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 # DNS names of an endpoint besides its name (podman's --network-alias, and the
-# container's short id podman adds): single DNS labels, few. Checked at ADD
-# (glia.endpoint.request) and on every record read (glia.validate.endpoints).
+# container's short id podman adds; a Docker container's name and aliases, read
+# after Join): single DNS labels, few. Checked at ADD (glia.endpoint.request),
+# when added later (merge_aliases) and on every record read (glia.validate.endpoints).
 MAX_ALIASES = 32
 MAX_ALIAS = 63
 _ALIAS = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
@@ -22,6 +24,32 @@ def alias_problem(alias: str) -> str | None:
             "digits or '-', starting and ending with a letter or digit)"
         )
     return None
+
+
+def merge_aliases(
+    have: tuple[str, ...], more: Iterable[str], name: str = ""
+) -> tuple[tuple[str, ...], list[str]]:
+    """``have`` and then the names of ``more`` that are usable and new.
+
+    Each is folded to lower case and checked as an ADD's ``--network-alias`` is;
+    one that is not a DNS label, or beyond :data:`MAX_ALIASES`, is left out
+    rather than failing the endpoint. Returns the aliases and why each left-out
+    name was (for a log). ``name`` (the endpoint's own) is never an alias.
+    """
+    out = list(have)
+    skipped: list[str] = []
+    for raw in more:
+        alias = raw.lower()
+        if alias in out or alias == name.lower():
+            continue
+        problem = alias_problem(alias)
+        if problem is None and len(out) >= MAX_ALIASES:
+            problem = f"{alias!r} is one too many (at most {MAX_ALIASES} aliases)"
+        if problem is not None:
+            skipped.append(problem)
+            continue
+        out.append(alias)
+    return tuple(out), skipped
 
 
 class EndpointState(enum.StrEnum):
