@@ -11,6 +11,10 @@
  * stack, except UDP to the VXLAN port (overlay.h). Replies of connections the
  * stack delivered (host ports) go to the stack (GLIA_CT_F_VIA_STACK, ct.h): the
  * flag rides on the conntrack entry the policy step finds for every reply.
+ * Replies of host port connections from_netdev DNATed (GLIA_CT_F_HOSTPORT on
+ * the same entry) get their reverse NAT (source = address:host port) and go
+ * to the client's node through the tunnel, else out by the FIB
+ * (glia_hostport_reply): no lookup is added to any other packet.
  */
 #include "common.h"
 #include "config.h"
@@ -31,6 +35,37 @@ struct glia_arp_head {
 	__u8 sha[GLIA_ETH_ALEN];
 	__u8 spa[4];
 } __attribute__((packed));
+
+/* The reply of a host port connection (from_netdev, GLIA_CT_F_HOSTPORT): the
+ * source back to the address and host port the client asked (REPLY entry),
+ * then to the client: a pod of another node through the tunnel, anything else
+ * out by the FIB; never to the node's stack, which would take a packet from
+ * its own address on a veth for a martian. */
+static __always_inline int glia_hostport_reply(struct __sk_buff *skb,
+					       const struct glia_ipcache_entry *remote,
+					       __u32 src_identity, __u32 dst_identity)
+{
+	void *data, *data_end;
+	const struct glia_config *cfg;
+	struct iphdr *ip4;
+
+	if (glia_ct_reply_nat(skb) < 0)
+		return glia_drop_flow(skb, GLIA_DROP_NAT_FAILED, GLIA_DIR_EGRESS, src_identity,
+				      dst_identity);
+	cfg = glia_get_config();
+	if (cfg && remote && remote->tunnel_endpoint && remote->tunnel_endpoint != cfg->node_ip &&
+	    cfg->vxlan_ifindex) {
+		data = (void *)(long)skb->data;
+		data_end = (void *)(long)skb->data_end;
+		ip4 = data + sizeof(struct ethhdr);
+		if ((void *)(ip4 + 1) > data_end)
+			return glia_drop_flow(skb, GLIA_DROP_INVALID_PACKET, GLIA_DIR_EGRESS,
+					      src_identity, dst_identity);
+		return glia_to_tunnel(skb, ip4, remote->tunnel_endpoint, cfg->vxlan_ifindex,
+				      src_identity, dst_identity);
+	}
+	return glia_redirect_fib(skb, GLIA_DIR_EGRESS, src_identity, dst_identity);
+}
 
 /* Anti-spoofing for ARP, as for IPv4: a pod may speak ARP only for its own
  * address (or 0.0.0.0, an RFC 5227 probe). ARP goes to the stack, and on a
@@ -126,6 +161,8 @@ int from_endpoint(struct __sk_buff *skb)
 	verdict = glia_policy_ct(skb, src_identity, dst_identity, GLIA_DIR_EGRESS, 0, &ct_flags);
 	if (verdict)
 		return verdict;
+	if (!translated && (ct_flags & GLIA_CT_F_HOSTPORT))
+		return glia_hostport_reply(skb, remote, src_identity, dst_identity);
 	data = (void *)(long)skb->data;
 	data_end = (void *)(long)skb->data_end;
 	eth = data;

@@ -24,6 +24,11 @@
  * to a pod (a host port's DNAT) carries GLIA_CT_F_VIA_STACK: the replies,
  * which find that entry anyway, go back through the stack, which undoes the
  * NAT (policy.h).
+ * An INGRESS entry of a connection from_netdev load-balanced to a pod (a host
+ * port in eBPF, lb.h) carries GLIA_CT_F_HOSTPORT: from_endpoint reverse-NATs
+ * the replies (REPLY entry: source back to address:host port) and sends them
+ * out itself (fib lookup; the node's stack would drop them as martians, their
+ * source being the node's own address).
  * All carry an expiry (bpf_ktime_get_ns, CLOCK_MONOTONIC); the datapath
  * treats an expired entry as absent, glia.datapath.ct.ct_gc deletes them, and
  * the LRU evicts the oldest when full.
@@ -61,6 +66,9 @@ enum glia_ct_flags {
 	GLIA_CT_F_HAIRPIN = 4,           /* the client is its own backend (see below) */
 	GLIA_CT_F_VIA_STACK = 8,         /* INGRESS: from a pod, delivered by the node's stack
 					  * (a host port's DNAT): replies go through the stack */
+	GLIA_CT_F_HOSTPORT = 16,         /* INGRESS: from outside the node to a host port,
+					  * DNATed by from_netdev: replies reverse-NATed and
+					  * sent out by from_endpoint */
 };
 
 /* Hairpin: a pod whose connection to a VIP lands on itself would see its own

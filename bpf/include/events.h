@@ -32,6 +32,7 @@ enum glia_obs_point {
 	GLIA_OBS_TO_ENDPOINT = 1,        /* delivered to a local endpoint */
 	GLIA_OBS_TO_OVERLAY = 2,         /* sent into the tunnel to another node */
 	GLIA_OBS_TO_STACK = 3,           /* handed to the node's IP stack */
+	GLIA_OBS_TO_NETDEV = 4,          /* sent out of the node by its FIB route (forward.h) */
 };
 
 struct glia_drop_event {

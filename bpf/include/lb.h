@@ -23,6 +23,12 @@
  *                  same for unconnected UDP sockets, whose datagrams to one
  *                  VIP may each go to another backend
  *
+ * Host ports (`podman run -p`, docs/hostport.md) are frontends too, flagged
+ * GLIA_LB_F_HOSTPORT: (node IP or 127.0.0.1 or the given host IP, host port)
+ * -> the pod's (IP, container port). from_endpoint (pods) and sock.bpf.c (the
+ * node's processes) treat them as any frontend; from_netdev (clients outside
+ * the node) load-balances only them (glia_lb4_hostport).
+ *
  * Service id = reverse-NAT index, one per frontend. Memory: the hash maps
  * are BPF_F_NO_PREALLOC, so they cost their bucket arrays plus the entries in
  * use, not max_entries; Maglev tables (64 KiB each) exist only for services
@@ -33,6 +39,8 @@
 
 #include "common.h"
 #include "ct.h"
+#include "identity.h"
+#include "ipcache.h"
 #include "nat.h"
 #include "reject.h"
 #include "verdict.h"
@@ -53,6 +61,13 @@
 enum glia_lb_flags {
 	GLIA_LB_F_MAGLEV = 1,            /* pick through the Maglev table, not at random */
 	GLIA_LB_F_AFFINITY = 2,          /* ClientIP session affinity */
+	GLIA_LB_F_HOSTPORT = 4,          /* a host port: from_netdev serves it too */
+};
+
+/* Which frontends glia_lb4_frontends serves, and how it refuses. */
+enum glia_lb_mode {
+	GLIA_LB_MODE_ALL = 0,            /* a pod's packet (from_endpoint): every frontend */
+	GLIA_LB_MODE_HOSTPORT = 1,       /* a packet from outside the node (from_netdev) */
 };
 
 struct glia_lb4_key {
@@ -338,22 +353,37 @@ static __always_inline void glia_lb4_ct_create(const struct glia_ct4_key *tuple,
 	bpf_map_update_elem(&glia_ct4_v2, &reply, &entry, BPF_ANY);
 }
 
-/* No ready backend: count and report the packet, then refuse it at once. */
+/* No ready backend: count and report the packet, then refuse it at once. A
+ * host port's client outside the node gets no answer: the reject helpers send
+ * it into a pod's veth (redirect_peer), which means nothing on a netdev. */
 static __always_inline int glia_lb4_refuse(struct __sk_buff *skb, const struct glia_l4 *l4,
-					   __u32 src_identity)
+					   __u32 src_identity, enum glia_lb_mode mode)
 {
+	if (mode == GLIA_LB_MODE_HOSTPORT)
+		return glia_drop_flow(skb, GLIA_DROP_NO_SERVICE, GLIA_DIR_INGRESS, src_identity,
+				      0);
 	glia_drop_flow(skb, GLIA_DROP_NO_SERVICE, GLIA_DIR_EGRESS, src_identity, 0);
 	if (l4->proto == IPPROTO_TCP)
 		return glia_reject_tcp(skb, l4->off);
 	return glia_reject_udp(skb);
 }
 
-/* Service load-balancing of a packet a pod sent: on a VIP:port hit, DNAT to
- * the connection's backend (conntrack) or a newly picked one. Returns
- * GLIA_LB_CONTINUE when the packet goes on to forwarding (rewritten or not:
- * *translated says; packet pointers are invalid then), else the verdict. */
-static __always_inline int glia_lb4(struct __sk_buff *skb, __u32 src_identity, int *translated)
+/* Service load-balancing: on a frontend hit, DNAT to the connection's backend
+ * (conntrack) or a newly picked one. Returns GLIA_LB_CONTINUE when the packet
+ * goes on to forwarding (rewritten or not: *translated says; packet pointers
+ * are invalid then), else the verdict. `mode` is a constant of the caller, so
+ * each program keeps only its own branches.
+ * GLIA_LB_MODE_HOSTPORT: only GLIA_LB_F_HOSTPORT frontends; anything else is
+ * left as it came, without a write (not even glia_ct_forget_reply: every
+ * packet of the node's underlay comes this way); *src_identity is set on a hit
+ * (the ipcache's identity of the source, world without an entry), so only
+ * host port packets pay that lookup. GLIA_LB_MODE_ALL: *src_identity is the
+ * caller's. */
+static __always_inline int glia_lb4_frontends(struct __sk_buff *skb, __u32 *src_identity,
+					      enum glia_lb_mode mode, int *translated)
 {
+	const struct glia_ipcache_entry *client;
+	enum glia_direction dir = mode == GLIA_LB_MODE_HOSTPORT ? GLIA_DIR_INGRESS : GLIA_DIR_EGRESS;
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
 	struct iphdr *ip4 = data + sizeof(struct ethhdr);
@@ -378,7 +408,12 @@ static __always_inline int glia_lb4(struct __sk_buff *skb, __u32 src_identity, i
 	key.proto = l4.proto;
 	key.pad = 0;
 	svc = bpf_map_lookup_elem(&glia_lb4_svc_v1, &key);
-	if (!svc) {
+	if (mode == GLIA_LB_MODE_HOSTPORT) {
+		if (!svc || !(svc->flags & GLIA_LB_F_HOSTPORT))
+			return GLIA_LB_CONTINUE;
+		client = glia_lookup_ipcache(ip4->saddr);
+		*src_identity = client ? client->identity : GLIA_ID_WORLD;
+	} else if (!svc) {
 		glia_ct_forget_reply(ip4, &l4);
 		return GLIA_LB_CONTINUE;
 	}
@@ -409,11 +444,11 @@ static __always_inline int glia_lb4(struct __sk_buff *skb, __u32 src_identity, i
 		glia_ct_touch(ct, &twin, l4.proto, l4.tcp_flags, 0, now);
 	} else {
 		if (svc->count == 0)
-			return glia_lb4_refuse(skb, &l4, src_identity);
+			return glia_lb4_refuse(skb, &l4, *src_identity, mode);
 		backend_id = glia_lb4_pick(svc, &tuple, now, &aff_used);
 		be = backend_id ? bpf_map_lookup_elem(&glia_lb4_be_v1, &backend_id) : NULL;
 		if (!be)  /* maps mid-update or inconsistent: refuse rather than stall */
-			return glia_lb4_refuse(skb, &l4, src_identity);
+			return glia_lb4_refuse(skb, &l4, *src_identity, mode);
 		/* A client's entry is rewritten at most every GLIA_CT_REFRESH (its
 		 * timeout may end that much early): an LRU update per connection
 		 * cost more than the rest of the pick. */
@@ -425,12 +460,27 @@ static __always_inline int glia_lb4(struct __sk_buff *skb, __u32 src_identity, i
 		hairpin = be_ip == tuple.saddr;
 	}
 	if (glia_nat4(skb, &l4, 0, tuple.daddr, be_ip, tuple.dport, be_port) < 0)
-		return glia_drop_flow(skb, GLIA_DROP_NAT_FAILED, GLIA_DIR_EGRESS, src_identity, 0);
+		return glia_drop_flow(skb, GLIA_DROP_NAT_FAILED, dir, *src_identity, 0);
 	if (hairpin && glia_nat4(skb, &l4, 1, tuple.saddr, bpf_htonl(GLIA_HAIRPIN_IP), tuple.sport,
 				 tuple.sport) < 0)
-		return glia_drop_flow(skb, GLIA_DROP_NAT_FAILED, GLIA_DIR_EGRESS, src_identity, 0);
+		return glia_drop_flow(skb, GLIA_DROP_NAT_FAILED, dir, *src_identity, 0);
 	*translated = 1;
 	return GLIA_LB_CONTINUE;
+}
+
+/* A pod's packet (from_endpoint): every frontend; refused at once (RST, ICMP)
+ * without a ready backend. */
+static __always_inline int glia_lb4(struct __sk_buff *skb, __u32 src_identity, int *translated)
+{
+	return glia_lb4_frontends(skb, &src_identity, GLIA_LB_MODE_ALL, translated);
+}
+
+/* A packet from outside the node (from_netdev): host ports only, dropped
+ * without a ready backend; *src_identity is set on a hit. */
+static __always_inline int glia_lb4_hostport(struct __sk_buff *skb, __u32 *src_identity,
+					     int *translated)
+{
+	return glia_lb4_frontends(skb, src_identity, GLIA_LB_MODE_HOSTPORT, translated);
 }
 
 #endif /* GLIA_LB_H */

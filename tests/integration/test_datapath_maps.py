@@ -53,6 +53,7 @@ def test_load_pins_every_map_and_program(dp: Datapath) -> None:
         "from_endpoint",
         "from_overlay",
         "to_endpoint",
+        "from_netdev",
         "glia_sock4_connect",
         "glia_sock4_sendmsg",
         "glia_sock4_recvmsg",
@@ -224,6 +225,10 @@ def test_tc_slot_is_replaced_in_place_and_detached(dp: Datapath) -> None:
         filters = nu.run(nu.in_node(ns, "tc", "filter", "show", "dev", "gliaetc0", "ingress"))
         assert filters.stdout.count("direct-action") == 1
         assert "from_overlay" in filters.stdout
+        nu.call_in(ns, dp.attach_netdev, ifindex)  # the underlay's program, same slot
+        filters = nu.run(nu.in_node(ns, "tc", "filter", "show", "dev", "gliaetc0", "ingress"))
+        assert filters.stdout.count("direct-action") == 1
+        assert "from_netdev" in filters.stdout
 
         assert nu.call_in(ns, dp.detach, ifindex)
         assert not nu.call_in(ns, dp.detach, ifindex)

@@ -1,7 +1,8 @@
 """glia.datapath: the node's eBPF datapath, seen from Python.
 
-- ``loader.Datapath``: load bpf/from_endpoint and bpf/from_overlay with their
-  maps pinned per node, configure, attach (tc clsact ingress), close; ``unpin``.
+- ``loader.Datapath``: load the programs of bpf/ (from_endpoint, to_endpoint,
+  from_overlay, from_netdev, the socket LB) with their maps pinned per node,
+  configure, attach (tc clsact, cgroup links), close; ``unpin``.
 - ``maps``: the generic ``BPFMap`` (batch lookup, update and delete), checked
   against its spec.
 - ``nodemaps``: typed handles on the node's maps (endpoints, ipcache, metrics,

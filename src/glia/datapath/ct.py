@@ -39,6 +39,7 @@ CT_F_SEEN_REPLY = 1
 CT_F_CLOSING = 2
 CT_F_HAIRPIN = 4
 CT_F_VIA_STACK = 8  # INGRESS: from a pod through the node's stack (host port): replies too
+CT_F_HOSTPORT = 16  # INGRESS: a host port's DNAT by from_netdev: replies reverse-NATed out
 HAIRPIN_IP = "169.254.42.1"  # GLIA_HAIRPIN_IP: source of a pod's connections to itself
 _DIR_NAMES = {
     CT_SERVICE: "service",
@@ -88,6 +89,7 @@ class CTRow:
             "seen_reply": bool(self.flags & CT_F_SEEN_REPLY),
             "hairpin": bool(self.flags & CT_F_HAIRPIN),
             "via_stack": bool(self.flags & CT_F_VIA_STACK),
+            "hostport": bool(self.flags & CT_F_HOSTPORT),
             "tcp_flags": [name for bit, name in _TCP_FLAG_NAMES if self.tcp_flags & bit],
         }
 

@@ -87,6 +87,7 @@ class ObsPoint(enum.IntEnum):
     TO_ENDPOINT = 1
     TO_OVERLAY = 2
     TO_STACK = 3
+    TO_NETDEV = 4
 
     @property
     def label(self) -> str:

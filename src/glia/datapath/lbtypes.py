@@ -22,6 +22,7 @@ PROTO_NUMBERS = {name: number for number, name in PROTO_NAMES.items()}
 # enum glia_lb_flags
 LB_F_MAGLEV = 1
 LB_F_AFFINITY = 2
+LB_F_HOSTPORT = 4  # a host port (podman -p): from_netdev serves it too
 
 
 def ip_sort_key(ip: str) -> bytes:

@@ -91,6 +91,8 @@ FROM_ENDPOINT = ProgramSpec("from_endpoint.bpf.o", "from_endpoint")
 FROM_OVERLAY = ProgramSpec("from_overlay.bpf.o", "from_overlay")
 # tc egress of the endpoint veth: ingress policy for what the node's stack sends.
 TO_ENDPOINT = ProgramSpec("to_endpoint.bpf.o", "to_endpoint")
+# tc ingress of the node's underlay device: host ports for clients outside the node.
+FROM_NETDEV = ProgramSpec("from_netdev.bpf.o", "from_netdev")
 # Socket-level load-balancing (bpf/sock.bpf.c), attached to a cgroup v2.
 SOCK_PROGRAMS = (
     ProgramSpec("sock.bpf.o", "glia_sock4_connect", BPF_CGROUP_INET4_CONNECT),
@@ -98,7 +100,7 @@ SOCK_PROGRAMS = (
     ProgramSpec("sock.bpf.o", "glia_sock4_recvmsg", BPF_CGROUP_UDP4_RECVMSG),
     ProgramSpec("sock.bpf.o", "glia_sock4_getpeername", BPF_CGROUP_INET4_GETPEERNAME),
 )
-PROGRAMS = (FROM_ENDPOINT, FROM_OVERLAY, TO_ENDPOINT, *SOCK_PROGRAMS)
+PROGRAMS = (FROM_ENDPOINT, FROM_OVERLAY, TO_ENDPOINT, FROM_NETDEV, *SOCK_PROGRAMS)
 # Each object once, in load order (every object declares every pinned map).
 OBJECT_FILES = tuple(dict.fromkeys(spec.object_file for spec in PROGRAMS))
 
@@ -337,6 +339,12 @@ class Datapath:
     def attach_overlay(self, ifindex: int) -> None:
         """from_overlay on the VXLAN device ``ifindex`` of the calling thread's netns."""
         tc.attach_ingress(ifindex, self.prog_fd(FROM_OVERLAY.program))
+
+    def attach_netdev(self, ifindex: int) -> None:
+        """from_netdev (tc ingress) on the node's underlay device ``ifindex`` (the one
+        holding the node IP) of the calling thread's netns: host ports in eBPF for
+        clients outside the node. :meth:`detach` removes it."""
+        tc.attach_ingress(ifindex, self.prog_fd(FROM_NETDEV.program))
 
     def detach(self, ifindex: int) -> bool:
         """Remove glia's programs from ``ifindex``; False if there were none."""
