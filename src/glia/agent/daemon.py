@@ -7,9 +7,8 @@ registration and pod CIDR, IPAM and identity allocator, endpoint restore, the
 endpoints' host ports (handed to the Services before their first sync), the remote
 clusters (ClusterMesh: their first lists, briefly awaited), our ipcache, identity and
 Service reflectors, policy (its reflector, then one sync of the policy maps), then
-ready. The API
-socket is up from the start so ``glia status`` can tell what the agent waits
-for.
+ready. The API socket is up from the start so ``glia status`` can tell what the
+agent waits for.
 
 Blocking kernel work (libbpf, netlink) runs on one worker thread: the event
 loop stays responsive and datapath changes are serialised.
