@@ -1,16 +1,18 @@
-"""Host port benchmark: what ``podman run -p`` (portmap's DNAT in the node) costs.
+"""Host port benchmark: what ``podman run -p`` (host ports on the lb maps) costs.
 
 Run as root from the repository: ``.venv/bin/python bench/hostport.py [--lab NAME]
 [--rounds N] [--seconds S] [--out DIR]``. It brings up its own lab (``--lab``,
 default "gliahpb": one cluster of two nodes), starts a pod on n1 publishing
 ``15201:5201`` (an iperf3 server in its namespace) and ``18080:80`` (busybox
 httpd) and a client pod on each node, then measures, interleaved round by
-round, from each client (n1 and n2 namespaces, the pods on n1 and n2):
+round, from each client (n1 and n2, run as ``glia lab exec`` runs them: in the
+node's namespace and cgroup, where the socket load-balancer applies; the pods
+on n1 and n2):
 
 - ``pod``: straight to the pod's address (what the datapath does alone);
-- ``hostport``: to n1's address and the host port (portmap's DNAT, conntrack,
-  and for pods the replies through the stack, viastack.h);
-- ``loopback`` (n1 only): to 127.0.0.1 and the host port (DNAT + masquerade).
+- ``hostport``: to n1's address and the host port (from n1: the socket LB; from
+  n2: from_netdev on n1; from pods: from_endpoint's load-balancer);
+- ``loopback`` (n1 only): to 127.0.0.1 and the host port (the socket LB).
 
 Per path: TCP throughput (iperf3, one stream, Gbit/s) and the p50 of a fresh
 TCP connection + HTTP GET (ms, 200 sequential requests). Prints one JSON
@@ -29,12 +31,12 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import lab_bench_main  # bench/ is a folder of scripts
-from glia.lab import netns
 from glia.lab.lab import Lab
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -63,20 +65,29 @@ def _run(argv: list[str], timeout: float = 120) -> str:
     return proc.stdout
 
 
-def iperf(ns: str, ip: str, port: int, seconds: int) -> float:
+Runner = Callable[[list[str]], list[str]]  # a client: argv -> the argv that runs it there
+
+
+def iperf(run: Runner, ip: str, port: int, seconds: int) -> float:
     out = _run(
-        ["nsenter", f"--net={ns}", "iperf3", "-c", ip, "-p", str(port), "-t", str(seconds), "-J"],
+        run(["iperf3", "-c", ip, "-p", str(port), "-t", str(seconds), "-J"]),
         timeout=seconds + 30,
     )
     return float(json.loads(out)["end"]["sum_received"]["bits_per_second"]) / 1e9
 
 
-def get_p50(ns: str, ip: str, port: int) -> float:
-    return float(
-        _run(
-            ["nsenter", f"--net={ns}", sys.executable, "-c", GET_P50, ip, str(port), str(REQUESTS)]
-        )
-    )
+def get_p50(run: Runner, ip: str, port: int) -> float:
+    return float(_run(run([sys.executable, "-c", GET_P50, ip, str(port), str(REQUESTS)])))
+
+
+def in_netns(ns: str) -> Runner:
+    return lambda argv: ["nsenter", f"--net={ns}", *argv]
+
+
+def in_node(lab: Lab, ref: str) -> Runner:
+    # The node's namespace AND cgroup (socket_lb_cgroup): its processes reach host
+    # ports through the socket load-balancer, as on a host (docs/hostport.md).
+    return lambda argv: lab.exec_argv(ref, argv)[0]
 
 
 def measure(lab: Lab, rounds: int, seconds: int) -> dict[str, Any]:
@@ -97,10 +108,10 @@ def measure(lab: Lab, rounds: int, seconds: int) -> dict[str, Any]:
         stderr=subprocess.DEVNULL,
     )
     clients = {
-        "n1": str(netns.path(n1.netns)),
-        "n2": str(netns.path(n2.netns)),
-        "pod-n1": c1.netns_path,
-        "pod-n2": c2.netns_path,
+        "n1": in_node(lab, n1.ref),
+        "n2": in_node(lab, n2.ref),
+        "pod-n1": in_netns(c1.netns_path),
+        "pod-n2": in_netns(c2.netns_path),
     }
     targets = {
         "pod": (web.ip, IPERF_PORT, HTTP_PORT),

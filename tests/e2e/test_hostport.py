@@ -6,6 +6,7 @@ backend's ingress policy with the pod's identity."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -85,6 +86,23 @@ def test_tcp_host_port_from_nodes_and_pods(lab: Lab, pods: dict[str, Container])
         assert wait_for(what, lambda p=probe: p() or None, timeout=10) == "glia-hp-web", what
     # The container's own port is what answers: nothing listens on 18080 in the pod.
     assert http(lab, pods["c1"], f"{pods['web'].ip}:18080", timeout=1) == ""
+
+
+def test_host_ports_are_lb_frontends_not_kernel_nat(lab: Lab, pods: dict[str, Container]) -> None:
+    """The mappings are frontends of n1's lb maps (LB_F_HOSTPORT), on its IP and 127.0.0.1,
+    backed by the pod; no portmap chain in the node's ruleset."""
+    ip, web = node_ip(lab, N1), pods["web"]
+    rows = json.loads(glia_ok(lab, "bpf", "lb", "list", "-o", "json", "--node", N1))
+    fronts = {
+        row["frontend"]: [b["address"] for b in row["backends"]]
+        for row in rows
+        if row.get("host_port")
+    }
+    for addr in (ip, "127.0.0.1"):
+        assert fronts.get(f"{addr}:18080/TCP") == [f"{web.ip}:80"], fronts
+        assert fronts.get(f"{addr}:18053/UDP") == [f"{web.ip}:5353"], fronts
+    ruleset = lab.node_exec(N1, ["nft", "list", "ruleset"]).stdout
+    assert "CNI-HOSTPORT" not in ruleset
 
 
 def test_udp_host_port_from_nodes_and_pods(

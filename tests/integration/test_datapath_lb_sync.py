@@ -18,7 +18,10 @@ import pytest
 from glia.datapath.errors import DatapathError
 from glia.datapath.lbtypes import IPPROTO_TCP, Frontend, MapChanges, MapContents
 from glia.datapath.loader import Datapath, unpin
+from glia.model.endpoint import Endpoint, HostPort
 from glia.model.service import Backend, ClusterService, LBAlgorithm, Protocol, ServicePort
+from glia.service.hostports import host_port_services
+from glia.service.lbstate import LB_F_HOSTPORT
 from glia.service.lbsync import ServiceMapSync
 
 T = TypeVar("T")
@@ -210,3 +213,28 @@ def test_rows_without_a_plan_still_list_the_maps(dp: Datapath) -> None:
     rows = ServiceMapSync(dp, run_dp).lb_rows()  # a fresh agent, before its first sync
     assert [r["service"] for r in rows] == ["", "", ""]
     assert all(len(r["backends"]) == 3 and not r["in_sync"] for r in rows)
+
+
+def test_host_port_frontends_carry_the_flag_through_the_maps_and_a_restart(dp: Datapath) -> None:
+    # Host ports (docs/hostport.md): GLIA_LB_F_HOSTPORT in the map's flags, read back.
+    port = (HostPort(8080, 80),)
+    ep = Endpoint("cid", "default", "web", "c1", "n1", "10.1.0.5", 65836, ports=port)
+    hp = host_port_services([ep], "198.18.1.1", "c1", 1)
+    user = services(1)
+    sync = ServiceMapSync(dp, run_dp)
+    asyncio.run(sync.set_services([*hp, *user]))
+    contents = dp.lb.read()
+    flags = {f: e.flags for f, e in contents.services.items()}
+    assert flags[Frontend("198.18.1.1", 8080, IPPROTO_TCP)] & LB_F_HOSTPORT
+    assert flags[Frontend("127.0.0.1", 8080, IPPROTO_TCP)] & LB_F_HOSTPORT
+    assert not flags[Frontend(user[0].cluster_ip, 80, IPPROTO_TCP)] & LB_F_HOSTPORT
+    rows = {r["frontend"]: r for r in sync.lb_rows()}
+    assert rows["198.18.1.1:8080/TCP"]["host_port"] and rows["198.18.1.1:8080/TCP"]["in_sync"]
+
+    again = restart(dp)
+    try:
+        sync2 = ServiceMapSync(again, run_dp)
+        asyncio.run(sync2.set_services([*hp, *user]))
+        assert not any(sync2.last_changes.values()), sync2.last_changes  # adopted as they were
+    finally:
+        again.close()

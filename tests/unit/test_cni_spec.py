@@ -280,10 +280,9 @@ def test_conflist() -> None:
                 "agentSocket": "/run/glia/lab/nodes/c1-n1/agent.sock",
                 "mtu": 1450,
                 # podman hands --network-alias and several --ip over only if declared
+                # and -p, served by the agent on the lb maps (no portmap: docs/hostport.md)
                 "capabilities": {"aliases": True, "ips": True, "portMappings": True},
             },
-            # `podman run -p` (docs/hostport.md)
-            {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
         ],
     }
     # What a runtime hands the plugin (the list's version and name + the plugin entry) is valid.

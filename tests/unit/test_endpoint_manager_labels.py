@@ -27,8 +27,10 @@ from glia.identity.labelfilter import LabelFilter
 from glia.ipam.local import LocalIPAM
 from glia.kvstore import keys
 from glia.kvstore.client import KeyValue
-from glia.model.endpoint import MAX_ALIASES, Endpoint, EndpointState
+from glia.model import codec
+from glia.model.endpoint import MAX_ALIASES, Endpoint, EndpointState, HostPort
 from glia.model.identity import CLUSTER_LABEL, NAMESPACE_LABEL, ReservedIdentity
+from glia.service.hostports import host_port_services
 from glia.validate.bounds import ClusterBounds
 
 CIDR = "10.1.0.0/24"
@@ -280,3 +282,20 @@ def test_add_aliases_stay_first_and_the_total_is_capped(tmp_path: Path) -> None:
     mgr, _ = asyncio.run(_agent(full, Registry(), PODMAN_INFRA, aliases=("a0", "x", "y")))
     (ep,) = mgr.all()
     assert ep.aliases == (*have, "x") and ep.state == EndpointState.READY
+
+
+def test_a_restarted_agent_keeps_the_endpoints_host_ports(tmp_path: Path) -> None:
+    ports = (HostPort(8080, 80), HostPort(5353, 53, "udp", "127.0.0.1"))
+    _record(tmp_path, ports=ports)
+    publisher = FakePublisher()
+    mgr, _ = asyncio.run(_agent(tmp_path, Registry(), PODMAN_INFRA, publisher=publisher))
+    (ep,) = mgr.all()
+    assert ep.ports == ports  # what the agent hands the services before their first sync
+    assert {s.cluster_ip for s in host_port_services(mgr.all(), "198.18.1.1", "c1", 1)} == {
+        "198.18.1.1",
+        "127.0.0.1",
+    }
+    (saved,) = EndpointStore(tmp_path).load_all()
+    assert saved.ports == ports
+    published = [codec.decode(Endpoint, v) for k, v in publisher.keys.items() if "/endpoints/" in k]
+    assert [e.ports for e in published] == [ports]

@@ -2,12 +2,13 @@
 
 ``glia agent --config FILE`` runs it (:func:`glia.agent.process.run`). Start order (stop
 is the reverse): kvstore client and lease publisher, datapath (maps reused from the
-pins, programs loaded, VXLAN device), node registration and pod CIDR, IPAM and
-identity allocator, endpoint restore, the remote clusters (ClusterMesh: their
-first lists, briefly awaited), our ipcache, identity and Service reflectors,
-policy (its reflector, then one sync of the policy maps), then ready. The API
-socket is up from the start so ``glia status`` can tell what the agent waits
-for.
+pins, programs loaded, VXLAN device, from_netdev on the node IP's interface), node
+registration and pod CIDR, IPAM and identity allocator, endpoint restore, the
+endpoints' host ports (handed to the Services before their first sync), the remote
+clusters (ClusterMesh: their first lists, briefly awaited), our ipcache, identity and
+Service reflectors, policy (its reflector, then one sync of the policy maps), then
+ready. The API socket is up from the start so ``glia status`` can tell what the
+agent waits for.
 
 Blocking kernel work (libbpf, netlink) runs on one worker thread: the event
 loop stays responsive and datapath changes are serialised.
@@ -24,13 +25,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from glia import native
 from glia.agent.config import AgentConfig, reserved_networks
 from glia.agent.dns_start import start_dns
 from glia.agent.docker_start import DockerPlugin, runtime_labels
 from glia.agent.egress_start import start_egress
+from glia.agent.hostports import EndpointHooksFanOut, HostPortSync, netdev_ifindex
 from glia.agent.identities import IdentityCache
 from glia.agent.ipcache import IPCacheSync
 from glia.agent.monitor import Monitor, agent_context
@@ -68,6 +70,12 @@ VXLAN_DEVICE = "glia_vxlan"
 MESH_FIRST_SYNC = 3.0  # seconds the start waits for the remote clusters' first lists
 
 
+class _NetdevAttach(Protocol):
+    """``Datapath.attach_netdev`` (docs/hostport.md's contract; the datapath half)."""
+
+    def attach_netdev(self, ifindex: int) -> None: ...
+
+
 class Agent:
     def __init__(self, cfg: AgentConfig, repo_root: Path | None = None) -> None:
         self.cfg = cfg
@@ -88,6 +96,7 @@ class Agent:
         self.ipcache: IPCacheSync | None = None
         self.services: AgentServices | None = None
         self.policy: PolicySync | None = None
+        self.host_ports: HostPortSync | None = None
         self._policy_reflector: Reflector | None = None
         self.monitor: Monitor | None = None  # datapath events for `glia monitor`
         self.dns: DnsServer | None = None
@@ -135,6 +144,7 @@ class Agent:
             )
         )
         await self.run_dp(lambda: dp.attach_overlay(vxlan))
+        await self._attach_netdev()
         if cfg.socket_lb_cgroup:
             cgroup = Path(cfg.socket_lb_cgroup)
             await self.run_dp(lambda: dp.attach_socket_lb(cgroup))
@@ -199,9 +209,19 @@ class Agent:
             cidrs=lambda: ipcache.cidrs,
         )
         self.ipcache.on_cidrs_changed(self.services.revalidate)
+        self.host_ports = HostPortSync(
+            self.endpoints.all,
+            self.services,
+            node_ip=cfg.node_ip,
+            cluster=cfg.cluster,
+            cluster_id=cfg.cluster_id,
+        )
         if cfg.masquerade:
             await self._start_egress(cidr)
         self._wire_policy()
+        # Before the services' first sync, after restore: a restarted agent's first
+        # plan keeps the host-port frontends the maps hold.
+        await self.host_ports.sync()
         if cfg.clustermesh_dir:
             # Before our own first lists: the first writes of the ipcache and
             # the lb maps then hold the remote clusters' state too, instead of
@@ -250,7 +270,27 @@ class Agent:
         self.policy = PolicySync(self.cfg.cluster, dp.policy, self.run_dp, cidr_sink=self.ipcache)
         self.identities.listen(self.policy.identity_changed)
         self.policy.set_endpoint_source(lambda: ((e.identity, e.labels) for e in endpoints.all()))
-        endpoints.hooks = self.policy
+        assert self.host_ports is not None
+        endpoints.hooks = EndpointHooksFanOut(self.policy, self.host_ports)
+
+    async def _attach_netdev(self) -> None:
+        """from_netdev on the interface holding node_ip: host ports from outside the node.
+
+        A failure leaves the agent running (pods, Services and host ports from the
+        node and its pods work); the host-ports subsystem is degraded and says why.
+        """
+        assert self.datapath is not None
+        status = self.status["hostports"] = Subsystem()
+        dp = cast(_NetdevAttach, self.datapath)  # Datapath.attach_netdev: the datapath half
+        try:
+            name, ifindex = await self.run_dp(lambda: netdev_ifindex(self.cfg.node_ip))
+            await self.run_dp(lambda: dp.attach_netdev(ifindex))
+        except Exception as e:
+            why = f"from_netdev not attached ({e}): host ports are not reachable from outside"
+            log.error("host ports: %s", why)
+            status.set(True, why, degraded=True)
+            return
+        status.set(True, f"from_netdev on {name} (ifindex {ifindex})")
 
     async def _start_policy(self) -> None:
         """List the policies (the node's user reads glia/config/v1/policies/), then
@@ -357,6 +397,8 @@ class Agent:
         for d in self._deferred:
             with contextlib.suppress(Exception):
                 await d.stop(deliver=False)
+        if self.host_ports:
+            await self.host_ports.stop()
         if self.policy:
             await self.policy.stop()
         if self.services:

@@ -15,6 +15,11 @@ checked again when those change):
 - the health prober, which probes the backends hosted on this node and
   publishes :class:`~glia.model.service.BackendHealth` on the agent's lease.
 
+Host ports of this node's endpoints (:meth:`AgentServices.set_host_ports`,
+from :mod:`glia.agent.hostports`) join the same maps: part of the full set at
+the first sync, upserted and deleted after it; never merged with remote
+records, never probed, and not answered by DNS (:meth:`programmed_service`).
+
 Conntrack garbage collection runs here too, since it is part of keeping the
 service maps honest; and the datapath's signals (:mod:`glia.datapath.signals`)
 are read here: an endpoint of this node that refused a connection gets its
@@ -98,6 +103,10 @@ class AgentServices:
         # Remote clusters' records of global Services (ClusterMesh feeds them).
         self.remote: dict[str, dict[tuple[str, str], RemoteRecord]] = {}
         self._programmed: dict[tuple[str, str], ClusterService] = {}  # what the maps hold
+        # Host ports (glia.service.hostports): wanted, and what the maps were given.
+        self._host_wanted: dict[tuple[str, str], ClusterService] = {}
+        self._host_programmed: dict[tuple[str, str], ClusterService] = {}
+        self._host_lock = asyncio.Lock()
         self.programmed_version = 0  # changes with _programmed (DNS keeps answers while not)
         self._synced = False
         self._dirty = asyncio.Event()
@@ -197,9 +206,39 @@ class AgentServices:
         merged = [m for ref in self._refs() if (m := self._merged(*ref)) is not None]
         self._programmed = {(m.namespace, m.name): m for m in merged}
         self.programmed_version += 1
-        await self.lb.set_services(merged)
+        async with self._host_lock:
+            host = dict(self._host_wanted)
+            await self.lb.set_services(merged + list(host.values()))
+            self._host_programmed = host
         self._synced = True
         self._retarget()
+        await self._apply_host_ports()  # a change that came during the sync
+
+    # Host ports of this node's endpoints -----------------------------------
+
+    async def set_host_ports(self, services: list[ClusterService]) -> None:
+        """The full set of this node's host-port services (glia.service.hostports).
+
+        Before the first sync only remembered (they join its full set, so a
+        restarted agent keeps the frontends the maps hold); after it, the
+        difference is written. The newest call wins: each pass under the lock
+        brings the maps to the latest set. DNS-visible state does not change.
+        """
+        self._host_wanted = {(s.namespace, s.name): s for s in services if s.host_port}
+        if self._synced:
+            await self._apply_host_ports()
+
+    async def _apply_host_ports(self) -> None:
+        async with self._host_lock:
+            while self._host_programmed != self._host_wanted:
+                wanted = self._host_wanted
+                for ref in [r for r in self._host_programmed if r not in wanted]:
+                    del self._host_programmed[ref]
+                    await self.lb.delete(*ref)
+                for ref, svc in wanted.items():
+                    if self._host_programmed.get(ref) != svc:
+                        self._host_programmed[ref] = svc
+                        await self.lb.upsert(svc)
 
     # Global services (ClusterMesh): remote records, merged per Service ------
 
@@ -287,16 +326,20 @@ class AgentServices:
 
     def programmed(self) -> list[ClusterService]:
         """The Services as the maps hold them: ours, merged with the remote clusters' records
-        of global ones (``GET /v1/services``); empty until the first sync."""
-        return sorted(self._programmed.values(), key=lambda s: (s.namespace, s.name))
+        of global ones, and this node's host ports (``GET /v1/services``); empty until the
+        first sync."""
+        every = [*self._programmed.values(), *self._host_programmed.values()]
+        return sorted(every, key=lambda s: (s.namespace, s.name))
 
     def programmed_service(self, namespace: str, name: str) -> ClusterService | None:
-        """One Service as the maps hold it (DNS asks this for every query)."""
+        """One Service as the maps hold it (DNS asks this for every query); never a host
+        port's."""
         return self._programmed.get((namespace, name))
 
     def status(self) -> dict[str, Any]:
         return {
             "services": len(self.services),
+            "host_ports": len(self._host_programmed),
             "lb": self.lb.status(),
             "probes": len(self.prober.results()),
             "refusals": self.refusals,

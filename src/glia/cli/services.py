@@ -39,6 +39,8 @@ def _str(value: Any) -> str:
 
 def _flags(svc: Mapping[str, Any]) -> str:
     flags = []
+    if svc.get("host_port"):
+        flags.append("host port")  # podman run -p of a local endpoint (docs/hostport.md)
     if svc.get("global_"):
         flags.append("global" if svc.get("shared", True) else "global (not shared)")
     if svc.get("affinity"):

@@ -6,9 +6,9 @@ routes, MTU) is decided by the agent; the plugin only needs to know which
 agent to ask.
 
 ``podman run -p`` reaches a CNI plugin only through the ``portMappings``
-capability: the list chains the standard ``portmap`` plugin after glia-cni
-(docs/hostport.md), which DNATs the node's host ports to the pod with the
-kernel's NAT in the node's namespace.
+capability: glia-cni declares it and the agent serves the mappings as
+load-balancer frontends in BPF (docs/hostport.md); no ``portmap`` plugin, no
+kernel NAT.
 """
 
 from __future__ import annotations
@@ -19,27 +19,19 @@ from typing import Any
 from glia.cni.spec import DEFAULT_AGENT_SOCKET, valid_name
 
 
-# `podman run -p`: podman hands the mappings to plugins declaring the
-# capability. `snat` masquerades connections from the node's 127.0.0.1 (with
-# route_localnet on the pod's host veth) and a pod reaching its own host port;
-# every other source keeps its address, so the pod's ingress policy judges it
-# with the source's identity (docs/hostport.md).
-def portmap_plugin() -> dict[str, Any]:
-    return {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True}
-
-
 def conflist(
     agent_socket: str = DEFAULT_AGENT_SOCKET, name: str = "glia", mtu: int = 1450
 ) -> dict[str, Any]:
-    """A CNI 1.0 configuration list: glia-cni, then portmap for ``podman run -p``.
+    """A CNI 1.0 configuration list: glia-cni alone (``podman run -p`` included).
 
     ``cniVersions`` (spec 1.1) lets a runtime that knows GC and STATUS use them;
     older runtimes read ``cniVersion``. ``mtu`` reaches the agent inside every
     request's ``config``; the agent decides the pod MTU. The capabilities make
     podman hand over ``--network-alias`` (``runtimeConfig.aliases``) and several
     ``--ip`` (``runtimeConfig.ips``; one comes as CNI_ARGS ``IP``), which the
-    agent answers in DNS or refuses (docs/endpoints.md): undeclared, podman
-    drops them without a word.
+    agent answers in DNS or refuses (docs/endpoints.md), and ``-p``
+    (``runtimeConfig.portMappings``), which the agent serves on the lb maps
+    (docs/hostport.md): undeclared, podman drops them without a word.
     """
     if not valid_name(name):
         raise ValueError(f"network name {name!r}: letters, digits, '_', '.', '-' only")
@@ -56,11 +48,9 @@ def conflist(
                 "type": "glia-cni",
                 "agentSocket": agent_socket,
                 "mtu": mtu,
-                # podman hands --network-alias and several --ip over only if declared;
-                # portMappings only to refuse those glia cannot honour (glia.cni.ports).
+                # podman hands --network-alias, several --ip and -p over only if declared.
                 "capabilities": {"aliases": True, "ips": True, "portMappings": True},
             },
-            portmap_plugin(),
         ],
     }
 

@@ -1,13 +1,12 @@
 """Host ports (``podman run -p``) that glia can honour, checked by glia-cni at ADD.
 
-Called by :func:`glia.cni.invocation.parse_invocation`. podman hands the mappings
+Called by :func:`glia.cni.invocation.parse_invocation` and by the agent
+(:func:`glia.endpoint.request.requested_ports`). podman hands the mappings
 (``runtimeConfig.portMappings``) to every plugin of the list that declares
-the ``portMappings`` capability; the ``portmap`` plugin after glia-cni sets
-them up (docs/hostport.md). glia-cni declares the capability too, only to
-refuse, before anything is created, what the pod network cannot carry: a
-mapping podman accepts and portmap would set up to never work (an IPv6 host
-address for an IPv4-only pod; SCTP, which glia's datapath does not track)
-must fail the container's start, never be silently ignored.
+the ``portMappings`` capability; glia-cni does, and the agent serves them as
+load-balancer frontends (docs/hostport.md). What the pod network cannot carry
+(an IPv6 host address for an IPv4-only pod; SCTP, which glia's datapath does
+not track) must fail the container's start, never be silently ignored.
 
 Standard library only: imported by a process that must start fast.
 """

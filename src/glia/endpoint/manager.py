@@ -53,7 +53,7 @@ from glia.ipam.local import LocalIPAM
 from glia.ipam.pool import gateway_ip
 from glia.kvstore.client import KVClient
 from glia.kvstore.publisher import LeasedPublisher
-from glia.model.endpoint import Endpoint, EndpointState, merge_aliases
+from glia.model.endpoint import Endpoint, EndpointState, HostPort, merge_aliases
 from glia.model.identity import CLUSTER_LABEL, NAMESPACE_LABEL, ReservedIdentity
 
 log = logging.getLogger(__name__)
@@ -150,13 +150,19 @@ class EndpointManager:
             if existing is not None:
                 # A runtime retrying ADD: same answer, nothing allocated twice.
                 return self._result(existing, cni_version, chained)
+            if chained is None:  # a chained endpoint's host ports are not glia's
+                request.check_host_ports(r.ports, self._eps.values())
             await self._claim(cid, ifname, name, namespace, wait=chained is None)
             if chained is not None:
                 others = list(self._eps.values())
                 ep = await self._chained.add(r, chained, self._base_labels(namespace), others)
                 self._eps[key] = ep
             else:
-                ep = await self._add_locked(cid, netns, ifname, name, namespace, r.ip, r.aliases)
+                ep = await self._add_locked(
+                    cid, netns, ifname, name, namespace, r.ip, r.aliases, r.ports
+                )
+        if ep.ports:  # served from ADD on, not only once the labels are known
+            self._changed()
         self._resolve_labels_later(ep)
         return self._result(ep, cni_version, chained)
 
@@ -202,6 +208,7 @@ class EndpointManager:
         namespace: str,
         requested: str | None,
         aliases: tuple[str, ...] = (),
+        ports: tuple[HostPort, ...] = (),
         make_veth: Callable[..., netlink.VethInfo] = netlink.create_endpoint_veth,
     ) -> Endpoint:
         undo: list[Callable[[], Awaitable[Any]]] = []
@@ -235,6 +242,7 @@ class EndpointManager:
                 mac=mac,
                 host_mac=host_mac,
                 aliases=aliases,
+                ports=ports,
             )
             # The keys go to etcd while the kernel builds the veth: they name no
             # interface, and nothing reaches the pod before ADD returns. The

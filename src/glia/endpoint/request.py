@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from glia.cni import spec
+from glia.cni.ports import PortMappingError, port_mappings
 from glia.cni.prevresult import check_prev_result
 from glia.cni.spec import ERR_INVALID_CONFIG, ERR_INVALID_ENV, CniError
-from glia.model.endpoint import MAX_ALIASES, Endpoint, alias_problem
+from glia.model.endpoint import MAX_ALIASES, Endpoint, HostPort, alias_problem
 from glia.model.identity import NAMESPACE_LABEL
 
 DEFAULT_IFNAME = "eth0"
@@ -50,9 +51,9 @@ KNOWN_CNI_ARGS = frozenset(
     {"K8S_POD_NAME", "K8S_POD_NAMESPACE", "K8S_POD_INFRA_CONTAINER_ID", "K8S_POD_UID", "IP"}
 )
 _ARG_OPTION = {"MAC": "--mac-address (CNI_ARGS MAC)"}
-# runtimeConfig keys (capabilities) glia-cni reads; portMappings belongs to the
-# portmap plugin chained after it (docs/endpoints.md), which podman hands it only
-# if glia-cni's entry declared it too: tolerated, never read here.
+# runtimeConfig keys (capabilities) glia-cni reads; portMappings are the host ports
+# the agent serves on the lb maps (docs/hostport.md); a chained endpoint ignores
+# them (a portmap plugin chained after glia-cni may serve them).
 KNOWN_RUNTIME_CONFIG = frozenset({"aliases", "ips", "portMappings"})
 
 
@@ -75,6 +76,7 @@ class AddRequest:
     cni_version: str  # of the result
     ip: str | None = None  # the address asked for (podman run --ip), if any
     aliases: tuple[str, ...] = ()  # --network-alias names (and podman's short id), lower case
+    ports: tuple[HostPort, ...] = ()  # podman run -p (runtimeConfig.portMappings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +97,53 @@ def parse_add(body: Any) -> AddRequest:
     check_supported(body.get("args"), body.get("config"))
     ip = requested_ip(body.get("args"), body.get("config"))
     aliases = requested_aliases(body.get("config"))
-    return AddRequest(cid, netns, ifname, name, namespace, version, ip, aliases)
+    ports = requested_ports(body.get("config"))
+    return AddRequest(cid, netns, ifname, name, namespace, version, ip, aliases, ports)
+
+
+def requested_ports(config: Any) -> tuple[HostPort, ...]:
+    """The host ports of ``runtimeConfig.portMappings`` (code 7 if glia cannot honour one).
+
+    The rules are glia-cni's (:func:`glia.cni.ports.port_mappings`). The same
+    mapping listed twice counts once; two mappings of this request that claim
+    one frontend (``-p 8080:80 -p 8080:81``) are refused, as podman would.
+    """
+    if not isinstance(config, Mapping):
+        return ()
+    try:
+        mappings = port_mappings(config)
+    except PortMappingError as e:
+        raise CniError(ERR_INVALID_CONFIG, f"podman run -p: {e}") from None
+    out: list[HostPort] = []
+    for m in mappings:
+        hp = HostPort(m.host_port, m.container_port, m.protocol, m.host_ip)
+        if hp in out:
+            continue
+        clash = next((o for o in out if o.overlaps(hp)), None)
+        if clash is not None:
+            raise CniError(
+                ERR_INVALID_CONFIG, f"podman run -p: {hp} and {clash} claim the same host port"
+            )
+        out.append(hp)
+    return tuple(out)
+
+
+def check_host_ports(ports: Iterable[HostPort], others: Iterable[Endpoint]) -> None:
+    """Refuse (code 7) a host port another endpoint of this node holds, naming the holder.
+
+    Same protocol and host port, and the same host IP or either empty (an empty
+    one claims the node IP and 127.0.0.1, and a host IP may be either).
+    """
+    for hp in ports:
+        for other in others:
+            clash = next((o for o in other.ports if o.overlaps(hp)), None)
+            if clash is not None:
+                raise CniError(
+                    ERR_INVALID_CONFIG,
+                    f"podman run -p {hp}: host port {clash.host_port}/{clash.protocol} is "
+                    f"taken by {other.namespace}/{other.name} "
+                    f"(container {other.container_id[:12]}, -p {clash})",
+                )
 
 
 def check_supported(args: Any, config: Any) -> None:

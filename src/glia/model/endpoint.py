@@ -52,6 +52,31 @@ def merge_aliases(
     return tuple(out), skipped
 
 
+HOST_PORT_PROTOCOLS = ("tcp", "udp")
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    """One ``podman run -p`` mapping the agent serves on the lb maps (docs/hostport.md)."""
+
+    host_port: int  # 1..65535, on the node's address(es)
+    container_port: int  # 1..65535, on the endpoint's IP
+    protocol: str = "tcp"  # "tcp" | "udp"
+    host_ip: str = ""  # "" = the node IP and 127.0.0.1; else only this IPv4 address
+
+    def overlaps(self, other: HostPort) -> bool:
+        """Whether both would claim one frontend (an empty host IP claims every address)."""
+        return (
+            self.protocol == other.protocol
+            and self.host_port == other.host_port
+            and (not self.host_ip or not other.host_ip or self.host_ip == other.host_ip)
+        )
+
+    def __str__(self) -> str:
+        where = f"{self.host_ip}:" if self.host_ip else ""
+        return f"{where}{self.host_port}:{self.container_port}/{self.protocol}"
+
+
 class EndpointState(enum.StrEnum):
     WAITING_FOR_IDENTITY = "waiting-for-identity"  # labels not yet known: identity init
     READY = "ready"
@@ -85,3 +110,7 @@ class Endpoint:
     # The interface and address belong to a CNI plugin before glia-cni (docs/chaining.md):
     # glia removes only its programs, map entry and keys, never the veth or the address.
     chained: bool = False
+    # Host ports (podman run -p, from the ADD's runtimeConfig.portMappings): served as
+    # lb frontends by this node's agent (glia.service.hostports); none for chained
+    # endpoints and Docker's (Docker publishes its own).
+    ports: tuple[HostPort, ...] = ()

@@ -124,6 +124,9 @@ class ClusterService:
     shared: bool = True
     affinity: str = ""
     affinity_min_ready: int = 0  # as ServiceSpec.affinity_min_ready
+    # A host port of this node's endpoint (podman run -p; glia.service.hostports): made
+    # by the agent for itself, never stored; a record read from etcd with it is refused.
+    host_port: bool = False
 
 
 @dataclass(frozen=True, slots=True)

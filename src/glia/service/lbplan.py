@@ -26,6 +26,9 @@ Decisions:
 - Two Services claiming the same frontend: the one already holding it keeps
   it, otherwise the lowest namespace/name; the other is recorded in
   ``LBState.conflicts`` and gets the frontend when it is released.
+- A host port (``ClusterService.host_port``, made by the agent for its own
+  endpoints, glia.service.hostports) is a frontend like any other, with
+  ``LB_F_HOSTPORT`` in its flags (the only frontends from_netdev balances).
 - A restarted agent adopts the maps: ``LBState.from_maps`` reads their
   content back (ids included), the first plan keeps the ids of frontends and
   backends that are still wanted, and the first diff is computed against the
@@ -266,6 +269,7 @@ def _frontend_plan(
         addrs=tuple(ready),
         maglev=table,
         backends=tuple(unique.values()),
+        host_port=svc.host_port,
     )
 
 

@@ -25,6 +25,10 @@ from glia.datapath.lbtypes import (
 from glia.model.service import ClusterService, LBAlgorithm
 from glia.service.lbids import IdPool, adopted_pool
 
+# mirrors GLIA_LB_F_HOSTPORT in bpf/include/lb.h (enum glia_lb_flags): a host port
+# frontend, the only kind from_netdev load-balances (docs/hostport.md).
+LB_F_HOSTPORT = 4
+
 
 def service_key(namespace: str, name: str) -> str:
     return f"{namespace}/{name}"
@@ -57,10 +61,12 @@ class FrontendPlan(NamedTuple):
     addrs: tuple[BackendAddr, ...]  # their addresses (known ones, when adopted)
     maglev: tuple[int, ...] | None  # Maglev table (backend ids) when Maglev and any ready
     backends: tuple[BackendView, ...]  # all backends, ready or not (display only)
+    host_port: bool = False  # a host port of a local endpoint (ClusterService.host_port)
 
     @property
     def flags(self) -> int:
         flags = LB_F_MAGLEV if self.algorithm == LBAlgorithm.MAGLEV else 0
+        flags |= LB_F_HOSTPORT if self.host_port else 0
         return flags | (LB_F_AFFINITY if self.affinity_timeout else 0)
 
     @property
@@ -117,6 +123,7 @@ class LBState:
                 addrs=addrs,
                 maglev=maglev,
                 backends=tuple(BackendView(a, True, "", "", "") for a in addrs),
+                host_port=bool(e.flags & LB_F_HOSTPORT),
             )
         used_svc = {fp.svc_id for fp in frontends.values()}
         seen_svc = (

@@ -40,7 +40,13 @@ from glia.model.service import ClusterService, LBAlgorithm
 from glia.service import lbplan
 from glia.service.lbdiff import diff
 from glia.service.lbids import PlanError
-from glia.service.lbstate import BackendView, LBState, frontend_contents, service_key
+from glia.service.lbstate import (
+    LB_F_HOSTPORT,
+    BackendView,
+    LBState,
+    frontend_contents,
+    service_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +203,8 @@ def lb_rows(contents: MapContents, state: LBState | None) -> list[dict[str, Any]
 
     Shape: ``{"frontend": "10.96.0.10:80/TCP", "vip", "port", "protocol",
     "svc_id", "service": "ns/name" | "", "algorithm": "random" | "maglev",
-    "affinity_timeout": s (0 = none), "count": ready backends, "backends":
+    "affinity_timeout": s (0 = none), "host_port": bool (a host port's frontend,
+    docs/hostport.md), "count": ready backends, "backends":
     [{"address": "ip:port", "ip", "port", "id": int | None, "slot": int | None,
     "state": "ready" | "not-ready", "node": str, "cluster": str,
     "flags": ["preferred" | "stale" | "standby", ...]}], "in_sync": bool}``
@@ -243,6 +250,7 @@ def lb_rows(contents: MapContents, state: LBState | None) -> list[dict[str, Any]
                     LBAlgorithm.MAGLEV.value if e.flags & LB_F_MAGLEV else LBAlgorithm.RANDOM.value
                 ),
                 "affinity_timeout": e.affinity_timeout if e.flags & LB_F_AFFINITY else 0,
+                "host_port": bool(e.flags & LB_F_HOSTPORT),
                 "count": e.ready_count,
                 "backends": backends,
                 "in_sync": in_sync,

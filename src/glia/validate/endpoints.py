@@ -10,8 +10,8 @@ from __future__ import annotations
 from ipaddress import IPv4Network
 
 from glia.kvstore import keys
-from glia.model.endpoint import MAX_ALIASES, Endpoint, alias_problem
-from glia.validate.addresses import in_block, unicast
+from glia.model.endpoint import HOST_PORT_PROTOCOLS, MAX_ALIASES, Endpoint, HostPort, alias_problem
+from glia.validate.addresses import in_block, ipv4, unicast
 from glia.validate.bounds import ClusterBounds
 from glia.validate.common import decode, key_parts
 from glia.validate.errors import Rejected
@@ -37,7 +37,20 @@ def check_endpoint(key: str, raw: bytes, bounds: ClusterBounds) -> Endpoint:
         problem = alias_problem(alias)
         if problem is not None:
             raise Rejected(f"endpoint {ns}/{name}: alias {problem}")
+    for hp in ep.ports:
+        _check_host_port(hp, f"endpoint {ns}/{name}")
     return ep
+
+
+def _check_host_port(hp: HostPort, where: str) -> None:
+    """Shape only: what a host port means is the owning node's business (its agent serves it)."""
+    for what, port in (("host_port", hp.host_port), ("container_port", hp.container_port)):
+        if isinstance(port, bool) or not 1 <= port <= 65535:
+            raise Rejected(f"{where}: host port {what} {port!r} is not a port (1..65535)")
+    if hp.protocol not in HOST_PORT_PROTOCOLS:
+        raise Rejected(f"{where}: host port protocol {hp.protocol!r} is not tcp or udp")
+    if hp.host_ip:
+        ipv4(hp.host_ip, f"{where}: host port host_ip")  # 127.0.0.1 is a fine host IP
 
 
 def check_endpoint_placement(ep: Endpoint, cidr: IPv4Network | None) -> None:

@@ -126,6 +126,10 @@ def check_cluster_service(
         raise Rejected(
             f"cluster_id {svc.cluster_id} is not {bounds.cluster!r}'s {bounds.cluster_id}"
         )
+    if svc.host_port:
+        # Host-port frontends are node addresses: only a node's own agent makes them,
+        # for its own endpoints (glia.service.hostports), never from a record.
+        raise Rejected("host_port is set: host-port services are made by each agent, never read")
     if len(svc.backends) > MAX_BACKENDS:
         raise Rejected(f"{len(svc.backends)} backends; at most {MAX_BACKENDS}")
     _check_settings(svc)
