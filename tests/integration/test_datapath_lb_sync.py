@@ -16,12 +16,11 @@ import netns_util as nu
 import pytest
 
 from glia.datapath.errors import DatapathError
-from glia.datapath.lbtypes import IPPROTO_TCP, Frontend, MapChanges, MapContents
+from glia.datapath.lbtypes import IPPROTO_TCP, LB_F_HOSTPORT, Frontend, MapChanges, MapContents
 from glia.datapath.loader import Datapath, unpin
 from glia.model.endpoint import Endpoint, HostPort
 from glia.model.service import Backend, ClusterService, LBAlgorithm, Protocol, ServicePort
 from glia.service.hostports import host_port_services
-from glia.service.lbstate import LB_F_HOSTPORT
 from glia.service.lbsync import ServiceMapSync
 
 T = TypeVar("T")

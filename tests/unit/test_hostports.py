@@ -20,7 +20,7 @@ import pytest
 from glia.agent.hostports import EndpointHooksFanOut, HostPortSync
 from glia.agent.services import AgentServices
 from glia.cni.spec import ERR_INVALID_CONFIG, CniError
-from glia.datapath.lbtypes import IPPROTO_TCP, IPPROTO_UDP, Frontend
+from glia.datapath.lbtypes import IPPROTO_TCP, IPPROTO_UDP, LB_F_HOSTPORT, Frontend
 from glia.dns.names import Sources, Verdict, resolve
 from glia.endpoint import netns_check, request
 from glia.endpoint.manager import EndpointManager
@@ -31,7 +31,7 @@ from glia.model.endpoint import Endpoint, HostPort
 from glia.model.service import ClusterService, Protocol, ServicePort
 from glia.service import lbplan
 from glia.service.hostports import HOSTPORT_NAMESPACE, host_port_services, is_host_port_name
-from glia.service.lbstate import LB_F_HOSTPORT, LBState
+from glia.service.lbstate import LBState
 from glia.validate.bounds import ClusterBounds
 from glia.validate.endpoints import check_endpoint
 from glia.validate.errors import Rejected

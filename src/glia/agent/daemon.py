@@ -25,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, TypeVar
 
 from glia import native
 from glia.agent.config import AgentConfig, reserved_networks
@@ -68,12 +68,6 @@ T = TypeVar("T")
 
 VXLAN_DEVICE = "glia_vxlan"
 MESH_FIRST_SYNC = 3.0  # seconds the start waits for the remote clusters' first lists
-
-
-class _NetdevAttach(Protocol):
-    """``Datapath.attach_netdev`` (docs/hostport.md's contract; the datapath half)."""
-
-    def attach_netdev(self, ifindex: int) -> None: ...
 
 
 class Agent:
@@ -281,7 +275,7 @@ class Agent:
         """
         assert self.datapath is not None
         status = self.status["hostports"] = Subsystem()
-        dp = cast(_NetdevAttach, self.datapath)  # Datapath.attach_netdev: the datapath half
+        dp = self.datapath
         try:
             name, ifindex = await self.run_dp(lambda: netdev_ifindex(self.cfg.node_ip))
             await self.run_dp(lambda: dp.attach_netdev(ifindex))

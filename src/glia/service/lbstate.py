@@ -15,6 +15,7 @@ from typing import NamedTuple
 
 from glia.datapath.lbtypes import (
     LB_F_AFFINITY,
+    LB_F_HOSTPORT,
     LB_F_MAGLEV,
     BackendAddr,
     Frontend,
@@ -24,10 +25,6 @@ from glia.datapath.lbtypes import (
 )
 from glia.model.service import ClusterService, LBAlgorithm
 from glia.service.lbids import IdPool, adopted_pool
-
-# mirrors GLIA_LB_F_HOSTPORT in bpf/include/lb.h (enum glia_lb_flags): a host port
-# frontend, the only kind from_netdev load-balances (docs/hostport.md).
-LB_F_HOSTPORT = 4
 
 
 def service_key(namespace: str, name: str) -> str:

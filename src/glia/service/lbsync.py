@@ -28,6 +28,7 @@ from typing import Any
 from glia.datapath.errors import DatapathError
 from glia.datapath.lbtypes import (
     LB_F_AFFINITY,
+    LB_F_HOSTPORT,
     LB_F_MAGLEV,
     PROTO_NAMES,
     BackendAddr,
@@ -41,7 +42,6 @@ from glia.service import lbplan
 from glia.service.lbdiff import diff
 from glia.service.lbids import PlanError
 from glia.service.lbstate import (
-    LB_F_HOSTPORT,
     BackendView,
     LBState,
     frontend_contents,
