@@ -9,7 +9,7 @@
  * judges the backend, never the VIP) -> local endpoint (its ingress policy,
  * reverse NAT of service replies, redirect_peer) | remote node (VXLAN) | node
  * stack, except UDP to the VXLAN port (overlay.h). Replies of connections the
- * stack delivered (host ports) go to the stack (GLIA_CT_F_VIA_STACK, ct.h): the
+ * stack delivered (a kernel DNAT, e.g. a chained portmap) go to the stack (GLIA_CT_F_VIA_STACK, ct.h): the
  * flag rides on the conntrack entry the policy step finds for every reply.
  * Replies of host port connections from_netdev DNATed (GLIA_CT_F_HOSTPORT on
  * the same entry) get their reverse NAT (source = address:host port) and go

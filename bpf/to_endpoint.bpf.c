@@ -8,7 +8,7 @@
  * Ingress policy of the endpoint for the source's identity (the ipcache's;
  * world without an entry), with policy conntrack, so connections the node
  * opens are tracked and the pod's replies pass its egress policy. Connections
- * from a pod that the stack delivers (a host port's DNAT) are marked on their
+ * from a pod that the stack delivers (a kernel DNAT, e.g. a chained portmap) are marked on their
  * INGRESS conntrack entry, so their replies take the stack back (ct.h).
  * Attached by glia.datapath.loader.Datapath next to from_endpoint.
  *
@@ -54,7 +54,8 @@ int to_endpoint(struct __sk_buff *skb)
 				      dst->identity);
 	src = glia_lookup_ipcache(ip4->saddr);
 	src_identity = src ? src->identity : GLIA_ID_WORLD;
-	/* From a pod, through the stack: a host port's DNAT. Pods never reach pods
+	/* From a pod, through the stack: a kernel DNAT (a chained portmap; glia's own
+	 * host ports are served in BPF, from_netdev). Pods never reach pods
 	 * through the stack otherwise (from_endpoint delivers them), so the mark
 	 * sends exactly the NATed connections' replies back through it (ct.h). */
 	if (src && (src->tunnel_endpoint || glia_lookup_endpoint(ip4->saddr)))

@@ -21,7 +21,7 @@
  * Service connections are judged after DNAT (the backend), so their EGRESS
  * entry and the backend's INGRESS entry hold the backend's address.
  * An INGRESS entry of a connection from a pod that the node's stack handed
- * to a pod (a host port's DNAT) carries GLIA_CT_F_VIA_STACK: the replies,
+ * to a pod (a kernel DNAT, e.g. a chained portmap) carries GLIA_CT_F_VIA_STACK: the replies,
  * which find that entry anyway, go back through the stack, which undoes the
  * NAT (policy.h).
  * An INGRESS entry of a connection from_netdev load-balanced to a pod (a host
