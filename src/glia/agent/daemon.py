@@ -32,7 +32,7 @@ from glia.agent.config import AgentConfig, reserved_networks
 from glia.agent.dns_start import start_dns
 from glia.agent.docker_start import DockerPlugin, runtime_labels
 from glia.agent.egress_start import start_egress
-from glia.agent.hostports import EndpointHooksFanOut, HostPortSync, netdev_ifindex
+from glia.agent.hostports import EndpointHooksFanOut, HostPortSync, attach_netdev
 from glia.agent.identities import IdentityCache
 from glia.agent.ipcache import IPCacheSync
 from glia.agent.monitor import Monitor, agent_context
@@ -138,7 +138,8 @@ class Agent:
             )
         )
         await self.run_dp(lambda: dp.attach_overlay(vxlan))
-        await self._attach_netdev()
+        assert self.datapath is not None
+        self.status["hostports"] = await attach_netdev(self.datapath, self.run_dp, self.cfg.node_ip)
         if cfg.socket_lb_cgroup:
             cgroup = Path(cfg.socket_lb_cgroup)
             await self.run_dp(lambda: dp.attach_socket_lb(cgroup))
@@ -266,25 +267,6 @@ class Agent:
         self.policy.set_endpoint_source(lambda: ((e.identity, e.labels) for e in endpoints.all()))
         assert self.host_ports is not None
         endpoints.hooks = EndpointHooksFanOut(self.policy, self.host_ports)
-
-    async def _attach_netdev(self) -> None:
-        """from_netdev on the interface holding node_ip: host ports from outside the node.
-
-        A failure leaves the agent running (pods, Services and host ports from the
-        node and its pods work); the host-ports subsystem is degraded and says why.
-        """
-        assert self.datapath is not None
-        status = self.status["hostports"] = Subsystem()
-        dp = self.datapath
-        try:
-            name, ifindex = await self.run_dp(lambda: netdev_ifindex(self.cfg.node_ip))
-            await self.run_dp(lambda: dp.attach_netdev(ifindex))
-        except Exception as e:
-            why = f"from_netdev not attached ({e}): host ports are not reachable from outside"
-            log.error("host ports: %s", why)
-            status.set(True, why, degraded=True)
-            return
-        status.set(True, f"from_netdev on {name} (ifindex {ifindex})")
 
     async def _start_policy(self) -> None:
         """List the policies (the node's user reads glia/config/v1/policies/), then

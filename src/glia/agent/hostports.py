@@ -8,9 +8,9 @@ endpoints are restored (before the services' first sync, so a restarted
 agent's first plan keeps the frontends the maps hold), then on every change
 the manager reports (:class:`EndpointHooksFanOut`, next to policy).
 
-:func:`netdev_ifindex` finds the interface holding the node IP, where the
-agent attaches ``from_netdev`` (clients outside the node reach host ports
-through it; docs/hostport.md).
+:func:`attach_netdev` attaches ``from_netdev`` to the interface holding the
+node IP (:func:`netdev_ifindex`): clients outside the node reach host ports
+through it (docs/hostport.md).
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from typing import Protocol
 
 from pyroute2 import IPRoute
 
+from glia.agent.subsystems import Subsystem
+from glia.datapath.loader import Datapath
+from glia.datapath.runner import RunDatapath
 from glia.endpoint.hooks import EndpointHooks
 from glia.model.endpoint import Endpoint
 from glia.model.service import ClusterService
@@ -113,3 +116,22 @@ def netdev_ifindex(node_ip: str) -> tuple[str, int]:
                 name = ipr.link("get", index=index)[0].get("IFLA_IFNAME")
                 return str(name), index
     raise LookupError(f"no interface holds the node IP {node_ip}")
+
+
+async def attach_netdev(dp: Datapath, run_dp: RunDatapath, node_ip: str) -> Subsystem:
+    """from_netdev on the interface holding ``node_ip``; the host-ports subsystem.
+
+    A failure leaves the agent running (pods, Services and host ports from the
+    node and its pods work): the subsystem is degraded and says why.
+    """
+    status = Subsystem()
+    try:
+        name, ifindex = await run_dp(lambda: netdev_ifindex(node_ip))
+        await run_dp(lambda: dp.attach_netdev(ifindex))
+    except Exception as e:
+        why = f"from_netdev not attached ({e}): host ports are not reachable from outside"
+        log.error("host ports: %s", why)
+        status.set(True, why, degraded=True)
+        return status
+    status.set(True, f"from_netdev on {name} (ifindex {ifindex})")
+    return status

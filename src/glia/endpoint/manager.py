@@ -45,7 +45,9 @@ from glia.endpoint.chained_request import ChainedPrev, parse_prev
 from glia.endpoint.cni_result import add_result
 from glia.endpoint.endpoint_keys import EndpointKeys
 from glia.endpoint.hooks import EndpointHooks, LabelSource, RuntimeInfo
+from glia.endpoint.relabel import base_labels, relabel
 from glia.endpoint.store import EndpointStore, endpoint_key
+from glia.endpoint.strays import remove_strays
 from glia.endpoint.veth_removal import RemovalPending, VethRemovals
 from glia.identity.allocator import IdentityAllocator
 from glia.identity.labelfilter import LabelFilter
@@ -53,8 +55,8 @@ from glia.ipam.local import LocalIPAM
 from glia.ipam.pool import gateway_ip
 from glia.kvstore.client import KVClient
 from glia.kvstore.publisher import LeasedPublisher
-from glia.model.endpoint import Endpoint, EndpointState, HostPort, merge_aliases
-from glia.model.identity import CLUSTER_LABEL, NAMESPACE_LABEL, ReservedIdentity
+from glia.model.endpoint import Endpoint, EndpointState, HostPort
+from glia.model.identity import ReservedIdentity
 
 log = logging.getLogger(__name__)
 
@@ -373,7 +375,7 @@ class EndpointManager:
 
     async def restore(self) -> dict[str, int]:
         """Adopt recorded endpoints whose veth exists; clean up everything else."""
-        stats = {"adopted": 0, "stale_records": 0, "stray_links": 0, "stray_map": 0, "stray_ips": 0}
+        stats = {"adopted": 0, "stale_records": 0}
         links = dict(await self._run_dp(lambda: netlink.list_links(netlink.HOST_PREFIX)))
         async with self._lock:
             for ep in self._store.load_all():
@@ -397,20 +399,9 @@ class EndpointManager:
                 self._eps[endpoint_key(ep.container_id, ep.ifname)] = ep
                 self._store.save(ep)
                 stats["adopted"] += 1
-            known_links = {ep.host_ifname for ep in self._eps.values()}
-            for name in links:
-                if name not in known_links:
-                    await self._run_dp(functools.partial(netlink.delete_endpoint_veth, name))
-                    stats["stray_links"] += 1
-            known_ips = {ep.ip for ep in self._eps.values()}
-            for ip, _info in await self._run_dp(self._dp.endpoints.items):
-                if ip not in known_ips:
-                    await self._run_dp(functools.partial(self._dp.endpoints.delete, ip))
-                    stats["stray_map"] += 1
-            for ip in self._ipam.allocations():
-                if ip not in known_ips:
-                    self._ipam.release(ip)
-                    stats["stray_ips"] += 1
+            stats |= await remove_strays(
+                list(self._eps.values()), links, self._dp, self._run_dp, self._ipam
+            )
             # Keys of endpoints that went while no agent ran (a DEL queued by the
             # plugin, a veth gone with its pod) still sit on the dead agent's
             # lease: other nodes would route to them until it expires.
@@ -442,38 +433,23 @@ class EndpointManager:
                 "labels of %s/%s unavailable (%s): using base labels", ep.namespace, ep.name, e
             )
             runtime = RuntimeInfo({})
-        runtime_labels = runtime.labels
         async with self._lock:
             ep = self._eps.get(key)
             if ep is None:  # deleted meanwhile
                 return
-            # The endpoint keeps its name (its records' key); the runtime's names
-            # of the container (Docker's) become DNS aliases next to those of ADD.
-            aliases, skipped = merge_aliases(ep.aliases, runtime.aliases, ep.name)
-            for why in skipped:
-                log.debug("endpoint %s/%s: alias left out: %s", ep.namespace, ep.name, why)
-            namespace, problem = request.namespace_from_labels(runtime_labels, ep.namespace)
-            if problem is None and any(
-                (o.namespace, o.name) == (namespace, ep.name) and k != key
-                for k, o in self._eps.items()
-            ):
-                problem = f"an endpoint named {namespace}/{ep.name} exists already on this node"
-                namespace = ep.namespace
-            if problem is not None:
+            others = (o for k, o in self._eps.items() if k != key)
+            r = relabel(ep, runtime, others, self._label_filter, self._cluster)
+            for note in r.notes:
+                log.debug("endpoint %s/%s: %s", ep.namespace, ep.name, note)
+            if r.namespace_refused is not None:
                 log.warning(
                     "endpoint %s/%s stays in namespace %s: %s",
                     ep.namespace,
                     ep.name,
                     ep.namespace,
-                    problem,
+                    r.namespace_refused,
                 )
-            # The record keeps only what makes the identity (as Cilium shows an
-            # endpoint's identity labels): a restart reaches the same identity.
-            labels = {**self._label_filter.apply(runtime_labels), **self._base_labels(namespace)}
-            if dropped := sorted(runtime_labels.keys() - labels.keys()):
-                log.debug(
-                    "endpoint %s/%s: labels not in its identity: %s", namespace, ep.name, dropped
-                )
+            namespace, labels, aliases = r.namespace, r.labels, r.aliases
             ident = await self._ids.allocate(labels)
             old = ep.identity
             old_namespace = ep.namespace
@@ -507,7 +483,7 @@ class EndpointManager:
         self._label_tasks.pop(key, None)
 
     def _base_labels(self, namespace: str) -> dict[str, str]:
-        return {NAMESPACE_LABEL: namespace, CLUSTER_LABEL: self._cluster}
+        return base_labels(namespace, self._cluster)
 
     # ---- datapath and kvstore -------------------------------------------
 
