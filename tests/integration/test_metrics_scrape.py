@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import struct
 import tempfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -24,49 +23,26 @@ from typing import Any
 import netns_util as nu
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from two_pods import NODE_IP, VXLAN_PORT, A, B, from_a, two_pod_datapath
 
 from glia.agent.api import ApiServer
 from glia.agent.config import AgentConfig
 from glia.agent.process import _serve_metrics
 from glia.agent.subsystems import Subsystem
-from glia.datapath.loader import Datapath, unpin
-from glia.datapath.nodemaps import EndpointInfo, IPCacheInfo
-from glia.datapath.packets import ipv4, mac, udp
+from glia.datapath.loader import Datapath
+from glia.datapath.packets import udp
 from glia.datapath.testrun import run_program
 from glia.metrics.http import MetricsServer
-from glia.model.identity import ReservedIdentity
 
 pytestmark = pytest.mark.root
 
-NODE_IP = "198.18.0.1"
-VXLAN_PORT = 8472
-A = ("10.1.1.5", 10, 0x1012C, "02:00:00:00:0a:01", "02:00:00:00:0a:02")  # ip ifindex id mac node
-B = ("10.1.1.6", 11, 0x1012D, "02:00:00:00:0b:01", "02:00:00:00:0b:02")
 LISTEN = "127.0.0.1:9962"
-
-
-def from_a(dst: str, l4: bytes) -> bytes:
-    return mac(A[4]) + mac(A[3]) + struct.pack("!H", 0x0800) + ipv4(A[0], dst, l4, proto=17)
 
 
 @pytest.fixture
 def datapath() -> Iterator[tuple[Datapath, str]]:
-    nu.require_bpffs()
-    nu.cleanup_stale()
-    ns = f"{nu.prefix()}-met"
-    dp = Datapath(nu.pin_dir("metrics"), nu.bpf_objects())
-    try:
-        nu.add_netns(ns)
-        dp.load()
-        dp.configure(node_ip=NODE_IP, vxlan_ifindex=99, cluster_id=1, vxlan_port=VXLAN_PORT)
-        for ip, ifindex, identity, pod_mac, node_mac in (A, B):
-            dp.endpoints.upsert(ip, EndpointInfo(ifindex, identity, pod_mac, node_mac))
-        dp.ipcache.upsert_many({NODE_IP: IPCacheInfo(int(ReservedIdentity.HOST), None, 1)})
-        yield dp, ns
-    finally:
-        dp.close()
-        unpin(dp.pin_dir)
-        nu.del_netns(ns)
+    with two_pod_datapath("metrics") as got:
+        yield got
 
 
 class Agent:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import struct
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,29 +22,22 @@ from typing import Any, TypeVar
 
 import netns_util as nu
 import pytest
+from two_pods import NODE_IP, VXLAN_PORT, A, B, from_a, two_pod_datapath
 
 from glia.agent.api import ApiServer
 from glia.agent.client import AgentClient
 from glia.agent.config import AgentConfig
 from glia.agent.monitor import Context, Monitor
-from glia.datapath.loader import Datapath, unpin
-from glia.datapath.nodemaps import EndpointInfo, IPCacheInfo, NodeConfig
-from glia.datapath.packets import ipv4, mac, udp
+from glia.datapath.loader import Datapath
+from glia.datapath.nodemaps import NodeConfig
+from glia.datapath.packets import udp
 from glia.datapath.structs import GLIA_CFG_F_POLICY_VERDICTS, GLIA_CFG_F_TRACE
 from glia.datapath.testrun import run_program
-from glia.model.identity import Identity, ReservedIdentity
+from glia.model.identity import Identity
 
 T = TypeVar("T")
-NODE_IP = "198.18.0.1"
-VXLAN_PORT = 8472
-A = ("10.1.1.5", 10, 0x1012C, "02:00:00:00:0a:01", "02:00:00:00:0a:02")  # ip ifindex id mac node
-B = ("10.1.1.6", 11, 0x1012D, "02:00:00:00:0b:01", "02:00:00:00:0b:02")
 LABELS = {A[2]: {"app": "client"}, B[2]: {"app": "web"}}
 NODE = NodeConfig(NODE_IP, 99, 1, VXLAN_PORT)
-
-
-def from_a(dst: str, l4: bytes) -> bytes:
-    return mac(A[4]) + mac(A[3]) + struct.pack("!H", 0x0800) + ipv4(A[0], dst, l4, proto=17)
 
 
 @dataclass
@@ -77,22 +69,8 @@ def _lookup(n: int) -> Identity | None:
 
 @pytest.fixture
 def datapath() -> Iterator[tuple[Datapath, str]]:
-    nu.require_bpffs()
-    nu.cleanup_stale()
-    ns = f"{nu.prefix()}-mon"
-    dp = Datapath(nu.pin_dir("monitor"), nu.bpf_objects())
-    try:
-        nu.add_netns(ns)
-        dp.load()
-        dp.configure(node_ip=NODE_IP, vxlan_ifindex=99, cluster_id=1, vxlan_port=VXLAN_PORT)
-        for ip, ifindex, identity, pod_mac, node_mac in (A, B):
-            dp.endpoints.upsert(ip, EndpointInfo(ifindex, identity, pod_mac, node_mac))
-        dp.ipcache.upsert_many({NODE_IP: IPCacheInfo(int(ReservedIdentity.HOST), None, 1)})
-        yield dp, ns
-    finally:
-        dp.close()
-        unpin(dp.pin_dir)
-        nu.del_netns(ns)
+    with two_pod_datapath("monitor") as got:
+        yield got
 
 
 @pytest.fixture
