@@ -4,10 +4,10 @@ runtime has answered (pure)."""
 from __future__ import annotations
 
 from glia.endpoint.hooks import RuntimeInfo
-from glia.endpoint.relabel import base_labels, relabel
+from glia.endpoint.relabel import base_labels, initial_endpoint, relabel
 from glia.identity.labelfilter import LabelFilter
-from glia.model.endpoint import Endpoint
-from glia.model.identity import CLUSTER_LABEL, NAMESPACE_LABEL
+from glia.model.endpoint import Endpoint, EndpointState
+from glia.model.identity import CLUSTER_LABEL, NAMESPACE_LABEL, ReservedIdentity
 
 
 def _ep(name: str = "web", namespace: str = "default", aliases: tuple[str, ...] = ()) -> Endpoint:
@@ -39,3 +39,14 @@ def test_runtime_names_become_aliases_after_those_of_add() -> None:
     r = relabel(_ep(aliases=("cache",)), runtime, [], LabelFilter(), "c1")
     assert r.aliases == ("cache", "db")  # its own name and an invalid one left out
     assert any("bad_name" in n for n in r.notes)
+
+
+def test_a_new_endpoint_waits_for_its_identity_with_glias_labels() -> None:
+    ep = initial_endpoint(
+        cid="ab" * 32, namespace="shop", name="web", cluster="c1", node="n1", ip="10.1.0.5",
+        ifname="eth0", host_ifname="gliae1", netns="/proc/1/ns/net", mac="02:00:00:00:00:01",
+        host_mac="02:00:00:00:00:02", aliases=("db",), ports=(),
+    )  # fmt: skip
+    assert ep.identity == int(ReservedIdentity.INIT)
+    assert ep.state == EndpointState.WAITING_FOR_IDENTITY
+    assert ep.labels == base_labels("shop", "c1")

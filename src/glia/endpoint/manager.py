@@ -45,7 +45,7 @@ from glia.endpoint.chained_request import ChainedPrev, parse_prev
 from glia.endpoint.cni_result import add_result
 from glia.endpoint.endpoint_keys import EndpointKeys
 from glia.endpoint.hooks import EndpointHooks, LabelSource, RuntimeInfo
-from glia.endpoint.relabel import base_labels, relabel
+from glia.endpoint.relabel import base_labels, initial_endpoint, relabel
 from glia.endpoint.store import EndpointStore, endpoint_key
 from glia.endpoint.strays import remove_strays
 from glia.endpoint.veth_removal import RemovalPending, VethRemovals
@@ -228,24 +228,11 @@ class EndpointManager:
             host_ifname = netlink.host_ifname_for(cid, ifname)
             # MACs chosen here, so the record is complete before the veth exists.
             mac, host_mac = netlink.random_mac(), netlink.random_mac()
-            ep = Endpoint(
-                container_id=cid,
-                namespace=namespace,
-                name=name,
-                cluster=self._cluster,
-                node=self._node,
-                ip=ip,
-                identity=int(ReservedIdentity.INIT),
-                labels=self._base_labels(namespace),
-                state=EndpointState.WAITING_FOR_IDENTITY,
-                ifname=ifname,
-                host_ifname=host_ifname,
-                netns=netns,
-                mac=mac,
-                host_mac=host_mac,
-                aliases=aliases,
-                ports=ports,
-            )
+            ep = initial_endpoint(
+                cid=cid, namespace=namespace, name=name, cluster=self._cluster,
+                node=self._node, ip=ip, ifname=ifname, host_ifname=host_ifname, netns=netns,
+                mac=mac, host_mac=host_mac, aliases=aliases, ports=ports,
+            )  # fmt: skip
             # The keys go to etcd while the kernel builds the veth: they name no
             # interface, and nothing reaches the pod before ADD returns. The
             # withdrawal waits for the put, so a rollback leaves no key behind.

@@ -1,6 +1,8 @@
-"""What an endpoint becomes once its runtime's labels are known (pure).
+"""What an endpoint is before its runtime's labels are known, and after (pure).
 
-Called by :class:`glia.endpoint.manager.EndpointManager` after ADD, when the
+:func:`initial_endpoint` is the record ADD starts with: identity ``init``, glia's
+own labels, waiting for its identity. :func:`relabel` is called by
+:class:`glia.endpoint.manager.EndpointManager` after ADD, when the
 runtime (podman, dockerd) has answered: the namespace its labels ask for (kept
 when another endpoint of the node already has that namespace and name), the
 identity labels (the runtime's through the label filter, then glia's own two),
@@ -16,13 +18,50 @@ from dataclasses import dataclass, field
 from glia.endpoint import request
 from glia.endpoint.hooks import RuntimeInfo
 from glia.identity.labelfilter import LabelFilter
-from glia.model.endpoint import Endpoint, merge_aliases
-from glia.model.identity import CLUSTER_LABEL, NAMESPACE_LABEL
+from glia.model.endpoint import Endpoint, EndpointState, HostPort, merge_aliases
+from glia.model.identity import CLUSTER_LABEL, NAMESPACE_LABEL, ReservedIdentity
 
 
 def base_labels(namespace: str, cluster: str) -> dict[str, str]:
     """glia's own labels of every endpoint: they are always part of its identity."""
     return {NAMESPACE_LABEL: namespace, CLUSTER_LABEL: cluster}
+
+
+def initial_endpoint(
+    *,
+    cid: str,
+    namespace: str,
+    name: str,
+    cluster: str,
+    node: str,
+    ip: str,
+    ifname: str,
+    host_ifname: str,
+    netns: str,
+    mac: str,
+    host_mac: str,
+    aliases: tuple[str, ...],
+    ports: tuple[HostPort, ...],
+) -> Endpoint:
+    """The record of a new endpoint, complete before its veth exists."""
+    return Endpoint(
+        container_id=cid,
+        namespace=namespace,
+        name=name,
+        cluster=cluster,
+        node=node,
+        ip=ip,
+        identity=int(ReservedIdentity.INIT),
+        labels=base_labels(namespace, cluster),
+        state=EndpointState.WAITING_FOR_IDENTITY,
+        ifname=ifname,
+        host_ifname=host_ifname,
+        netns=netns,
+        mac=mac,
+        host_mac=host_mac,
+        aliases=aliases,
+        ports=ports,
+    )
 
 
 @dataclass(frozen=True, slots=True)
